@@ -1,0 +1,500 @@
+package proto
+
+import (
+	"bytes"
+	"errors"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Errors returned by SeedDecoder.Decode. Every failed Decode returns exactly
+// one of them (compare with == or errors.Is); none carries the payload, so
+// they are safe to log.
+var (
+	// ErrInvalidUTF8: the payload is not valid UTF-8. Checked before the JSON
+	// syntax, so a payload that is both gets this error. WebSocket text
+	// frames must be UTF-8 and the message bytes are re-sent verbatim in
+	// text frames, so invalid UTF-8 is refused even inside JSON strings
+	// (where encoding/json would tolerate it).
+	ErrInvalidUTF8 = errors.New("proto: payload is not valid UTF-8")
+	// ErrInvalidJSON: the payload is not one valid JSON value (RFC 8259,
+	// nesting at most 10000 levels like encoding/json).
+	ErrInvalidJSON = errors.New("proto: payload is not valid JSON")
+	// ErrNotObject: valid JSON whose top level is not an object.
+	ErrNotObject = errors.New("proto: payload is not a JSON object")
+	// ErrMissingTag: "tag" is absent, not a string, or the empty string.
+	ErrMissingTag = errors.New(`proto: "tag" is missing, empty or not a string`)
+	// ErrInvalidTag: "tag" escapes an unpaired UTF-16 surrogate (such as
+	// "\ud800"), which is not a Unicode character and cannot name a topic.
+	ErrInvalidTag = errors.New(`proto: "tag" contains an unpaired surrogate escape`)
+	// ErrMissingMessage: "message" is absent or null. Other falsy values
+	// (0, false, "", {}, []) are messages.
+	ErrMissingMessage = errors.New(`proto: "message" is missing or null`)
+)
+
+// maxDepth is the deepest nesting of arrays and objects accepted, counting
+// the top-level object; the same limit as encoding/json so that both agree
+// on what is valid.
+const maxDepth = 10000
+
+// maxRetainedScratch bounds the unescape buffer a decoder keeps between
+// calls: a decoder lives as long as its connection, and one huge escaped tag
+// must not pin memory for all that time.
+const maxRetainedScratch = 1 << 10
+
+// SeedDecoder decodes client→server frames of the seed protocol:
+// {"tag": "<topic>", "message": <any JSON>}.
+//
+// A SeedDecoder is not safe for concurrent use: give each connection its own
+// and call it only from the goroutine that reads that connection. The zero
+// value is ready to use; it is two nil slices until a payload needs them.
+type SeedDecoder struct {
+	// buf holds unescaped keys and the unescaped tag when the tag contains
+	// backslash escapes.
+	buf []byte
+	// deep records the container kinds (1 = object) of nesting levels
+	// beyond the 64 that fit in a register; grown only by deeply nested
+	// payloads, at most maxDepth/64+1 words.
+	deep []uint64
+}
+
+// Which top-level member a key names.
+const (
+	keyOther = iota
+	keyTag
+	keyMessage
+)
+
+// Decode parses one client frame payload. tag is the unescaped tag bytes;
+// message is the raw JSON value of "message", without surrounding
+// whitespace, byte for byte as the client sent it.
+//
+// Both results point into payload or into d's scratch buffer: they are
+// valid only until the next Decode call on d and only while payload is not
+// reused. Copy them to keep them longer.
+//
+// The whole payload is validated (UTF-8 and JSON syntax) before anything is
+// returned, so message is always valid JSON that can be re-embedded
+// verbatim. Keys are compared after unescaping and exactly (case matters, as
+// in the seed's Python json.loads); other keys are ignored; for duplicate
+// keys the last one wins, as in encoding/json. Errors are checked in this
+// order: ErrInvalidUTF8, ErrInvalidJSON, ErrNotObject, ErrMissingTag,
+// ErrInvalidTag, ErrMissingMessage.
+//
+// Decode allocates nothing in steady state.
+func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
+	if cap(d.buf) > maxRetainedScratch {
+		d.buf = nil
+	}
+	if !utf8.Valid(payload) {
+		return nil, nil, ErrInvalidUTF8
+	}
+	p := payload
+	i := skipWS(p, 0)
+	if i == len(p) {
+		return nil, nil, ErrInvalidJSON
+	}
+	if p[i] != '{' {
+		end := d.skipValue(p, i, 0)
+		if end < 0 || skipWS(p, end) != len(p) {
+			return nil, nil, ErrInvalidJSON
+		}
+		return nil, nil, ErrNotObject
+	}
+
+	tagStart, tagEnd := -1, -1
+	msgStart, msgEnd := -1, -1
+	i = skipWS(p, i+1)
+	if i < len(p) && p[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(p) || p[i] != '"' {
+				return nil, nil, ErrInvalidJSON
+			}
+			ke, esc := scanString(p, i)
+			if ke < 0 {
+				return nil, nil, ErrInvalidJSON
+			}
+			which := d.classifyKey(p[i+1:ke-1], esc)
+			i = skipWS(p, ke)
+			if i >= len(p) || p[i] != ':' {
+				return nil, nil, ErrInvalidJSON
+			}
+			vs := skipWS(p, i+1)
+			i = d.skipValue(p, vs, 1)
+			if i < 0 {
+				return nil, nil, ErrInvalidJSON
+			}
+			switch which {
+			case keyTag:
+				tagStart, tagEnd = vs, i
+			case keyMessage:
+				msgStart, msgEnd = vs, i
+			}
+			i = skipWS(p, i)
+			if i >= len(p) {
+				return nil, nil, ErrInvalidJSON
+			}
+			if p[i] == ',' {
+				i = skipWS(p, i+1)
+				continue
+			}
+			if p[i] != '}' {
+				return nil, nil, ErrInvalidJSON
+			}
+			i++
+			break
+		}
+	}
+	if skipWS(p, i) != len(p) {
+		return nil, nil, ErrInvalidJSON
+	}
+
+	// tagEnd-tagStart == 2 is the empty string "": every escape decodes to
+	// at least one byte, so only a raw empty string is empty.
+	if tagStart < 0 || p[tagStart] != '"' || tagEnd-tagStart == 2 {
+		return nil, nil, ErrMissingTag
+	}
+	tag = p[tagStart+1 : tagEnd-1]
+	if bytes.IndexByte(tag, '\\') >= 0 {
+		var ok bool
+		d.buf, ok = appendUnescaped(d.buf[:0], tag)
+		if !ok {
+			return nil, nil, ErrInvalidTag
+		}
+		tag = d.buf
+	}
+	if msgStart < 0 || string(p[msgStart:msgEnd]) == "null" {
+		return nil, nil, ErrMissingMessage
+	}
+	return tag, p[msgStart:msgEnd], nil
+}
+
+// classifyKey reports which member the raw (still escaped) key names.
+func (d *SeedDecoder) classifyKey(raw []byte, escaped bool) int {
+	if escaped {
+		// Rare: a client escaping plain ASCII key names. Compare the
+		// decoded key; a key with a lone surrogate names neither member.
+		var ok bool
+		d.buf, ok = appendUnescaped(d.buf[:0], raw)
+		if !ok {
+			return keyOther
+		}
+		raw = d.buf
+	}
+	switch string(raw) {
+	case "tag":
+		return keyTag
+	case "message":
+		return keyMessage
+	}
+	return keyOther
+}
+
+// skipWS returns the index of the first non-whitespace byte at or after i.
+func skipWS(p []byte, i int) int {
+	for i < len(p) {
+		switch p[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// skipValue validates the JSON value starting at p[i] (no leading
+// whitespace) nested inside base open containers, and returns the index just
+// after it, or -1 if it is not valid. It iterates instead of recursing so
+// that a deeply nested payload costs a bit per level, not a stack frame.
+func (d *SeedDecoder) skipValue(p []byte, i, base int) int {
+	var lo uint64 // kinds of the innermost-first 64 levels: bit n set = object
+	n := 0        // containers opened inside this value and not yet closed
+	for {
+		// A value starts at p[i].
+		if i >= len(p) {
+			return -1
+		}
+		switch c := p[i]; c {
+		case '{', '[':
+			if base+n+1 > maxDepth {
+				return -1
+			}
+			obj := c == '{'
+			i = skipWS(p, i+1)
+			if i >= len(p) {
+				return -1
+			}
+			if obj && p[i] == '}' || !obj && p[i] == ']' {
+				i++ // empty container: a complete value
+				break
+			}
+			d.push(&lo, n, obj)
+			n++
+			if obj {
+				if i = scanMemberKey(p, i); i < 0 {
+					return -1
+				}
+			}
+			continue
+		case '"':
+			if i, _ = scanString(p, i); i < 0 {
+				return -1
+			}
+		case 't':
+			if len(p)-i < 4 || string(p[i:i+4]) != "true" {
+				return -1
+			}
+			i += 4
+		case 'f':
+			if len(p)-i < 5 || string(p[i:i+5]) != "false" {
+				return -1
+			}
+			i += 5
+		case 'n':
+			if len(p)-i < 4 || string(p[i:i+4]) != "null" {
+				return -1
+			}
+			i += 4
+		default:
+			if i = scanNumber(p, i); i < 0 {
+				return -1
+			}
+		}
+		// A value ended at i: close finished containers, then either the
+		// whole value is done or the next element starts.
+		for {
+			if n == 0 {
+				return i
+			}
+			i = skipWS(p, i)
+			if i >= len(p) {
+				return -1
+			}
+			obj := d.isObject(lo, n-1)
+			if p[i] == ',' {
+				i = skipWS(p, i+1)
+				if obj {
+					if i = scanMemberKey(p, i); i < 0 {
+						return -1
+					}
+				}
+				break
+			}
+			if obj && p[i] == '}' || !obj && p[i] == ']' {
+				i++
+				n--
+				continue
+			}
+			return -1
+		}
+	}
+}
+
+// push records the kind of nesting level n.
+func (d *SeedDecoder) push(lo *uint64, n int, obj bool) {
+	var bit uint64
+	if obj {
+		bit = 1
+	}
+	if n < 64 {
+		*lo = *lo&^(1<<n) | bit<<n
+		return
+	}
+	k := n - 64
+	for len(d.deep) <= k/64 {
+		d.deep = append(d.deep, 0)
+	}
+	w := &d.deep[k/64]
+	*w = *w&^(1<<(k%64)) | bit<<(k%64)
+}
+
+// isObject reports whether nesting level n is an object.
+func (d *SeedDecoder) isObject(lo uint64, n int) bool {
+	if n < 64 {
+		return lo>>n&1 == 1
+	}
+	k := n - 64
+	return d.deep[k/64]>>(k%64)&1 == 1
+}
+
+// scanMemberKey validates `"key" :` plus trailing whitespace at p[i] and
+// returns the index where the member's value starts, or -1.
+func scanMemberKey(p []byte, i int) int {
+	if i >= len(p) || p[i] != '"' {
+		return -1
+	}
+	if i, _ = scanString(p, i); i < 0 {
+		return -1
+	}
+	i = skipWS(p, i)
+	if i >= len(p) || p[i] != ':' {
+		return -1
+	}
+	return skipWS(p, i+1)
+}
+
+// plainString marks the bytes that stand for themselves inside a JSON
+// string: everything but '"', '\\' and control characters. (UTF-8 validity
+// was already checked for the whole payload.)
+var plainString = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// scanString validates the JSON string whose opening quote is p[i]; it
+// returns the index after the closing quote (or -1) and whether the string
+// contains backslash escapes.
+func scanString(p []byte, i int) (end int, escaped bool) {
+	j := i + 1
+	for {
+		for j < len(p) && plainString[p[j]] {
+			j++
+		}
+		if j >= len(p) {
+			return -1, false
+		}
+		switch p[j] {
+		case '"':
+			return j + 1, escaped
+		case '\\':
+			escaped = true
+			if j+1 >= len(p) {
+				return -1, false
+			}
+			switch p[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				if len(p)-j < 6 || !isHex(p[j+2]) || !isHex(p[j+3]) || !isHex(p[j+4]) || !isHex(p[j+5]) {
+					return -1, false
+				}
+				j += 6
+			default:
+				return -1, false
+			}
+		default: // control character
+			return -1, false
+		}
+	}
+}
+
+// scanNumber validates the JSON number starting at p[i] and returns the
+// index after it, or -1.
+func scanNumber(p []byte, i int) int {
+	if p[i] == '-' {
+		i++
+	}
+	if i >= len(p) {
+		return -1
+	}
+	switch {
+	case p[i] == '0':
+		i++
+	case '1' <= p[i] && p[i] <= '9':
+		i = skipDigits(p, i+1)
+	default:
+		return -1
+	}
+	if i < len(p) && p[i] == '.' {
+		j := skipDigits(p, i+1)
+		if j == i+1 {
+			return -1
+		}
+		i = j
+	}
+	if i < len(p) && (p[i] == 'e' || p[i] == 'E') {
+		i++
+		if i < len(p) && (p[i] == '+' || p[i] == '-') {
+			i++
+		}
+		j := skipDigits(p, i)
+		if j == i {
+			return -1
+		}
+		i = j
+	}
+	return i
+}
+
+func skipDigits(p []byte, i int) int {
+	for i < len(p) && '0' <= p[i] && p[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func hexVal(c byte) rune {
+	switch {
+	case c <= '9':
+		return rune(c - '0')
+	case c >= 'a':
+		return rune(c - 'a' + 10)
+	default:
+		return rune(c - 'A' + 10)
+	}
+}
+
+// hex4 decodes four hex digits already checked by scanString.
+func hex4(s []byte) rune {
+	return hexVal(s[0])<<12 | hexVal(s[1])<<8 | hexVal(s[2])<<4 | hexVal(s[3])
+}
+
+// appendUnescaped appends the decoded contents of a JSON string (s is the
+// text between the quotes, already validated by scanString) to dst. It
+// reports false if s escapes an unpaired UTF-16 surrogate.
+func appendUnescaped(dst, s []byte) ([]byte, bool) {
+	for i := 0; i < len(s); {
+		if s[i] != '\\' {
+			j := bytes.IndexByte(s[i:], '\\')
+			if j < 0 {
+				return append(dst, s[i:]...), true
+			}
+			dst = append(dst, s[i:i+j]...)
+			i += j
+			continue
+		}
+		switch c := s[i+1]; c {
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r := hex4(s[i+2 : i+6])
+			i += 6
+			if utf16.IsSurrogate(r) {
+				// Only a high surrogate directly followed by an escaped low
+				// surrogate is a character.
+				if r >= 0xDC00 || len(s)-i < 6 || s[i] != '\\' || s[i+1] != 'u' {
+					return dst, false
+				}
+				r2 := hex4(s[i+2 : i+6])
+				if r2 < 0xDC00 || r2 > 0xDFFF {
+					return dst, false
+				}
+				r = utf16.DecodeRune(r, r2)
+				i += 6
+			}
+			dst = utf8.AppendRune(dst, r)
+			continue
+		default: // '"', '\\', '/'
+			dst = append(dst, c)
+		}
+		i += 2
+	}
+	return dst, true
+}

@@ -1,0 +1,352 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func TestSeedDecode(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		tag     string
+		message string
+		err     error
+	}{
+		{name: "basic", in: `{"tag": "sensors/room1/temperature", "message": {"v": 21.5}}`, tag: "sensors/room1/temperature", message: `{"v": 21.5}`},
+		{name: "message first", in: `{"message":[1,2],"tag":"a/b"}`, tag: "a/b", message: `[1,2]`},
+		{name: "whitespace everywhere", in: " \t\r\n{ \"tag\" :\n\"a\" , \"message\"\t:  \"x\"  }\n ", tag: "a", message: `"x"`},
+		{name: "message zero", in: `{"tag":"t","message":0}`, tag: "t", message: `0`},
+		{name: "message false", in: `{"tag":"t","message":false}`, tag: "t", message: `false`},
+		{name: "message empty string", in: `{"tag":"t","message":""}`, tag: "t", message: `""`},
+		{name: "message empty object", in: `{"tag":"t","message":{}}`, tag: "t", message: `{}`},
+		{name: "message empty array", in: `{"tag":"t","message":[ ]}`, tag: "t", message: `[ ]`},
+		{name: "message true", in: `{"tag":"t","message":true}`, tag: "t", message: `true`},
+		{name: "message number forms", in: `{"tag":"t","message":-0.5e+10}`, tag: "t", message: `-0.5e+10`},
+		{name: "message nested", in: `{"tag":"t","message":{"a":[{"b":null},[],{},"x\"y",1E3]}}`, tag: "t", message: `{"a":[{"b":null},[],{},"x\"y",1E3]}`},
+		{name: "other keys ignored", in: `{"id":7,"tag":"t","extra":{"tag":"nope","message":null},"message":1}`, tag: "t", message: `1`},
+		{name: "duplicate tag last wins", in: `{"tag":"a","tag":"b","message":1}`, tag: "b", message: `1`},
+		{name: "duplicate message last wins", in: `{"tag":"a","message":1,"message":2}`, tag: "a", message: `2`},
+		{name: "duplicate tag non-string last", in: `{"tag":"a","tag":1,"message":1}`, err: ErrMissingTag},
+		{name: "duplicate tag string last", in: `{"tag":1,"tag":"a","message":1}`, tag: "a", message: `1`},
+		{name: "duplicate message null last", in: `{"tag":"a","message":1,"message":null}`, err: ErrMissingMessage},
+		{name: "escaped key", in: `{"t\u0061g":"a","m\u0065ssage":2}`, tag: "a", message: `2`},
+		{name: "keys are case sensitive", in: `{"Tag":"a","message":2}`, err: ErrMissingTag},
+		{name: "key with lone surrogate is just another key", in: `{"\ud800":1,"tag":"a","message":2}`, tag: "a", message: `2`},
+		{name: "tag escapes", in: `{"tag":"caf\u00e9\/\"q\"\\\t\n","message":1}`, tag: "café/\"q\"\\\t\n", message: `1`},
+		{name: "tag surrogate pair", in: `{"tag":"x\ud83d\ude00y","message":1}`, tag: "x😀y", message: `1`},
+		{name: "tag raw utf8", in: `{"tag":"température/😀","message":1}`, tag: "température/😀", message: `1`},
+		{name: "tag escaped NUL", in: `{"tag":"a\u0000","message":1}`, tag: "a\x00", message: `1`},
+		{name: "tag lone high surrogate", in: `{"tag":"x\ud800","message":1}`, err: ErrInvalidTag},
+		{name: "tag lone low surrogate", in: `{"tag":"x\udc00y","message":1}`, err: ErrInvalidTag},
+		{name: "tag high then non-low", in: `{"tag":"\ud800\u0041","message":1}`, err: ErrInvalidTag},
+		{name: "tag high then high", in: `{"tag":"\ud800\ud800","message":1}`, err: ErrInvalidTag},
+		{name: "tag error before message error", in: `{"tag":"\ud800"}`, err: ErrInvalidTag},
+		{name: "missing tag", in: `{"message":1}`, err: ErrMissingTag},
+		{name: "empty tag", in: `{"tag":"","message":1}`, err: ErrMissingTag},
+		{name: "null tag", in: `{"tag":null,"message":1}`, err: ErrMissingTag},
+		{name: "number tag", in: `{"tag":5,"message":1}`, err: ErrMissingTag},
+		{name: "object tag", in: `{"tag":{"a":"b"},"message":1}`, err: ErrMissingTag},
+		{name: "missing tag before missing message", in: `{}`, err: ErrMissingTag},
+		{name: "missing message", in: `{"tag":"a"}`, err: ErrMissingMessage},
+		{name: "null message", in: `{"tag":"a","message":null}`, err: ErrMissingMessage},
+		{name: "not object array", in: `[{"tag":"a","message":1}]`, err: ErrNotObject},
+		{name: "not object string", in: ` "x" `, err: ErrNotObject},
+		{name: "not object number", in: `12`, err: ErrNotObject},
+		{name: "not object null", in: `null`, err: ErrNotObject},
+		{name: "empty", in: ``, err: ErrInvalidJSON},
+		{name: "only spaces", in: "  \n", err: ErrInvalidJSON},
+		{name: "truncated", in: `{"tag":"a","message":{"x":1}`, err: ErrInvalidJSON},
+		{name: "truncated string", in: `{"tag":"a`, err: ErrInvalidJSON},
+		{name: "trailing garbage", in: `{"tag":"a","message":1}x`, err: ErrInvalidJSON},
+		{name: "two values", in: `{"tag":"a","message":1} {}`, err: ErrInvalidJSON},
+		{name: "trailing comma", in: `{"tag":"a","message":1,}`, err: ErrInvalidJSON},
+		{name: "trailing comma in array", in: `{"tag":"a","message":[1,]}`, err: ErrInvalidJSON},
+		{name: "missing colon", in: `{"tag" "a","message":1}`, err: ErrInvalidJSON},
+		{name: "single quotes", in: `{'tag':'a','message':1}`, err: ErrInvalidJSON},
+		{name: "unquoted key", in: `{tag:"a",message:1}`, err: ErrInvalidJSON},
+		{name: "bad literal", in: `{"tag":"a","message":tru}`, err: ErrInvalidJSON},
+		{name: "literal glued", in: `{"tag":"a","message":[truefalse]}`, err: ErrInvalidJSON},
+		{name: "leading zero", in: `{"tag":"a","message":01}`, err: ErrInvalidJSON},
+		{name: "bare minus", in: `{"tag":"a","message":-}`, err: ErrInvalidJSON},
+		{name: "dot without digits", in: `{"tag":"a","message":1.}`, err: ErrInvalidJSON},
+		{name: "exponent without digits", in: `{"tag":"a","message":1e+}`, err: ErrInvalidJSON},
+		{name: "plus sign", in: `{"tag":"a","message":+1}`, err: ErrInvalidJSON},
+		{name: "NaN", in: `{"tag":"a","message":NaN}`, err: ErrInvalidJSON},
+		{name: "bad escape", in: `{"tag":"a\x","message":1}`, err: ErrInvalidJSON},
+		{name: "short unicode escape", in: `{"tag":"a\u12","message":1}`, err: ErrInvalidJSON},
+		{name: "raw control char in string", in: "{\"tag\":\"a\nb\",\"message\":1}", err: ErrInvalidJSON},
+		{name: "raw control char in message", in: "{\"tag\":\"a\",\"message\":\"\x01\"}", err: ErrInvalidJSON},
+		{name: "mismatched brackets", in: `{"tag":"a","message":[1}`, err: ErrInvalidJSON},
+		{name: "mismatched brackets nested", in: `{"tag":"a","message":{"x":[{]}}`, err: ErrInvalidJSON},
+		{name: "BOM", in: "\ufeff{\"tag\":\"a\",\"message\":1}", err: ErrInvalidJSON},
+		{name: "invalid UTF-8 in tag", in: "{\"tag\":\"a\xff\",\"message\":1}", err: ErrInvalidUTF8},
+		{name: "invalid UTF-8 in message string", in: "{\"tag\":\"a\",\"message\":\"\xc3\x28\"}", err: ErrInvalidUTF8},
+		{name: "invalid UTF-8 and invalid JSON", in: "\xff", err: ErrInvalidUTF8},
+		{name: "UTF-8 encoded surrogate", in: "{\"tag\":\"\xed\xa0\x80\",\"message\":1}", err: ErrInvalidUTF8},
+		{name: "lone surrogate escape in message is kept", in: `{"tag":"a","message":"\ud800"}`, tag: "a", message: `"\ud800"`},
+	}
+	var d SeedDecoder
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tag, msg, err := d.Decode([]byte(tc.in))
+			if err != tc.err {
+				t.Fatalf("Decode(%q) error = %v, want %v", tc.in, err, tc.err)
+			}
+			if err != nil {
+				return
+			}
+			if string(tag) != tc.tag || string(msg) != tc.message {
+				t.Fatalf("Decode(%q) = %q, %q; want %q, %q", tc.in, tag, msg, tc.tag, tc.message)
+			}
+		})
+	}
+}
+
+// TestSeedDecodeDepth checks the nesting limit is the one encoding/json
+// uses (10000 levels including the top-level object), also across the
+// 64-level boundary of the in-register nesting stack.
+func TestSeedDecodeDepth(t *testing.T) {
+	// nested returns a frame whose nesting depth, counting the top-level
+	// object, is levels; kind picks the containers: arrays, objects or
+	// alternating.
+	nested := func(levels int, kind string) []byte {
+		var open, close strings.Builder
+		for k := 0; k < levels-1; k++ {
+			if kind == "object" || kind == "mixed" && k%2 == 1 {
+				open.WriteString(`{"a":`)
+				close.WriteString("}")
+			} else {
+				open.WriteString("[")
+				close.WriteString("]")
+			}
+		}
+		cl := []byte(close.String())
+		slices.Reverse(cl)
+		return []byte(`{"tag":"t","message":` + open.String() + "0" + string(cl) + "}")
+	}
+	var d SeedDecoder
+	for _, levels := range []int{2, 64, 65, 66, 129, 130, 200, 9999, 10000, 10001, 12000} {
+		for _, kind := range []string{"array", "object", "mixed"} {
+			in := nested(levels, kind)
+			wantOK := levels <= maxDepth
+			if json.Valid(in) != wantOK {
+				t.Fatalf("test assumption: encoding/json valid=%v at %d levels", !wantOK, levels)
+			}
+			_, msg, err := d.Decode(in)
+			if wantOK && err != nil {
+				t.Fatalf("%d levels of %s: unexpected error %v", levels, kind, err)
+			}
+			if !wantOK && err != ErrInvalidJSON {
+				t.Fatalf("%d levels of %s: error %v, want ErrInvalidJSON", levels, kind, err)
+			}
+			if wantOK && !bytes.Equal(msg, in[len(`{"tag":"t","message":`):len(in)-1]) {
+				t.Fatalf("%d levels of %s: wrong message span", levels, kind)
+			}
+		}
+	}
+	// A mismatch beyond the first 64 levels must still be caught.
+	bad := []byte(`{"tag":"t","message":` + strings.Repeat("[", 100) + strings.Repeat("]", 50) + "}" + strings.Repeat("]", 49) + `}`)
+	if _, _, err := d.Decode(bad); err != ErrInvalidJSON {
+		t.Fatalf("deep mismatch: error %v, want ErrInvalidJSON", err)
+	}
+}
+
+// TestSeedDecodeResultsAlias documents the lifetime rule: an escaped tag
+// lives in the decoder's scratch and is overwritten by the next Decode.
+func TestSeedDecodeResultsAlias(t *testing.T) {
+	var d SeedDecoder
+	tag1, _, err := d.Decode([]byte(`{"tag":"\u0061bc","message":1}`))
+	if err != nil || string(tag1) != "abc" {
+		t.Fatalf("first decode: %q %v", tag1, err)
+	}
+	tag2, _, err := d.Decode([]byte(`{"tag":"\u0078yz","message":1}`))
+	if err != nil || string(tag2) != "xyz" {
+		t.Fatalf("second decode: %q %v", tag2, err)
+	}
+	if string(tag1) != "xyz" {
+		t.Fatalf("escaped tag is expected to share the scratch buffer; first result now %q", tag1)
+	}
+	// Plain tags point into the payload itself.
+	p := []byte(`{"tag":"abc","message":1}`)
+	tag, msg, _ := d.Decode(p)
+	if &tag[0] != &p[8] || &msg[0] != &p[len(p)-2] {
+		t.Fatal("plain tag and message should alias the payload")
+	}
+	// A huge escaped tag is not retained by the decoder after the next call.
+	big := `{"tag":"` + strings.Repeat(`\u0061`, 4*maxRetainedScratch) + `","message":1}`
+	if _, _, err := d.Decode([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Decode([]byte(`{"tag":"a","message":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if cap(d.buf) > maxRetainedScratch {
+		t.Fatalf("decoder still holds %d bytes of scratch", cap(d.buf))
+	}
+}
+
+func TestSeedDecodeAllocs(t *testing.T) {
+	payloads := map[string][]byte{
+		"plain":   []byte(`{"tag":"sensors/room1/temperature","message":{"celsius":21.5,"ok":true,"tags":["a","b"]}}`),
+		"escaped": []byte(`{"t\u0061g":"caf\u00e9\/\ud83d\ude00","message":"x\n"}`),
+		"deep":    []byte(`{"tag":"t","message":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`),
+		"invalid": []byte(`{"tag":"t","message":[1,2}`),
+	}
+	for name, p := range payloads {
+		var d SeedDecoder
+		d.Decode(p) // warm up: scratch and deep stack grow once
+		allocs := testing.AllocsPerRun(200, func() {
+			d.Decode(p)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: Decode allocates %.1f times per call, want 0", name, allocs)
+		}
+	}
+}
+
+// hasLoneSurrogate reports whether the raw JSON string literal s (with
+// quotes) escapes a UTF-16 surrogate that is not part of a pair. It is the
+// test's own reading of RFC 8259 §7, independent of appendUnescaped.
+func hasLoneSurrogate(s string) bool {
+	var units []uint16
+	var isEsc []bool
+	for i := 1; i < len(s)-1; i++ {
+		if s[i] != '\\' {
+			units, isEsc = append(units, 0), append(isEsc, false)
+			continue
+		}
+		if s[i+1] != 'u' {
+			i++
+			units, isEsc = append(units, 0), append(isEsc, false)
+			continue
+		}
+		var v uint16
+		for _, c := range s[i+2 : i+6] {
+			v <<= 4
+			switch {
+			case c <= '9':
+				v |= uint16(c - '0')
+			case c >= 'a':
+				v |= uint16(c-'a') + 10
+			default:
+				v |= uint16(c-'A') + 10
+			}
+		}
+		units, isEsc = append(units, v), append(isEsc, true)
+		i += 5
+	}
+	for k := 0; k < len(units); k++ {
+		u := units[k]
+		if !isEsc[k] || u < 0xD800 || u > 0xDFFF {
+			continue
+		}
+		if u >= 0xDC00 {
+			return true
+		}
+		if k+1 >= len(units) || !isEsc[k+1] || units[k+1] < 0xDC00 || units[k+1] > 0xDFFF {
+			return true
+		}
+		k++ // skip the low half of the pair
+	}
+	return false
+}
+
+// FuzzSeedDecode checks Decode against encoding/json: the payload is
+// accepted iff it is UTF-8, encoding/json accepts it and it is an object
+// with a non-empty string "tag" (no lone surrogate) and a non-null
+// "message"; the tag equals encoding/json's string and the message is
+// exactly encoding/json's raw value for the last "message" key.
+func FuzzSeedDecode(f *testing.F) {
+	var d SeedDecoder
+	f.Fuzz(func(t *testing.T, p []byte) {
+		tag, msg, err := d.Decode(p)
+
+		want := func(e error) {
+			t.Helper()
+			if err != e {
+				t.Fatalf("Decode(%q) error = %v, want %v", p, err, e)
+			}
+		}
+		if !utf8.Valid(p) {
+			want(ErrInvalidUTF8)
+			return
+		}
+		if !json.Valid(p) {
+			want(ErrInvalidJSON)
+			return
+		}
+		if p[skipWS(p, 0)] != '{' {
+			want(ErrNotObject)
+			return
+		}
+		var m map[string]json.RawMessage
+		if e := json.Unmarshal(p, &m); e != nil {
+			t.Fatalf("encoding/json: %v", e)
+		}
+		rawTag, ok := m["tag"]
+		if !ok || rawTag[0] != '"' || string(rawTag) == `""` {
+			want(ErrMissingTag)
+			return
+		}
+		if hasLoneSurrogate(string(rawTag)) {
+			want(ErrInvalidTag)
+			return
+		}
+		rawMsg, ok := m["message"]
+		if !ok || string(rawMsg) == "null" {
+			want(ErrMissingMessage)
+			return
+		}
+		want(nil)
+		var wantTag string
+		if e := json.Unmarshal(rawTag, &wantTag); e != nil {
+			t.Fatalf("encoding/json tag: %v", e)
+		}
+		if string(tag) != wantTag {
+			t.Fatalf("Decode(%q) tag = %q, want %q", p, tag, wantTag)
+		}
+		if !bytes.Equal(msg, rawMsg) {
+			t.Fatalf("Decode(%q) message = %q, want %q", p, msg, rawMsg)
+		}
+		// The message must be re-embeddable: valid JSON on its own, and
+		// semantically what encoding/json decodes.
+		var c1, c2 bytes.Buffer
+		if json.Compact(&c1, msg) != nil || json.Compact(&c2, rawMsg) != nil || c1.String() != c2.String() {
+			t.Fatalf("message %q does not compact like %q", msg, rawMsg)
+		}
+	})
+}
+
+func TestSeedDecodeErrorsAreDistinct(t *testing.T) {
+	all := []error{ErrInvalidUTF8, ErrInvalidJSON, ErrNotObject, ErrMissingTag, ErrInvalidTag, ErrMissingMessage}
+	for i, a := range all {
+		for j, b := range all {
+			if (i == j) != errors.Is(a, b) {
+				t.Fatalf("errors.Is(%v, %v) = %v", a, b, errors.Is(a, b))
+			}
+		}
+	}
+}
+
+func BenchmarkSeedDecode(b *testing.B) {
+	// A typical telemetry publish with a 64-byte message.
+	msg := `{"device":"room1-t1","celsius":21.5,"humidity":40,"ts":17000000}`
+	if len(msg) != 64 {
+		b.Fatalf("message is %d bytes", len(msg))
+	}
+	p := []byte(`{"tag": "sensors/room1/temperature", "message": ` + msg + `}`)
+	var d SeedDecoder
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := d.Decode(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

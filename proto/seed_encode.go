@@ -1,0 +1,177 @@
+package proto
+
+import (
+	"encoding/binary"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// The constant parts of a seed server→client payload:
+// {"tag":<topic>,"message":<message>}.
+const (
+	seedPrefix = `{"tag":`
+	seedMiddle = `,"message":`
+	seedSuffix = `}`
+)
+
+// AppendFrameHeader appends an unmasked, final (FIN) WebSocket frame header
+// with opcode op for a payload of n bytes, using the minimal length
+// encoding (RFC 6455 §5.2: 7-bit, 16-bit or 64-bit). Servers never mask.
+// gobwas/ws only writes headers to an io.Writer; this appends to a slice so
+// that a frame is encoded straight into its shared buffer. n must not be
+// negative.
+func AppendFrameHeader(dst []byte, op ws.OpCode, n int) []byte {
+	dst = append(dst, 0x80|byte(op))
+	switch {
+	case n < 0:
+		panic("proto: negative WebSocket payload length")
+	case n <= 125:
+		return append(dst, byte(n))
+	case n <= 0xFFFF:
+		return binary.BigEndian.AppendUint16(append(dst, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 127), uint64(n))
+	}
+}
+
+// frameHeaderLen is the size of the header AppendFrameHeader writes.
+func frameHeaderLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xFFFF:
+		return 4
+	default:
+		return 10
+	}
+}
+
+// SeedPayloadLen returns the exact length of the payload AppendSeedFrame
+// writes for topic and message (without the WebSocket header).
+func SeedPayloadLen(topic string, message []byte) int {
+	m := len(message)
+	if m == 0 {
+		m = len("null")
+	}
+	return len(seedPrefix) + quotedLen(topic) + len(seedMiddle) + m + len(seedSuffix)
+}
+
+// AppendSeedFrame appends to dst one complete server→client WebSocket text
+// frame (FIN, opcode text, unmasked, minimal length encoding) whose payload
+// is {"tag":<topic as a JSON string>,"message":<message>}, and returns the
+// extended slice.
+//
+// message must be valid JSON, as returned by SeedDecoder.Decode; it is
+// copied verbatim. An empty message is written as null so that the frame
+// is valid JSON whatever the caller passes. The topic is escaped the way
+// any JSON decoder (the seed's clients use Python's json.loads) reads back
+// exactly: '"', '\\' and control characters are escaped, other UTF-8 is kept
+// as is, and bytes that are not UTF-8 become \ufffd (a text frame must be
+// UTF-8).
+//
+// It grows dst at most once and allocates nothing when dst has room for
+// the frame (see SeedPayloadLen).
+func AppendSeedFrame(dst []byte, topic string, message []byte) []byte {
+	n := SeedPayloadLen(topic, message)
+	if need := frameHeaderLen(n) + n; cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	dst = AppendFrameHeader(dst, ws.OpText, n)
+	dst = append(dst, seedPrefix...)
+	dst = appendQuoted(dst, topic)
+	dst = append(dst, seedMiddle...)
+	if len(message) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, message...)
+	}
+	return append(dst, seedSuffix...)
+}
+
+// quoteLen[c] is the number of bytes appendQuoted writes for the ASCII byte
+// c; 0 marks bytes >= 0x80, which are handled per rune.
+var quoteLen = func() (t [256]uint8) {
+	for c := 0; c < 0x80; c++ {
+		switch {
+		case c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t':
+			t[c] = 2
+		case c < 0x20:
+			t[c] = 6 // \u00XX
+		default:
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
+// quotedLen returns len(appendQuoted(nil, s)).
+func quotedLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if l := quoteLen[c]; l != 0 {
+			n += int(l)
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			n += len(`\ufffd`)
+		} else {
+			n += size
+		}
+		i += size
+	}
+	return n
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendQuoted appends s as a JSON string.
+func appendQuoted(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0 // s[start:i] is pending verbatim output
+	for i := 0; i < len(s); {
+		c := s[i]
+		if quoteLen[c] == 1 {
+			i++
+			continue
+		}
+		if c >= 0x80 {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError || size != 1 {
+				i += size
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+		}
+		i++
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

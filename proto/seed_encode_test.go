@@ -1,0 +1,201 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// readFrame parses one server frame with gobwas/ws's reader (an
+// implementation independent of AppendFrameHeader) and checks it is a
+// single, minimal, unmasked text frame that fills b exactly.
+func readFrame(t *testing.T, b []byte) []byte {
+	t.Helper()
+	r := bytes.NewReader(b)
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		t.Fatalf("ws.ReadHeader: %v", err)
+	}
+	if !h.Fin || h.OpCode != ws.OpText || h.Masked || h.Rsv != 0 {
+		t.Fatalf("header %+v, want FIN text unmasked", h)
+	}
+	hl := len(b) - r.Len()
+	if hl != ws.HeaderSize(h) || hl != frameHeaderLen(int(h.Length)) {
+		t.Fatalf("header is %d bytes for length %d; minimal is %d", hl, h.Length, ws.HeaderSize(h))
+	}
+	if int64(r.Len()) != h.Length {
+		t.Fatalf("header says %d payload bytes, frame has %d", h.Length, r.Len())
+	}
+	return b[hl:]
+}
+
+func TestAppendSeedFrame(t *testing.T) {
+	tests := []struct {
+		topic, message, payload string
+	}{
+		{"sensors/room1/temperature", `{"v":21.5}`, `{"tag":"sensors/room1/temperature","message":{"v":21.5}}`},
+		{"a", `0`, `{"tag":"a","message":0}`},
+		{"", `""`, `{"tag":"","message":""}`},
+		{"q\"b\\s/", `1`, `{"tag":"q\"b\\s/","message":1}`},
+		{"\b\f\n\r\t\x00\x1f\x7f", `1`, `{"tag":"\b\f\n\r\t\u0000\u001f` + "\x7f" + `","message":1}`},
+		{"café/😀/\u2028", `1`, `{"tag":"café/😀/` + "\u2028" + `","message":1}`},
+		{"bad\xffutf8\xc3", `1`, `{"tag":"bad\ufffdutf8\ufffd","message":1}`},
+		{"t", ``, `{"tag":"t","message":null}`},
+		{"t", ` [1, 2] `, `{"tag":"t","message": [1, 2] }`},
+	}
+	for _, tc := range tests {
+		frame := AppendSeedFrame(nil, tc.topic, []byte(tc.message))
+		payload := readFrame(t, frame)
+		if string(payload) != tc.payload {
+			t.Errorf("AppendSeedFrame(%q, %q) payload = %s, want %s", tc.topic, tc.message, payload, tc.payload)
+		}
+		if n := SeedPayloadLen(tc.topic, []byte(tc.message)); n != len(payload) {
+			t.Errorf("SeedPayloadLen(%q, %q) = %d, payload is %d", tc.topic, tc.message, n, len(payload))
+		}
+	}
+	// Appends after existing content.
+	dst := AppendSeedFrame([]byte("prev"), "a", []byte("1"))
+	if !bytes.HasPrefix(dst, []byte("prev")) || string(readFrame(t, dst[4:])) != `{"tag":"a","message":1}` {
+		t.Fatalf("append to non-empty dst gave %q", dst)
+	}
+}
+
+// TestAppendSeedFrameLengthForms covers the boundaries of the three
+// WebSocket length encodings.
+func TestAppendSeedFrameLengthForms(t *testing.T) {
+	const topic = "t/x"
+	fixed := SeedPayloadLen(topic, []byte(`""`))
+	for _, n := range []int{fixed, 125, 126, 127, 65535, 65536, 70000} {
+		msg := []byte(`"` + strings.Repeat("m", n-fixed) + `"`)
+		frame := AppendSeedFrame(nil, topic, msg)
+		payload := readFrame(t, frame)
+		if len(payload) != n {
+			t.Fatalf("payload length %d, want %d", len(payload), n)
+		}
+		wantHeader := 10 // 64-bit length
+		switch {
+		case n <= 125:
+			wantHeader = 2 // 7-bit length
+		case n <= 65535:
+			wantHeader = 4 // 16-bit length
+		}
+		if len(frame)-n != wantHeader {
+			t.Fatalf("payload %d: header %d bytes, want %d", n, len(frame)-n, wantHeader)
+		}
+		var d SeedDecoder
+		tag, m, err := d.Decode(payload)
+		if err != nil || string(tag) != topic || !bytes.Equal(m, msg) {
+			t.Fatalf("payload %d does not decode back: %v", n, err)
+		}
+	}
+}
+
+func TestAppendFrameHeader(t *testing.T) {
+	for _, tc := range []struct {
+		op   ws.OpCode
+		n    int
+		want []byte
+	}{
+		{ws.OpText, 0, []byte{0x81, 0}},
+		{ws.OpBinary, 125, []byte{0x82, 125}},
+		{ws.OpText, 126, []byte{0x81, 126, 0, 126}},
+		{ws.OpText, 65535, []byte{0x81, 126, 0xff, 0xff}},
+		{ws.OpText, 65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
+		{ws.OpPong, 3, []byte{0x8a, 3}},
+	} {
+		if got := AppendFrameHeader(nil, tc.op, tc.n); !bytes.Equal(got, tc.want) {
+			t.Errorf("AppendFrameHeader(%v, %d) = %x, want %x", tc.op, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestAppendSeedFrameAllocs(t *testing.T) {
+	topic := "sensors/room1/\"temperature\"\n"
+	msg := []byte(`{"device":"room1-t1","celsius":21.5,"humidity":40,"ts":17000000}`)
+	buf := make([]byte, 0, 256)
+	allocs := testing.AllocsPerRun(200, func() {
+		buf = AppendSeedFrame(buf[:0], topic, msg)
+	})
+	if allocs != 0 {
+		t.Fatalf("AppendSeedFrame allocates %.1f times per call with a presized dst, want 0", allocs)
+	}
+	// Without room it grows dst exactly once.
+	allocs = testing.AllocsPerRun(50, func() {
+		buf = AppendSeedFrame(nil, topic, msg)
+	})
+	if allocs != 1 {
+		t.Fatalf("AppendSeedFrame into nil allocates %.1f times, want 1", allocs)
+	}
+}
+
+// FuzzSeedFrameRoundTrip: whatever the topic (any bytes) and message, the
+// frame is a well-formed minimal text frame whose payload is UTF-8, valid
+// JSON, exactly SeedPayloadLen long, and decodes (with encoding/json and
+// with SeedDecoder) to the topic and the message. pad grows the message so
+// the fuzzer reaches all three length encodings.
+func FuzzSeedFrameRoundTrip(f *testing.F) {
+	var d SeedDecoder
+	f.Fuzz(func(t *testing.T, topic string, message []byte, pad uint32) {
+		if !utf8.Valid(message) || !json.Valid(message) {
+			// Any bytes still give a valid message: as a JSON string.
+			message, _ = json.Marshal(string(message))
+		}
+		if pad %= 70000; pad > 0 {
+			message = append(append(append([]byte(`[`), message...), `,"`+strings.Repeat("p", int(pad))+`"`...), ']')
+		}
+		frame := AppendSeedFrame(nil, topic, message)
+		// Decoders read the value without the whitespace around it.
+		wantMsg := bytes.Trim(message, " \t\r\n")
+		payload := readFrame(t, frame)
+		if len(payload) != SeedPayloadLen(topic, message) {
+			t.Fatalf("payload %d bytes, SeedPayloadLen says %d", len(payload), SeedPayloadLen(topic, message))
+		}
+		if !utf8.Valid(payload) || !json.Valid(payload) {
+			t.Fatalf("payload %q is not UTF-8 JSON", payload)
+		}
+		// What a JSON decoder reads back is the topic, with bytes that are
+		// not UTF-8 replaced as encoding/json does.
+		wantJSON, _ := json.Marshal(topic)
+		var wantTopic string
+		json.Unmarshal(wantJSON, &wantTopic)
+		var got struct {
+			Tag     string          `json:"tag"`
+			Message json.RawMessage `json:"message"`
+		}
+		if err := json.Unmarshal(payload, &got); err != nil {
+			t.Fatalf("encoding/json: %v", err)
+		}
+		if got.Tag != wantTopic || !bytes.Equal(got.Message, wantMsg) {
+			t.Fatalf("encoding/json read back %q, %q; want %q, %q", got.Tag, got.Message, wantTopic, wantMsg)
+		}
+		tag, msg, err := d.Decode(payload)
+		switch {
+		case wantTopic == "":
+			if err != ErrMissingTag {
+				t.Fatalf("empty topic: Decode error %v", err)
+			}
+		case err != nil:
+			t.Fatalf("Decode: %v", err)
+		case string(tag) != wantTopic || !bytes.Equal(msg, wantMsg):
+			t.Fatalf("Decode read back %q, %q; want %q, %q", tag, msg, wantTopic, wantMsg)
+		}
+	})
+}
+
+func BenchmarkAppendSeedFrame(b *testing.B) {
+	topic := "sensors/room1/temperature"
+	msg := []byte(`{"device":"room1-t1","celsius":21.5,"humidity":40,"ts":17000000}`)
+	if len(msg) != 64 {
+		b.Fatalf("message is %d bytes", len(msg))
+	}
+	buf := make([]byte, 0, 256)
+	b.SetBytes(int64(SeedPayloadLen(topic, msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendSeedFrame(buf[:0], topic, msg)
+	}
+}

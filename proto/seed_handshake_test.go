@@ -1,0 +1,155 @@
+package proto
+
+import (
+	"bytes"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestSeedSecret(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"Token abc123", "abc123"},
+		{"token abc123", "abc123"},
+		{"TOKEN   abc123  ", "abc123"},
+		{"Bearer abc123", "abc123"},
+		{"bEaReR\tabc123", "abc123"},
+		{"abc123", "abc123"},
+		{"  abc123\t", "abc123"},
+		{"Token", ""},
+		{"Bearer  ", ""},
+		{"", ""},
+		{"   ", ""},
+		{"Tokenabc", "Tokenabc"},
+		{"Basic dXNlcjpwYXNz", "Basic dXNlcjpwYXNz"},
+		{"Token a b", "a b"},
+	} {
+		if got := SeedSecret([]byte(tc.in)); string(got) != tc.want {
+			t.Errorf("SeedSecret(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestAppendTags(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"sensors/+/temp, alerts/#,devices/room1/status", []string{"sensors/+/temp", "alerts/#", "devices/room1/status"}},
+		{"a", []string{"a"}},
+		{" a ,, ,\tb\t,", []string{"a", "b"}},
+		{"", nil},
+		{" , ,", nil},
+		{"a b,c", []string{"a b", "c"}},
+	} {
+		got := AppendTags(nil, []byte(tc.in))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("AppendTags(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// Appends to dst and copies: the result does not alias the input.
+	in := []byte("x,y")
+	got := AppendTags([]string{"w"}, in)
+	in[0] = 'Z'
+	if !slices.Equal(got, []string{"w", "x", "y"}) {
+		t.Fatalf("AppendTags appended %q", got)
+	}
+}
+
+func TestParseQuery(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		token string
+		tags  []string
+		err   bool
+	}{
+		{in: "token=abc&tags=a,b", token: "abc", tags: []string{"a", "b"}},
+		{in: "?token=abc&tags=a,b", token: "abc", tags: []string{"a", "b"}},
+		{in: "tags=sensors%2F%2B%2Ftemp%2Calerts%2F%23&token=s%20e+c", token: "s e c", tags: []string{"sensors/+/temp", "alerts/#"}},
+		{in: "tags=a&tags=b,c&tags=", tags: []string{"a", "b", "c"}},
+		{in: "token=first&token=second", token: "first"},
+		{in: "other=1&&token&tags", token: ""},
+		{in: "tok%65n=abc", token: "abc"},
+		{in: "", token: ""},
+		{in: "token=%zz", err: true},
+		{in: "tags=a%", err: true},
+		{in: "junk%=1&token=abc", err: true},
+	} {
+		token, tags, err := ParseQuery([]byte(tc.in))
+		if (err != nil) != tc.err {
+			t.Errorf("ParseQuery(%q) error = %v, want error %v", tc.in, err, tc.err)
+			continue
+		}
+		if err != nil {
+			if err != ErrBadQuery || token != "" || tags != nil {
+				t.Errorf("ParseQuery(%q) = %q, %q, %v on error", tc.in, token, tags, err)
+			}
+			continue
+		}
+		if token != tc.token || !slices.Equal(tags, tc.tags) {
+			t.Errorf("ParseQuery(%q) = %q, %q; want %q, %q", tc.in, token, tags, tc.token, tc.tags)
+		}
+	}
+}
+
+func FuzzSeedSecret(f *testing.F) {
+	f.Fuzz(func(t *testing.T, h []byte) {
+		got := SeedSecret(h)
+		if len(got) > 0 && (got[0] == ' ' || got[0] == '\t' || got[len(got)-1] == ' ' || got[len(got)-1] == '\t') {
+			t.Fatalf("SeedSecret(%q) = %q is not trimmed", h, got)
+		}
+		if !bytes.Contains(h, got) {
+			t.Fatalf("SeedSecret(%q) = %q is not part of the header", h, got)
+		}
+		if w := strings.ToLower(string(got)); w == "token" || w == "bearer" {
+			// Only a bare scheme word could be mistaken for a secret if it
+			// followed another scheme word ("Token Bearer" is a secret).
+			first := strings.Fields(strings.ToLower(string(h)))
+			if len(first) < 2 || first[0] != "token" && first[0] != "bearer" {
+				t.Fatalf("SeedSecret(%q) returned the scheme word %q as the secret", h, got)
+			}
+		}
+	})
+}
+
+func FuzzAppendTags(f *testing.F) {
+	f.Fuzz(func(t *testing.T, list []byte) {
+		got := AppendTags(nil, list)
+		var want []string
+		for _, s := range strings.Split(string(list), ",") {
+			if s = strings.Trim(s, " \t"); s != "" {
+				want = append(want, s)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("AppendTags(%q) = %q, want %q", list, got, want)
+		}
+	})
+}
+
+// FuzzParseQuery compares ParseQuery with net/url.ParseQuery wherever the
+// latter succeeds; where it fails for a bad escape (not for its refusal of
+// ';' separators), ParseQuery must fail too.
+func FuzzParseQuery(f *testing.F) {
+	f.Fuzz(func(t *testing.T, q string) {
+		token, tags, err := ParseQuery([]byte(q))
+		ref, refErr := url.ParseQuery(strings.TrimPrefix(q, "?"))
+		if refErr != nil {
+			if err == nil && !strings.Contains(q, ";") {
+				t.Fatalf("ParseQuery(%q) accepted what net/url refuses: %v", q, refErr)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("ParseQuery(%q): %v; net/url accepts it", q, err)
+		}
+		var wantTags []string
+		for _, v := range ref["tags"] {
+			wantTags = AppendTags(wantTags, []byte(v))
+		}
+		if token != ref.Get("token") || !slices.Equal(tags, wantTags) {
+			t.Fatalf("ParseQuery(%q) = %q, %q; net/url gives %q, %q", q, token, tags, ref.Get("token"), wantTags)
+		}
+	})
+}
