@@ -1,0 +1,136 @@
+// Package acl owns who may do what: tokens (stored only as SHA-256 hashes),
+// tag patterns, read/readwrite permissions, the compiled per-token grant set
+// used on the hot path, and the Store interface with its implementations
+// (acl/sqlite, the embedded default; acl/postgres for clusters).
+//
+// It must not know about connections, sessions or the network: enforcement
+// on live sessions belongs to the broker.
+package acl
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Permission is what a grant allows on the topics its pattern covers.
+type Permission uint8
+
+const (
+	// PermNone is the zero value: no grant.
+	PermNone Permission = iota
+	// PermRead allows subscribing.
+	PermRead
+	// PermReadWrite allows subscribing and publishing.
+	PermReadWrite
+)
+
+// String returns the wire name: "read" or "readwrite" ("" for PermNone).
+func (p Permission) String() string {
+	switch p {
+	case PermRead:
+		return "read"
+	case PermReadWrite:
+		return "readwrite"
+	}
+	return ""
+}
+
+// ParsePermission parses "read" or "readwrite".
+func ParsePermission(s string) (Permission, error) {
+	switch s {
+	case "read":
+		return PermRead, nil
+	case "readwrite":
+		return PermReadWrite, nil
+	}
+	return PermNone, ErrInvalid
+}
+
+// Hash is the SHA-256 of a token secret. Secrets are never stored.
+type Hash [32]byte
+
+// Token is a client credential. The secret itself is not part of it.
+type Token struct {
+	ID             int64
+	Name           string
+	Hash           Hash
+	MaxConnections int // 0 = unlimited
+	Disabled       bool
+	CreatedAt      time.Time
+}
+
+// Tag is a named MQTT-style topic pattern that permissions refer to.
+type Tag struct {
+	ID      int64
+	Pattern string
+}
+
+// Grant is one permission of a token, joined with its tag's pattern.
+type Grant struct {
+	TagID      int64
+	Pattern    string
+	Permission Permission
+}
+
+// TokenUpdate holds the fields a PATCH may change; nil means unchanged.
+type TokenUpdate struct {
+	Name           *string
+	MaxConnections *int
+	Disabled       *bool
+}
+
+// Errors returned by every Store.
+var (
+	ErrNotFound = errors.New("acl: not found")
+	ErrConflict = errors.New("acl: already exists")
+	ErrInvalid  = errors.New("acl: invalid value")
+)
+
+// Store is the store of record for tokens, tags and permissions. All methods
+// are safe for concurrent use. Deleting a token or a tag deletes its
+// permissions.
+//
+// The contract every implementation keeps (acl/acltest.RunStoreSuite checks
+// it):
+//   - Values are checked with the Validate functions of this package before
+//     anything is written; a refused value is an error wrapping ErrInvalid.
+//   - A missing token, tag or permission is ErrNotFound — also the token or
+//     tag named by SetPermission, ListGrants and TokensWithTag.
+//   - A second token with the same hash or a second tag with the same pattern
+//     is ErrConflict. Overlapping patterns are allowed.
+//   - IDs are positive and never reused, even after deletion, so a stale
+//     cache entry can never be mistaken for a newer row.
+//   - List methods return a non-nil slice ordered by ID ascending.
+//   - GetTokenByHash returns disabled tokens too; enforcement is the caller's.
+//   - CreatedAt has microsecond precision and is the same on every read.
+//   - A ctx already done when the call starts fails it with an error
+//     wrapping ctx.Err() and changes nothing; one that ends during the call
+//     aborts it with an error.
+type Store interface {
+	CreateToken(ctx context.Context, name string, maxConnections int, hash Hash) (Token, error)
+	GetToken(ctx context.Context, id int64) (Token, error)
+	GetTokenByHash(ctx context.Context, hash Hash) (Token, error)
+	ListTokens(ctx context.Context) ([]Token, error)
+	UpdateToken(ctx context.Context, id int64, u TokenUpdate) (Token, error)
+	// SetTokenHash replaces the secret's hash (rotation).
+	SetTokenHash(ctx context.Context, id int64, hash Hash) (Token, error)
+	DeleteToken(ctx context.Context, id int64) error
+
+	CreateTag(ctx context.Context, pattern string) (Tag, error)
+	GetTag(ctx context.Context, id int64) (Tag, error)
+	ListTags(ctx context.Context) ([]Tag, error)
+	UpdateTag(ctx context.Context, id int64, pattern string) (Tag, error)
+	DeleteTag(ctx context.Context, id int64) error
+
+	// SetPermission creates or replaces the permission of token on tag.
+	SetPermission(ctx context.Context, tokenID, tagID int64, p Permission) error
+	DeletePermission(ctx context.Context, tokenID, tagID int64) error
+	// ListGrants returns the token's permissions joined with tag patterns,
+	// ordered by tag ID.
+	ListGrants(ctx context.Context, tokenID int64) ([]Grant, error)
+	// TokensWithTag returns the IDs of tokens holding a permission on tag.
+	TokensWithTag(ctx context.Context, tagID int64) ([]int64, error)
+
+	Close() error
+}

@@ -1,0 +1,316 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/acltest"
+)
+
+func openTemp(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "acl.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestStoreSuite(t *testing.T) {
+	acltest.RunStoreSuite(t, func(t *testing.T) acl.Store { return openTemp(t) })
+}
+
+func TestOpenCreatesPrivateFileAndDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "nested")
+	path := filepath.Join(dir, "acl.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := fi.Mode().Perm(); m != 0o600 {
+		t.Errorf("database file mode %o, want 600", m)
+	}
+	di, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := di.Mode().Perm(); m != 0o700 {
+		t.Errorf("database directory mode %o, want 700", m)
+	}
+	// Write something so the WAL exists, then check it is private too.
+	if _, err := s.CreateTag(context.Background(), "a/#"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil {
+		t.Errorf("no WAL file: %v", err)
+	} else if m := fi.Mode().Perm(); m != 0o600 {
+		t.Errorf("WAL file mode %o, want 600", m)
+	}
+}
+
+// Reopening keeps the data and applies no migration twice.
+func TestReopenIsIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.db")
+	ctx := context.Background()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.CreateToken(ctx, "kept", 4, acl.HashSecret([]byte("gc_x")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		s, err = Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetTokenByHash(ctx, acl.HashSecret([]byte("gc_x")))
+		if err != nil || got.ID != tok.ID || got.MaxConnections != 4 || !got.CreatedAt.Equal(tok.CreatedAt) {
+			t.Errorf("after reopen: %+v, %v; want %+v", got, err, tok)
+		}
+		var n, v int
+		if err := s.db.QueryRow("SELECT count(*), max(version) FROM schema_migrations").Scan(&n, &v); err != nil {
+			t.Fatal(err)
+		}
+		if n != schemaVersion() || v != schemaVersion() {
+			t.Errorf("schema_migrations has %d rows up to version %d, want %d", n, v, schemaVersion())
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A database written by a newer build is refused, not misread.
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 0)", schemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path)
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+	if !strings.Contains(err.Error(), "newer than this build") {
+		t.Errorf("error %q does not say the schema is newer", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	if _, err := Open(""); err == nil {
+		t.Error("Open(\"\") succeeded")
+	}
+	// A directory where the file should be.
+	dir := t.TempDir()
+	if s, err := Open(dir); err == nil {
+		s.Close()
+		t.Error("Open of a directory succeeded")
+	}
+	// A file that is not a database.
+	junk := filepath.Join(t.TempDir(), "junk.db")
+	if err := os.WriteFile(junk, []byte(strings.Repeat("not a database\n", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(junk); err == nil {
+		s.Close()
+		t.Error("Open of a non-database file succeeded")
+	}
+}
+
+// Paths with URI syntax in them ('?', '#', '%', spaces) name the file they
+// say, not a URI query or fragment.
+func TestOpenOddPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a b?c#d%20e")
+	path := filepath.Join(dir, "acl?x=1.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateTag(context.Background(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("database not at %q: %v", path, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "acl?x=1.db") {
+			t.Errorf("unexpected file %q in %q", e.Name(), dir)
+		}
+	}
+}
+
+// Two stores on one file (two processes, e.g. the server and the CLI) see
+// each other's writes; the foreign keys hold on every pooled connection.
+func TestTwoStoresOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.db")
+	ctx := context.Background()
+	a, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tok, err := a.CreateToken(ctx, "x", 0, acl.HashSecret([]byte("s")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := b.CreateTag(ctx, "t/#")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetPermission(ctx, tok.ID, tag.ID, acl.PermRead); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.GetToken(ctx, tok.ID)
+	if !errors.Is(err, acl.ErrNotFound) {
+		t.Errorf("other store still sees the deleted token: %v", err)
+	}
+	var n int
+	if err := a.db.QueryRow("SELECT count(*) FROM permissions").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d permissions left after the cascade", n)
+	}
+}
+
+// The schema itself refuses what the Go checks refuse, so a row written by
+// hand (sqlite3 CLI) cannot smuggle in a bad value.
+func TestSchemaConstraints(t *testing.T) {
+	s := openTemp(t)
+	bad := []string{
+		"INSERT INTO tokens (name, hash, max_connections, created_at) VALUES ('x', x'00', 0, 0)",
+		"INSERT INTO tokens (name, hash, max_connections, created_at) VALUES ('x', zeroblob(32), -1, 0)",
+		"INSERT INTO permissions (token_id, tag_id, permission) VALUES (1, 1, 'read')",
+	}
+	for _, q := range bad {
+		if _, err := s.db.Exec(q); err == nil {
+			t.Errorf("schema accepted: %s", q)
+		}
+	}
+	if _, err := s.db.Exec("INSERT INTO tokens (name, hash, created_at) VALUES ('x', zeroblob(32), 0)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec("INSERT INTO tags (pattern) VALUES ('a')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec("INSERT INTO permissions (token_id, tag_id, permission) VALUES (1, 1, 'write')"); err == nil {
+		t.Error("schema accepted permission 'write'")
+	}
+}
+
+func TestClosedStore(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "acl.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	_, err = s.GetToken(context.Background(), 1)
+	if err == nil || errors.Is(err, acl.ErrNotFound) {
+		t.Errorf("GetToken on a closed store: %v, want a closed-store error", err)
+	}
+	_, err = s.CreateTag(context.Background(), "a")
+	if !errors.Is(err, sql.ErrConnDone) && (err == nil || !strings.Contains(err.Error(), "closed")) {
+		t.Errorf("CreateTag on a closed store: %v, want a closed-store error", err)
+	}
+}
+
+func TestMigrationsWellFormed(t *testing.T) {
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 || schemaVersion() != len(ms) {
+		t.Fatalf("%d migrations, schemaVersion %d", len(ms), schemaVersion())
+	}
+}
+
+func BenchmarkGetTokenByHash(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "acl.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	h := acl.HashSecret([]byte("bench"))
+	if _, err := s.CreateToken(ctx, "bench", 0, h); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.GetTokenByHash(ctx, h); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkListGrants(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "acl.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	tok, err := s.CreateToken(ctx, "bench", 0, acl.HashSecret([]byte("bench")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, p := range []string{"a/#", "b/+/c", "d/e/f", "g/#", "h/+"} {
+		tag, err := s.CreateTag(ctx, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.SetPermission(ctx, tok.ID, tag.ID, acl.PermReadWrite); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.ListGrants(ctx, tok.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
