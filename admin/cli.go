@@ -1,0 +1,915 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Defaults of the admin CLI's global flags.
+const (
+	DefaultAdminURL = "http://127.0.0.1:8081"
+	DefaultDataDir  = "./data"
+)
+
+const cliUsage = `Usage: gatecast [global flags] COMMAND [arguments]
+
+Admin commands (they call the admin API of a running broker):
+  token create --name NAME [--max-connections N] [--token SECRET | --token-file FILE]
+  token list
+  token show TOKEN
+  token update TOKEN [--name NAME] [--max-connections N] [--disabled=true|false]
+  token rotate TOKEN
+  token delete TOKEN
+  tag create PATTERN
+  tag list
+  tag update TAG PATTERN
+  tag delete TAG
+  grant TOKEN TAG read|readwrite
+  revoke TOKEN TAG
+  conn list [--token TOKEN]
+  conn kick ID
+
+TOKEN is a token's id or its exact name, TAG a tag's id or its exact pattern;
+an argument made only of digits is an id. grant creates a TAG pattern that
+does not exist yet.
+
+Global flags (before the command):
+  --admin-url URL   admin API address (env GATECAST_ADMIN_URL, default ` + DefaultAdminURL + `)
+  --admin-key KEY   admin key (env GATECAST_ADMIN_KEY; prefer the environment, a flag
+                    is visible to other local users; default: DATA_DIR/admin.key)
+  --data-dir DIR    the broker's data directory, to read admin.key from
+                    (env GATECAST_DATA_DIR, default ` + DefaultDataDir + `)
+  --json            print JSON instead of tables (also accepted after the command)
+
+"gatecast help COMMAND" or "gatecast COMMAND help" describes one command;
+"gatecast COMMAND SUBCOMMAND --help" one subcommand.
+Exit status: 0 success, 1 the request failed, 2 wrong usage.
+`
+
+const tokenUsage = `Usage: gatecast token SUBCOMMAND
+
+  token create --name NAME [--max-connections N] [--token SECRET | --token-file FILE]
+        create a token and print its secret (shown only this once);
+        --max-connections 0 (the default) means unlimited; --token or
+        --token-file imports an existing secret (at least 8 printable
+        characters), e.g. from the seed's database; --token-file - reads stdin
+  token list
+        list tokens (never their secrets)
+  token show TOKEN
+        show a token and its permissions
+  token update TOKEN [--name NAME] [--max-connections N] [--disabled=true|false]
+        change a token; live connections follow at once (disabling closes
+        them with 4002, a lower limit closes the newest with 4004)
+  token rotate TOKEN
+        replace the secret and print the new one; connections using the
+        old one are closed with 4002
+  token delete TOKEN
+        delete a token and its permissions; its connections are closed with 4002
+
+TOKEN is a token's id or its exact name.
+`
+
+const tagUsage = `Usage: gatecast tag SUBCOMMAND
+
+  tag create PATTERN      create a tag (an MQTT-style filter: + one level, # the rest)
+  tag list                list tags
+  tag update TAG PATTERN  change a tag's pattern; connections whose subscriptions
+                          are no longer covered are closed with 4003
+  tag delete TAG          delete a tag and every permission on it
+
+TAG is a tag's id or its exact pattern.
+`
+
+const grantUsage = `Usage: gatecast grant TOKEN TAG read|readwrite
+
+Gives TOKEN the permission on TAG, replacing any previous one. read allows
+subscribing to the topics TAG covers, readwrite also publishing to them.
+TOKEN is a token's id or exact name; TAG a tag's id or exact pattern, and a
+pattern that does not exist yet is created. A downgrade applies at once to
+live connections (their next publish is refused).
+`
+
+const revokeUsage = `Usage: gatecast revoke TOKEN TAG
+
+Removes TOKEN's permission on TAG. Live connections whose subscriptions are
+no longer covered are closed with 4003.
+`
+
+const connUsage = `Usage: gatecast conn SUBCOMMAND
+
+  conn list [--token TOKEN]   list live connections, all or one token's
+  conn kick ID                close a connection with 4005
+`
+
+// errHelp means help was printed on request: exit 0.
+var errHelp = errors.New("help shown")
+
+// usageError is a wrong invocation: its message and help go to stderr,
+// exit 2.
+type usageError struct {
+	msg  string
+	help string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+// RunCLI runs one admin command (args without the program name, global
+// flags first) and returns the process exit code: 0 success, 1 the request
+// failed, 2 wrong usage. Output goes to stdout, errors to stderr.
+func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runCLI(ctx, args, stdout, stderr, os.Getenv)
+}
+
+// cli is one invocation's state, used by one goroutine.
+type cli struct {
+	ctx     context.Context
+	stdout  io.Writer
+	stderr  io.Writer
+	getenv  func(string) string
+	url     string
+	key     string
+	dataDir string
+	json    bool
+	api     *Client
+}
+
+func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	c := &cli{ctx: ctx, stdout: stdout, stderr: stderr, getenv: getenv}
+	err := c.run(args)
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "gatecast: %s\n\n%s", ue.msg, ue.help)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "gatecast: %v\n", err)
+		return 1
+	}
+}
+
+func (c *cli) run(args []string) error {
+	fs := flag.NewFlagSet("gatecast", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.url, "admin-url", envOr(c.getenv, "GATECAST_ADMIN_URL", DefaultAdminURL), "")
+	fs.StringVar(&c.key, "admin-key", "", "")
+	fs.StringVar(&c.dataDir, "data-dir", envOr(c.getenv, "GATECAST_DATA_DIR", DefaultDataDir), "")
+	fs.BoolVar(&c.json, "json", false, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(c.stdout, cliUsage)
+			return errHelp
+		}
+		return &usageError{err.Error(), cliUsage}
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		return &usageError{"a command is required", cliUsage}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "--help":
+		return c.help(rest)
+	case "token":
+		return c.token(rest)
+	case "tag":
+		return c.tag(rest)
+	case "grant":
+		return c.grant(rest)
+	case "revoke":
+		return c.revoke(rest)
+	case "conn":
+		return c.conn(rest)
+	}
+	return &usageError{fmt.Sprintf("unknown command %q", cmd), cliUsage}
+}
+
+func envOr(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+var helpTexts = map[string]string{
+	"token": tokenUsage, "tag": tagUsage, "grant": grantUsage, "revoke": revokeUsage, "conn": connUsage,
+}
+
+func (c *cli) help(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(c.stdout, cliUsage)
+		return errHelp
+	}
+	text, ok := helpTexts[args[0]]
+	if !ok {
+		return &usageError{fmt.Sprintf("no help for %q", args[0]), cliUsage}
+	}
+	fmt.Fprint(c.stdout, text)
+	return errHelp
+}
+
+// isHelp reports whether a subcommand position asks for help.
+func isHelp(s string) bool { return s == "help" || s == "-h" || s == "-help" || s == "--help" }
+
+// flags returns a subcommand's flag set; --json is accepted everywhere.
+func (c *cli) flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&c.json, "json", c.json, "")
+	return fs
+}
+
+// parse parses flags anywhere among args (ID before or after flags) and
+// checks the number of positional arguments. Everything after "--" is
+// positional, so a pattern starting with "-" can be given.
+func (c *cli) parse(fs *flag.FlagSet, args []string, help string, minPos, maxPos int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(c.stdout, help)
+				return nil, errHelp
+			}
+			return nil, &usageError{err.Error(), help}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(pos) < minPos || len(pos) > maxPos {
+		want := fmt.Sprintf("%d", minPos)
+		if maxPos != minPos {
+			want = fmt.Sprintf("%d to %d", minPos, maxPos)
+		}
+		return nil, &usageError{fmt.Sprintf("%s takes %s argument(s), got %d", fs.Name(), want, len(pos)), help}
+	}
+	return pos, nil
+}
+
+// client builds the API client once: URL from flag/env/default, key from
+// flag, then GATECAST_ADMIN_KEY, then DATA_DIR/admin.key.
+func (c *cli) client() (*Client, error) {
+	if c.api != nil {
+		return c.api, nil
+	}
+	u, err := url.Parse(c.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, &usageError{fmt.Sprintf("--admin-url %q is not an http(s) URL such as %s", c.url, DefaultAdminURL), cliUsage}
+	}
+	key := c.key
+	if key == "" {
+		key = c.getenv("GATECAST_ADMIN_KEY")
+	}
+	if key == "" {
+		path := filepath.Join(c.dataDir, KeyFileName)
+		k, err := readKeyFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("no admin key: pass --admin-key, set GATECAST_ADMIN_KEY, or point --data-dir at the broker's data directory (%v)", err)
+		}
+		key = k
+	}
+	c.api = &Client{BaseURL: c.url, Key: key}
+	return c.api, nil
+}
+
+// ---- token ----
+
+func (c *cli) token(args []string) error {
+	if len(args) == 0 {
+		return &usageError{"token needs a subcommand", tokenUsage}
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(c.stdout, tokenUsage)
+		return errHelp
+	}
+	switch args[0] {
+	case "create":
+		return c.tokenCreate(args[1:])
+	case "list":
+		return c.tokenList(args[1:])
+	case "show", "get":
+		return c.tokenShow(args[1:])
+	case "update":
+		return c.tokenUpdate(args[1:])
+	case "rotate":
+		return c.tokenRotate(args[1:])
+	case "delete":
+		return c.tokenDelete(args[1:])
+	}
+	return &usageError{fmt.Sprintf("unknown token subcommand %q", args[0]), tokenUsage}
+}
+
+func (c *cli) tokenCreate(args []string) error {
+	fs := c.flags("token create")
+	var req CreateTokenRequest
+	var secretFile string
+	fs.StringVar(&req.Name, "name", "", "")
+	fs.IntVar(&req.MaxConnections, "max-connections", 0, "")
+	fs.StringVar(&req.Secret, "token", "", "")
+	fs.StringVar(&secretFile, "token-file", "", "")
+	if _, err := c.parse(fs, args, tokenUsage, 0, 0); err != nil {
+		return err
+	}
+	if req.Name == "" {
+		return &usageError{"token create needs --name", tokenUsage}
+	}
+	if req.Secret != "" && secretFile != "" {
+		return &usageError{"give --token or --token-file, not both", tokenUsage}
+	}
+	if secretFile != "" {
+		s, err := readSecretFile(secretFile)
+		if err != nil {
+			return err
+		}
+		req.Secret = s
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	t, err := api.CreateToken(c.ctx, req)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(t)
+	}
+	fmt.Fprintf(c.stdout, "created token %d %q (max connections: %s)\n", t.ID, t.Name, limitText(t.MaxConnections))
+	if req.Secret == "" {
+		fmt.Fprintf(c.stdout, "secret: %s\nStore it now: it is not shown again.\n", t.Secret)
+	} else {
+		fmt.Fprintln(c.stdout, "secret: the one you gave (imported)")
+	}
+	return nil
+}
+
+// readSecretFile reads an imported secret from a file or stdin ("-"), so it
+// does not appear in the process list.
+func readSecretFile(path string) (string, error) {
+	var r io.Reader
+	if path == "-" {
+		r = os.Stdin
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, 4096))
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("--token-file %s is empty", path)
+	}
+	return s, nil
+}
+
+func (c *cli) tokenList(args []string) error {
+	fs := c.flags("token list")
+	if _, err := c.parse(fs, args, tokenUsage, 0, 0); err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	ts, err := api.ListTokens(c.ctx)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(ts)
+	}
+	tw := c.table("ID\tNAME\tMAX_CONNECTIONS\tDISABLED\tCREATED")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled), t.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) tokenShow(args []string) error {
+	fs := c.flags("token show")
+	pos, err := c.parse(fs, args, tokenUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	t, err := c.resolveToken(pos[0])
+	if err != nil {
+		return err
+	}
+	gs, err := c.api.ListPermissions(c.ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(struct {
+			Token
+			Permissions []Grant `json:"permissions"`
+		}{t, gs})
+	}
+	fmt.Fprintf(c.stdout, "token %d %q\n  max connections: %s\n  disabled: %s\n  created: %s\n",
+		t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled), t.CreatedAt.UTC().Format(time.RFC3339))
+	if len(gs) == 0 {
+		fmt.Fprintln(c.stdout, "  no permissions")
+		return nil
+	}
+	fmt.Fprintln(c.stdout)
+	tw := c.table("TAG_ID\tPATTERN\tPERMISSION")
+	for _, g := range gs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", g.TagID, g.Pattern, g.Permission)
+	}
+	return tw.Flush()
+}
+
+func (c *cli) tokenUpdate(args []string) error {
+	fs := c.flags("token update")
+	var name string
+	var maxConns int
+	var disabled bool
+	fs.StringVar(&name, "name", "", "")
+	fs.IntVar(&maxConns, "max-connections", 0, "")
+	fs.BoolVar(&disabled, "disabled", false, "")
+	pos, err := c.parse(fs, args, tokenUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	var req UpdateTokenRequest
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name":
+			req.Name = &name
+		case "max-connections":
+			req.MaxConnections = &maxConns
+		case "disabled":
+			req.Disabled = &disabled
+		}
+	})
+	if req.Name == nil && req.MaxConnections == nil && req.Disabled == nil {
+		return &usageError{"token update needs --name, --max-connections or --disabled", tokenUsage}
+	}
+	t, err := c.resolveToken(pos[0])
+	if err != nil {
+		return err
+	}
+	t, err = c.api.UpdateToken(c.ctx, t.ID, req)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(t)
+	}
+	fmt.Fprintf(c.stdout, "updated token %d %q (max connections: %s, disabled: %s)\n", t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled))
+	return nil
+}
+
+func (c *cli) tokenRotate(args []string) error {
+	fs := c.flags("token rotate")
+	pos, err := c.parse(fs, args, tokenUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	t, err := c.resolveToken(pos[0])
+	if err != nil {
+		return err
+	}
+	t, err = c.api.RotateToken(c.ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(t)
+	}
+	fmt.Fprintf(c.stdout, "rotated token %d %q; the old secret no longer works\nsecret: %s\nStore it now: it is not shown again.\n", t.ID, t.Name, t.Secret)
+	return nil
+}
+
+func (c *cli) tokenDelete(args []string) error {
+	fs := c.flags("token delete")
+	pos, err := c.parse(fs, args, tokenUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	t, err := c.resolveToken(pos[0])
+	if err != nil {
+		return err
+	}
+	if err := c.api.DeleteToken(c.ctx, t.ID); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(map[string]any{"id": t.ID, "deleted": true})
+	}
+	fmt.Fprintf(c.stdout, "deleted token %d %q\n", t.ID, t.Name)
+	return nil
+}
+
+// ---- tag ----
+
+func (c *cli) tag(args []string) error {
+	if len(args) == 0 {
+		return &usageError{"tag needs a subcommand", tagUsage}
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(c.stdout, tagUsage)
+		return errHelp
+	}
+	switch args[0] {
+	case "create":
+		return c.tagCreate(args[1:])
+	case "list":
+		return c.tagList(args[1:])
+	case "update":
+		return c.tagUpdate(args[1:])
+	case "delete":
+		return c.tagDelete(args[1:])
+	}
+	return &usageError{fmt.Sprintf("unknown tag subcommand %q", args[0]), tagUsage}
+}
+
+func (c *cli) tagCreate(args []string) error {
+	fs := c.flags("tag create")
+	pos, err := c.parse(fs, args, tagUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	t, err := api.CreateTag(c.ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(t)
+	}
+	fmt.Fprintf(c.stdout, "created tag %d %q\n", t.ID, t.Pattern)
+	return nil
+}
+
+func (c *cli) tagList(args []string) error {
+	fs := c.flags("tag list")
+	if _, err := c.parse(fs, args, tagUsage, 0, 0); err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	ts, err := api.ListTags(c.ctx)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(ts)
+	}
+	tw := c.table("ID\tPATTERN")
+	for _, t := range ts {
+		fmt.Fprintf(tw, "%d\t%s\n", t.ID, t.Pattern)
+	}
+	return tw.Flush()
+}
+
+func (c *cli) tagUpdate(args []string) error {
+	fs := c.flags("tag update")
+	pos, err := c.parse(fs, args, tagUsage, 2, 2)
+	if err != nil {
+		return err
+	}
+	t, err := c.resolveTag(pos[0])
+	if err != nil {
+		return err
+	}
+	t, err = c.api.UpdateTag(c.ctx, t.ID, pos[1])
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(t)
+	}
+	fmt.Fprintf(c.stdout, "updated tag %d: %q\n", t.ID, t.Pattern)
+	return nil
+}
+
+func (c *cli) tagDelete(args []string) error {
+	fs := c.flags("tag delete")
+	pos, err := c.parse(fs, args, tagUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	t, err := c.resolveTag(pos[0])
+	if err != nil {
+		return err
+	}
+	if err := c.api.DeleteTag(c.ctx, t.ID); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(map[string]any{"id": t.ID, "deleted": true})
+	}
+	fmt.Fprintf(c.stdout, "deleted tag %d %q\n", t.ID, t.Pattern)
+	return nil
+}
+
+// ---- grant / revoke ----
+
+func (c *cli) grant(args []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(c.stdout, grantUsage)
+		return errHelp
+	}
+	fs := c.flags("grant")
+	pos, err := c.parse(fs, args, grantUsage, 3, 3)
+	if err != nil {
+		return err
+	}
+	perm := pos[2]
+	if perm != "read" && perm != "readwrite" {
+		return &usageError{fmt.Sprintf("permission must be read or readwrite, not %q", perm), grantUsage}
+	}
+	t, err := c.resolveToken(pos[0])
+	if err != nil {
+		return err
+	}
+	tag, created, err := c.resolveOrCreateTag(pos[1])
+	if err != nil {
+		return err
+	}
+	g, err := c.api.SetPermission(c.ctx, t.ID, tag.ID, perm)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(struct {
+			TokenID int64 `json:"token_id"`
+			Grant
+			TagCreated bool `json:"tag_created"`
+		}{t.ID, g, created})
+	}
+	if created {
+		fmt.Fprintf(c.stdout, "created tag %d %q\n", tag.ID, tag.Pattern)
+	}
+	fmt.Fprintf(c.stdout, "token %d %q now has %s on %q (tag %d)\n", t.ID, t.Name, g.Permission, g.Pattern, g.TagID)
+	return nil
+}
+
+func (c *cli) revoke(args []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(c.stdout, revokeUsage)
+		return errHelp
+	}
+	fs := c.flags("revoke")
+	pos, err := c.parse(fs, args, revokeUsage, 2, 2)
+	if err != nil {
+		return err
+	}
+	t, err := c.resolveToken(pos[0])
+	if err != nil {
+		return err
+	}
+	tag, err := c.resolveTag(pos[1])
+	if err != nil {
+		return err
+	}
+	if err := c.api.DeletePermission(c.ctx, t.ID, tag.ID); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(map[string]any{"token_id": t.ID, "tag_id": tag.ID, "pattern": tag.Pattern, "revoked": true})
+	}
+	fmt.Fprintf(c.stdout, "token %d %q no longer has a permission on %q (tag %d)\n", t.ID, t.Name, tag.Pattern, tag.ID)
+	return nil
+}
+
+// ---- conn ----
+
+func (c *cli) conn(args []string) error {
+	if len(args) == 0 {
+		return &usageError{"conn needs a subcommand", connUsage}
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(c.stdout, connUsage)
+		return errHelp
+	}
+	switch args[0] {
+	case "list":
+		return c.connList(args[1:])
+	case "kick":
+		return c.connKick(args[1:])
+	}
+	return &usageError{fmt.Sprintf("unknown conn subcommand %q", args[0]), connUsage}
+}
+
+func (c *cli) connList(args []string) error {
+	fs := c.flags("conn list")
+	var tokenArg string
+	fs.StringVar(&tokenArg, "token", "", "")
+	if _, err := c.parse(fs, args, connUsage, 0, 0); err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	var tokenID int64
+	if tokenArg != "" {
+		t, err := c.resolveToken(tokenArg)
+		if err != nil {
+			return err
+		}
+		tokenID = t.ID
+	}
+	cs, err := api.ListConnections(c.ctx, tokenID)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(cs)
+	}
+	tw := c.table("ID\tTOKEN\tREMOTE\tPROTOCOL\tCONNECTED\tSUBSCRIPTIONS")
+	for _, s := range cs {
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", s.ID, s.TokenID, s.RemoteAddr, s.Protocol,
+			s.ConnectedAt.UTC().Format(time.RFC3339), strings.Join(s.Subscriptions, ","))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) connKick(args []string) error {
+	fs := c.flags("conn kick")
+	pos, err := c.parse(fs, args, connUsage, 1, 1)
+	if err != nil {
+		return err
+	}
+	id, err := strconv.ParseUint(pos[0], 10, 64)
+	if err != nil || id == 0 {
+		return &usageError{fmt.Sprintf("connection id %q is not a positive integer", pos[0]), connUsage}
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	if err := api.KickConnection(c.ctx, id); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(map[string]any{"id": id, "kicked": true})
+	}
+	fmt.Fprintf(c.stdout, "kicked connection %d (closed with 4005)\n", id)
+	return nil
+}
+
+// ---- resolution of TOKEN and TAG arguments ----
+
+// parseID returns the id an all-digit argument names.
+func parseID(s string) (int64, bool, error) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false, nil
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, true, &usageError{fmt.Sprintf("%q is not a valid id", s), cliUsage}
+	}
+	return id, true, nil
+}
+
+func (c *cli) resolveToken(arg string) (Token, error) {
+	api, err := c.client()
+	if err != nil {
+		return Token{}, err
+	}
+	if arg == "" {
+		return Token{}, &usageError{"empty token argument", cliUsage}
+	}
+	id, isID, err := parseID(arg)
+	if err != nil {
+		return Token{}, err
+	}
+	if isID {
+		return api.GetToken(c.ctx, id)
+	}
+	ts, err := api.ListTokens(c.ctx)
+	if err != nil {
+		return Token{}, err
+	}
+	var found []Token
+	for _, t := range ts {
+		if t.Name == arg {
+			found = append(found, t)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return Token{}, fmt.Errorf("no token is named %q", arg)
+	case 1:
+		return found[0], nil
+	}
+	ids := make([]string, len(found))
+	for i, t := range found {
+		ids[i] = strconv.FormatInt(t.ID, 10)
+	}
+	return Token{}, fmt.Errorf("%d tokens are named %q (ids %s); give the id", len(found), arg, strings.Join(ids, ", "))
+}
+
+func (c *cli) resolveTag(arg string) (Tag, error) {
+	t, found, err := c.findTag(arg)
+	if err == nil && !found {
+		err = fmt.Errorf("no tag has the pattern %q", arg)
+	}
+	return t, err
+}
+
+// findTag looks a TAG argument up; found is false for a pattern no tag has.
+func (c *cli) findTag(arg string) (Tag, bool, error) {
+	api, err := c.client()
+	if err != nil {
+		return Tag{}, false, err
+	}
+	if arg == "" {
+		return Tag{}, false, &usageError{"empty tag argument", cliUsage}
+	}
+	id, isID, err := parseID(arg)
+	if err != nil {
+		return Tag{}, false, err
+	}
+	if isID {
+		t, err := api.GetTag(c.ctx, id)
+		return t, err == nil, err
+	}
+	ts, err := api.ListTags(c.ctx)
+	if err != nil {
+		return Tag{}, false, err
+	}
+	for _, t := range ts {
+		if t.Pattern == arg {
+			return t, true, nil
+		}
+	}
+	return Tag{}, false, nil
+}
+
+// resolveOrCreateTag finds a TAG argument, creating the pattern if no tag
+// has it yet (and looking again if another client created it meanwhile).
+func (c *cli) resolveOrCreateTag(arg string) (Tag, bool, error) {
+	t, found, err := c.findTag(arg)
+	if err != nil || found {
+		return t, false, err
+	}
+	t, err = c.api.CreateTag(c.ctx, arg)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Code == codeConflict {
+		t, err = c.resolveTag(arg)
+		return t, false, err
+	}
+	return t, err == nil, err
+}
+
+// ---- output ----
+
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (c *cli) table(header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
+}
+
+func limitText(n int) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(n)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,0 +1,25 @@
+// Package admin owns Gatecast's administration surface: the HTTP admin API
+// (tokens, tags, permissions, live connections, /healthz and /metrics on the
+// admin listener), its admin key, the Go client of that API and the admin
+// commands of the gatecast binary (token, tag, grant, revoke, conn), which
+// are nothing but that client with flags and tables.
+//
+// The API writes to the acl.Store and then asks an Enforcer (the broker) to
+// apply the change to live sessions before it answers, so a 2xx answer
+// means every affected session has already lost the rights it lost.
+//
+// It must not know about the network layer, sessions or topic internals: it
+// sees live connections only through the Enforcer interface and
+// broker.ConnectionInfo, and topic filters only through topic.ValidateFilter.
+//
+// Concurrency: the handler from NewHandler is called by the http.Server's
+// goroutines concurrently; reads run in parallel, rights changes are
+// serialized by the handler so that "read the affected tokens, write,
+// enforce" is never interleaved with another change. A Client may be shared
+// by goroutines. RunCLI is one invocation and keeps no state between calls.
+//
+// Secrets: a token's secret crosses this package exactly twice — in the
+// answer to its creation (or rotation) and, for an import, in the request.
+// It is hashed at once with acl.HashSecret and is never logged, stored,
+// listed or echoed in an error.
+package admin

@@ -1,0 +1,763 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/broker"
+)
+
+// Enforcer applies rights changes to live sessions (implemented by the broker).
+type Enforcer interface {
+	// RefreshTokens re-reads the given tokens from the store and enforces the result on their live
+	// sessions before returning (deleted/disabled/rotated → close 4002, subscriptions no longer covered →
+	// 4003, downgrade → next publish refused, lowered limit → newest closed 4004).
+	RefreshTokens(ctx context.Context, ids ...int64) error
+	Connections(tokenID int64) []broker.ConnectionInfo // tokenID 0 = all
+	Kick(id uint64) bool                               // close with 4005; false if unknown
+}
+
+// Config is what the admin handler serves.
+type Config struct {
+	Store    acl.Store // required
+	Enforcer Enforcer  // required: every rights change goes through it
+	// Key is the admin key every /api request must present as
+	// "Authorization: Bearer <key>". Empty refuses every /api request.
+	Key     string
+	Metrics http.Handler // GET /metrics; nil answers 404
+	Health  func() error // GET /healthz; nil means always healthy
+	Logger  *slog.Logger // audit trail and server faults; nil discards
+}
+
+// handler serves the admin API. It is safe for concurrent use by the
+// http.Server's goroutines; writes that change rights are serialized by
+// writeMu (see below).
+type handler struct {
+	store   acl.Store
+	enf     Enforcer
+	keySum  [sha256.Size]byte
+	keySet  bool
+	metrics http.Handler
+	health  func() error
+	log     *slog.Logger
+	mux     *http.ServeMux
+
+	// writeMu serializes "read affected tokens, write, enforce" sequences.
+	// Without it, deleting a tag while another request grants a token on
+	// that tag could miss that token: its grant would be written after the
+	// affected set was read and removed before its own refresh ran. Admin
+	// writes are rare; this lock is never on a message path.
+	writeMu sync.Mutex
+}
+
+// NewHandler returns the admin listener's handler: the /api/v1 routes
+// (admin key required), GET /healthz and GET /metrics (no key: they are
+// for probes and scrapers). It panics if Store or Enforcer is nil, a wiring
+// mistake that would otherwise silently skip live revocation.
+func NewHandler(cfg Config) http.Handler {
+	if cfg.Store == nil || cfg.Enforcer == nil {
+		panic("admin.NewHandler: Config.Store and Config.Enforcer are required")
+	}
+	h := &handler{
+		store:   cfg.Store,
+		enf:     cfg.Enforcer,
+		metrics: cfg.Metrics,
+		health:  cfg.Health,
+		log:     cfg.Logger,
+		mux:     http.NewServeMux(),
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Key != "" {
+		h.keySum, h.keySet = sha256.Sum256([]byte(cfg.Key)), true
+	}
+	m := h.mux
+	m.HandleFunc("POST /api/v1/tokens", h.createToken)
+	m.HandleFunc("GET /api/v1/tokens", h.listTokens)
+	m.HandleFunc("GET /api/v1/tokens/{id}", h.getToken)
+	m.HandleFunc("PATCH /api/v1/tokens/{id}", h.updateToken)
+	m.HandleFunc("DELETE /api/v1/tokens/{id}", h.deleteToken)
+	m.HandleFunc("POST /api/v1/tokens/{id}/rotate", h.rotateToken)
+	m.HandleFunc("GET /api/v1/tokens/{id}/permissions", h.listPermissions)
+	m.HandleFunc("PUT /api/v1/tokens/{id}/permissions/{tag_id}", h.setPermission)
+	m.HandleFunc("DELETE /api/v1/tokens/{id}/permissions/{tag_id}", h.deletePermission)
+	m.HandleFunc("POST /api/v1/tags", h.createTag)
+	m.HandleFunc("GET /api/v1/tags", h.listTags)
+	m.HandleFunc("GET /api/v1/tags/{id}", h.getTag)
+	m.HandleFunc("PATCH /api/v1/tags/{id}", h.updateTag)
+	m.HandleFunc("DELETE /api/v1/tags/{id}", h.deleteTag)
+	m.HandleFunc("GET /api/v1/connections", h.listConnections)
+	m.HandleFunc("DELETE /api/v1/connections/{id}", h.kickConnection)
+	m.HandleFunc("GET /healthz", h.healthz)
+	m.HandleFunc("GET /metrics", h.serveMetrics)
+	return h
+}
+
+// ServeHTTP checks the key for /api, answers unknown routes and methods
+// with JSON errors (ServeMux would answer in plain text), and records an
+// audit line for every write.
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	clean := path.Clean("/" + r.URL.Path)
+	api := clean == "/api" || strings.HasPrefix(clean, "/api/")
+	if api && !h.authorized(r) {
+		h.log.Warn("admin request refused: missing or wrong admin key",
+			"method", r.Method, "path", clean, "remote", r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gatecast admin"`)
+		writeError(w, &apiError{401, codeUnauthorized, "missing or wrong admin key (send Authorization: Bearer <key>)"})
+		return
+	}
+	_, route := h.mux.Handler(r)
+	if route == "" {
+		h.noRoute(w, r)
+		return
+	}
+	if !api || r.Method == http.MethodGet || r.Method == http.MethodHead {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	aw := &auditWriter{ResponseWriter: w}
+	h.mux.ServeHTTP(aw, r.WithContext(context.WithValue(r.Context(), auditKey{}, aw)))
+	attrs := append([]any{"method", r.Method, "route", route, "status", aw.status, "remote", r.RemoteAddr}, aw.attrs...)
+	if aw.status >= 500 {
+		h.log.Error("admin write failed", attrs...)
+	} else {
+		h.log.Info("admin write", attrs...)
+	}
+}
+
+// noRoute answers 404 or 405 in the API's error shape, keeping the Allow
+// header ServeMux computes.
+func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	probe := &headerOnly{header: http.Header{}}
+	fallback, _ := h.mux.Handler(r)
+	fallback.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", probe.header.Get("Allow"))
+		writeError(w, &apiError{405, codeMethodNotAllowed, fmt.Sprintf("method %s is not allowed here (allowed: %s)", r.Method, probe.header.Get("Allow"))})
+		return
+	}
+	writeError(w, &apiError{404, codeNotFound, "no such route"})
+}
+
+// authorized compares the bearer key in constant time. Both sides are
+// hashed first so the comparison does not reveal the key's length either.
+func (h *handler) authorized(r *http.Request) bool {
+	if !h.keySet {
+		return false
+	}
+	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	return subtle.ConstantTimeCompare(sum[:], h.keySum[:]) == 1
+}
+
+// ---- tokens ----
+
+func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	req, e := decodeCreateToken(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	secret := req.Secret
+	imported := secret != ""
+	if !imported {
+		s, err := acl.NewSecret()
+		if err != nil {
+			h.fault(w, r, "generating a token secret", err)
+			return
+		}
+		secret = s
+	}
+	tok, err := h.store.CreateToken(r.Context(), req.Name, req.MaxConnections, acl.HashSecret([]byte(secret)))
+	if err != nil {
+		h.storeError(w, r, err, "token", "a token with this secret already exists")
+		return
+	}
+	audit(r, "token_id", tok.ID, "imported_secret", imported)
+	out := tokenJSON(tok)
+	out.Secret = secret
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (h *handler) listTokens(w http.ResponseWriter, r *http.Request) {
+	toks, err := h.store.ListTokens(r.Context())
+	if err != nil {
+		h.storeError(w, r, err, "", "")
+		return
+	}
+	out := make([]Token, len(toks))
+	for i, t := range toks {
+		out[i] = tokenJSON(t)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) getToken(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	tok, err := h.store.GetToken(r.Context(), id)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, tokenJSON(tok))
+}
+
+func (h *handler) updateToken(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	u, e := decodeUpdateToken(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	audit(r, "token_id", id, "fields", updatedFields(u))
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	tok, err := h.store.UpdateToken(ctx, id, u)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	if !h.enforce(ctx, w, r, id) {
+		return
+	}
+	writeJSON(w, http.StatusOK, tokenJSON(tok))
+}
+
+func updatedFields(u acl.TokenUpdate) string {
+	var f []string
+	if u.Name != nil {
+		f = append(f, "name")
+	}
+	if u.MaxConnections != nil {
+		f = append(f, "max_connections")
+	}
+	if u.Disabled != nil {
+		f = append(f, "disabled")
+	}
+	return strings.Join(f, ",")
+}
+
+func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	audit(r, "token_id", id)
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	err := h.store.DeleteToken(ctx, id)
+	if err != nil && !errors.Is(err, acl.ErrNotFound) {
+		h.storeError(w, r, err, "", "")
+		return
+	}
+	// Enforce even when the token is already gone: a retry after an
+	// enforcement failure must still close the sessions of the deleted token.
+	if !h.enforce(ctx, w, r, id) {
+		return
+	}
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	audit(r, "token_id", id)
+	secret, err := acl.NewSecret()
+	if err != nil {
+		h.fault(w, r, "generating a token secret", err)
+		return
+	}
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	tok, err := h.store.SetTokenHash(ctx, id, acl.HashSecret([]byte(secret)))
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	if !h.enforce(ctx, w, r, id) {
+		return
+	}
+	out := tokenJSON(tok)
+	out.Secret = secret
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ---- permissions ----
+
+func (h *handler) listPermissions(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	if _, err := h.store.GetToken(r.Context(), id); err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	grants, err := h.store.ListGrants(r.Context(), id)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	out := make([]Grant, len(grants))
+	for i, g := range grants {
+		out[i] = grantJSON(g)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) setPermission(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	tagID, ok := pathID(w, r, "tag_id")
+	if !ok {
+		return
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	p, e := decodePermission(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	audit(r, "token_id", id, "tag_id", tagID, "permission", p.String())
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	if _, err := h.store.GetToken(ctx, id); err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
+		return
+	}
+	tag, err := h.store.GetTag(ctx, tagID)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("tag %d", tagID), "")
+		return
+	}
+	if err := h.store.SetPermission(ctx, id, tagID, p); err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("token %d or tag %d", id, tagID), "")
+		return
+	}
+	if !h.enforce(ctx, w, r, id) {
+		return
+	}
+	writeJSON(w, http.StatusOK, Grant{TagID: tag.ID, Pattern: tag.Pattern, Permission: p.String()})
+}
+
+func (h *handler) deletePermission(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	tagID, ok := pathID(w, r, "tag_id")
+	if !ok {
+		return
+	}
+	audit(r, "token_id", id, "tag_id", tagID)
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	err := h.store.DeletePermission(ctx, id, tagID)
+	if err != nil && !errors.Is(err, acl.ErrNotFound) {
+		h.storeError(w, r, err, "", "")
+		return
+	}
+	// As for token deletion: a retry still enforces.
+	if !h.enforce(ctx, w, r, id) {
+		return
+	}
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("permission of token %d on tag %d", id, tagID), "")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- tags ----
+
+func (h *handler) createTag(w http.ResponseWriter, r *http.Request) {
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	pattern, e := decodeTag(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	tag, err := h.store.CreateTag(r.Context(), pattern)
+	if err != nil {
+		h.storeError(w, r, err, "tag", "a tag with this pattern already exists")
+		return
+	}
+	audit(r, "tag_id", tag.ID, "pattern", tag.Pattern)
+	writeJSON(w, http.StatusCreated, Tag{ID: tag.ID, Pattern: tag.Pattern})
+}
+
+func (h *handler) listTags(w http.ResponseWriter, r *http.Request) {
+	tags, err := h.store.ListTags(r.Context())
+	if err != nil {
+		h.storeError(w, r, err, "", "")
+		return
+	}
+	out := make([]Tag, len(tags))
+	for i, t := range tags {
+		out[i] = Tag{ID: t.ID, Pattern: t.Pattern}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) getTag(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	tag, err := h.store.GetTag(r.Context(), id)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, Tag{ID: tag.ID, Pattern: tag.Pattern})
+}
+
+func (h *handler) updateTag(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	body, e := readBody(w, r)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	pattern, e := decodeTag(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	audit(r, "tag_id", id, "pattern", pattern)
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	affected, err := h.store.TokensWithTag(ctx, id)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "")
+		return
+	}
+	tag, err := h.store.UpdateTag(ctx, id, pattern)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "a tag with this pattern already exists")
+		return
+	}
+	if !h.enforce(ctx, w, r, affected...) {
+		return
+	}
+	writeJSON(w, http.StatusOK, Tag{ID: tag.ID, Pattern: tag.Pattern})
+}
+
+func (h *handler) deleteTag(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r, "id")
+	if !ok {
+		return
+	}
+	audit(r, "tag_id", id)
+	ctx, unlock := h.lockWrite(r)
+	defer unlock()
+	// The tokens holding the tag must be read before the delete removes
+	// their permissions along with it.
+	affected, err := h.store.TokensWithTag(ctx, id)
+	if err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "")
+		return
+	}
+	if err := h.store.DeleteTag(ctx, id); err != nil {
+		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "")
+		return
+	}
+	if !h.enforce(ctx, w, r, affected...) {
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- connections ----
+
+func (h *handler) listConnections(w http.ResponseWriter, r *http.Request) {
+	var tokenID int64
+	if s := r.URL.Query().Get("token_id"); s != "" {
+		id, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || id <= 0 {
+			writeError(w, invalid("token_id must be a positive integer"))
+			return
+		}
+		tokenID = id
+	}
+	conns := h.enf.Connections(tokenID)
+	out := make([]broker.ConnectionInfo, len(conns))
+	for i, c := range conns {
+		if c.Subscriptions == nil {
+			c.Subscriptions = []string{}
+		}
+		out[i] = c
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) kickConnection(w http.ResponseWriter, r *http.Request) {
+	raw := r.PathValue("id")
+	id, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil || id == 0 {
+		writeError(w, invalid("connection id must be a positive integer"))
+		return
+	}
+	audit(r, "connection_id", id)
+	if !h.enf.Kick(id) {
+		writeError(w, &apiError{404, codeNotFound, fmt.Sprintf("connection %d not found", id)})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ---- probes ----
+
+func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+	if h.health != nil {
+		if err := h.health(); err != nil {
+			// Unauthenticated endpoint: the cause goes to the log only.
+			h.log.Warn("health check failed", "err", err)
+			writeError(w, &apiError{503, codeUnavailable, "unhealthy; see the broker's log"})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if h.metrics == nil {
+		writeError(w, &apiError{404, codeNotFound, "metrics are not enabled"})
+		return
+	}
+	h.metrics.ServeHTTP(w, r)
+}
+
+// ---- helpers ----
+
+// writeTimeout bounds a rights change from its first store access to the
+// end of its enforcement.
+const writeTimeout = 2 * time.Minute
+
+// lockWrite takes writeMu for a rights change and returns the context the
+// change runs under. It is detached from the request's cancellation: once
+// the store write is committed, a caller that hangs up (or times out) must
+// not interrupt the enforcement on live sessions halfway.
+func (h *handler) lockWrite(r *http.Request) (context.Context, func()) {
+	h.writeMu.Lock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
+	return ctx, func() {
+		cancel()
+		h.writeMu.Unlock()
+	}
+}
+
+// enforce applies a committed change to live sessions. On failure it
+// answers 500 and says that the change itself was saved.
+func (h *handler) enforce(ctx context.Context, w http.ResponseWriter, r *http.Request, ids ...int64) bool {
+	if len(ids) == 0 {
+		audit(r, "refreshed_tokens", "")
+		return true
+	}
+	audit(r, "refreshed_tokens", joinIDs(ids))
+	if err := h.enf.RefreshTokens(ctx, ids...); err != nil {
+		h.log.Error("enforcing an admin change on live sessions failed",
+			"route", r.Pattern, "token_ids", joinIDs(ids), "err", err)
+		writeError(w, &apiError{500, codeEnforcementFailed,
+			"the change was saved, but applying it to live connections failed; " +
+				"repeat the request, or kick the affected connections"})
+		return false
+	}
+	return true
+}
+
+func joinIDs(ids []int64) string {
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(id, 10))
+	}
+	return b.String()
+}
+
+// storeError maps store errors to answers. what names the missing object
+// for 404s ("token 3"); conflict is the 409 message.
+func (h *handler) storeError(w http.ResponseWriter, r *http.Request, err error, what, conflict string) {
+	switch {
+	case errors.Is(err, acl.ErrNotFound):
+		if what == "" {
+			what = "object"
+		}
+		writeError(w, &apiError{404, codeNotFound, what + " not found"})
+	case errors.Is(err, acl.ErrConflict):
+		if conflict == "" {
+			conflict = "conflicts with an existing object"
+		}
+		writeError(w, &apiError{409, codeConflict, conflict})
+	case errors.Is(err, acl.ErrInvalid):
+		// acl's validation messages are written for callers ("token name
+		// is 300 bytes, at most 200 allowed"); show the part after the
+		// sentinel, and nothing if the sentinel is not where expected.
+		msg := "invalid value"
+		if _, after, ok := strings.Cut(err.Error(), acl.ErrInvalid.Error()+": "); ok && after != "" {
+			msg = after
+		}
+		writeError(w, invalid("%s", msg))
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The caller went away; nobody reads this answer.
+		writeError(w, &apiError{503, codeUnavailable, "request canceled"})
+	default:
+		h.fault(w, r, "store", err)
+	}
+}
+
+// fault answers 500 without internals; the cause goes to the log.
+func (h *handler) fault(w http.ResponseWriter, r *http.Request, what string, err error) {
+	h.log.Error("admin request failed", "method", r.Method, "route", r.Pattern, "what", what, "err", err)
+	writeError(w, &apiError{500, codeInternal, "internal error; see the broker's log"})
+}
+
+// pathID parses a positive int64 path value; on failure it answers 400.
+func pathID(w http.ResponseWriter, r *http.Request, name string) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue(name), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, invalid("%s must be a positive integer", name))
+		return 0, false
+	}
+	return id, true
+}
+
+// readBody reads a JSON request body of at most maxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			return nil, &apiError{415, codeUnsupportedMedia, "the request body must be JSON (Content-Type: application/json)"}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &apiError{413, codeBodyTooLarge, fmt.Sprintf("the request body is larger than %d bytes", maxBodyBytes)}
+		}
+		return nil, &apiError{400, codeInvalidJSON, "could not read the request body"}
+	}
+	return body, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil { // only our own types are marshalled; they always encode
+		status, b = 500, []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	// Answers may carry a secret (creation, rotation): no caching anywhere.
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	var body errorBody
+	body.Error.Code, body.Error.Message = e.code, e.message
+	writeJSON(w, e.status, body)
+}
+
+// ---- audit ----
+
+type auditKey struct{}
+
+// auditWriter records the status of a write request and the attributes
+// its handler adds, for the one audit line ServeHTTP logs afterwards. It
+// belongs to the request's goroutine.
+type auditWriter struct {
+	http.ResponseWriter
+	status int
+	attrs  []any
+}
+
+func (a *auditWriter) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *auditWriter) Write(b []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	return a.ResponseWriter.Write(b)
+}
+
+func (a *auditWriter) Unwrap() http.ResponseWriter { return a.ResponseWriter }
+
+// audit adds attributes (never a secret) to the request's audit line.
+func audit(r *http.Request, attrs ...any) {
+	if a, ok := r.Context().Value(auditKey{}).(*auditWriter); ok {
+		a.attrs = append(a.attrs, attrs...)
+	}
+}
+
+// headerOnly captures what ServeMux's fallback handler would answer.
+type headerOnly struct {
+	header http.Header
+	status int
+}
+
+func (h *headerOnly) Header() http.Header         { return h.header }
+func (h *headerOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerOnly) WriteHeader(code int)        { h.status = code }
