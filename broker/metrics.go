@@ -1,0 +1,119 @@
+package broker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatecast/gatecast/topic"
+)
+
+// Label values are fixed sets, bound once at start-up so that the hot path
+// only adds to pre-resolved children.
+type connectResult int
+
+const (
+	resultAccepted connectResult = iota
+	resultBadRequest
+	resultAuth
+	resultForbidden
+	resultLimit
+	resultError
+	numResults
+)
+
+var connectResultNames = [numResults]string{"accepted", "rejected_request", "rejected_auth", "rejected_forbidden", "rejected_limit", "error"}
+
+type rejectReason int
+
+const (
+	rejectBinary rejectReason = iota
+	rejectInvalid
+	rejectTopic
+	rejectDenied
+	numRejects
+)
+
+var rejectReasonNames = [numRejects]string{"binary", "invalid", "bad_topic", "denied"}
+
+type revokeKind int
+
+const (
+	revokeNone revokeKind = iota
+	revokeToken
+	revokeSubscription
+	revokeLimit
+	revokeKick
+	numRevokes
+)
+
+var revokeKindNames = [numRevokes]string{"", "token", "subscription", "limit", "kick"}
+
+type metrics struct {
+	connections   prometheus.Gauge
+	subscriptions prometheus.Gauge
+	connects      [numResults]prometheus.Counter
+	messagesIn    prometheus.Counter
+	bytesIn       prometheus.Counter
+	rejected      [numRejects]prometheus.Counter
+	deliveries    prometheus.Counter
+	bytesOut      prometheus.Counter
+	dropped       prometheus.Counter
+	revocations   [numRevokes]prometheus.Counter
+	reg           prometheus.Registerer
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatecast_connections", Help: "Live client sessions."}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatecast_subscriptions", Help: "Live subscriptions (filters) of all sessions."}),
+		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_messages_in_total", Help: "Messages published by clients and accepted for routing."}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_message_bytes_in_total", Help: "Payload bytes of client messages, accepted or not."}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_messages_out_total", Help: "Messages queued to subscribers (one per recipient)."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_message_bytes_out_total", Help: "Frame bytes queued to subscribers."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_deliveries_dropped_total", Help: "Deliveries the transport refused (closed or slow consumer)."}),
+	}
+	connects := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_connects_total", Help: "Connection attempts by result."}, []string{"result"})
+	for i := range m.connects {
+		m.connects[i] = connects.WithLabelValues(connectResultNames[i])
+	}
+	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_messages_rejected_total", Help: "Client messages dropped, by reason."}, []string{"reason"})
+	for i := range m.rejected {
+		m.rejected[i] = rejected.WithLabelValues(rejectReasonNames[i])
+	}
+	revocations := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_revocations_total", Help: "Sessions closed by enforcement of a rights change or a kick, by kind."}, []string{"kind"})
+	for i := 1; i < int(numRevokes); i++ {
+		m.revocations[i] = revocations.WithLabelValues(revokeKindNames[i])
+	}
+	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.connections, m.subscriptions, m.messagesIn, m.bytesIn,
+			m.deliveries, m.bytesOut, m.dropped, connects, rejected, revocations} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// bindIndex exports the subscription index's own counters.
+func (m *metrics) bindIndex(x *topic.Index[*Session]) {
+	if m.reg == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatecast_index_entries", Help: "Subscriptions (filter, session) held by the topic index."},
+			func() float64 { return float64(x.Count()) }),
+	)
+}

@@ -1,0 +1,144 @@
+package broker
+
+import (
+	"time"
+	"unsafe"
+
+	"sync/atomic"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/proto"
+	"github.com/gatecast/gatecast/topic"
+)
+
+// Session is one admitted client connection.
+//
+// The transport calls OnMessage serially and OnClose once; every other
+// method may be called from any goroutine. Fields set at admission are
+// immutable; closed is atomic; membership in the token's session set is
+// guarded by the token's mutex.
+type Session struct {
+	id          uint64
+	b           *Broker
+	conn        Conn
+	token       *tokenState
+	filters     []string // the subscriptions, fixed for the seed protocol
+	multi       bool     // several filters: one message may match more than once
+	remote      string
+	protocol    string
+	connectedAt time.Time
+
+	closed atomic.Bool
+
+	// dec is used only by the transport's goroutine inside OnMessage.
+	dec proto.SeedDecoder
+}
+
+// ID is the session's node-unique identifier.
+func (s *Session) ID() uint64 { return s.id }
+
+// OnMessage handles one client message. Binary messages, invalid JSON, a
+// missing tag or message, a wildcard or invalid topic and a publish the
+// token may not make are dropped and counted; the connection stays open, as
+// the seed protocol specifies.
+//
+// payload is only valid during the call: nothing here keeps it. The topic is
+// viewed in place (no copy) because the index does not retain it and the
+// frame encoder copies it.
+func (s *Session) OnMessage(text bool, payload []byte) {
+	if s.closed.Load() {
+		return
+	}
+	m := s.b.metrics
+	m.bytesIn.Add(float64(len(payload)))
+	if !text {
+		m.rejected[rejectBinary].Inc()
+		return
+	}
+	tag, msg, err := s.dec.Decode(payload)
+	if err != nil {
+		m.rejected[rejectInvalid].Inc()
+		return
+	}
+	t := unsafe.String(unsafe.SliceData(tag), len(tag))
+	if topic.ValidateTopic(t) != nil {
+		m.rejected[rejectTopic].Inc()
+		return
+	}
+	// The grants pointer is swapped by RefreshTokens before it returns, so
+	// a downgrade refuses the very next publish.
+	if !s.token.grants.Load().CanPublish(t) {
+		m.rejected[rejectDenied].Inc()
+		return
+	}
+	m.messagesIn.Inc()
+	s.b.publish(s, t, msg)
+}
+
+// OnClose releases the session's connection slot and subscriptions.
+func (s *Session) OnClose() {
+	ts := s.token
+	ts.mu.Lock()
+	first := s.closeLocked(0, "", revokeNone)
+	ts.mu.Unlock()
+	if first {
+		s.unsubscribeAll()
+	}
+}
+
+// deliver hands a shared frame to the session's connection.
+func (s *Session) deliver(f *proto.Frame) bool {
+	f.Retain() // the connection's reference, released by it in every case
+	return s.conn.Send(f)
+}
+
+// closeLocked ends the session once: it frees the connection slot at once
+// (so a reconnect is not refused while the close handshake runs) and, when
+// code is not 0, asks the transport to close with it. The token's mutex must
+// be held. It reports whether this call was the one that closed.
+func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
+	if !s.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	delete(s.token.sessions, s)
+	s.b.sessions.del(s.id)
+	m := s.b.metrics
+	m.connections.Dec()
+	m.subscriptions.Sub(float64(len(s.filters)))
+	if why != revokeNone {
+		m.revocations[why].Inc()
+	}
+	if code != 0 {
+		s.conn.Close(code, reason)
+	}
+	return true
+}
+
+// unsubscribeAll removes the session from the index. Publishers skip a
+// closed session, so this may run after closeLocked, outside the lock.
+func (s *Session) unsubscribeAll() {
+	for _, f := range s.filters {
+		s.b.index.Unsubscribe(f, s)
+	}
+}
+
+// uncovered returns a subscription that g no longer allows.
+func (s *Session) uncovered(g *acl.Grants) (string, bool) {
+	for _, f := range s.filters {
+		if !g.CanSubscribe(f) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+func (s *Session) info() ConnectionInfo {
+	return ConnectionInfo{
+		ID:            s.id,
+		TokenID:       s.token.id,
+		RemoteAddr:    s.remote,
+		Protocol:      s.protocol,
+		Subscriptions: append([]string(nil), s.filters...),
+		ConnectedAt:   s.connectedAt,
+	}
+}

@@ -1,0 +1,204 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gatecast/gatecast/acl"
+)
+
+// tokenState is the live view of one token: what admission and publish
+// checks read, and the set of its sessions that enforcement walks.
+type tokenState struct {
+	id int64
+	// grants is read without locks on every publish and swapped whole by
+	// RefreshTokens.
+	grants atomic.Pointer[acl.Grants]
+
+	mu       sync.Mutex // guards everything below
+	hash     acl.Hash
+	name     string
+	maxConns int
+	disabled bool
+	gone     bool // removed from the cache: admission must look the token up again
+	sessions map[*Session]struct{}
+}
+
+const cacheShards = 64 // power of two
+
+// tokenCache maps secrets' hashes and token IDs to live token state. It is
+// filled lazily on connect and kept coherent by RefreshTokens.
+type tokenCache struct {
+	// gen is bumped by RefreshTokens before it looks tokens up; a load that
+	// began under an older generation is discarded rather than cached, so
+	// a stale read racing an admin write can never be installed.
+	gen    atomic.Uint64
+	byHash [cacheShards]struct {
+		sync.Mutex
+		m map[acl.Hash]*tokenState
+	}
+	byID [cacheShards]struct {
+		sync.Mutex
+		m map[int64]*tokenState
+	}
+}
+
+func (c *tokenCache) init() {
+	for i := range c.byHash {
+		c.byHash[i].m = make(map[acl.Hash]*tokenState)
+		c.byID[i].m = make(map[int64]*tokenState)
+	}
+}
+
+func hashShard(h acl.Hash) int { return int(h[0]) & (cacheShards - 1) }
+func idShard(id int64) int     { return int(uint64(id) & (cacheShards - 1)) }
+
+// lookup returns the cached state for hash, loading it from the store on a
+// miss. acl.ErrNotFound means no such token.
+func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
+	hs := &c.byHash[hashShard(hash)]
+	hs.Lock()
+	ts := hs.m[hash]
+	hs.Unlock()
+	if ts != nil {
+		return ts, nil
+	}
+	for attempt := 0; attempt < 8; attempt++ {
+		gen := c.gen.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
+		tok, err := b.store.GetTokenByHash(ctx, hash)
+		var grants []acl.Grant
+		if err == nil {
+			grants, err = b.store.ListGrants(ctx, tok.ID)
+		}
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		fresh := &tokenState{
+			id:       tok.ID,
+			hash:     tok.Hash,
+			name:     tok.Name,
+			maxConns: tok.MaxConnections,
+			disabled: tok.Disabled,
+			sessions: make(map[*Session]struct{}),
+		}
+		fresh.grants.Store(acl.CompileGrants(grants))
+		if ts, ok := c.install(fresh, gen); ok {
+			return ts, nil
+		}
+	}
+	return nil, errTokenChanging
+}
+
+// errTokenChanging reports a token that kept changing while it was read.
+var errTokenChanging = errors.New("broker: token is being changed, try again")
+
+// install caches fresh unless a refresh started after it was read, in which
+// case ok is false and the caller reads again. If another connect cached the
+// token first, that state is returned instead.
+func (c *tokenCache) install(fresh *tokenState, gen uint64) (*tokenState, bool) {
+	hs := &c.byHash[hashShard(fresh.hash)]
+	is := &c.byID[idShard(fresh.id)]
+	hs.Lock()
+	defer hs.Unlock()
+	if ts := hs.m[fresh.hash]; ts != nil {
+		return ts, true
+	}
+	is.Lock()
+	defer is.Unlock()
+	// Checked under the ID shard's lock, which RefreshTokens takes after
+	// bumping gen: either it sees this entry or we see its bump.
+	if c.gen.Load() != gen {
+		return nil, false
+	}
+	if is.m[fresh.id] != nil {
+		// The same token cached under another hash: it was rotated and the
+		// refresh that retires the old state (and closes its sessions) has
+		// not run yet. Read again rather than orphan those sessions.
+		return nil, false
+	}
+	hs.m[fresh.hash] = fresh
+	is.m[fresh.id] = fresh
+	return fresh, true
+}
+
+func (c *tokenCache) byIDGet(id int64) *tokenState {
+	is := &c.byID[idShard(id)]
+	is.Lock()
+	defer is.Unlock()
+	return is.m[id]
+}
+
+// remove drops ts from the cache; ts.mu is held by the caller.
+func (c *tokenCache) remove(ts *tokenState) {
+	hs := &c.byHash[hashShard(ts.hash)]
+	hs.Lock()
+	if hs.m[ts.hash] == ts {
+		delete(hs.m, ts.hash)
+	}
+	hs.Unlock()
+	is := &c.byID[idShard(ts.id)]
+	is.Lock()
+	if is.m[ts.id] == ts {
+		delete(is.m, ts.id)
+	}
+	is.Unlock()
+}
+
+const sessionShards = 64
+
+// sessionTable indexes live sessions by ID for the admin API.
+type sessionTable struct {
+	shards [sessionShards]struct {
+		sync.RWMutex
+		m map[uint64]*Session
+	}
+	n atomic.Int64
+}
+
+func (t *sessionTable) init() {
+	for i := range t.shards {
+		t.shards[i].m = make(map[uint64]*Session)
+	}
+}
+
+func (t *sessionTable) put(s *Session) {
+	sh := &t.shards[s.id&(sessionShards-1)]
+	sh.Lock()
+	sh.m[s.id] = s
+	sh.Unlock()
+	t.n.Add(1)
+}
+
+func (t *sessionTable) del(id uint64) {
+	sh := &t.shards[id&(sessionShards-1)]
+	sh.Lock()
+	if _, ok := sh.m[id]; ok {
+		delete(sh.m, id)
+		t.n.Add(-1)
+	}
+	sh.Unlock()
+}
+
+func (t *sessionTable) get(id uint64) *Session {
+	sh := &t.shards[id&(sessionShards-1)]
+	sh.RLock()
+	defer sh.RUnlock()
+	return sh.m[id]
+}
+
+func (t *sessionTable) each(fn func(*Session)) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.RLock()
+		for _, s := range sh.m {
+			fn(s)
+		}
+		sh.RUnlock()
+	}
+}
+
+func (t *sessionTable) count() int { return int(t.n.Load()) }

@@ -1,0 +1,83 @@
+// Command gatecast is the Gatecast broker and its command-line tools. It
+// only parses the subcommand and hands over: serving lives in package
+// server, the admin CLI in package admin, the test clients in loadtest.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gatecast/gatecast/admin"
+	"github.com/gatecast/gatecast/loadtest"
+	"github.com/gatecast/gatecast/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `gatecast — WebSocket message broker for IoT fleets
+
+Usage:
+  gatecast serve [flags]          run the broker (gatecast serve --help lists every setting)
+  gatecast token|tag|grant|revoke|conn ...
+                                  manage tokens, tags, permissions and connections through the admin API
+                                  (gatecast help admin)
+  gatecast sub|pub ...            a small WebSocket client for trying the broker (gatecast sub --help)
+  gatecast loadtest SCENARIO ...  measure a running broker: idle, fanout, fanin, revoke
+  gatecast version                print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "gatecast", version)
+		return 0
+	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "admin" {
+			return admin.RunCLI(ctx, []string{"help"}, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "sub", "pub":
+		return loadtest.RunClientCLI(ctx, args, stdout, stderr)
+	case "loadtest":
+		return loadtest.RunCLI(ctx, args[1:], stdout, stderr)
+	default:
+		return admin.RunCLI(ctx, args, stdout, stderr)
+	}
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := server.ParseConfig(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "gatecast serve: invalid configuration:", err)
+		return 2
+	}
+	log := server.NewLogger(cfg, stderr)
+	if err := server.Run(ctx, cfg, log, stdout); err != nil {
+		log.Error("gatecast stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,160 @@
+package netpoll
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SlowConsumerPolicy says what Send does when a connection's outbox is full.
+type SlowConsumerPolicy int
+
+const (
+	// DropNewest drops the frame being sent and counts it
+	// (gatecast_ws_frames_dropped_total{reason="slow_consumer"}). The
+	// connection stays open and receives later frames once it catches up.
+	DropNewest SlowConsumerPolicy = iota
+	// CloseSlow drops the frame and closes the connection with 1008
+	// "slow consumer".
+	CloseSlow
+)
+
+// String returns the policy's configuration name.
+func (p SlowConsumerPolicy) String() string {
+	switch p {
+	case DropNewest:
+		return "drop"
+	case CloseSlow:
+		return "close"
+	}
+	return fmt.Sprintf("SlowConsumerPolicy(%d)", int(p))
+}
+
+// Defaults applied by NewServer to zero fields of Config.
+const (
+	DefaultMaxFrameSize     = 64 << 10
+	DefaultMaxHeaderBytes   = 8 << 10
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultPingInterval     = 30 * time.Second
+	DefaultIdleTimeout      = 75 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultCloseTimeout     = 2 * time.Second
+	DefaultOutboxLimit      = 256
+)
+
+// Limits on configuration values: beyond them a setting is a mistake, not a
+// tuning choice.
+const (
+	maxMaxFrameSize   = 64 << 20
+	minMaxHeaderBytes = 256
+	maxMaxHeaderBytes = 1 << 20
+	maxOutboxLimit    = 1 << 20
+)
+
+// Config configures a Server. Zero durations and sizes take the defaults
+// above.
+type Config struct {
+	Addr             string        // listen address, e.g. "127.0.0.1:8080"; port 0 picks a free port (see Server.Addr)
+	Paths            []string      // accepted request paths (exact match, query excluded); any other path gets HTTP 404
+	MaxFrameSize     int           // largest message (one frame or the sum of its fragments); larger → close 1009
+	MaxHeaderBytes   int           // largest upgrade request (request line + headers); larger → HTTP 431
+	HandshakeTimeout time.Duration // from accept to completed upgrade; exceeded → TCP closed
+	PingInterval     time.Duration // a connection silent this long gets a ping
+	IdleTimeout      time.Duration // a connection that sent nothing (not even a pong) this long is closed 1001 "idle timeout"
+	WriteTimeout     time.Duration // a flush that cannot complete this long closes the TCP connection
+	CloseTimeout     time.Duration // after our close frame (or HTTP error) is flushed, wait this long for the peer's close/EOF
+	OutboxLimit      int           // frames queued per connection before the slow-consumer policy applies
+	SlowConsumer     SlowConsumerPolicy
+	// Subprotocols the server may select, in no particular order: when a
+	// client offers one of them in Sec-WebSocket-Protocol, the first one it
+	// offers is echoed in the 101 response and reported as
+	// Handshake.Subprotocol. Empty: never select one (seed clients send none;
+	// the offered list is still reported in Handshake.Protocol).
+	Subprotocols []string
+	Logger       *slog.Logger          // nil: discard
+	Registerer   prometheus.Registerer // nil: metrics are kept but not registered
+}
+
+// withDefaults returns cfg with defaults applied, or an error naming the
+// first invalid setting.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Addr == "" {
+		return cfg, errors.New("netpoll: Config.Addr is empty")
+	}
+	if len(cfg.Paths) == 0 {
+		return cfg, errors.New("netpoll: Config.Paths is empty: no request path would be accepted")
+	}
+	for _, p := range cfg.Paths {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "? \t\r\n") {
+			return cfg, fmt.Errorf("netpoll: Config.Paths: %q is not an absolute path without query", p)
+		}
+	}
+	for _, p := range cfg.Subprotocols {
+		if p == "" || strings.ContainsAny(p, ", \t\r\n") {
+			return cfg, fmt.Errorf("netpoll: Config.Subprotocols: %q is not a token", p)
+		}
+	}
+	if err := defaultInt(&cfg.MaxFrameSize, DefaultMaxFrameSize, 1, maxMaxFrameSize, "MaxFrameSize"); err != nil {
+		return cfg, err
+	}
+	if err := defaultInt(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes, minMaxHeaderBytes, maxMaxHeaderBytes, "MaxHeaderBytes"); err != nil {
+		return cfg, err
+	}
+	if err := defaultInt(&cfg.OutboxLimit, DefaultOutboxLimit, 1, maxOutboxLimit, "OutboxLimit"); err != nil {
+		return cfg, err
+	}
+	durations := []struct {
+		v    *time.Duration
+		def  time.Duration
+		name string
+	}{
+		{&cfg.HandshakeTimeout, DefaultHandshakeTimeout, "HandshakeTimeout"},
+		{&cfg.PingInterval, DefaultPingInterval, "PingInterval"},
+		{&cfg.IdleTimeout, DefaultIdleTimeout, "IdleTimeout"},
+		{&cfg.WriteTimeout, DefaultWriteTimeout, "WriteTimeout"},
+		{&cfg.CloseTimeout, DefaultCloseTimeout, "CloseTimeout"},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.v < 0:
+			return cfg, fmt.Errorf("netpoll: Config.%s is negative (%v)", d.name, *d.v)
+		case *d.v == 0:
+			*d.v = d.def
+		case *d.v < time.Millisecond:
+			return cfg, fmt.Errorf("netpoll: Config.%s %v is below 1ms", d.name, *d.v)
+		}
+	}
+	if cfg.IdleTimeout <= cfg.PingInterval {
+		return cfg, fmt.Errorf("netpoll: Config.IdleTimeout (%v) must exceed PingInterval (%v), or a ping could never be answered in time",
+			cfg.IdleTimeout, cfg.PingInterval)
+	}
+	if cfg.SlowConsumer != DropNewest && cfg.SlowConsumer != CloseSlow {
+		return cfg, fmt.Errorf("netpoll: Config.SlowConsumer: unknown policy %d", int(cfg.SlowConsumer))
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return cfg, nil
+}
+
+func defaultInt(v *int, def, lo, hi int, name string) error {
+	if *v == 0 {
+		*v = def
+	}
+	if *v < lo || *v > hi {
+		return fmt.Errorf("netpoll: Config.%s = %d is outside [%d, %d]", name, *v, lo, hi)
+	}
+	return nil
+}
+
+// sweepInterval is the sweeper's tick: a quarter of the shortest timeout, so
+// every deadline is enforced within 25% of its value, bounded to keep the
+// sweeper cheap with long timeouts and sane with tiny test timeouts.
+func (cfg *Config) sweepInterval() time.Duration {
+	d := min(cfg.HandshakeTimeout, cfg.PingInterval, cfg.IdleTimeout, cfg.WriteTimeout, cfg.CloseTimeout) / 4
+	return min(max(d, 5*time.Millisecond), time.Second)
+}

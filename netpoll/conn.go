@@ -1,0 +1,469 @@
+package netpoll
+
+import (
+	"context"
+	"encoding/binary"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cwnetpoll "github.com/cloudwego/netpoll"
+
+	"github.com/gatecast/gatecast/proto"
+)
+
+// Conn flags. Written only under Conn.mu (so read-modify-write is safe),
+// read with atomic loads from anywhere.
+const (
+	fHold         uint32 = 1 << iota // the event goroutine owns the writer (handshake); no drain may start
+	fDraining                        // a drain goroutine owns the writer
+	fUpgraded                        // the WebSocket handshake succeeded
+	fRejected                        // an HTTP error was sent; waiting for the peer's EOF
+	fClosing                         // our close frame is queued: Send refuses, OnMessage is no longer called
+	fCloseWritten                    // the close frame was handed to the writer
+	fCloseFlushed                    // the close frame reached the socket
+	fPeerClosed                      // the peer's close frame arrived
+	fGone                            // netpoll closed the connection; the close callback ran
+)
+
+// Read modes, owned by the event goroutine.
+const (
+	modeHandshake uint8 = iota
+	modeFrames
+	modeSkim    // after a protocol error: frames are skipped, watching for the peer's close
+	modeDiscard // peer close or HTTP rejection: input is skipped
+)
+
+// netpollPageSize is netpoll's page size: on Flush, netpoll releases an
+// output node larger than this as soon as it is sent, while it keeps a
+// smaller one as the connection's tail for its whole life; on Release, it
+// drops an input node larger than this once it is read (see tuneNetpoll).
+const netpollPageSize = 8 << 10
+
+// mallocBatch returns n writable bytes in netpoll's output buffer, always in
+// a node larger than netpollPageSize (a pooled 16 KiB buffer for small
+// batches, trimmed to n with MallocAck), so that netpoll frees the node
+// right after sending it and an idle connection keeps no output buffer. It
+// must be called once per Flush: MallocAck counts every byte allocated
+// since the last Flush.
+func mallocBatch(w cwnetpoll.Writer, n int) ([]byte, error) {
+	if n > netpollPageSize {
+		return w.Malloc(n)
+	}
+	buf, err := w.Malloc(netpollPageSize + 1)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.MallocAck(n); err != nil {
+		return nil, err
+	}
+	return buf[:n:n], nil
+}
+
+// writeNow copies p into netpoll's output buffer and flushes it. Only the
+// writer's owner may call it (the event goroutine under fHold).
+func writeNow(w cwnetpoll.Writer, p []byte) error {
+	buf, err := mallocBatch(w, len(p))
+	if err != nil {
+		return err
+	}
+	copy(buf, p)
+	return w.Flush()
+}
+
+// Conn is one client connection. Its methods are safe for concurrent use
+// from any goroutine and never block.
+type Conn struct {
+	srv     *Server
+	nc      cwnetpoll.Connection
+	sess    Session // set on the event goroutine by Open; read there and by the close callback
+	drainFn func()  // c.drain bound once, so starting a drain allocates nothing
+
+	prev, next *Conn // registry shard list, guarded by the shard's mutex
+
+	rd       frameReader // event goroutine only
+	mode     uint8       // event goroutine only
+	shard    uint8
+	msgCount uint32 // messages delivered during the current OnRequest; event goroutine only
+
+	mu          sync.Mutex
+	head, tail  *outSegment // outbox, guarded by mu
+	queued      int32       // frames in the outbox, guarded by mu
+	closeCode   uint16      // guarded by mu; fixed once fClosing is set
+	cause       closeCause  // guarded by mu
+	closeReason string      // guarded by mu; fixed once fClosing is set
+	flags       atomic.Uint32
+
+	lastRead   atomic.Int64 // server clock of the last input (accept time before any)
+	phaseAt    atomic.Int64 // server clock of accept (handshake) or of the close/HTTP error flush
+	flushStart atomic.Int64 // server clock when the running Flush started, 0 when none
+	lastPing   int64        // sweeper only
+}
+
+// outSegment is a block of the outbox queue. 14 frames plus two words fill
+// a 128-byte allocation exactly; segments are pooled.
+type outSegment struct {
+	frames [14]*proto.Frame
+	n      int
+	next   *outSegment
+}
+
+var segmentPool = sync.Pool{New: func() any { return new(outSegment) }}
+
+// frameReleased, when set by tests, observes every proto.Frame reference
+// this package releases, so tests can count releases independently of the
+// frame pool. Never set in production.
+var frameReleased func(*proto.Frame)
+
+func releaseFrame(f *proto.Frame) {
+	if h := frameReleased; h != nil {
+		h(f)
+	}
+	f.Release()
+}
+
+// push appends f to the outbox; c.mu must be held.
+func (c *Conn) push(f *proto.Frame) {
+	t := c.tail
+	if t == nil || t.n == len(t.frames) {
+		s := segmentPool.Get().(*outSegment)
+		if t == nil {
+			c.head = s
+		} else {
+			t.next = s
+		}
+		c.tail, t = s, s
+	}
+	t.frames[t.n] = f
+	t.n++
+	c.queued++
+}
+
+// releaseSegments releases every frame of a detached outbox chain and
+// returns its segments to the pool.
+func releaseSegments(s *outSegment) {
+	for s != nil {
+		next := s.next
+		for i := range s.n {
+			releaseFrame(s.frames[i])
+			s.frames[i] = nil
+		}
+		s.n, s.next = 0, nil
+		segmentPool.Put(s)
+		s = next
+	}
+}
+
+// Send queues f for writing and takes ownership of one reference of it: the
+// caller Retains first if it keeps its own. It never blocks. It returns
+// false, having Released f, when the connection is closing or gone, or when
+// the outbox is full (then the slow-consumer policy applies). A frame that
+// was queued is Released once written, or by the close path if the
+// connection dies first.
+func (c *Conn) Send(f *proto.Frame) bool {
+	c.mu.Lock()
+	fl := c.flags.Load()
+	if fl&(fClosing|fGone) != 0 {
+		c.mu.Unlock()
+		releaseFrame(f)
+		return false
+	}
+	if int(c.queued) >= c.srv.cfg.OutboxLimit {
+		slowClose := c.srv.cfg.SlowConsumer == CloseSlow
+		start := slowClose && c.beginCloseLocked(1008, "slow consumer", causeServer)
+		c.mu.Unlock()
+		releaseFrame(f)
+		c.srv.m.dropped.Inc()
+		if slowClose {
+			c.srv.m.slowClosed.Inc()
+		}
+		if start {
+			go c.drainFn()
+		}
+		return false
+	}
+	c.push(f)
+	start := fl&(fDraining|fHold) == 0
+	if start {
+		c.flags.Store(fl | fDraining)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.drainFn()
+	}
+	return true
+}
+
+// sendControl queues a ping or pong of our own. Unlike Send, a full outbox
+// drops it silently: the policy is for application frames, and a pong may
+// answer only the latest ping anyway.
+func (c *Conn) sendControl(f *proto.Frame) {
+	c.mu.Lock()
+	fl := c.flags.Load()
+	if fl&(fClosing|fGone) != 0 || int(c.queued) >= c.srv.cfg.OutboxLimit {
+		c.mu.Unlock()
+		releaseFrame(f)
+		return
+	}
+	c.push(f)
+	start := fl&(fDraining|fHold) == 0
+	if start {
+		c.flags.Store(fl | fDraining)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.drainFn()
+	}
+}
+
+// Close queues a close frame with code and reason after the frames already
+// queued, stops accepting Sends and stops delivering OnMessage. The TCP
+// connection is dropped once the peer answers with its close frame (or EOF),
+// or CloseTimeout after our close frame was flushed. Idempotent: only the
+// first call's code and reason are sent. Code 0 sends a close frame without
+// a body. A reason longer than 123 bytes is truncated.
+func (c *Conn) Close(code uint16, reason string) {
+	c.closeWith(code, reason, causeServer)
+}
+
+func (c *Conn) closeWith(code uint16, reason string, cause closeCause) {
+	c.mu.Lock()
+	start := c.beginCloseLocked(code, reason, cause)
+	c.mu.Unlock()
+	if start {
+		go c.drainFn()
+	}
+}
+
+// beginCloseLocked records the close and reports whether the caller must
+// start a drain to write it. c.mu must be held.
+func (c *Conn) beginCloseLocked(code uint16, reason string, cause closeCause) (startDrain bool) {
+	fl := c.flags.Load()
+	if fl&(fClosing|fGone) != 0 {
+		return false
+	}
+	c.closeCode, c.closeReason = code, truncateReason(reason)
+	if c.cause == causeNone {
+		c.cause = cause
+	}
+	fl |= fClosing
+	startDrain = fl&(fDraining|fHold) == 0
+	if startDrain {
+		fl |= fDraining
+	}
+	c.flags.Store(fl)
+	return startDrain
+}
+
+// RemoteAddr is the peer's address ("ip:port").
+func (c *Conn) RemoteAddr() string {
+	if a := c.nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// dropTCP closes the TCP connection now, recording cause if none was.
+// netpoll then runs the close callback (onClosed). Safe from any goroutine
+// that does not own the writer.
+func (c *Conn) dropTCP(cause closeCause) {
+	c.mu.Lock()
+	if c.cause == causeNone {
+		c.cause = cause
+	}
+	c.mu.Unlock()
+	_ = c.nc.Close()
+}
+
+// drain writes the outbox until it is empty. It runs on its own goroutine
+// and is the only writer of netpoll's output buffer while fDraining is set.
+func (c *Conn) drain() {
+	w := c.nc.Writer()
+	for {
+		c.mu.Lock()
+		fl := c.flags.Load()
+		head := c.head
+		c.head, c.tail, c.queued = nil, nil, 0
+		writeClose := fl&(fClosing|fCloseWritten) == fClosing
+		if fl&fGone != 0 || (head == nil && !writeClose) {
+			c.flags.Store(fl &^ fDraining)
+			c.mu.Unlock()
+			releaseSegments(head)
+			return
+		}
+		if writeClose {
+			c.flags.Store(fl | fCloseWritten)
+		}
+		code, reason := c.closeCode, c.closeReason
+		c.mu.Unlock()
+
+		err := c.writeBatch(w, head, writeClose, code, reason)
+		if err != nil {
+			c.mu.Lock()
+			c.flags.Store(c.flags.Load() &^ fDraining)
+			c.mu.Unlock()
+			c.dropTCP(causePeer)
+			return
+		}
+		if writeClose {
+			// Nothing can be queued after the close frame: the drain ends.
+			c.phaseAt.Store(c.srv.now())
+			c.mu.Lock()
+			fl = c.flags.Load() | fCloseFlushed
+			c.flags.Store(fl &^ fDraining)
+			c.mu.Unlock()
+			if fl&fPeerClosed != 0 {
+				// Close handshake complete: the peer sent its close first
+				// and has nothing more to send.
+				_ = c.nc.Close()
+			}
+			return
+		}
+	}
+}
+
+// writeBatch copies a detached outbox chain (and the close frame) into
+// netpoll's output buffer, releasing each frame as soon as it is copied,
+// and flushes once.
+func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, writeClose bool, code uint16, reason string) error {
+	total := 0
+	for s := head; s != nil; s = s.next {
+		for _, f := range s.frames[:s.n] {
+			total += len(f.B)
+		}
+	}
+	var closeBuf [2 + maxControlPayload]byte
+	var closeFrame []byte
+	if writeClose {
+		closeFrame = appendCloseFrame(closeBuf[:0], code, reason)
+		total += len(closeFrame)
+	}
+	if total == 0 {
+		releaseSegments(head)
+		return nil
+	}
+	buf, err := mallocBatch(w, total)
+	if err != nil {
+		releaseSegments(head)
+		return err
+	}
+	off := 0
+	for s := head; s != nil; s = s.next {
+		for _, f := range s.frames[:s.n] {
+			off += copy(buf[off:], f.B)
+		}
+	}
+	copy(buf[off:], closeFrame)
+	releaseSegments(head)
+	c.flushStart.Store(c.srv.now())
+	err = w.Flush()
+	c.flushStart.Store(0)
+	if err == nil {
+		c.srv.m.bytesOut.Add(float64(total))
+	}
+	return err
+}
+
+// onClosed is netpoll's close callback. netpoll runs it exactly once, never
+// concurrently with OnRequest and after the last one, and before it frees
+// the connection's buffers and closes the fd.
+func (c *Conn) onClosed(cwnetpoll.Connection) error {
+	c.mu.Lock()
+	fl := c.flags.Load()
+	if fl&fGone != 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	c.flags.Store(fl | fGone)
+	head := c.head
+	c.head, c.tail, c.queued = nil, nil, 0
+	cause := c.cause
+	c.mu.Unlock()
+	// A running drain may be copying into netpoll's output buffer, which
+	// netpoll recycles right after this callback: wait for it to let go. It
+	// does promptly, since the connection is closed: Flush returns at once
+	// and the drain sees fGone.
+	for c.flags.Load()&fDraining != 0 {
+		runtime.Gosched()
+	}
+	releaseSegments(head)
+	c.rd.reset()
+	s := c.srv
+	s.reg.remove(c)
+	defer c.recoverHandler("OnClose")
+	if fl&fUpgraded != 0 {
+		s.m.connections.Dec()
+		s.wsConns.Add(-1)
+		s.m.closes[cause].Inc()
+		if c.sess != nil {
+			c.sess.OnClose()
+		}
+	} else if cause == causeHandshakeTimeout {
+		s.m.closes[cause].Inc()
+	}
+	return nil
+}
+
+// onMessage implements frameSink: deliver a message unless closing.
+func (c *Conn) onMessage(text bool, payload []byte) {
+	if c.flags.Load()&fClosing != 0 || c.sess == nil {
+		return
+	}
+	c.msgCount++
+	c.sess.OnMessage(text, payload)
+}
+
+// onControl implements frameSink.
+func (c *Conn) onControl(op byte, payload []byte) (stop bool) {
+	switch op {
+	case opPing:
+		if c.flags.Load()&fClosing == 0 {
+			f := proto.AcquireFrame()
+			f.B = appendFrame(f.B[:0], opPong, payload)
+			c.sendControl(f)
+		}
+	case opClose:
+		c.peerClose(payload)
+		return true
+	}
+	// A pong only proves liveness, already recorded by OnRequest.
+	return false
+}
+
+// peerClose handles the peer's close frame: echo it (same code when valid,
+// which the frame reader checked) unless we already sent ours, then drop TCP
+// once our close frame is flushed.
+func (c *Conn) peerClose(payload []byte) {
+	var code uint16
+	if len(payload) >= 2 {
+		code = binary.BigEndian.Uint16(payload)
+	}
+	c.mu.Lock()
+	fl := c.flags.Load() | fPeerClosed
+	c.flags.Store(fl)
+	if fl&fClosing == 0 {
+		start := c.beginCloseLocked(code, "", causePeer)
+		c.mu.Unlock()
+		if start {
+			go c.drainFn()
+		}
+		return
+	}
+	c.mu.Unlock()
+	if fl&fCloseFlushed != 0 {
+		_ = c.nc.Close()
+	}
+}
+
+// connCtx is the context netpoll carries for a connection: the Conn itself,
+// so OnRequest finds it with a type assertion and no per-connection
+// context allocation. It is never cancelled and holds no values.
+type connCtx Conn
+
+var _ context.Context = (*connCtx)(nil)
+
+func (*connCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (*connCtx) Done() <-chan struct{}       { return nil }
+func (*connCtx) Err() error                  { return nil }
+func (*connCtx) Value(any) any               { return nil }

@@ -1,0 +1,449 @@
+package netpoll
+
+import (
+	"encoding/binary"
+	"unicode/utf8"
+
+	"github.com/bytedance/gopkg/lang/mcache"
+	"github.com/gobwas/ws"
+)
+
+// WebSocket opcodes and limits (RFC 6455 section 5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xa
+
+	maxControlPayload = 125
+	maxFrameHeader    = 14 // 2 + 8 (64-bit length) + 4 (mask)
+	minStash          = 16 // smallest stash: holds any frame header
+)
+
+// protocolError is a violation by the peer that fails the connection with a
+// close code. The values below are preallocated so that returning one never
+// allocates.
+type protocolError struct {
+	code   uint16
+	reason string
+}
+
+func (e *protocolError) Error() string { return e.reason }
+
+var (
+	errReservedBits      = &protocolError{1002, "reserved bits set"}
+	errReservedOpcode    = &protocolError{1002, "reserved opcode"}
+	errUnmasked          = &protocolError{1002, "client frame not masked"}
+	errControlFragmented = &protocolError{1002, "fragmented control frame"}
+	errControlTooLong    = &protocolError{1002, "control frame payload over 125 bytes"}
+	errStrayContinuation = &protocolError{1002, "continuation frame outside a fragmented message"}
+	errExpectedContinue  = &protocolError{1002, "data frame inside a fragmented message"}
+	errLengthMSB         = &protocolError{1002, "frame length has its most significant bit set"}
+	errCloseOneByte      = &protocolError{1002, "close frame with a 1-byte payload"}
+	errCloseCode         = &protocolError{1002, "invalid close code"}
+	errTooBig            = &protocolError{1009, "message too big"}
+	errInvalidUTF8       = &protocolError{1007, "invalid UTF-8 in text message"}
+	errInvalidCloseUTF8  = &protocolError{1007, "invalid UTF-8 in close reason"}
+)
+
+// byteSource is the part of netpoll's Reader the frame reader needs.
+// netpoll's connection Reader implements it; tests and the fuzzer use
+// sliceSource. Slices returned by Peek and Next stay valid until the owner
+// releases the source (for netpoll: Reader.Release at the end of OnRequest).
+type byteSource interface {
+	Len() int
+	Peek(n int) ([]byte, error)
+	Next(n int) ([]byte, error)
+	Skip(n int) error
+}
+
+// frameSink receives what the frame reader decodes. Payloads are valid only
+// during the call.
+type frameSink interface {
+	// onMessage gets a complete, validated text or binary message.
+	onMessage(text bool, payload []byte)
+	// onControl gets a validated ping, pong or close frame; returning true
+	// stops the reader (the rest of the input is the caller's to discard).
+	onControl(op byte, payload []byte) (stop bool)
+}
+
+// frameHeader is a decoded client frame header.
+type frameHeader struct {
+	length int64
+	mask   [4]byte
+	size   int // header bytes on the wire
+	op     byte
+	fin    bool
+}
+
+// frameReader decodes client-to-server WebSocket frames incrementally. It is
+// a pure state machine over bytes: no sockets, no clock, so the fuzzer can
+// drive it. It is used by one goroutine at a time (the connection's event
+// goroutine).
+//
+// consume reads its source until it finds it empty: a frame that is not
+// complete yet is copied into stash, so OnRequest never returns with input
+// it has seen left unread (netpoll would re-run it in a busy loop).
+type frameReader struct {
+	stash  []byte // raw bytes (header included) of the frame being received; nil when none. Pooled.
+	msg    []byte // unmasked payloads of the fragmented message being assembled; nil when none. Pooled.
+	need   int    // total size of the stashed frame once its header is known, else 0
+	skip   int    // skimming: bytes of the current frame still to skip
+	fragOp byte   // opcode (text or binary) of the fragmented message in progress, 0 when none
+}
+
+// consume decodes every complete frame in src, delivers them to sink, and
+// stashes a trailing partial frame. It returns stop=true when sink asked to
+// stop (the caller then discards the rest of the input), or the first
+// protocol error, a *protocolError (the caller may then hand the rest to
+// skimForClose). Either way consume must not be called again.
+//
+// maxSize is the largest message: a frame (or fragment) declaring a length
+// that would exceed it fails with errTooBig before any of its payload is read.
+func (r *frameReader) consume(src byteSource, maxSize int, sink frameSink) (stop bool, err error) {
+	for {
+		avail := src.Len()
+		if avail == 0 {
+			return false, nil
+		}
+		if r.stash == nil {
+			// Fast path: the frame starts at the head of src.
+			b, _ := src.Peek(min(avail, maxFrameHeader))
+			h, ok, err := r.parseHeader(b, maxSize)
+			if err != nil {
+				return false, err
+			}
+			if ok {
+				total := h.size + int(h.length)
+				if avail >= total {
+					p, _ := src.Next(total)
+					if stop, err := r.frame(&h, p[h.size:total:total], sink); stop || err != nil {
+						return stop, err
+					}
+					continue
+				}
+				r.need = total
+			}
+			r.stashFrom(src, avail)
+			return false, nil
+		}
+		if r.need == 0 {
+			// The stash holds part of a header: complete it from src.
+			var hb [maxFrameHeader]byte
+			n := copy(hb[:], r.stash)
+			b, _ := src.Peek(min(avail, maxFrameHeader-n))
+			m := copy(hb[n:], b)
+			h, ok, err := r.parseHeader(hb[:n+m], maxSize)
+			if err != nil {
+				return false, err
+			}
+			if !ok {
+				// Still short: m == avail, since 14 bytes always hold a header.
+				r.stashFrom(src, m)
+				continue
+			}
+			r.need = h.size + int(h.length)
+		}
+		r.stashFrom(src, min(avail, r.need-len(r.stash)))
+		if len(r.stash) < r.need {
+			continue
+		}
+		// The header was validated when it completed and nothing changed
+		// the reader's state since, so parsing it again cannot fail.
+		h, _, _ := r.parseHeader(r.stash, maxSize)
+		stop, err := r.frame(&h, r.stash[h.size:r.need:r.need], sink)
+		r.dropStash()
+		if stop || err != nil {
+			return stop, err
+		}
+	}
+}
+
+// parseHeader decodes and validates the frame header at the start of b.
+// ok=false with a nil error means b is too short to tell yet. Checks that
+// need only the first two bytes fail as soon as those two bytes arrive.
+func (r *frameReader) parseHeader(b []byte, maxSize int) (h frameHeader, ok bool, err error) {
+	if len(b) < 2 {
+		return h, false, nil
+	}
+	b0, b1 := b[0], b[1]
+	h.fin = b0&0x80 != 0
+	h.op = b0 & 0x0f
+	l7 := b1 & 0x7f
+	if b0&0x70 != 0 {
+		return h, false, errReservedBits // no extension is ever negotiated
+	}
+	switch h.op {
+	case opContinuation:
+		if r.fragOp == 0 {
+			return h, false, errStrayContinuation
+		}
+	case opText, opBinary:
+		if r.fragOp != 0 {
+			return h, false, errExpectedContinue
+		}
+	case opClose, opPing, opPong:
+		if !h.fin {
+			return h, false, errControlFragmented
+		}
+		if l7 > maxControlPayload {
+			return h, false, errControlTooLong
+		}
+	default:
+		return h, false, errReservedOpcode
+	}
+	if b1&0x80 == 0 {
+		return h, false, errUnmasked
+	}
+	h.size = 6
+	switch l7 {
+	case 126:
+		h.size = 8
+	case 127:
+		h.size = 14
+	}
+	if len(b) < h.size {
+		return h, false, nil
+	}
+	switch l7 {
+	case 126:
+		h.length = int64(binary.BigEndian.Uint16(b[2:4]))
+	case 127:
+		u := binary.BigEndian.Uint64(b[2:10])
+		if u>>63 != 0 {
+			return h, false, errLengthMSB
+		}
+		h.length = int64(u)
+	default:
+		h.length = int64(l7)
+	}
+	copy(h.mask[:], b[h.size-4:h.size])
+	if h.op < opClose && h.length > int64(maxSize-len(r.msg)) {
+		return h, false, errTooBig
+	}
+	return h, true, nil
+}
+
+// frame unmasks one complete frame's payload in place and acts on it.
+func (r *frameReader) frame(h *frameHeader, payload []byte, sink frameSink) (stop bool, err error) {
+	ws.Cipher(payload, h.mask, 0)
+	switch h.op {
+	case opText, opBinary:
+		if !h.fin {
+			r.fragOp = h.op
+			r.appendMsg(payload)
+			return false, nil
+		}
+		if h.op == opText && !utf8.Valid(payload) {
+			return false, errInvalidUTF8
+		}
+		sink.onMessage(h.op == opText, payload)
+	case opContinuation:
+		r.appendMsg(payload)
+		if !h.fin {
+			return false, nil
+		}
+		text := r.fragOp == opText
+		r.fragOp = 0
+		if text && !utf8.Valid(r.msg) {
+			return false, errInvalidUTF8
+		}
+		sink.onMessage(text, r.msg)
+		putBuf(r.msg)
+		r.msg = nil
+	case opClose:
+		if err := checkClosePayload(payload); err != nil {
+			return false, err
+		}
+		return sink.onControl(h.op, payload), nil
+	default: // ping, pong
+		return sink.onControl(h.op, payload), nil
+	}
+	return false, nil
+}
+
+// checkClosePayload validates a close frame body: empty, or a valid code
+// followed by a UTF-8 reason.
+func checkClosePayload(p []byte) error {
+	switch {
+	case len(p) == 0:
+		return nil
+	case len(p) == 1:
+		return errCloseOneByte
+	case !validCloseCode(binary.BigEndian.Uint16(p)):
+		return errCloseCode
+	case !utf8.Valid(p[2:]):
+		return errInvalidCloseUTF8
+	}
+	return nil
+}
+
+// validCloseCode reports whether a peer may send code in a close frame
+// (RFC 6455 section 7.4): the defined protocol codes that may appear on the
+// wire, and the registered and private ranges 3000-4999.
+func validCloseCode(code uint16) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// stashFrom moves the next k bytes of src into the stash, growing it only as
+// bytes actually arrive (never on a peer-declared length alone).
+func (r *frameReader) stashFrom(src byteSource, k int) {
+	if k <= 0 {
+		return
+	}
+	p, _ := src.Next(k)
+	r.stash = appendPooled(r.stash, p, r.need)
+}
+
+func (r *frameReader) appendMsg(p []byte) {
+	if len(p) > 0 {
+		r.msg = appendPooled(r.msg, p, 0)
+	}
+}
+
+func (r *frameReader) dropStash() {
+	putBuf(r.stash)
+	r.stash, r.need = nil, 0
+}
+
+// reset returns every pooled buffer; the reader may be reused afterwards.
+func (r *frameReader) reset() {
+	r.dropStash()
+	putBuf(r.msg)
+	r.msg, r.fragOp, r.skip = nil, 0, 0
+}
+
+// skimForClose is used after consume failed with a protocol error, while
+// our close frame is on its way: it skips frames without validating them,
+// only to notice the peer's close frame, so that a well-behaved peer
+// answering our close gets its TCP connection closed at once instead of
+// after CloseTimeout. It consumes all of src and reports whether a close
+// frame header was seen (the caller stops reading then).
+//
+// It continues exactly where consume stopped: consume leaves the stash
+// holding the start of the offending frame's header (or nothing), and src
+// at the offending frame (header errors) or after it (payload errors).
+func (r *frameReader) skimForClose(src byteSource) bool {
+	putBuf(r.msg)
+	r.msg, r.fragOp = nil, 0
+	for {
+		avail := src.Len()
+		if avail == 0 {
+			return false
+		}
+		if r.skip > 0 {
+			k := min(avail, r.skip)
+			_ = src.Skip(k)
+			r.skip -= k
+			continue
+		}
+		var hb [maxFrameHeader]byte
+		n := copy(hb[:], r.stash)
+		b, _ := src.Peek(min(avail, maxFrameHeader-n))
+		m := copy(hb[n:], b)
+		op, size, length, ok := skimHeader(hb[:n+m])
+		if !ok {
+			r.stashFrom(src, m)
+			continue
+		}
+		if op == opClose {
+			r.dropStash()
+			return true
+		}
+		// The frame's remaining header bytes and its payload are in src
+		// (or yet to arrive).
+		if length > 1<<62 {
+			r.skip = 1 << 62 // more than will ever arrive
+		} else {
+			r.skip = size - n + int(length)
+		}
+		r.dropStash()
+	}
+}
+
+// skimHeader reads a frame header's opcode and sizes without validating
+// anything (masked or not).
+func skimHeader(b []byte) (op byte, size int, length uint64, ok bool) {
+	if len(b) < 2 {
+		return 0, 0, 0, false
+	}
+	l7 := b[1] & 0x7f
+	size = 2
+	switch l7 {
+	case 126:
+		size = 4
+	case 127:
+		size = 10
+	}
+	if b[1]&0x80 != 0 {
+		size += 4
+	}
+	if len(b) < size {
+		return 0, 0, 0, false
+	}
+	switch l7 {
+	case 126:
+		length = uint64(binary.BigEndian.Uint16(b[2:4]))
+	case 127:
+		length = binary.BigEndian.Uint64(b[2:10])
+	default:
+		length = uint64(l7)
+	}
+	return b[0] & 0x0f, size, length, true
+}
+
+// appendPooled appends p to a pooled buffer, replacing it by a larger pooled
+// one when needed. Capacity at least doubles (amortised copying) but stays
+// within limit when limit > 0 and the data fits.
+func appendPooled(buf, p []byte, limit int) []byte {
+	need := len(buf) + len(p)
+	if need > cap(buf) {
+		c := max(need, 2*cap(buf), minStash)
+		if limit > 0 && c > limit {
+			c = max(limit, need)
+		}
+		nb := getBuf(c)
+		nb = append(nb, buf...)
+		putBuf(buf)
+		buf = nb
+	}
+	return append(buf, p...)
+}
+
+// getBuf returns an empty pooled buffer with capacity at least n (rounded up
+// to a power of two by mcache).
+func getBuf(n int) []byte { return mcache.Malloc(0, n) }
+
+// putBuf returns a buffer obtained from getBuf; nil is ignored.
+func putBuf(b []byte) {
+	if cap(b) > 0 {
+		mcache.Free(b)
+	}
+}
+
+// sliceSource is a byteSource over one slice. It serves tests, the fuzzer
+// and benchmarks, which feed the reader without a socket.
+type sliceSource struct{ b []byte }
+
+func (s *sliceSource) Len() int { return len(s.b) }
+
+func (s *sliceSource) Peek(n int) ([]byte, error) { return s.b[:n:n], nil }
+
+func (s *sliceSource) Next(n int) ([]byte, error) {
+	p := s.b[:n:n]
+	s.b = s.b[n:]
+	return p, nil
+}
+
+func (s *sliceSource) Skip(n int) error {
+	s.b = s.b[n:]
+	return nil
+}

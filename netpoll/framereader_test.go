@@ -1,0 +1,362 @@
+package netpoll
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+// frameEvent is one thing a decoder reports, for comparing decoders.
+type frameEvent struct {
+	kind    byte // 't' text, 'b' binary, 'p' ping, 'o' pong, 'c' close
+	payload string
+}
+
+func (e frameEvent) String() string { return fmt.Sprintf("%c:%q", e.kind, e.payload) }
+
+// recordingSink records what the frame reader delivers.
+type recordingSink struct{ events []frameEvent }
+
+func (s *recordingSink) onMessage(text bool, payload []byte) {
+	k := byte('b')
+	if text {
+		k = 't'
+	}
+	s.events = append(s.events, frameEvent{k, string(payload)})
+}
+
+func (s *recordingSink) onControl(op byte, payload []byte) bool {
+	k := map[byte]byte{opPing: 'p', opPong: 'o', opClose: 'c'}[op]
+	s.events = append(s.events, frameEvent{k, string(payload)})
+	return op == opClose
+}
+
+// decodeChunks feeds data to a frameReader in chunks (sizes from splits,
+// the rest in one chunk) and returns the events and how the stream ended:
+// code is the close code of a protocol error (0 if none), stopped reports a
+// close frame.
+func decodeChunks(data, splits []byte, maxSize int) (events []frameEvent, code uint16, stopped bool) {
+	data = bytes.Clone(data) // the reader unmasks in place
+	var r frameReader
+	defer r.reset()
+	sink := &recordingSink{}
+	for len(data) > 0 {
+		n := len(data)
+		if len(splits) > 0 {
+			n = min(n, int(splits[0])%64+1)
+			splits = splits[1:]
+		}
+		src := &sliceSource{b: data[:n]}
+		data = data[n:]
+		stop, err := r.consume(src, maxSize, sink)
+		if src.Len() != 0 && err == nil && !stop {
+			panic("consume left input unconsumed")
+		}
+		if err != nil {
+			var pe *protocolError
+			if !errors.As(err, &pe) {
+				panic("consume returned a non-protocol error")
+			}
+			return sink.events, pe.code, false
+		}
+		if stop {
+			return sink.events, 0, true
+		}
+	}
+	return sink.events, 0, false
+}
+
+// referenceDecode decodes data as a whole with gobwas's ws.ReadHeader /
+// ws.ReadFrame and gobwas's validity checks (ws.CheckHeader,
+// ws.CheckCloseFrameData), plus the rules gobwas leaves to the caller:
+// message size limit, UTF-8 of text messages, and close codes above 4999.
+// Checks decidable from a frame's first two bytes apply as soon as those
+// bytes exist, as in the frame reader.
+func referenceDecode(data []byte, maxSize int) (events []frameEvent, code uint16, stopped bool) {
+	var fragOp ws.OpCode
+	var msg []byte
+	rest := data
+	for len(rest) >= 2 {
+		early := ws.Header{
+			Fin:    rest[0]&0x80 != 0,
+			Rsv:    (rest[0] >> 4) & 0x7,
+			OpCode: ws.OpCode(rest[0] & 0x0f),
+			Masked: rest[1]&0x80 != 0,
+			Length: int64(rest[1] & 0x7f),
+		}
+		state := ws.StateServerSide
+		if fragOp != 0 {
+			state = state.Set(ws.StateFragmented)
+		}
+		if ws.CheckHeader(early, state) != nil {
+			return events, 1002, false
+		}
+		h, err := ws.ReadHeader(bytes.NewReader(rest))
+		if errors.Is(err, ws.ErrHeaderLengthMSB) {
+			return events, 1002, false
+		}
+		if err != nil {
+			return events, 0, false // truncated header
+		}
+		if h.OpCode.IsData() && h.Length > int64(maxSize-len(msg)) {
+			return events, 1009, false
+		}
+		rd := bytes.NewReader(rest)
+		f, err := ws.ReadFrame(rd)
+		if err != nil {
+			return events, 0, false // truncated payload
+		}
+		rest = rest[len(rest)-rd.Len():]
+		f = ws.UnmaskFrameInPlace(f)
+		switch f.Header.OpCode {
+		case ws.OpText, ws.OpBinary, ws.OpContinuation:
+			if f.Header.OpCode != ws.OpContinuation {
+				fragOp = f.Header.OpCode
+			}
+			msg = append(msg, f.Payload...)
+			if !f.Header.Fin {
+				continue
+			}
+			if fragOp == ws.OpText && !utf8.Valid(msg) {
+				return events, 1007, false
+			}
+			k := byte('b')
+			if fragOp == ws.OpText {
+				k = 't'
+			}
+			events = append(events, frameEvent{k, string(msg)})
+			msg, fragOp = msg[:0], 0
+		case ws.OpPing:
+			events = append(events, frameEvent{'p', string(f.Payload)})
+		case ws.OpPong:
+			events = append(events, frameEvent{'o', string(f.Payload)})
+		case ws.OpClose:
+			if len(f.Payload) == 1 {
+				return events, 1002, false
+			}
+			if len(f.Payload) >= 2 {
+				c, reason := ws.ParseCloseFrameData(f.Payload)
+				if c > 4999 { // undefined by RFC 6455; gobwas lets it pass
+					return events, 1002, false
+				}
+				switch err := ws.CheckCloseFrameData(c, reason); {
+				case errors.Is(err, ws.ErrProtocolInvalidUTF8):
+					return events, 1007, false
+				case err != nil:
+					return events, 1002, false
+				}
+			}
+			events = append(events, frameEvent{'c', string(f.Payload)})
+			return events, 0, true
+		}
+	}
+	return events, 0, false
+}
+
+// FuzzFrameReader feeds arbitrary bytes, split at arbitrary points, to the
+// frame reader: it must never panic, must consume all its input, and must
+// agree with the gobwas-based reference decoder on every event, every close
+// code and on where a close frame stops the stream.
+func FuzzFrameReader(f *testing.F) {
+	for _, seed := range fuzzSeeds() {
+		f.Add(seed[0], seed[1])
+	}
+	f.Fuzz(func(t *testing.T, data, splits []byte) {
+		const maxSize = 256
+		got, gotCode, gotStop := decodeChunks(data, splits, maxSize)
+		want, wantCode, wantStop := referenceDecode(data, maxSize)
+		if !slices.Equal(got, want) || gotCode != wantCode || gotStop != wantStop {
+			t.Fatalf("reader:    %v code %d stop %v\nreference: %v code %d stop %v", got, gotCode, gotStop, want, wantCode, wantStop)
+		}
+	})
+}
+
+// fuzzSeeds are the in-code seeds (the committed corpus under
+// testdata/fuzz/FuzzFrameReader holds the same and more).
+func fuzzSeeds() [][2][]byte {
+	cat := func(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
+	return [][2][]byte{
+		{clientFrame(true, 0, opText, []byte("hello")), nil},
+		{cat(clientFrame(true, 0, opText, []byte("a")), clientFrame(true, 0, opBinary, []byte{0, 1})), []byte{0, 3, 1}},
+		{cat(clientFrame(false, 0, opText, []byte("He")), clientFrame(true, 0, opPing, []byte("p")),
+			clientFrame(true, 0, opContinuation, []byte("llo"))), []byte{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+		{clientFrame(true, 0, opBinary, bytes.Repeat([]byte("x"), 200)), []byte{7, 63, 63}},
+		{clientFrame(true, 0, opClose, append([]byte{0x03, 0xe8}, "bye"...)), nil},
+		{[]byte{0x81, 0x02, 'h', 'i'}, nil},
+		{clientFrame(true, 0, opBinary, bytes.Repeat([]byte("x"), 300)), nil},
+		{clientFrame(true, 0, opText, []byte{0xff}), nil},
+		{[]byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}, nil},
+		{cat(clientFrame(true, 0, opPong, nil), clientFrame(true, 0, opPing, nil)), nil},
+		{clientFrame(true, 0, opText, []byte("truncated"))[:8], nil},
+	}
+}
+
+// nopSink discards everything (for allocation tests and benchmarks).
+type nopSink struct{ n int }
+
+func (s *nopSink) onMessage(_ bool, p []byte)      { s.n += len(p) }
+func (s *nopSink) onControl(_ byte, _ []byte) bool { return false }
+
+func TestFrameReaderTable(t *testing.T) {
+	cases := []struct {
+		name   string
+		data   []byte
+		splits []byte
+		want   []frameEvent
+		code   uint16
+		stop   bool
+	}{
+		{
+			name: "two messages in one read",
+			data: bytes.Join([][]byte{clientFrame(true, 0, opText, []byte("one")), clientFrame(true, 0, opText, []byte("two"))}, nil),
+			want: []frameEvent{{'t', "one"}, {'t', "two"}},
+		},
+		{
+			name:   "header split after one byte",
+			data:   clientFrame(true, 0, opText, []byte("split")),
+			splits: []byte{0, 0, 0},
+			want:   []frameEvent{{'t', "split"}},
+		},
+		{
+			name:   "64-bit length frame in pieces",
+			data:   clientFrame(true, 0, opBinary, bytes.Repeat([]byte{7}, 70000)),
+			splits: bytes.Repeat([]byte{63}, 100),
+			want:   []frameEvent{{'b', string(bytes.Repeat([]byte{7}, 70000))}},
+		},
+		{
+			name: "close stops the reader",
+			data: bytes.Join([][]byte{clientFrame(true, 0, opClose, []byte{0x03, 0xe8}), clientFrame(true, 0, opText, []byte("late"))}, nil),
+			want: []frameEvent{{'c', "\x03\xe8"}},
+			stop: true,
+		},
+		{
+			name: "too big fails before the payload arrives",
+			data: clientFrame(true, 0, opBinary, make([]byte, 100001))[:20],
+			code: 1009,
+		},
+		{
+			name: "control frames between fragments",
+			data: bytes.Join([][]byte{
+				clientFrame(false, 0, opBinary, []byte{1}),
+				clientFrame(true, 0, opPong, []byte("x")),
+				clientFrame(true, 0, opContinuation, []byte{2}),
+			}, nil),
+			want: []frameEvent{{'o', "x"}, {'b', "\x01\x02"}},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, code, stop := decodeChunks(tc.data, tc.splits, 100000)
+			if !slices.Equal(got, tc.want) || code != tc.code || stop != tc.stop {
+				t.Fatalf("got %.80v code %d stop %v; want %.80v code %d stop %v", got, code, stop, tc.want, tc.code, tc.stop)
+			}
+		})
+	}
+}
+
+func TestSkimForClose(t *testing.T) {
+	cases := []struct {
+		name   string
+		data   []byte
+		splits []byte
+	}{
+		{
+			name: "close after an oversized frame",
+			data: bytes.Join([][]byte{clientFrame(true, 0, opBinary, make([]byte, 5000)), clientFrame(true, 0, opClose, []byte{3, 0xe8})}, nil),
+		},
+		{
+			name:   "close after unmasked frames, byte by byte",
+			data:   []byte{0x81, 0x01, 'x', 0x82, 0x00, 0x88, 0x00},
+			splits: bytes.Repeat([]byte{0}, 10),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r frameReader
+			defer r.reset()
+			data, splits := bytes.Clone(tc.data), tc.splits
+			failed, seen := false, false
+			for len(data) > 0 && !seen {
+				n := len(data)
+				if len(splits) > 0 {
+					n = min(n, int(splits[0])+1)
+					splits = splits[1:]
+				}
+				src := &sliceSource{b: data[:n]}
+				data = data[n:]
+				if !failed {
+					if _, err := r.consume(src, 1024, &nopSink{}); err != nil {
+						failed = true
+					}
+				}
+				if failed {
+					seen = r.skimForClose(src)
+				}
+			}
+			if !failed || !seen {
+				t.Fatalf("protocol error %v, close seen %v", failed, seen)
+			}
+		})
+	}
+}
+
+// TestFrameReaderAllocs: decoding and delivering a complete small masked
+// text frame, and a frame that arrives in two pieces (stash path),
+// allocates nothing in steady state.
+func TestFrameReaderAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts need a build without -race")
+	}
+	frame := clientFrame(true, 0, opText, []byte(`{"tag":"sensors/1/temp","message":21.5}`))
+	buf := make([]byte, len(frame))
+	var r frameReader
+	sink := &nopSink{}
+	src := &sliceSource{}
+	whole := testing.AllocsPerRun(1000, func() {
+		copy(buf, frame)
+		src.b = buf
+		if _, err := r.consume(src, 1<<16, sink); err != nil {
+			t.Fatal(err)
+		}
+	})
+	split := testing.AllocsPerRun(1000, func() {
+		copy(buf, frame)
+		src.b = buf[:9]
+		if _, err := r.consume(src, 1<<16, sink); err != nil {
+			t.Fatal(err)
+		}
+		src.b = buf[9:]
+		if _, err := r.consume(src, 1<<16, sink); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if whole != 0 || split != 0 {
+		t.Fatalf("allocations per frame: whole %v, split %v; want 0", whole, split)
+	}
+}
+
+func BenchmarkFrameParse(b *testing.B) {
+	for _, size := range []int{64, 1024, 16 << 10} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			frame := clientFrame(true, 0, opBinary, bytes.Repeat([]byte{'a'}, size))
+			buf := make([]byte, len(frame))
+			var r frameReader
+			sink := &nopSink{}
+			src := &sliceSource{}
+			b.SetBytes(int64(len(frame)))
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(buf, frame)
+				src.b = buf
+				if _, err := r.consume(src, 1<<20, sink); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,155 @@
+package netpoll
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// idleClientEnv switches the test binary into the idle client used by
+// TestIdleConnectionMemory: its value is "addr,count".
+const idleClientEnv = "GATECAST_IDLE_CLIENT"
+
+// idleSession ignores everything: the measured server holds connections only.
+type idleSession struct{}
+
+func (idleSession) OnMessage(bool, []byte) {}
+func (idleSession) OnClose()               {}
+
+type idleHandler struct{}
+
+func (idleHandler) Open(*Conn, *Handshake) Session { return idleSession{} }
+
+// userSpaceBytes is the memory the Go runtime holds for live objects and
+// goroutine stacks, plus its span and per-P cache metadata.
+func userSpaceBytes() (total, heapLive uint64) {
+	for range 3 {
+		runtime.GC()
+	}
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse + ms.StackInuse + ms.MSpanInuse + ms.MCacheInuse, ms.HeapAlloc
+}
+
+// TestIdleConnectionMemory measures user-space bytes per idle, upgraded
+// WebSocket connection in this (server) process, with the clients in a
+// separate process (this test binary re-executed as an idle client).
+//
+//	GATECAST_MEASURE_IDLE=1 GATECAST_IDLE_CONNS=15000 go test -run TestIdleConnectionMemory -v ./netpoll/
+//
+// The goal (issue 2) is at most 4 KiB per connection; the test fails above it.
+func TestIdleConnectionMemory(t *testing.T) {
+	if os.Getenv("GATECAST_MEASURE_IDLE") != "1" {
+		t.Skip("measurement: set GATECAST_MEASURE_IDLE=1 (and optionally GATECAST_IDLE_CONNS, default 5000)")
+	}
+	n := 5000
+	if v := os.Getenv("GATECAST_IDLE_CONNS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			t.Fatalf("GATECAST_IDLE_CONNS=%q", v)
+		}
+	}
+	// No pings or idle closes during the measurement.
+	s, _ := startServer(t, Config{PingInterval: time.Hour, IdleTimeout: 2 * time.Hour}, idleHandler{})
+	before, beforeLive := userSpaceBytes()
+
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d", idleClientEnv, s.Addr(), n))
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = os.Stderr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = child.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("idle client: %q, %v", line, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.ConnCount() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.ConnCount() != n {
+		t.Fatalf("%d of %d connections upgraded", s.ConnCount(), n)
+	}
+	time.Sleep(200 * time.Millisecond) // let event goroutines finish
+	after, afterLive := userSpaceBytes()
+	per := float64(after-before) / float64(n)
+	t.Logf("%d idle connections: %.0f bytes/connection (HeapInuse+StackInuse+MSpanInuse+MCacheInuse), live heap %.0f bytes/connection, goroutines %d",
+		n, per, float64(afterLive-beforeLive)/float64(n), runtime.NumGoroutine())
+	if per > 4096 {
+		t.Errorf("%.0f bytes per idle connection, goal is at most 4096", per)
+	}
+}
+
+// runIdleClient is the client process: it opens count upgraded connections
+// to addr, prints "ready", and holds them until stdin closes.
+func runIdleClient() int {
+	addr, countStr, _ := strings.Cut(os.Getenv(idleClientEnv), ",")
+	count, err := strconv.Atoi(countStr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "idle client: bad count", countStr)
+		return 2
+	}
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	req := []byte(upgradeRequest("/ws", "Authorization: Token 0123456789abcdef0123456789abcdef\r\nTag: devices/device-00001/cmd\r\n"))
+	conns := make([]net.Conn, 0, count)
+	buf := make([]byte, 512)
+	for i := range count {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "idle client: dial %d: %v\n", i, err)
+			return 1
+		}
+		if _, err := c.Write(req); err != nil {
+			fmt.Fprintf(os.Stderr, "idle client: write %d: %v\n", i, err)
+			return 1
+		}
+		var resp []byte
+		for !bytes.HasSuffix(resp, []byte("\r\n\r\n")) {
+			k, err := c.Read(buf)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "idle client: read %d: %v\n", i, err)
+				return 1
+			}
+			resp = append(resp, buf[:k]...)
+		}
+		if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101")) {
+			fmt.Fprintf(os.Stderr, "idle client: response %q\n", resp)
+			return 1
+		}
+		conns = append(conns, c)
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+	return 0
+}

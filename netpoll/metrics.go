@@ -1,0 +1,105 @@
+package netpoll
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// closeCause is why a connection went away; it labels
+// gatecast_ws_closes_total. The first cause recorded for a connection wins.
+type closeCause uint8
+
+const (
+	causeNone closeCause = iota // nothing recorded: the peer dropped TCP
+	causePeer
+	causeProtocol
+	causeTooBig
+	causeBadUTF8
+	causeIdle
+	causeHandshakeTimeout
+	causeWriteTimeout
+	causeServer
+	numCauses
+)
+
+var causeLabels = [numCauses]string{
+	causeNone:             "peer",
+	causePeer:             "peer",
+	causeProtocol:         "protocol",
+	causeTooBig:           "too_big",
+	causeBadUTF8:          "bad_utf8",
+	causeIdle:             "idle",
+	causeHandshakeTimeout: "handshake_timeout",
+	causeWriteTimeout:     "write_timeout",
+	causeServer:           "server",
+}
+
+// causeOf maps a protocol error's close code to its cause.
+func causeOf(code uint16) closeCause {
+	switch code {
+	case 1009:
+		return causeTooBig
+	case 1007:
+		return causeBadUTF8
+	}
+	return causeProtocol
+}
+
+// metrics holds every collector, children bound at construction so the hot
+// paths never look up a label.
+type metrics struct {
+	connections prometheus.Gauge
+
+	hsOK, hsNotFound, hsBadRequest, hsTooLarge, hsTimeout prometheus.Counter
+
+	messagesIn prometheus.Counter
+	bytesIn    prometheus.Counter
+	bytesOut   prometheus.Counter
+	dropped    prometheus.Counter
+	slowClosed prometheus.Counter
+	closes     [numCauses]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatecast_ws_connections", Help: "Open (upgraded) WebSocket connections."}),
+		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_ws_messages_received_total", Help: "Complete text and binary messages received from clients."}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_ws_bytes_received_total", Help: "Bytes read from client sockets (handshakes and frames)."}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_ws_bytes_sent_total", Help: "Bytes of WebSocket frames handed to client sockets."}),
+		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_ws_slow_consumers_closed_total", Help: "Connections closed with 1008 because their outbox was full (CloseSlow policy)."}),
+	}
+	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_ws_handshakes_total", Help: "WebSocket upgrade attempts by result."}, []string{"result"})
+	m.hsOK = handshakes.WithLabelValues("ok")
+	m.hsNotFound = handshakes.WithLabelValues("not_found")
+	m.hsBadRequest = handshakes.WithLabelValues("bad_request")
+	m.hsTooLarge = handshakes.WithLabelValues("too_large")
+	m.hsTimeout = handshakes.WithLabelValues("timeout")
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_ws_frames_dropped_total", Help: "Outgoing frames dropped instead of queued, by reason."}, []string{"reason"})
+	m.dropped = dropped.WithLabelValues("slow_consumer")
+	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_ws_closes_total", Help: "Connections gone (upgraded ones, plus handshake timeouts), by first cause."}, []string{"reason"})
+	for c := range numCauses {
+		m.closes[c] = closes.WithLabelValues(causeLabels[c])
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, errors.New("netpoll: metrics already registered on this Registerer (one Server per registry)")
+			}
+			return nil, err
+		}
+	}
+	return m, nil
+}

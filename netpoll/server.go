@@ -1,0 +1,436 @@
+package netpoll
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	cwnetpoll "github.com/cloudwego/netpoll"
+)
+
+// Handler admits upgraded connections.
+type Handler interface {
+	// Open is called once per connection after a successful upgrade, on the
+	// connection's event goroutine; hs and its byte slices are valid only
+	// during the call. It returns the Session that receives the
+	// connection's messages, or nil after having called c.Close(code,
+	// reason): rejections are close frames right after the upgrade, never
+	// HTTP errors. Returning nil without closing closes with 1011.
+	Open(c *Conn, hs *Handshake) Session
+}
+
+// Session receives one connection's messages.
+type Session interface {
+	// OnMessage is called for each complete text or binary message,
+	// serially per connection, never concurrently with itself, on the
+	// connection's event goroutine. payload is only valid during the call
+	// (it points into netpoll's input buffer or a pooled assembly buffer).
+	// It is not called once the connection is closing.
+	OnMessage(text bool, payload []byte)
+	// OnClose is called exactly once when the connection is gone (any
+	// reason), after the last OnMessage and never concurrently with it.
+	OnClose()
+}
+
+// netpollBufferSize is the size of a new connection's first input buffer
+// node (netpoll's default: 8 KiB). See tuneNetpoll.
+const netpollBufferSize = netpollPageSize + 1
+
+var tuneOnce sync.Once
+
+// tuneNetpoll sets netpoll's process-global knobs once, before the first
+// connection exists (netpoll reads them when it creates buffers and runs
+// handlers). They affect every netpoll user in the process; Gatecast has no
+// other.
+//
+//   - BufferSize: netpoll keeps a connection's last input node while it is
+//     idle unless the node is larger than its 8 KiB page, in which case
+//     Release drops it once everything is read. With the first node (and so
+//     every later one: netpoll sizes nodes by the largest input seen) just
+//     over 8 KiB, an idle connection holds no input buffer at all; a
+//     wakeup borrows a pooled 16 KiB buffer (bytedance mcache) for as long
+//     as it has unread bytes. netpoll's default (8 KiB) pins 8 KiB per
+//     connection forever. The output side gets the same property from
+//     mallocBatch. LinkBufferCap (the minimum node size) is left alone:
+//     this package never asks for a node smaller than 8 KiB + 1.
+//   - Runner: netpoll's default runner (bytedance gopool) queues every
+//     OnRequest wakeup on one mutex-guarded list and allocates a closure
+//     whenever it starts a worker, which with mostly idle connections is
+//     nearly every wakeup. Starting the task directly ("go f()": f is
+//     already a func value, and exited goroutines are reused by the
+//     runtime) removes that global lock and allocation from the read path.
+//     gopool also recovered handler panics; onRequest does that itself.
+func tuneNetpoll() {
+	tuneOnce.Do(func() {
+		_ = cwnetpoll.Configure(cwnetpoll.Config{
+			BufferSize: netpollBufferSize,
+			Runner:     func(_ context.Context, f func()) { go f() },
+		})
+	})
+}
+
+// ErrServerClosed is returned by Listen after Shutdown.
+var ErrServerClosed = errors.New("netpoll: server closed")
+
+// Server is a WebSocket server on netpoll event loops.
+type Server struct {
+	cfg   Config
+	h     Handler
+	m     *metrics
+	reg   registry
+	start time.Time
+	clock atomic.Int64 // nanoseconds since start, updated by the sweeper (coarse on purpose: reading it is one load)
+
+	wsConns  atomic.Int64 // upgraded connections not yet gone
+	upgrades sync.Pool    // *upgrader
+
+	mu           sync.Mutex
+	ln           *listener
+	evl          cwnetpoll.EventLoop
+	serving      bool
+	closed       bool
+	serveDone    chan struct{} // closed when Serve returns
+	shutdownDone chan struct{} // closed when the first Shutdown returns
+	shutdownErr  error
+	stopSweep    chan struct{}
+	sweepDone    chan struct{}
+
+	// testHookOnRequest, when set by a test, runs at the start of every
+	// OnRequest.
+	testHookOnRequest atomic.Pointer[func()]
+}
+
+// NewServer validates cfg (applying defaults) and builds a Server. It
+// registers the metrics on cfg.Registerer.
+func NewServer(cfg Config, h Handler) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("netpoll: nil Handler")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	tuneNetpoll()
+	s := &Server{
+		cfg:          cfg,
+		h:            h,
+		m:            m,
+		start:        time.Now(),
+		serveDone:    make(chan struct{}),
+		shutdownDone: make(chan struct{}),
+		stopSweep:    make(chan struct{}),
+		sweepDone:    make(chan struct{}),
+	}
+	s.clock.Store(1) // 0 means "not set" in Conn timestamps
+	s.upgrades.New = func() any { return newUpgrader(s) }
+	return s, nil
+}
+
+// now is the server's coarse clock (nanoseconds since start, at least 1).
+func (s *Server) now() int64 { return s.clock.Load() }
+
+func (s *Server) tick() int64 {
+	t := int64(time.Since(s.start)) + 1
+	s.clock.Store(t)
+	return t
+}
+
+// Listen binds cfg.Addr. Serve calls it when it was not called before.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	npl, err := cwnetpoll.ConvertListener(ln)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.ln = &listener{Listener: npl, srv: s}
+	return nil
+}
+
+// Addr is the bound address (nil before Listen).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// ConnCount is the number of upgraded connections not yet gone.
+func (s *Server) ConnCount() int { return int(s.wsConns.Load()) }
+
+// Serve accepts and serves connections until Shutdown, then returns nil
+// (at once if Shutdown came first). It binds first if Listen was not
+// called. At most one Serve per Server.
+func (s *Server) Serve() error {
+	if err := s.Listen(); err != nil {
+		if errors.Is(err, ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+	evl, err := cwnetpoll.NewEventLoop(s.onRequest, cwnetpoll.WithOnPrepare(s.onPrepare))
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.serving {
+		s.mu.Unlock()
+		return errors.New("netpoll: Serve called twice")
+	}
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.serving, s.evl = true, evl
+	ln := s.ln
+	s.mu.Unlock()
+	defer close(s.serveDone)
+
+	go s.sweepLoop()
+	err = evl.Serve(ln)
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting (connections that arrive meanwhile are closed at
+// once), closes every connection with 1001 "server shutting down", lets
+// their outboxes flush and waits until all are gone or ctx is done, then
+// closes the listener and makes Serve return. It returns ctx.Err() when
+// connections remained at the deadline (they are then dropped). A second
+// call waits for the first one (or its own ctx) and returns its result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		select {
+		case <-s.shutdownDone:
+			return s.shutdownErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.shutdownErr = s.shutdown(ctx)
+	close(s.shutdownDone)
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	evl, serving, ln := s.evl, s.serving, s.ln
+	s.mu.Unlock()
+	if !serving {
+		if ln != nil {
+			ln.Close()
+		}
+		return nil
+	}
+
+	for _, c := range s.reg.snapshot() {
+		if c.flags.Load()&fUpgraded != 0 {
+			c.closeWith(1001, "server shutting down", causeServer)
+		} else {
+			c.dropTCP(causeServer)
+		}
+	}
+	var waitErr error
+	poll := time.NewTicker(5 * time.Millisecond)
+	for s.reg.len() > 0 && waitErr == nil {
+		select {
+		case <-ctx.Done():
+			waitErr = ctx.Err()
+		case <-poll.C:
+		}
+	}
+	poll.Stop()
+	if waitErr != nil {
+		// Out of time: drop whatever is left (stuck writers, peers that
+		// never answer) rather than leave it to netpoll, which would wait
+		// for busy connections to go idle.
+		for _, c := range s.reg.snapshot() {
+			c.dropTCP(causeServer)
+		}
+	}
+
+	// netpoll's Shutdown closes the listener and any idle connection left,
+	// and makes Serve return; with ctx done it does so without waiting for
+	// busy ones. It is a no-op when Serve has not yet handed the listener
+	// to netpoll, so retry until Serve has returned.
+	for {
+		_ = evl.Shutdown(ctx)
+		select {
+		case <-s.serveDone:
+			close(s.stopSweep)
+			<-s.sweepDone
+			return waitErr
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// listener wraps netpoll's listener so that connections accepted during
+// Shutdown are closed before netpoll builds anything for them.
+type listener struct {
+	cwnetpoll.Listener
+	srv *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil || c == nil {
+		return c, err
+	}
+	l.srv.mu.Lock()
+	closed := l.srv.closed
+	l.srv.mu.Unlock()
+	if closed {
+		c.Close()
+		return nil, nil // netpoll reads (nil, nil) as "nothing to accept now"
+	}
+	return c, nil
+}
+
+// onPrepare runs on a poller goroutine for each accepted connection, before
+// netpoll registers it for reads.
+func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context {
+	c := &Conn{srv: s, nc: nc}
+	c.drainFn = c.drain
+	c.flags.Store(fHold)
+	now := s.now()
+	c.lastRead.Store(now)
+	c.phaseAt.Store(now)
+	_ = nc.AddCloseCallback(c.onClosed)
+	s.reg.add(c)
+	return (*connCtx)(c)
+}
+
+// onRequest runs on the connection's event goroutine whenever input is
+// available. It consumes the input until it finds none (see frameReader:
+// a partial frame goes to the stash), then releases netpoll's buffer, which
+// invalidates every payload handed out during the call. Bytes that arrive
+// after its last look make netpoll call it again.
+func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
+	c := (*Conn)(ctx.(*connCtx))
+	defer c.recoverHandler("OnRequest")
+	if h := s.testHookOnRequest.Load(); h != nil {
+		(*h)()
+	}
+	rd := nc.Reader()
+	n := rd.Len()
+	if n == 0 {
+		return nil
+	}
+	c.lastRead.Store(s.now())
+	s.m.bytesIn.Add(float64(n))
+	switch c.mode {
+	case modeHandshake:
+		c.readHandshake(rd)
+	case modeFrames:
+		c.readFrames(rd)
+	case modeSkim:
+		c.skim(rd)
+	}
+	if c.mode == modeDiscard {
+		// Only here: in the other modes the readers consume exactly what
+		// they saw, and bytes that arrived meanwhile are the next call's.
+		if left := rd.Len(); left > 0 {
+			_ = rd.Skip(left)
+		}
+	}
+	_ = rd.Release()
+	return nil
+}
+
+// recoverHandler contains a panic from Handler or Session code (or a bug
+// here) to its connection: logged with its stack, the connection dropped,
+// the process kept alive.
+func (c *Conn) recoverHandler(where string) {
+	if r := recover(); r != nil {
+		c.srv.cfg.Logger.Error("panic in connection handler; connection dropped",
+			"where", where, "remote", c.RemoteAddr(), "panic", r, "stack", string(debug.Stack()))
+		c.mode = modeDiscard
+		c.dropTCP(causeServer)
+	}
+}
+
+// readFrames decodes the frames in rd and delivers them.
+func (c *Conn) readFrames(rd byteSource) {
+	s := c.srv
+	stop, err := c.rd.consume(rd, s.cfg.MaxFrameSize, c)
+	if c.msgCount > 0 {
+		s.m.messagesIn.Add(float64(c.msgCount))
+		c.msgCount = 0
+	}
+	if err != nil {
+		c.mode = modeSkim
+		pe, _ := err.(*protocolError)
+		if pe == nil { // consume returns only *protocolError; be safe anyway
+			pe = &protocolError{1002, err.Error()}
+		}
+		if s.cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
+			s.cfg.Logger.Debug("closing connection on protocol error", "remote", c.RemoteAddr(), "code", pe.code, "reason", pe.reason)
+		}
+		c.closeWith(pe.code, pe.reason, causeOf(pe.code))
+		c.skim(rd)
+		return
+	}
+	if stop {
+		c.mode = modeDiscard
+		c.rd.reset()
+	}
+}
+
+// skim watches the input for the peer's answer to our close after a
+// protocol error (see frameReader.skimForClose).
+func (c *Conn) skim(rd byteSource) {
+	if c.rd.skimForClose(rd) {
+		c.mode = modeDiscard
+		c.rd.reset()
+		c.peerClose(nil)
+	}
+}
+
+// lingerAfterHTTPError follows an HTTP error response: half-close our side
+// so the client sees the response and EOF, and discard its input until it
+// closes or CloseTimeout passes (closing with unread input would send a RST
+// that can destroy the response in flight).
+func (c *Conn) lingerAfterHTTPError() {
+	c.mode = modeDiscard
+	c.rd.reset()
+	c.phaseAt.Store(c.srv.now())
+	c.mu.Lock()
+	c.flags.Store(c.flags.Load() | fRejected)
+	c.mu.Unlock()
+	if fd, ok := c.nc.(interface{ Fd() int }); ok {
+		_ = syscall.Shutdown(fd.Fd(), syscall.SHUT_WR)
+	}
+}

@@ -1,0 +1,196 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is every setting of `gatecast serve`. Each has a flag, an
+// environment variable GATECAST_<NAME> and a default; an optional config
+// file (--config) holds `name = value` lines with the flag names.
+// Precedence: flag, then environment, then file, then default.
+type Config struct {
+	DataDir          string
+	Listen           string
+	AdminListen      string
+	AdminKey         string
+	LogLevel         string
+	LogFormat        string
+	MaxFrameSize     int
+	MaxHeaderBytes   int
+	HandshakeTimeout time.Duration
+	PingInterval     time.Duration
+	IdleTimeout      time.Duration
+	WriteTimeout     time.Duration
+	CloseTimeout     time.Duration
+	OutboxLimit      int
+	SlowConsumer     string
+	ShutdownTimeout  time.Duration
+}
+
+// Defaults returns the configuration `make run` uses.
+func Defaults() Config {
+	return Config{
+		DataDir:          "./data",
+		Listen:           "127.0.0.1:8080",
+		AdminListen:      "127.0.0.1:8081",
+		LogLevel:         "info",
+		LogFormat:        "text",
+		MaxFrameSize:     64 << 10,
+		MaxHeaderBytes:   8 << 10,
+		HandshakeTimeout: 5 * time.Second,
+		PingInterval:     30 * time.Second,
+		IdleTimeout:      75 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		CloseTimeout:     2 * time.Second,
+		OutboxLimit:      256,
+		SlowConsumer:     "drop",
+		ShutdownTimeout:  10 * time.Second,
+	}
+}
+
+// flagSet declares every setting on fs, bound to c.
+func (c *Config) flagSet(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded SQLite database and the generated admin key")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
+	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
+	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.IntVar(&c.MaxFrameSize, "max-frame-size", c.MaxFrameSize, "largest client message in bytes; larger closes with 1009")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest WebSocket upgrade request in bytes; larger gets HTTP 431")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "time allowed from TCP accept to a completed WebSocket upgrade")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "a connection silent this long is sent a ping")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection that sends nothing (not even a pong) this long is closed with 1001")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "a write that cannot progress this long closes the connection")
+	fs.DurationVar(&c.CloseTimeout, "close-timeout", c.CloseTimeout, "how long to wait for the client's close frame after ours")
+	fs.IntVar(&c.OutboxLimit, "outbox-limit", c.OutboxLimit, "frames queued per connection before the slow-consumer policy applies")
+	fs.StringVar(&c.SlowConsumer, "slow-consumer", c.SlowConsumer, "slow-consumer policy: drop (drop and count) or close (close with 1008)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "on SIGTERM/SIGINT, how long to wait for clients to be closed and flushed")
+}
+
+// ParseConfig reads settings from args (without the subcommand), the
+// environment and an optional config file. usage receives the help text
+// for -h.
+func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	c := Defaults()
+	fs := flag.NewFlagSet("gatecast serve", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	c.flagSet(fs)
+	var configFile string
+	fs.StringVar(&configFile, "config", getenv("GATECAST_CONFIG"), "optional config file of `name = value` lines using these flag names (env GATECAST_CONFIG)")
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "Usage: gatecast serve [flags]\n\nEvery flag can also be set as GATECAST_<NAME> (e.g. --admin-listen is GATECAST_ADMIN_LISTEN)\nor in the --config file. Precedence: flag, environment, file, default.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+
+	fromEnv := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" {
+			return
+		}
+		if v := getenv(envName(f.Name)); v != "" {
+			fromEnv[f.Name] = v
+		}
+	})
+	if configFile != "" {
+		fileVals, err := readConfigFile(configFile)
+		if err != nil {
+			return c, err
+		}
+		for name, v := range fileVals {
+			if fs.Lookup(name) == nil || name == "config" {
+				return c, fmt.Errorf("config file %s: unknown setting %q", configFile, name)
+			}
+			if explicit[name] || fromEnv[name] != "" {
+				continue
+			}
+			if err := fs.Set(name, v); err != nil {
+				return c, fmt.Errorf("config file %s: %s: %w", configFile, name, err)
+			}
+		}
+	}
+	for name, v := range fromEnv {
+		if explicit[name] {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return c, fmt.Errorf("%s: %w", envName(name), err)
+		}
+	}
+	return c, c.Validate()
+}
+
+func envName(flagName string) string {
+	return "GATECAST_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func readConfigFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		s := strings.TrimSpace(sc.Text())
+		if s == "" || strings.HasPrefix(s, "#") {
+			continue
+		}
+		name, val, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("config file %s:%d: want `name = value`", path, line)
+		}
+		out[strings.TrimSpace(name)] = strings.Trim(strings.TrimSpace(val), `"`)
+	}
+	return out, sc.Err()
+}
+
+// Validate checks every setting before anything starts.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, a ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, a...))
+		}
+	}
+	check(c.DataDir != "", "--data-dir must not be empty")
+	for _, a := range []struct{ name, v string }{{"--listen", c.Listen}, {"--admin-listen", c.AdminListen}} {
+		_, _, err := net.SplitHostPort(a.v)
+		check(err == nil, "%s %q: want host:port", a.name, a.v)
+	}
+	check(c.Listen != c.AdminListen || strings.HasSuffix(c.Listen, ":0"), "--listen and --admin-listen must differ")
+	check(c.AdminKey == "" || len(c.AdminKey) >= 16, "--admin-key must be at least 16 characters")
+	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
+		"--log-level %q: want debug, info, warn or error", c.LogLevel)
+	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format %q: want text or json", c.LogFormat)
+	check(c.MaxFrameSize >= 128 && c.MaxFrameSize <= 16<<20, "--max-frame-size %d: want 128 to 16777216", c.MaxFrameSize)
+	check(c.MaxHeaderBytes >= 1024 && c.MaxHeaderBytes <= 1<<20, "--max-header-bytes %d: want 1024 to 1048576", c.MaxHeaderBytes)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--handshake-timeout", c.HandshakeTimeout}, {"--ping-interval", c.PingInterval}, {"--idle-timeout", c.IdleTimeout},
+		{"--write-timeout", c.WriteTimeout}, {"--close-timeout", c.CloseTimeout}, {"--shutdown-timeout", c.ShutdownTimeout}} {
+		check(d.v > 0, "%s must be positive", d.name)
+	}
+	check(c.IdleTimeout > c.PingInterval, "--idle-timeout (%s) must be longer than --ping-interval (%s)", c.IdleTimeout, c.PingInterval)
+	check(c.OutboxLimit >= 1 && c.OutboxLimit <= 1<<16, "--outbox-limit %d: want 1 to 65536", c.OutboxLimit)
+	check(c.SlowConsumer == "drop" || c.SlowConsumer == "close", "--slow-consumer %q: want drop or close", c.SlowConsumer)
+	return errors.Join(errs...)
+}

@@ -1,0 +1,61 @@
+package server
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gatecast.conf")
+	os.WriteFile(file, []byte("# comment\nlisten = 127.0.0.1:9000\nadmin-listen = 127.0.0.1:9001\nping-interval = 5s\nidle-timeout=20s\n"), 0o600)
+	env := map[string]string{"GATECAST_CONFIG": file, "GATECAST_ADMIN_LISTEN": "127.0.0.1:9101", "GATECAST_LOG_LEVEL": "debug"}
+	cfg, err := ParseConfig([]string{"--log-level", "warn", "--data-dir", "/tmp/x"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9000" || cfg.AdminListen != "127.0.0.1:9101" || cfg.LogLevel != "warn" ||
+		cfg.DataDir != "/tmp/x" || cfg.PingInterval != 5*time.Second || cfg.IdleTimeout != 20*time.Second {
+		t.Fatalf("precedence wrong: %+v", cfg)
+	}
+}
+
+func TestParseConfigRejectsBadValues(t *testing.T) {
+	for _, args := range [][]string{
+		{"--listen", "nope"},
+		{"--slow-consumer", "maybe"},
+		{"--max-frame-size", "1"},
+		{"--ping-interval", "10s", "--idle-timeout", "5s"},
+		{"--log-format", "xml"},
+		{"--admin-key", "short"},
+		{"stray"},
+	} {
+		if _, err := ParseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+	if _, err := ParseConfig(nil, func(k string) string {
+		if k == "GATECAST_OUTBOX_LIMIT" {
+			return "lots"
+		}
+		return ""
+	}, io.Discard); err == nil || !strings.Contains(err.Error(), "GATECAST_OUTBOX_LIMIT") {
+		t.Errorf("bad env value: %v", err)
+	}
+}
+
+func TestServeHelpListsEverySetting(t *testing.T) {
+	var out strings.Builder
+	_, err := ParseConfig([]string{"--help"}, func(string) string { return "" }, &out)
+	if err == nil {
+		t.Fatal("--help should stop parsing")
+	}
+	for _, name := range []string{"data-dir", "listen", "admin-listen", "admin-key", "max-frame-size", "idle-timeout", "slow-consumer", "GATECAST_"} {
+		if !strings.Contains(out.String(), name) {
+			t.Errorf("help lacks %q", name)
+		}
+	}
+}

@@ -1,0 +1,338 @@
+// Package server assembles one Gatecast node: the store, the broker, the
+// WebSocket transport, and the admin listener, from a validated Config. It
+// owns start-up order and graceful shutdown, and the seed protocol's
+// handshake mapping (headers or browser query parameters to a connect
+// request). It holds no logic of its own beyond that wiring, so that cmd/
+// stays thin and end-to-end tests can run a real node in-process.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/sqlite"
+	"github.com/gatecast/gatecast/admin"
+	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/netpoll"
+	"github.com/gatecast/gatecast/proto"
+)
+
+// SeedPaths are the request paths of the seed-compatible endpoint.
+var SeedPaths = []string{"/ws/brocker/", "/ws/brocker"}
+
+// Node is a running Gatecast node.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	store     acl.Store
+	broker    *broker.Broker
+	ws        *netpoll.Server
+	admin     *http.Server
+	adminLn   net.Listener
+	adminKey  string
+	keyPath   string
+	registry  *prometheus.Registry
+	serveErr  chan error
+	closeOnce sync.Once
+}
+
+// Start opens the store, binds both listeners and starts serving. It
+// returns once the node accepts connections.
+func Start(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, serveErr: make(chan error, 2)}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeResources()
+		}
+	}()
+
+	store, err := sqlite.Open(filepath.Join(cfg.DataDir, "gatecast.db"))
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	n.store = store
+
+	n.adminKey = cfg.AdminKey
+	if n.adminKey == "" {
+		key, path, created, err := admin.LoadOrCreateKey(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("admin key: %w", err)
+		}
+		n.adminKey, n.keyPath = key, path
+		if created {
+			log.Info("generated a new admin key", "path", path)
+		}
+	}
+
+	n.registry = prometheus.NewRegistry()
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	n.broker, err = broker.New(broker.Config{Store: store, Logger: log.With("component", "broker"), Registerer: n.registry})
+	if err != nil {
+		return nil, err
+	}
+
+	policy := netpoll.DropNewest
+	if cfg.SlowConsumer == "close" {
+		policy = netpoll.CloseSlow
+	}
+	n.ws, err = netpoll.NewServer(netpoll.Config{
+		Addr:             cfg.Listen,
+		Paths:            SeedPaths,
+		MaxFrameSize:     cfg.MaxFrameSize,
+		MaxHeaderBytes:   cfg.MaxHeaderBytes,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		PingInterval:     cfg.PingInterval,
+		IdleTimeout:      cfg.IdleTimeout,
+		WriteTimeout:     cfg.WriteTimeout,
+		CloseTimeout:     cfg.CloseTimeout,
+		OutboxLimit:      cfg.OutboxLimit,
+		SlowConsumer:     policy,
+		Logger:           log.With("component", "ws"),
+		Registerer:       n.registry,
+	}, &seedHandler{b: n.broker, log: log.With("component", "seed")})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.ws.Listen(); err != nil {
+		return nil, fmt.Errorf("WebSocket listener %s: %w", cfg.Listen, err)
+	}
+
+	n.adminLn, err = net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener %s: %w", cfg.AdminListen, err)
+	}
+	n.admin = &http.Server{
+		Handler: withProfiling(n.adminKey, admin.NewHandler(admin.Config{
+			Store:    store,
+			Enforcer: n.broker,
+			Key:      n.adminKey,
+			Metrics:  promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
+			Health:   n.health,
+			Logger:   log.With("component", "admin"),
+		})),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute, // CPU profiles take 30 s by default
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() { n.serveErr <- n.ws.Serve() }()
+	go func() {
+		if err := n.admin.Serve(n.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.serveErr <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+	ok = true
+	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+func (n *Node) health() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	// a read of the store proves it answers
+	if _, err := n.store.GetToken(ctx, 0); err != nil && !errors.Is(err, acl.ErrNotFound) {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// WSAddr is the bound WebSocket listener address.
+func (n *Node) WSAddr() string { return n.ws.Addr().String() }
+
+// AdminAddr is the bound admin listener address.
+func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// AdminKey is the key the admin API requires.
+func (n *Node) AdminKey() string { return n.adminKey }
+
+// Broker exposes the node's broker (for tests and measurements).
+func (n *Node) Broker() *broker.Broker { return n.broker }
+
+// Done delivers an error if a listener fails while serving.
+func (n *Node) Done() <-chan error { return n.serveErr }
+
+// Shutdown stops accepting, closes every client with 1001, flushes, stops
+// the admin listener and closes the store.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var errs []error
+	n.closeOnce.Do(func() {
+		if n.ws != nil {
+			if err := n.ws.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("WebSocket listener: %w", err))
+			}
+		}
+		if n.admin != nil {
+			if err := n.admin.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("admin listener: %w", err))
+			}
+		}
+		if n.store != nil {
+			if err := n.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("store: %w", err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// closeResources undoes a partial Start.
+func (n *Node) closeResources() {
+	if n.ws != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = n.ws.Shutdown(ctx)
+		cancel()
+	}
+	if n.adminLn != nil {
+		n.adminLn.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+}
+
+// Run starts a node, prints how to connect to out, and serves until ctx is
+// cancelled (SIGTERM/SIGINT in the binary), then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error {
+	n, err := Start(cfg, log)
+	if err != nil {
+		return err
+	}
+	n.printBanner(out)
+	select {
+	case <-ctx.Done():
+	case err = <-n.serveErr:
+		log.Error("listener failed", "err", err)
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := n.Shutdown(sctx); serr != nil {
+		return errors.Join(err, serr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+func (n *Node) printBanner(out io.Writer) {
+	keyHint := "the key you set with --admin-key / GATECAST_ADMIN_KEY"
+	keyExport := `export GATECAST_ADMIN_KEY=...   # the key you configured`
+	if n.keyPath != "" {
+		keyHint = n.keyPath + " (mode 0600)"
+		keyExport = "export GATECAST_ADMIN_KEY=$(cat " + n.keyPath + ")"
+	}
+	fmt.Fprintf(out, `
+Gatecast is running.
+  WebSocket (seed protocol):  ws://%[1]s/ws/brocker/
+  Admin API, /metrics:        http://%[2]s   (admin key: %[3]s)
+
+Try it from another terminal:
+  %[4]s
+  ./bin/gatecast token create --name demo            # prints the secret ONCE
+  ./bin/gatecast grant demo 'sensors/#' readwrite
+  ./bin/gatecast sub --url ws://%[1]s/ws/brocker/ --token <secret> --tags 'sensors/#'
+  ./bin/gatecast pub --url ws://%[1]s/ws/brocker/ --token <secret> --tags 'sensors/#' sensors/room1/temp '{"c":21.5}'
+  curl -H "Authorization: Bearer $GATECAST_ADMIN_KEY" http://%[2]s/api/v1/connections
+
+Seed clients connect unchanged with headers 'Authorization: Token <secret>' and 'Tag: a,b';
+browsers use ws://%[1]s/ws/brocker/?token=<secret>&tags=a,b
+Stop with Ctrl-C.
+`, n.WSAddr(), n.AdminAddr(), keyHint, keyExport)
+}
+
+// withProfiling serves Go's pprof endpoints under /debug/pprof/ on the admin
+// listener, behind the admin key (profiles reveal internals), and
+// everything else through next. `heap?gc=1` is how the load tests read live
+// memory after a forced collection.
+func withProfiling(key string, next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	want := []byte("Bearer " + key)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/debug/pprof/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"error":{"code":"unauthorized","message":"missing or wrong admin key"}}` + "\n"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// seedHandler maps the seed protocol's handshake onto broker admission.
+type seedHandler struct {
+	b   *broker.Broker
+	log *slog.Logger
+}
+
+// Open runs on the connection's event goroutine with hs valid only during
+// the call: Connect hashes the secret and copies the tags, keeping neither
+// slice.
+func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Session {
+	secret := proto.SeedSecret(hs.Authorization)
+	tags := proto.AppendTags(nil, hs.Tag)
+	if len(secret) == 0 || len(tags) == 0 {
+		// Browsers cannot set headers: accept ?token= and ?tags= as well.
+		qToken, qTags, err := proto.ParseQuery(hs.RawQuery)
+		if err != nil {
+			c.Close(broker.CloseBadRequest, "malformed query string")
+			return nil
+		}
+		if len(secret) == 0 {
+			secret = []byte(qToken)
+		}
+		if len(tags) == 0 {
+			tags = qTags
+		}
+	}
+	s, err := h.b.Connect(c, broker.ConnectRequest{Secret: secret, Tags: tags, RemoteAddr: hs.RemoteAddr, Protocol: "seed"})
+	if err != nil {
+		var rej *broker.Rejection
+		if errors.As(err, &rej) {
+			h.log.Debug("connection rejected", "remote", hs.RemoteAddr, "code", rej.Code, "reason", rej.Reason)
+			c.Close(rej.Code, rej.Reason)
+		} else {
+			h.log.Error("connection failed", "remote", hs.RemoteAddr, "err", err)
+			c.Close(1011, "internal error")
+		}
+		return nil
+	}
+	return s
+}
