@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 // Precedence: flag, then environment, then file, then default.
 type Config struct {
 	DataDir          string
+	Store            string
 	Listen           string
 	AdminListen      string
 	AdminKey         string
@@ -59,6 +61,7 @@ func Defaults() Config {
 // flagSet declares every setting on fs, bound to c.
 func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded SQLite database and the generated admin key")
+	fs.StringVar(&c.Store, "store", c.Store, "store of tokens, tags and permissions: empty for the embedded SQLite database in --data-dir, or a postgres:// URL")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
@@ -171,6 +174,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	check(c.DataDir != "", "--data-dir must not be empty")
+	check(c.Store == "" || isPostgresURL(c.Store), "--store %q: want empty (embedded SQLite) or a postgres:// URL", redactURL(c.Store))
 	for _, a := range []struct{ name, v string }{{"--listen", c.Listen}, {"--admin-listen", c.AdminListen}} {
 		_, _, err := net.SplitHostPort(a.v)
 		check(err == nil, "%s %q: want host:port", a.name, a.v)
@@ -193,4 +197,20 @@ func (c *Config) Validate() error {
 	check(c.OutboxLimit >= 1 && c.OutboxLimit <= 1<<16, "--outbox-limit %d: want 1 to 65536", c.OutboxLimit)
 	check(c.SlowConsumer == "drop" || c.SlowConsumer == "close", "--slow-consumer %q: want drop or close", c.SlowConsumer)
 	return errors.Join(errs...)
+}
+
+func isPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// redactURL hides the password of a store URL, for logs and errors.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		if err != nil {
+			return "(unparseable URL)"
+		}
+		return s
+	}
+	return u.Redacted()
 }

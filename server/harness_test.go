@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,6 +28,12 @@ type testNode struct {
 
 func startNode(t *testing.T, mutate ...func(*Config)) *testNode {
 	t.Helper()
+	return startNodeLogged(t, nil, mutate...)
+}
+
+// startNodeLogged is startNode with the node's logger (nil discards).
+func startNodeLogged(t *testing.T, log *slog.Logger, mutate ...func(*Config)) *testNode {
+	t.Helper()
 	cfg := Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -35,7 +42,7 @@ func startNode(t *testing.T, mutate ...func(*Config)) *testNode {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	n, err := Start(cfg, nil)
+	n, err := Start(cfg, log)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/postgres"
 	"github.com/gatecast/gatecast/acl/sqlite"
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
@@ -73,9 +74,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 
-	store, err := sqlite.Open(filepath.Join(cfg.DataDir, "gatecast.db"))
+	store, err := openStore(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("opening the store: %w", err)
+		return nil, fmt.Errorf("opening the store %s: %w", storeName(cfg), err)
 	}
 	n.store = store
 
@@ -152,7 +153,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 	ok = true
-	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "data_dir", cfg.DataDir)
+	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName(cfg))
 	return n, nil
 }
 
@@ -335,4 +336,24 @@ func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Sessi
 		return nil
 	}
 	return s
+}
+
+// openStore opens the configured store: the embedded SQLite database, or
+// Postgres (its schema migrations are applied here, safely when several
+// nodes start at once).
+func openStore(cfg Config) (acl.Store, error) {
+	if cfg.Store == "" {
+		return sqlite.Open(filepath.Join(cfg.DataDir, "gatecast.db"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return postgres.Open(ctx, cfg.Store)
+}
+
+// storeName says which store a node uses, without its password.
+func storeName(cfg Config) string {
+	if cfg.Store == "" {
+		return "sqlite:" + filepath.Join(cfg.DataDir, "gatecast.db")
+	}
+	return redactURL(cfg.Store)
 }
