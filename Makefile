@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/gatecast
 PKGS    := ./...
 
-.PHONY: all build run test test-short vet fuzz bench clean
+.PHONY: all build run test test-short vet fuzz bench loadtest clean
 
 all: build
 
@@ -42,6 +42,11 @@ fuzz:
 COUNT ?= 1
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./topic ./proto ./acl ./broker ./netpoll
+
+## loadtest: start a throwaway broker and run the idle, fan-out, fan-in and
+## revoke scenarios against it (JSON reports; see docs/PERFORMANCE.md)
+loadtest: build
+	loadtest/scripts/run.sh $(BIN)
 
 clean:
 	rm -rf bin
