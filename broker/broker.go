@@ -47,9 +47,21 @@ type Store interface {
 	ListGrants(ctx context.Context, tokenID int64) ([]acl.Grant, error)
 }
 
+// TokenWatcher makes this node hear rights changes made by other nodes (the
+// cluster's rights bus; cluster.Rights implements it). The broker watches a
+// token before it reads it from the store, so a change committed after that
+// read is always heard; whoever implements it calls RefreshTokens for the
+// tokens it hears about, and RefreshAll when changes may have been lost.
+type TokenWatcher interface {
+	Watch(ctx context.Context, tokenID int64) error
+	Unwatch(tokenID int64)
+}
+
 // Config configures a Broker.
 type Config struct {
-	Store      Store
+	Store Store
+	// Watcher is nil on a single node.
+	Watcher    TokenWatcher
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	// StoreTimeout bounds a store read made while admitting a connection.
@@ -59,6 +71,7 @@ type Config struct {
 // Broker is one node's session manager and router.
 type Broker struct {
 	store        Store
+	watcher      TokenWatcher
 	log          *slog.Logger
 	storeTimeout time.Duration
 	index        *topic.Index[*Session]
@@ -86,6 +99,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{
 		store:        cfg.Store,
+		watcher:      cfg.Watcher,
 		log:          cfg.Logger,
 		storeTimeout: cfg.StoreTimeout,
 		index:        topic.NewIndex[*Session](),
@@ -379,6 +393,13 @@ func (b *Broker) RefreshTokens(ctx context.Context, ids ...int64) error {
 	return errors.Join(errs...)
 }
 
+// RefreshAll re-reads every token this node caches and enforces the result,
+// as RefreshTokens does: what a node runs when rights changes may have been
+// missed (its link to the cluster's rights bus was lost).
+func (b *Broker) RefreshAll(ctx context.Context) error {
+	return b.RefreshTokens(ctx, b.tokens.ids()...)
+}
+
 func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	ts := b.tokens.byIDGet(id)
 	if ts == nil {
@@ -412,6 +433,9 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 		}
 		ts.gone = true
 		b.tokens.remove(ts)
+		if b.watcher != nil {
+			b.watcher.Unwatch(ts.id)
+		}
 		for s := range ts.sessions {
 			if s.closeLocked(CloseTokenChanged, reason, revokeToken) {
 				unsub = append(unsub, s)

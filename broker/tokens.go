@@ -69,6 +69,13 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 		gen := c.gen.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
 		tok, err := b.store.GetTokenByHash(ctx, hash)
+		if err == nil && b.watcher != nil {
+			// Watch, then read again: a change committed before the watch
+			// is in the second read, one committed after it is heard.
+			if err = b.watcher.Watch(ctx, tok.ID); err == nil {
+				tok, err = b.store.GetToken(ctx, tok.ID)
+			}
+		}
 		var grants []acl.Grant
 		if err == nil {
 			grants, err = b.store.ListGrants(ctx, tok.ID)
@@ -76,6 +83,11 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 		cancel()
 		if err != nil {
 			return nil, err
+		}
+		if tok.Hash != hash {
+			// rotated between the two reads: the presented secret is stale
+			// (the next lookup finds nothing under it)
+			continue
 		}
 		fresh := &tokenState{
 			id:       tok.ID,
@@ -123,6 +135,20 @@ func (c *tokenCache) install(fresh *tokenState, gen uint64) (*tokenState, bool) 
 	hs.m[fresh.hash] = fresh
 	is.m[fresh.id] = fresh
 	return fresh, true
+}
+
+// ids lists the IDs of every cached token.
+func (c *tokenCache) ids() []int64 {
+	var out []int64
+	for i := range c.byID {
+		is := &c.byID[i]
+		is.Lock()
+		for id := range is.m {
+			out = append(out, id)
+		}
+		is.Unlock()
+	}
+	return out
 }
 
 func (c *tokenCache) byIDGet(id int64) *tokenState {

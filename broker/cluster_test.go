@@ -1,0 +1,122 @@
+package broker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/cluster"
+	"github.com/gatecast/gatecast/internal/testserver"
+)
+
+// Two nodes share the store of record and a real Redis: a rights change
+// made through node A reaches the sessions on node B through Redis
+// client-side caching invalidation, and only those of the changed token.
+func TestRightsChangeEnforcedOnOtherNode(t *testing.T) {
+	addr := testserver.Redis(t)
+	e := newEnv(t) // node A: its broker and the shared store
+	nodeB := joinNode(t, e, addr)
+	rightsA := joinRights(t, e.b, addr)
+
+	tok, secret := e.token(t, 0, map[string]acl.Permission{"sensors/#": acl.PermReadWrite, "alerts/#": acl.PermRead})
+	_, other := e.token(t, 0, map[string]acl.Permission{"sensors/#": acl.PermRead})
+	sB, onB := connectTo(t, nodeB, secret, "alerts/#")
+	_, otherB := connectTo(t, nodeB, other, "sensors/#")
+
+	// Downgrade on the store, announced by node A: B's session keeps its
+	// read subscription but may no longer publish.
+	tags, _ := e.store.ListGrants(context.Background(), tok.ID)
+	var sensorsTag int64
+	for _, g := range tags {
+		if g.Pattern == "sensors/#" {
+			sensorsTag = g.TagID
+		}
+	}
+	if err := e.store.SetPermission(context.Background(), tok.ID, sensorsTag, acl.PermRead); err != nil {
+		t.Fatal(err)
+	}
+	if err := rightsA.Changed(context.Background(), tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "node B applies the downgrade", func() bool {
+		return !sB.token.grants.Load().CanPublish("sensors/x")
+	})
+	if onB.closed.Load() {
+		t.Fatal("downgrade closed a session that is still covered")
+	}
+
+	// Deleting the token closes its session on B with 4002, and nobody else's.
+	if err := e.store.DeleteToken(context.Background(), tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := rightsA.Changed(context.Background(), tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "node B closes the deleted token's session", func() bool { return onB.closed.Load() })
+	if onB.code() != CloseTokenChanged {
+		t.Fatalf("close code %d, want %d", onB.code(), CloseTokenChanged)
+	}
+	if otherB.closed.Load() {
+		t.Fatal("another token's session was closed")
+	}
+	if n := len(nodeB.Connections(tok.ID)); n != 0 {
+		t.Fatalf("node B still lists %d sessions of the deleted token", n)
+	}
+}
+
+// joinNode starts a second broker on e's store, wired to the rights bus.
+func joinNode(t *testing.T, e *env, redisAddr string) *Broker {
+	t.Helper()
+	var b *Broker
+	r, err := cluster.OpenRights(cluster.RightsConfig{
+		Addrs:    []string{redisAddr},
+		OnChange: func(ids []int64) { b.RefreshTokens(context.Background(), ids...) },
+		OnReset:  func() { b.RefreshAll(context.Background()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	b, err = New(Config{Store: e.store, Watcher: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// joinRights gives an existing broker its rights bus (node A announces).
+func joinRights(t *testing.T, b *Broker, redisAddr string) *cluster.Rights {
+	t.Helper()
+	r, err := cluster.OpenRights(cluster.RightsConfig{
+		Addrs:    []string{redisAddr},
+		OnChange: func(ids []int64) { b.RefreshTokens(context.Background(), ids...) },
+		OnReset:  func() { b.RefreshAll(context.Background()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func connectTo(t *testing.T, b *Broker, secret string, tags ...string) (*Session, *recConn) {
+	t.Helper()
+	c := &recConn{keep: true}
+	s, err := b.Connect(c, ConnectRequest{Secret: []byte(secret), Tags: tags, Protocol: "seed"})
+	if err != nil {
+		t.Fatalf("connect %v: %v", tags, err)
+	}
+	return s, c
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
