@@ -57,11 +57,20 @@ type TokenWatcher interface {
 	Unwatch(tokenID int64)
 }
 
+// ConnectionLimiter counts a token's connections across every node of a
+// cluster (cluster.Leases implements it). Acquire takes one slot if fewer
+// than max are held cluster-wide, atomically; Release gives one back.
+type ConnectionLimiter interface {
+	Acquire(ctx context.Context, tokenID int64, max int) (bool, error)
+	Release(ctx context.Context, tokenID int64) error
+}
+
 // Config configures a Broker.
 type Config struct {
 	Store Store
-	// Watcher is nil on a single node.
+	// Watcher and Limiter are nil on a single node.
 	Watcher    TokenWatcher
+	Limiter    ConnectionLimiter
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	// StoreTimeout bounds a store read made while admitting a connection.
@@ -72,6 +81,8 @@ type Config struct {
 type Broker struct {
 	store        Store
 	watcher      TokenWatcher
+	limiter      ConnectionLimiter
+	releases     chan int64 // token IDs whose lease a closed session gives back
 	log          *slog.Logger
 	storeTimeout time.Duration
 	index        *topic.Index[*Session]
@@ -100,6 +111,7 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{
 		store:        cfg.Store,
 		watcher:      cfg.Watcher,
+		limiter:      cfg.Limiter,
 		log:          cfg.Logger,
 		storeTimeout: cfg.StoreTimeout,
 		index:        topic.NewIndex[*Session](),
@@ -109,7 +121,25 @@ func New(cfg Config) (*Broker, error) {
 	b.sessions.init()
 	b.scratch.New = func() any { return &matchScratch{subs: make([]*Session, 0, 64)} }
 	m.bindIndex(b.index)
+	if b.limiter != nil {
+		b.releases = make(chan int64, 4096)
+		go b.releaseLeases()
+	}
 	return b, nil
+}
+
+// releaseLeases gives back the cluster leases of closed sessions. It runs
+// for the life of the process so that a transport goroutine closing a
+// session never waits on Redis. A Release that fails is repaired by the
+// limiter's own heartbeat.
+func (b *Broker) releaseLeases() {
+	for id := range b.releases {
+		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
+		if err := b.limiter.Release(ctx, id); err != nil {
+			b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
+		}
+		cancel()
+	}
 }
 
 // ConnectRequest is what a client presented when it connected.
@@ -198,6 +228,24 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 		b.metrics.connects[resultLimit].Inc()
 		return nil, &Rejection{CloseLimit, "connection limit reached"}, false
 	}
+	leased := false
+	if ts.maxConns > 0 && b.limiter != nil {
+		// Under ts.mu: this node's connects of one token take their
+		// cluster slot one at a time, other tokens are not held up.
+		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
+		ok, err := b.limiter.Acquire(ctx, ts.id, ts.maxConns)
+		cancel()
+		switch {
+		case err != nil:
+			b.metrics.connects[resultError].Inc()
+			b.log.Warn("cluster connection lease unavailable; refusing the connection", "token_id", ts.id, "err", err)
+			return nil, &Rejection{CloseUnavailable, "connection limit unavailable, retry"}, false
+		case !ok:
+			b.metrics.connects[resultLimit].Inc()
+			return nil, &Rejection{CloseLimit, "connection limit reached"}, false
+		}
+		leased = true
+	}
 	s = &Session{
 		id:          b.nextID.Add(1),
 		b:           b,
@@ -207,6 +255,7 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 		remote:      req.RemoteAddr,
 		protocol:    req.Protocol,
 		connectedAt: time.Now(),
+		leased:      leased,
 	}
 	s.multi = len(s.filters) > 1
 	ts.sessions[s] = struct{}{}

@@ -2,8 +2,13 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/cluster"
@@ -118,5 +123,73 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Three nodes sharing one store and one real Redis: 200 concurrent connects
+// of a token limited to 5, spread over the nodes, admit exactly 5; a closed
+// session gives its slot back to the whole cluster.
+func TestConnectionLimitExactAcrossNodes(t *testing.T) {
+	addr := testserver.Redis(t)
+	e := newEnv(t)
+	var nodes []*Broker
+	for i := range 3 {
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		b, err := New(Config{Store: e.store, Limiter: cluster.NewLeases(c, fmt.Sprintf("node-%d", i), 30*time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, b)
+	}
+	_, secret := e.token(t, 5, map[string]acl.Permission{"sensors/#": acl.PermRead})
+	var mu sync.Mutex
+	var admitted []*Session
+	codes := map[uint16]int{}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := nodes[i%3].Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				admitted = append(admitted, s)
+				return
+			}
+			var rej *Rejection
+			if errors.As(err, &rej) {
+				codes[rej.Code]++
+			} else {
+				t.Errorf("connect: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(admitted) != 5 || codes[CloseLimit] != 195 {
+		t.Fatalf("admitted %d, refused %v; want 5 admitted and 195 x 4004", len(admitted), codes)
+	}
+	// Close one session on whichever node holds it: a connect on another
+	// node gets the slot (the release reaches Redis asynchronously).
+	admitted[0].OnClose()
+	waitUntil(t, "the freed slot is usable on another node", func() bool {
+		for _, b := range nodes {
+			if b == admitted[0].b {
+				continue
+			}
+			if _, err := b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}}); err == nil {
+				return true
+			}
+		}
+		return false
+	})
+	for _, b := range nodes {
+		if _, err := b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}}); err == nil {
+			t.Fatal("a sixth session was admitted")
+		}
 	}
 }

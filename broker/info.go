@@ -19,4 +19,7 @@ const (
 	CloseForbidden    = 4003 // invalid token, or a subscription not (or no longer) granted
 	CloseLimit        = 4004 // max_connections reached
 	CloseKicked       = 4005 // closed by an administrator
+	// CloseUnavailable: a dependency the admission needs (the store, the
+	// cluster's connection leases) did not answer; the client may retry.
+	CloseUnavailable = 1011
 )

@@ -24,6 +24,7 @@ type Session struct {
 	token       *tokenState
 	filters     []string // the subscriptions, fixed for the seed protocol
 	multi       bool     // several filters: one message may match more than once
+	leased      bool     // holds a cluster connection lease, given back on close
 	remote      string
 	protocol    string
 	connectedAt time.Time
@@ -119,6 +120,14 @@ func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
 func (s *Session) unsubscribeAll() {
 	for _, f := range s.filters {
 		s.b.index.Unsubscribe(f, s)
+	}
+	if s.leased {
+		select {
+		case s.b.releases <- s.token.id:
+		default:
+			// a burst of closes filled the queue: do not block the caller
+			go func(id int64) { s.b.releases <- id }(s.token.id)
+		}
 	}
 }
 
