@@ -65,12 +65,23 @@ type ConnectionLimiter interface {
 	Release(ctx context.Context, tokenID int64) error
 }
 
+// Router carries messages between the nodes of a cluster (cluster.Routes
+// implements it). Add returns once every node routes filter here; Forward
+// sends an encoded frame once to each other node with a matching route,
+// and must not keep frame after it returns.
+type Router interface {
+	Add(ctx context.Context, filter string) error
+	Remove(ctx context.Context, filter string) error
+	Forward(ctx context.Context, topic string, frame []byte) error
+}
+
 // Config configures a Broker.
 type Config struct {
 	Store Store
 	// Watcher and Limiter are nil on a single node.
 	Watcher    TokenWatcher
 	Limiter    ConnectionLimiter
+	Router     Router
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	// StoreTimeout bounds a store read made while admitting a connection.
@@ -79,10 +90,13 @@ type Config struct {
 
 // Broker is one node's session manager and router.
 type Broker struct {
-	store        Store
-	watcher      TokenWatcher
-	limiter      ConnectionLimiter
-	releases     chan int64 // token IDs whose lease a closed session gives back
+	store   Store
+	watcher TokenWatcher
+	limiter ConnectionLimiter
+	router  Router
+	// background runs the cluster calls of closed sessions (lease release,
+	// route removal) so a transport goroutine never waits on Redis.
+	background   chan func()
 	log          *slog.Logger
 	storeTimeout time.Duration
 	index        *topic.Index[*Session]
@@ -112,6 +126,7 @@ func New(cfg Config) (*Broker, error) {
 		store:        cfg.Store,
 		watcher:      cfg.Watcher,
 		limiter:      cfg.Limiter,
+		router:       cfg.Router,
 		log:          cfg.Logger,
 		storeTimeout: cfg.StoreTimeout,
 		index:        topic.NewIndex[*Session](),
@@ -121,24 +136,28 @@ func New(cfg Config) (*Broker, error) {
 	b.sessions.init()
 	b.scratch.New = func() any { return &matchScratch{subs: make([]*Session, 0, 64)} }
 	m.bindIndex(b.index)
-	if b.limiter != nil {
-		b.releases = make(chan int64, 4096)
-		go b.releaseLeases()
+	if b.limiter != nil || b.router != nil {
+		b.background = make(chan func(), 4096)
+		go b.runBackground()
 	}
 	return b, nil
 }
 
-// releaseLeases gives back the cluster leases of closed sessions. It runs
-// for the life of the process so that a transport goroutine closing a
-// session never waits on Redis. A Release that fails is repaired by the
-// limiter's own heartbeat.
-func (b *Broker) releaseLeases() {
-	for id := range b.releases {
-		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
-		if err := b.limiter.Release(ctx, id); err != nil {
-			b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
-		}
-		cancel()
+// runBackground runs queued cluster calls for the life of the process.
+// Their failures are repaired by the cluster layer (lease heartbeat repair,
+// route table resync); here they are only logged.
+func (b *Broker) runBackground() {
+	for fn := range b.background {
+		fn()
+	}
+}
+
+// later queues fn on the background goroutine without ever blocking.
+func (b *Broker) later(fn func()) {
+	select {
+	case b.background <- fn:
+	default:
+		go func() { b.background <- fn }() // a burst of closes filled the queue
 	}
 }
 
@@ -200,6 +219,12 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 		if s == nil {
 			b.metrics.connects[resultAuth].Inc()
 			return nil, &Rejection{CloseForbidden, "invalid token"}
+		}
+		if b.router != nil {
+			if err := b.route(s); err != nil {
+				b.log.Warn("cluster route unavailable; refusing the connection", "err", err)
+				return nil, &Rejection{CloseUnavailable, "cluster routing unavailable, retry"}
+			}
 		}
 		return s, nil
 	}
@@ -269,6 +294,33 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 	return s, nil, false
 }
 
+// route makes s's subscriptions routable from every node before the
+// connection is admitted. On failure it undoes what it did and ends s
+// without a close frame (the caller answers with the rejection).
+func (b *Broker) route(s *Session) error {
+	ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
+	defer cancel()
+	for i, f := range s.filters {
+		if err := b.router.Add(ctx, f); err != nil {
+			for _, done := range s.filters[:i] {
+				if rerr := b.router.Remove(ctx, done); rerr != nil {
+					b.log.Warn("removing a route failed", "err", rerr)
+				}
+			}
+			ts := s.token
+			ts.mu.Lock()
+			first := s.closeLocked(0, "", revokeNone)
+			ts.mu.Unlock()
+			if first {
+				s.unsubscribeAll() // routed is still false: no second removal
+			}
+			return err
+		}
+	}
+	s.routed.Store(true)
+	return nil
+}
+
 func dedupFilters(tags []string) []string {
 	out := make([]string, 0, len(tags))
 	for _, t := range tags {
@@ -305,6 +357,22 @@ type matchScratch struct {
 func (b *Broker) publish(from *Session, t string, message []byte) (delivered int) {
 	f := proto.AcquireFrame()
 	f.B = proto.AppendSeedFrame(f.B, t, message)
+	return b.dispatch(from, t, f)
+}
+
+// DeliverRemote hands a frame another node forwarded to the local
+// subscribers of topic t. It is what the cluster router calls; frame is
+// copied once into a shared frame.
+func (b *Broker) DeliverRemote(t string, frame []byte) {
+	f := proto.AcquireFrame()
+	f.B = append(f.B[:0], frame...)
+	b.dispatch(nil, t, f)
+}
+
+// dispatch delivers f (and releases the caller's reference) to every local
+// session subscribed to t except from, then forwards it to other nodes when
+// it was published here.
+func (b *Broker) dispatch(from *Session, t string, f *proto.Frame) (delivered int) {
 	sc := b.scratch.Get().(*matchScratch)
 	sc.subs = b.index.Match(t, sc.subs[:0])
 	sc.multi = sc.multi[:0]
@@ -343,6 +411,11 @@ func (b *Broker) publish(from *Session, t string, message []byte) (delivered int
 		}
 	}
 	n := len(f.B)
+	if b.router != nil && from != nil {
+		if err := b.router.Forward(context.Background(), t, f.B); err != nil {
+			b.metrics.forwardErrors.Inc()
+		}
+	}
 	f.Release()
 	clear(sc.subs) // do not keep sessions reachable from the pool
 	clear(sc.multi)

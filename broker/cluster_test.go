@@ -193,3 +193,59 @@ func TestConnectionLimitExactAcrossNodes(t *testing.T) {
 		}
 	}
 }
+
+// Three nodes with real cross-node routing through Redis: a publish on A
+// reaches matching sessions on B and C exactly once (wildcards included,
+// several matching filters of one session included), a local subscriber
+// on A once, and never the publisher.
+func TestPublishRoutedAcrossNodes(t *testing.T) {
+	addr := testserver.Redis(t)
+	e := newEnv(t)
+	var nodes []*Broker
+	for i := range 3 {
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		var b *Broker
+		routes, err := cluster.OpenRoutes(context.Background(), cluster.RoutesConfig{
+			Client: c, NodeID: fmt.Sprintf("node-%d", i),
+			Deliver: func(topic string, frame []byte) { b.DeliverRemote(topic, frame) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(routes.Close)
+		b, err = New(Config{Store: e.store, Router: routes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, b)
+	}
+	_, rw := e.token(t, 0, map[string]acl.Permission{"sensors/#": acl.PermReadWrite})
+	pub, pubConn := connectTo(t, nodes[0], rw, "sensors/room1/temp")
+	_, localA := connectTo(t, nodes[0], rw, "sensors/#")
+	_, onB := connectTo(t, nodes[1], rw, "sensors/+/temp")
+	_, onC := connectTo(t, nodes[2], rw, "sensors/#", "sensors/room1/temp")
+	_, missC := connectTo(t, nodes[2], rw, "sensors/room2/#")
+
+	pub.OnMessage(true, []byte(`{"tag":"sensors/room1/temp","message":{"c":21.5}}`))
+	want := `{"tag":"sensors/room1/temp","message":{"c":21.5}}`
+	for name, c := range map[string]*recConn{"local A": localA, "B": onB, "C": onC} {
+		waitUntil(t, name+" receives", func() bool { return c.sent.Load() >= 1 })
+	}
+	time.Sleep(100 * time.Millisecond) // room for a duplicate to show up
+	for name, c := range map[string]*recConn{"local A": localA, "B": onB, "C": onC} {
+		c.mu.Lock()
+		frames := c.frames
+		c.mu.Unlock()
+		// frames carry their WebSocket header (text, 49 bytes): 0x81 0x31
+		if len(frames) != 1 || string(frames[0]) != "\x81\x31"+want {
+			t.Fatalf("%s got %q, want exactly one %s", name, frames, want)
+		}
+	}
+	if pubConn.sent.Load() != 0 || missC.sent.Load() != 0 {
+		t.Fatalf("publisher got %d, non-matching session got %d", pubConn.sent.Load(), missC.sent.Load())
+	}
+}

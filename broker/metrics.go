@@ -57,6 +57,7 @@ type metrics struct {
 	deliveries    prometheus.Counter
 	bytesOut      prometheus.Counter
 	dropped       prometheus.Counter
+	forwardErrors prometheus.Counter
 	revocations   [numRevokes]prometheus.Counter
 	reg           prometheus.Registerer
 }
@@ -78,6 +79,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gatecast_message_bytes_out_total", Help: "Frame bytes queued to subscribers."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_deliveries_dropped_total", Help: "Deliveries the transport refused (closed or slow consumer)."}),
+		forwardErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_cluster_forward_errors_total", Help: "Published messages that could not be forwarded to other nodes (cluster mode)."}),
 	}
 	connects := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_connects_total", Help: "Connection attempts by result."}, []string{"result"})
@@ -97,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.connections, m.subscriptions, m.messagesIn, m.bytesIn,
-			m.deliveries, m.bytesOut, m.dropped, connects, rejected, revocations} {
+			m.deliveries, m.bytesOut, m.dropped, m.forwardErrors, connects, rejected, revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

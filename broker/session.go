@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"time"
 	"unsafe"
 
@@ -22,9 +23,10 @@ type Session struct {
 	b           *Broker
 	conn        Conn
 	token       *tokenState
-	filters     []string // the subscriptions, fixed for the seed protocol
-	multi       bool     // several filters: one message may match more than once
-	leased      bool     // holds a cluster connection lease, given back on close
+	filters     []string    // the subscriptions, fixed for the seed protocol
+	multi       bool        // several filters: one message may match more than once
+	leased      bool        // holds a cluster connection lease, given back on close
+	routed      atomic.Bool // its filters were added to the cluster route table
 	remote      string
 	protocol    string
 	connectedAt time.Time
@@ -122,12 +124,26 @@ func (s *Session) unsubscribeAll() {
 		s.b.index.Unsubscribe(f, s)
 	}
 	if s.leased {
-		select {
-		case s.b.releases <- s.token.id:
-		default:
-			// a burst of closes filled the queue: do not block the caller
-			go func(id int64) { s.b.releases <- id }(s.token.id)
-		}
+		id := s.token.id
+		s.b.later(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+			defer cancel()
+			if err := s.b.limiter.Release(ctx, id); err != nil {
+				s.b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
+			}
+		})
+	}
+	if s.routed.Load() {
+		filters := s.filters
+		s.b.later(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+			defer cancel()
+			for _, f := range filters {
+				if err := s.b.router.Remove(ctx, f); err != nil {
+					s.b.log.Warn("removing a cluster route failed", "err", err)
+				}
+			}
+		})
 	}
 }
 
