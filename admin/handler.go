@@ -40,7 +40,11 @@ type Config struct {
 	Key     string
 	Metrics http.Handler // GET /metrics; nil answers 404
 	Health  func() error // GET /healthz; nil means always healthy
-	Logger  *slog.Logger // audit trail and server faults; nil discards
+	// Nodes lists the cluster's live nodes for GET /api/v1/nodes (any
+	// JSON-encodable value); nil answers with this node alone.
+	Nodes  func(ctx context.Context) (any, error)
+	NodeID string       // this node's ID, for GET /api/v1/nodes without Nodes
+	Logger *slog.Logger // audit trail and server faults; nil discards
 }
 
 // handler serves the admin API. It is safe for concurrent use by the
@@ -53,6 +57,8 @@ type handler struct {
 	keySet  bool
 	metrics http.Handler
 	health  func() error
+	nodes   func(ctx context.Context) (any, error)
+	nodeID  string
 	log     *slog.Logger
 	mux     *http.ServeMux
 
@@ -77,6 +83,8 @@ func NewHandler(cfg Config) http.Handler {
 		enf:     cfg.Enforcer,
 		metrics: cfg.Metrics,
 		health:  cfg.Health,
+		nodes:   cfg.Nodes,
+		nodeID:  cfg.NodeID,
 		log:     cfg.Logger,
 		mux:     http.NewServeMux(),
 	}
@@ -103,6 +111,7 @@ func NewHandler(cfg Config) http.Handler {
 	m.HandleFunc("DELETE /api/v1/tags/{id}", h.deleteTag)
 	m.HandleFunc("GET /api/v1/connections", h.listConnections)
 	m.HandleFunc("DELETE /api/v1/connections/{id}", h.kickConnection)
+	m.HandleFunc("GET /api/v1/nodes", h.listNodes)
 	m.HandleFunc("GET /healthz", h.healthz)
 	m.HandleFunc("GET /metrics", h.serveMetrics)
 	return h
@@ -522,6 +531,20 @@ func (h *handler) deleteTag(w http.ResponseWriter, r *http.Request) {
 }
 
 // ---- connections ----
+
+func (h *handler) listNodes(w http.ResponseWriter, r *http.Request) {
+	if h.nodes == nil {
+		writeJSON(w, http.StatusOK, []map[string]any{{"id": h.nodeID, "connections": len(h.enf.Connections(0))}})
+		return
+	}
+	nodes, err := h.nodes(r.Context())
+	if err != nil {
+		h.log.Error("listing cluster nodes failed", "err", err)
+		writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the cluster registry is unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, nodes)
+}
 
 func (h *handler) listConnections(w http.ResponseWriter, r *http.Request) {
 	var tokenID int64

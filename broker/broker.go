@@ -357,7 +357,7 @@ type matchScratch struct {
 func (b *Broker) publish(from *Session, t string, message []byte) (delivered int) {
 	f := proto.AcquireFrame()
 	f.B = proto.AppendSeedFrame(f.B, t, message)
-	return b.dispatch(from, t, f)
+	return b.dispatch(from, t, f, true)
 }
 
 // DeliverRemote hands a frame another node forwarded to the local
@@ -366,13 +366,13 @@ func (b *Broker) publish(from *Session, t string, message []byte) (delivered int
 func (b *Broker) DeliverRemote(t string, frame []byte) {
 	f := proto.AcquireFrame()
 	f.B = append(f.B[:0], frame...)
-	b.dispatch(nil, t, f)
+	b.dispatch(nil, t, f, false)
 }
 
 // dispatch delivers f (and releases the caller's reference) to every local
-// session subscribed to t except from, then forwards it to other nodes when
-// it was published here.
-func (b *Broker) dispatch(from *Session, t string, f *proto.Frame) (delivered int) {
+// session subscribed to t except from, then, when forward is set (the
+// message was published on this node), to the other nodes that route t.
+func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool) (delivered int) {
 	sc := b.scratch.Get().(*matchScratch)
 	sc.subs = b.index.Match(t, sc.subs[:0])
 	sc.multi = sc.multi[:0]
@@ -411,7 +411,7 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame) (delivered in
 		}
 	}
 	n := len(f.B)
-	if b.router != nil && from != nil {
+	if forward && b.router != nil {
 		if err := b.router.Forward(context.Background(), t, f.B); err != nil {
 			b.metrics.forwardErrors.Inc()
 		}

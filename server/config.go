@@ -20,6 +20,9 @@ import (
 type Config struct {
 	DataDir          string
 	Store            string
+	Redis            string
+	NodeID           string
+	LeaseTTL         time.Duration
 	Listen           string
 	AdminListen      string
 	AdminKey         string
@@ -55,6 +58,7 @@ func Defaults() Config {
 		OutboxLimit:      256,
 		SlowConsumer:     "drop",
 		ShutdownTimeout:  10 * time.Second,
+		LeaseTTL:         30 * time.Second,
 	}
 }
 
@@ -62,6 +66,9 @@ func Defaults() Config {
 func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the embedded SQLite database and the generated admin key")
 	fs.StringVar(&c.Store, "store", c.Store, "store of tokens, tags and permissions: empty for the embedded SQLite database in --data-dir, or a postgres:// URL")
+	fs.StringVar(&c.Redis, "redis", c.Redis, "cluster mode: Redis address(es), host:port[,host:port…] (several = Redis Cluster); needs a postgres:// --store")
+	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "cluster mode: this node's ID (default: host name plus random suffix)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "cluster mode: how long a node's connection leases and registry entry outlive its last heartbeat")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
@@ -174,6 +181,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	check(c.DataDir != "", "--data-dir must not be empty")
+	check(c.Redis == "" || isPostgresURL(c.Store), "--redis runs a cluster node, which needs the shared store: set --store postgres://… (the embedded SQLite store is single-node)")
+	check(c.LeaseTTL >= time.Second, "--lease-ttl must be at least 1s")
+	for _, a := range redisAddrs(c.Redis) {
+		_, _, err := net.SplitHostPort(a)
+		check(err == nil, "--redis %q: want host:port", a)
+	}
 	check(c.Store == "" || isPostgresURL(c.Store), "--store %q: want empty (embedded SQLite) or a postgres:// URL", redactURL(c.Store))
 	for _, a := range []struct{ name, v string }{{"--listen", c.Listen}, {"--admin-listen", c.AdminListen}} {
 		_, _, err := net.SplitHostPort(a.v)
@@ -213,4 +226,17 @@ func redactURL(s string) string {
 		return s
 	}
 	return u.Redacted()
+}
+
+// redisAddrs splits --redis into addresses, accepting redis:// prefixes.
+func redisAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimPrefix(strings.TrimSpace(a), "redis://")
+		a = strings.TrimSuffix(a, "/")
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/gatecast/gatecast/acl/sqlite"
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/cluster"
 	"github.com/gatecast/gatecast/netpoll"
 	"github.com/gatecast/gatecast/proto"
 )
@@ -50,6 +51,7 @@ type Node struct {
 	adminKey  string
 	keyPath   string
 	registry  *prometheus.Registry
+	cluster   *clusterNode // nil on a single node
 	serveErr  chan error
 	closeOnce sync.Once
 }
@@ -95,7 +97,15 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	n.broker, err = broker.New(broker.Config{Store: store, Logger: log.With("component", "broker"), Registerer: n.registry})
+	bcfg := broker.Config{Store: store, Logger: log.With("component", "broker"), Registerer: n.registry}
+	if cfg.Redis != "" {
+		n.cluster, err = openCluster(cfg, log.With("component", "cluster"))
+		if err != nil {
+			return nil, fmt.Errorf("joining the cluster through Redis %s: %w", cfg.Redis, err)
+		}
+		bcfg.Watcher, bcfg.Limiter, bcfg.Router = n.cluster.rights, n.cluster.leases, n.cluster.routes
+	}
+	n.broker, err = broker.New(bcfg)
 	if err != nil {
 		return nil, err
 	}
@@ -130,10 +140,22 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin listener %s: %w", cfg.AdminListen, err)
 	}
+	var enforcer admin.Enforcer = n.broker
+	var nodes func(context.Context) (any, error)
+	nodeID := cfg.NodeID
+	if n.cluster != nil {
+		enforcer = clusterEnforcer{Broker: n.broker, rights: n.cluster.rights}
+		nodes, nodeID = n.cluster.nodes, n.cluster.id
+		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.AdminAddr()}); err != nil {
+			return nil, fmt.Errorf("cluster heartbeat: %w", err)
+		}
+	}
 	n.admin = &http.Server{
 		Handler: withProfiling(n.adminKey, admin.NewHandler(admin.Config{
 			Store:    store,
-			Enforcer: n.broker,
+			Enforcer: enforcer,
+			Nodes:    nodes,
+			NodeID:   nodeID,
 			Key:      n.adminKey,
 			Metrics:  promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
 			Health:   n.health,
@@ -153,7 +175,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 	ok = true
-	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName(cfg))
+	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName(cfg), "redis", cfg.Redis, "node_id", nodeID)
 	return n, nil
 }
 
@@ -197,6 +219,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("admin listener: %w", err))
 			}
 		}
+		if n.cluster != nil {
+			n.cluster.close()
+		}
 		if n.store != nil {
 			if err := n.store.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("store: %w", err))
@@ -215,6 +240,9 @@ func (n *Node) closeResources() {
 	}
 	if n.adminLn != nil {
 		n.adminLn.Close()
+	}
+	if n.cluster != nil {
+		n.cluster.close()
 	}
 	if n.store != nil {
 		n.store.Close()

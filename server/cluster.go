@@ -1,0 +1,229 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/cluster"
+)
+
+// clusterNode is what a node runs in cluster mode (--redis): the rights
+// bus, connection leases, the node registry and cross-node routing, all on
+// one Redis client, plus the heartbeat loop that keeps leases and the
+// registry entry alive.
+//
+// The broker is created after these (it takes them as hooks) and set with
+// attach before any callback can reach it: Rights and Routes only call back
+// for tokens watched and routes added by that broker.
+type clusterNode struct {
+	id       string
+	log      *slog.Logger
+	rights   *cluster.Rights
+	leases   *cluster.Leases
+	registry *cluster.Registry
+	routes   *cluster.Routes
+	ttl      time.Duration
+	started  time.Time
+
+	mu     sync.Mutex
+	broker *broker.Broker
+	info   cluster.NodeInfo
+	seen   map[string]bool // live nodes at the last heartbeat, to purge the routes of those gone
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
+	c := &clusterNode{id: cfg.NodeID, log: log, ttl: cfg.LeaseTTL, started: time.Now().UTC(),
+		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+	if c.id == "" {
+		c.id = cluster.NewNodeID()
+	}
+	var err error
+	c.rights, err = cluster.OpenRights(cluster.RightsConfig{
+		Addrs:    redisAddrs(cfg.Redis),
+		OnChange: c.onChange,
+		OnReset:  c.onReset,
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := c.rights.Client()
+	c.leases = cluster.NewLeases(client, c.id, cfg.LeaseTTL)
+	// A node started again under the same --node-id drops what its previous
+	// life held; before serving, as Reset requires.
+	if err := c.leases.Reset(ctx); err != nil {
+		c.rights.Close()
+		return nil, err
+	}
+	c.registry = cluster.NewRegistry(client, cfg.LeaseTTL)
+	c.routes, err = cluster.OpenRoutes(ctx, cluster.RoutesConfig{
+		Client:  client,
+		NodeID:  c.id,
+		Deliver: c.deliver,
+		Logger:  log,
+	})
+	if err != nil {
+		c.rights.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// attach hands the broker to the callbacks and starts heartbeating.
+func (c *clusterNode) attach(b *broker.Broker, info cluster.NodeInfo) error {
+	c.mu.Lock()
+	c.broker = b
+	info.ID, info.StartedAt = c.id, c.started
+	c.info = info
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.heartbeat(ctx); err != nil {
+		return err
+	}
+	go c.loop()
+	return nil
+}
+
+func (c *clusterNode) currentBroker() *broker.Broker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.broker
+}
+
+func (c *clusterNode) onChange(ids []int64) {
+	if b := c.currentBroker(); b != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := b.RefreshTokens(ctx, ids...); err != nil {
+			c.log.Error("enforcing a rights change from another node failed", "err", err)
+		}
+	}
+}
+
+func (c *clusterNode) onReset() {
+	if b := c.currentBroker(); b != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := b.RefreshAll(ctx); err != nil {
+			c.log.Error("re-validating cached tokens failed", "err", err)
+		}
+	}
+}
+
+func (c *clusterNode) deliver(topic string, frame []byte) {
+	if b := c.currentBroker(); b != nil {
+		b.DeliverRemote(topic, frame)
+	}
+}
+
+func (c *clusterNode) loop() {
+	defer close(c.done)
+	t := time.NewTicker(c.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), c.ttl/3)
+			if err := c.heartbeat(ctx); err != nil {
+				c.log.Warn("cluster heartbeat failed", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// heartbeat renews this node's leases and registry entry, and purges the
+// routes of nodes that left the registry since the last beat.
+func (c *clusterNode) heartbeat(ctx context.Context) error {
+	c.mu.Lock()
+	info := c.info
+	b := c.broker
+	c.mu.Unlock()
+	if b != nil {
+		info.Connections = b.SessionCount()
+	}
+	errs := []error{c.leases.Heartbeat(ctx), c.registry.Heartbeat(ctx, info)}
+	nodes, err := c.registry.Nodes(ctx)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	live := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		live[n.ID] = true
+	}
+	c.mu.Lock()
+	var gone []string
+	for id := range c.seen {
+		if !live[id] {
+			gone = append(gone, id)
+		}
+	}
+	c.seen = live
+	c.mu.Unlock()
+	for _, id := range gone {
+		if err := c.routes.Purge(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("purging the routes of node %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nodes lists the live nodes for the admin API.
+func (c *clusterNode) nodes(ctx context.Context) (any, error) {
+	return c.registry.Nodes(ctx)
+}
+
+// close leaves the cluster: after the broker's sessions are closed, it
+// stops heartbeating, withdraws this node's routes and registry entry, and
+// closes the Redis client. Leases still held expire with the TTL.
+func (c *clusterNode) close() {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	close(c.stop)
+	c.mu.Lock()
+	attached := c.broker != nil
+	c.mu.Unlock()
+	if attached {
+		<-c.done
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.routes.Purge(ctx, c.id); err != nil {
+		c.log.Warn("withdrawing this node's routes failed", "err", err)
+	}
+	if err := c.registry.Leave(ctx, c.id); err != nil {
+		c.log.Warn("leaving the node registry failed", "err", err)
+	}
+	c.routes.Close()
+	c.rights.Close()
+}
+
+// clusterEnforcer is the admin API's view of a cluster node: a rights
+// change is announced to every node, then enforced here before the call
+// returns.
+type clusterEnforcer struct {
+	*broker.Broker
+	rights *cluster.Rights
+}
+
+func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error {
+	announce := e.rights.Changed(ctx, ids...)
+	local := e.Broker.RefreshTokens(ctx, ids...)
+	return errors.Join(announce, local)
+}

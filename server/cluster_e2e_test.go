@@ -1,0 +1,137 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/gatecast/gatecast/internal/testserver"
+)
+
+// startCluster runs three real nodes sharing one real Postgres and one
+// real Redis, each with its own listeners, as three processes would.
+func startCluster(t *testing.T) []*testNode {
+	t.Helper()
+	dsn := testserver.PostgresDB(t)
+	redis := testserver.Redis(t)
+	var nodes []*testNode
+	for _, id := range []string{"node-a", "node-b", "node-c"} {
+		nodes = append(nodes, startNode(t, func(c *Config) {
+			c.Store, c.Redis, c.NodeID = dsn, redis, id
+			c.AdminKey = "cluster-test-admin-key"
+		}))
+	}
+	return nodes
+}
+
+func TestClusterEndToEnd(t *testing.T) {
+	nodes := startCluster(t)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+
+	t.Run("nodes", func(t *testing.T) {
+		var out []struct {
+			ID     string `json:"id"`
+			WSAddr string `json:"ws_addr"`
+		}
+		c.mustAPI("GET", "/api/v1/nodes", nil, &out)
+		if len(out) != 3 || out[0].ID != "node-a" || out[2].ID != "node-c" || out[1].WSAddr != b.WSAddr() {
+			t.Fatalf("nodes %+v", out)
+		}
+	})
+
+	// Rights written through A are used by B and C (one store of record).
+	rw := a.createToken("writer", 0)
+	sensors := a.createTag("sensors/#")
+	a.grant(rw, sensors, "readwrite")
+
+	t.Run("cross-node delivery with wildcards, once, no echo", func(t *testing.T) {
+		onB := b.dialOK(t, rw.Token, "sensors/+/temp")
+		onC := c.dialOK(t, rw.Token, "sensors/#", "sensors/room1/temp")
+		localA := a.dialOK(t, rw.Token, "sensors/room1/#")
+		pub := a.dialOK(t, rw.Token, "sensors/room9/temp")
+		pub.publish("sensors/room1/temp", `{"c":21.5}`)
+		for _, cl := range []*client{onB, onC, localA} {
+			cl.expectMessage("sensors/room1/temp", `{"c":21.5}`)
+		}
+		// a second message proves there was no duplicate of the first
+		pub.publish("sensors/room2/temp", `{"c":3}`)
+		onB.expectMessage("sensors/room2/temp", `{"c":3}`)
+		onC.expectMessage("sensors/room2/temp", `{"c":3}`)
+		// the publisher gets nothing of its own: its next frame is the pong
+		pub.expectOpen()
+	})
+
+	t.Run("connection limit exact across nodes", func(t *testing.T) {
+		lim := a.createToken("limited", 2)
+		a.grant(lim, sensors, "read")
+		first := a.dialOK(t, lim.Token, "sensors/#")
+		b.dialOK(t, lim.Token, "sensors/#")
+		c.dial(t, lim.Token, "sensors/#").expectClose(4004)
+		first.closeNormally()
+		eventually(t, "the freed slot is usable on node C", func() bool {
+			cl := c.dial(t, lim.Token, "sensors/#")
+			if err := cl.ping(); err != nil {
+				return false
+			}
+			ev := cl.next(5e9)
+			return ev.pong
+		})
+	})
+
+	t.Run("revoke through A closes the session on C", func(t *testing.T) {
+		victim := a.createToken("victim", 0)
+		a.grant(victim, sensors, "read")
+		onC := c.dialOK(t, victim.Token, "sensors/#")
+		onB := b.dialOK(t, victim.Token, "sensors/#")
+		a.mustAPI("PATCH", "/api/v1/tokens/"+itoa(victim.ID), map[string]any{"disabled": true}, nil)
+		onC.expectClose(4002)
+		onB.expectClose(4002)
+		c.dial(t, victim.Token, "sensors/#").expectClose(4003)
+	})
+
+	t.Run("downgrade through B refuses the next publish on C", func(t *testing.T) {
+		w := a.createToken("downgraded", 0)
+		a.grant(w, sensors, "readwrite")
+		pubC := c.dialOK(t, w.Token, "sensors/#")
+		watcher := a.dialOK(t, rw.Token, "sensors/#")
+		// before: C's publishes reach A (so silence below means refusal)
+		pubC.publish("sensors/x/temp", `{"n":0}`)
+		watcher.expectMessage("sensors/x/temp", `{"n":0}`)
+		b.grant(w, sensors, "read")
+		eventually(t, "node C applies the downgrade", func() bool {
+			pubC.publish("sensors/x/temp", `{"n":1}`)
+			ev := watcher.next(300e6)
+			return ev.err != nil // nothing delivered: the publish was refused
+		})
+		pubC.expectOpen() // still connected: its subscription is covered
+	})
+}
+
+func TestRedisNeedsSharedStore(t *testing.T) {
+	cfg := Defaults()
+	cfg.Redis = "127.0.0.1:6379"
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "postgres") {
+		t.Fatalf("--redis with SQLite: %v", err)
+	}
+	cfg.Store = "postgres://x@127.0.0.1/db"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSingleNodeListsItself(t *testing.T) {
+	n := startNode(t)
+	req, _ := http.NewRequest("GET", "http://"+n.AdminAddr()+"/api/v1/nodes", nil)
+	req.Header.Set("Authorization", "Bearer "+n.AdminKey())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || len(out) != 1 {
+		t.Fatalf("status %d, %v, %v", resp.StatusCode, out, err)
+	}
+}
