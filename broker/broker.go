@@ -79,9 +79,12 @@ type Router interface {
 type Config struct {
 	Store Store
 	// Watcher and Limiter are nil on a single node.
-	Watcher    TokenWatcher
-	Limiter    ConnectionLimiter
-	Router     Router
+	Watcher TokenWatcher
+	Limiter ConnectionLimiter
+	Router  Router
+	// Available, when set, is asked before every admission; false refuses
+	// the connection with 1013 (cluster mode: revocations cannot be heard).
+	Available  func() bool
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	// StoreTimeout bounds a store read made while admitting a connection.
@@ -90,10 +93,11 @@ type Config struct {
 
 // Broker is one node's session manager and router.
 type Broker struct {
-	store   Store
-	watcher TokenWatcher
-	limiter ConnectionLimiter
-	router  Router
+	store     Store
+	watcher   TokenWatcher
+	limiter   ConnectionLimiter
+	router    Router
+	available func() bool
 	// background runs the cluster calls of closed sessions (lease release,
 	// route removal) so a transport goroutine never waits on Redis.
 	background   chan func()
@@ -127,6 +131,7 @@ func New(cfg Config) (*Broker, error) {
 		watcher:      cfg.Watcher,
 		limiter:      cfg.Limiter,
 		router:       cfg.Router,
+		available:    cfg.Available,
 		log:          cfg.Logger,
 		storeTimeout: cfg.StoreTimeout,
 		index:        topic.NewIndex[*Session](),
@@ -197,6 +202,10 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 			b.metrics.connects[resultForbidden].Inc()
 			return nil, &Rejection{CloseForbidden, truncateReason("invalid tag " + f)}
 		}
+	}
+	if b.available != nil && !b.available() {
+		b.metrics.connects[resultError].Inc()
+		return nil, &Rejection{CloseTryAgain, "node cannot verify rights right now, retry"}
 	}
 	hash := acl.HashSecret(req.Secret)
 	for attempt := 0; ; attempt++ {
@@ -467,6 +476,25 @@ func (b *Broker) Connections(tokenID int64) []ConnectionInfo {
 		return 0
 	})
 	return out
+}
+
+// CloseAll closes every live session with code and reason (cluster mode,
+// --on-redis-loss=close) and returns how many it closed.
+func (b *Broker) CloseAll(code uint16, reason string) int {
+	var all []*Session
+	b.sessions.each(func(s *Session) { all = append(all, s) })
+	n := 0
+	for _, s := range all {
+		ts := s.token
+		ts.mu.Lock()
+		ok := s.closeLocked(code, reason, revokeNone)
+		ts.mu.Unlock()
+		if ok {
+			s.unsubscribeAll()
+			n++
+		}
+	}
+	return n
 }
 
 // Kick closes a session with 4005. It reports whether the session existed.

@@ -22,4 +22,7 @@ const (
 	// CloseUnavailable: a dependency the admission needs (the store, the
 	// cluster's connection leases) did not answer; the client may retry.
 	CloseUnavailable = 1011
+	// CloseTryAgain: the node cannot vouch for rights right now (cluster
+	// mode, its link to Redis is gone); connect to another node or retry.
+	CloseTryAgain = 1013
 )

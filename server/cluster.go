@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatecast/gatecast/broker"
@@ -30,18 +31,72 @@ type clusterNode struct {
 	ttl      time.Duration
 	started  time.Time
 
+	// Redis link health: lastOK is when Redis last answered (unix ns).
+	// Past staleness without an answer the node can no longer hear
+	// revocations, so it admits nobody (and, with closeOnLoss, closes
+	// everyone) until Redis answers again.
+	staleness   time.Duration
+	closeOnLoss bool
+	lastOK      atomic.Int64
+	stale       atomic.Bool
+
 	mu     sync.Mutex
 	broker *broker.Broker
 	info   cluster.NodeInfo
 	seen   map[string]bool // live nodes at the last heartbeat, to purge the routes of those gone
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	probeDone chan struct{}
+}
+
+// available reports whether Redis answered within the staleness bound:
+// broker admission asks it before every connect.
+func (c *clusterNode) available() bool {
+	return time.Now().UnixNano()-c.lastOK.Load() <= int64(c.staleness)
+}
+
+// probe pings Redis several times per staleness period, so a lost link is
+// noticed within the bound, and handles the transitions.
+func (c *clusterNode) probe() {
+	defer close(c.probeDone)
+	every := min(c.staleness/5, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		client := c.rights.Client()
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		err := client.Do(ctx, client.B().Ping().Build()).Error()
+		cancel()
+		if err == nil {
+			c.lastOK.Store(time.Now().UnixNano())
+			if c.stale.CompareAndSwap(true, false) {
+				c.log.Warn("Redis answers again; re-validating every cached token")
+				c.onReset()
+			}
+			continue
+		}
+		if !c.available() && c.stale.CompareAndSwap(false, true) {
+			c.log.Error("Redis unreachable past --revocation-staleness: refusing new connections", "staleness", c.staleness, "err", err)
+			if b := c.currentBroker(); b != nil && c.closeOnLoss {
+				n := b.CloseAll(broker.CloseTryAgain, "node lost its cluster link, reconnect")
+				c.log.Error("closed every session (--on-redis-loss=close)", "sessions", n)
+			}
+		}
+	}
 }
 
 func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 	c := &clusterNode{id: cfg.NodeID, log: log, ttl: cfg.LeaseTTL, started: time.Now().UTC(),
-		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
+		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close",
+		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}),
+		probeDone: make(chan struct{})}
+	c.lastOK.Store(time.Now().UnixNano())
 	if c.id == "" {
 		c.id = cluster.NewNodeID()
 	}
@@ -92,6 +147,7 @@ func (c *clusterNode) attach(b *broker.Broker, info cluster.NodeInfo) error {
 		return err
 	}
 	go c.loop()
+	go c.probe()
 	return nil
 }
 
@@ -201,6 +257,7 @@ func (c *clusterNode) close() {
 	c.mu.Unlock()
 	if attached {
 		<-c.done
+		<-c.probeDone
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

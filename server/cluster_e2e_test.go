@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatecast/gatecast/internal/testserver"
 )
@@ -134,4 +135,57 @@ func TestSingleNodeListsItself(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || len(out) != 1 {
 		t.Fatalf("status %d, %v, %v", resp.StatusCode, out, err)
 	}
+}
+
+// Redis goes away: past --revocation-staleness nodes refuse new
+// connections with 1013 (and, with --on-redis-loss=close, close existing
+// ones); a revoke made while they are cut off is enforced when Redis
+// returns; then they admit again.
+func TestClusterRedisLoss(t *testing.T) {
+	dsn := testserver.PostgresDB(t)
+	srv := testserver.StartRedis(t)
+	mk := func(id, onLoss string) *testNode {
+		return startNode(t, func(c *Config) {
+			c.Store, c.Redis, c.NodeID = dsn, srv.Addr(), id
+			c.AdminKey = "cluster-test-admin-key"
+			c.Staleness = 300 * time.Millisecond
+			c.OnRedisLoss = onLoss
+		})
+	}
+	a, b, c := mk("node-a", "refuse"), mk("node-b", "refuse"), mk("node-c", "close")
+	keep := a.createToken("keep", 0)
+	victim := a.createToken("victim", 0)
+	sensors := a.createTag("sensors/#")
+	a.grant(keep, sensors, "read")
+	a.grant(victim, sensors, "read")
+	keepOnB := b.dialOK(t, keep.Token, "sensors/#")
+	victimOnB := b.dialOK(t, victim.Token, "sensors/#")
+	onC := c.dialOK(t, keep.Token, "sensors/#")
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	onC.expectClose(1013) // close mode
+	eventually(t, "node B refuses new connections with 1013", func() bool {
+		ev := b.dial(t, keep.Token, "sensors/#").next(5 * time.Second)
+		return ev.closed && ev.code == 1013
+	})
+	keepOnB.expectOpen() // refuse mode keeps existing sessions
+
+	// A revoke while every node is cut off: saved, reported as not applied.
+	if code := a.api("PATCH", "/api/v1/tokens/"+itoa(victim.ID), map[string]any{"disabled": true}, nil); code < 500 {
+		t.Fatalf("revoke during the outage answered %d, want a 5xx saying it was not applied", code)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	victimOnB.expectClose(4002) // heard on reconnect: every cached token re-validated
+	eventually(t, "node B admits again", func() bool {
+		cl := b.dial(t, keep.Token, "sensors/#")
+		if cl.ping() != nil {
+			return false
+		}
+		return cl.next(5 * time.Second).pong
+	})
+	keepOnB.expectOpen()
 }

@@ -23,6 +23,8 @@ type Config struct {
 	Redis            string
 	NodeID           string
 	LeaseTTL         time.Duration
+	Staleness        time.Duration
+	OnRedisLoss      string
 	Listen           string
 	AdminListen      string
 	AdminKey         string
@@ -59,6 +61,8 @@ func Defaults() Config {
 		SlowConsumer:     "drop",
 		ShutdownTimeout:  10 * time.Second,
 		LeaseTTL:         30 * time.Second,
+		Staleness:        5 * time.Second,
+		OnRedisLoss:      "refuse",
 	}
 }
 
@@ -69,6 +73,8 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.Redis, "redis", c.Redis, "cluster mode: Redis address(es), host:port[,host:port…] (several = Redis Cluster); needs a postgres:// --store")
 	fs.StringVar(&c.NodeID, "node-id", c.NodeID, "cluster mode: this node's ID (default: host name plus random suffix)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "cluster mode: how long a node's connection leases and registry entry outlive its last heartbeat")
+	fs.DurationVar(&c.Staleness, "revocation-staleness", c.Staleness, "cluster mode: once Redis has been unreachable this long the node can no longer hear revocations and refuses new connections (1013)")
+	fs.StringVar(&c.OnRedisLoss, "on-redis-loss", c.OnRedisLoss, "cluster mode, past --revocation-staleness: refuse (new connections only) or close (also close existing ones with 1013)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
@@ -183,6 +189,8 @@ func (c *Config) Validate() error {
 	check(c.DataDir != "", "--data-dir must not be empty")
 	check(c.Redis == "" || isPostgresURL(c.Store), "--redis runs a cluster node, which needs the shared store: set --store postgres://… (the embedded SQLite store is single-node)")
 	check(c.LeaseTTL >= time.Second, "--lease-ttl must be at least 1s")
+	check(c.Staleness >= 100*time.Millisecond, "--revocation-staleness must be at least 100ms")
+	check(c.OnRedisLoss == "refuse" || c.OnRedisLoss == "close", "--on-redis-loss %q: want refuse or close", c.OnRedisLoss)
 	for _, a := range redisAddrs(c.Redis) {
 		_, _, err := net.SplitHostPort(a)
 		check(err == nil, "--redis %q: want host:port", a)

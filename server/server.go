@@ -104,6 +104,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("joining the cluster through Redis %s: %w", cfg.Redis, err)
 		}
 		bcfg.Watcher, bcfg.Limiter, bcfg.Router = n.cluster.rights, n.cluster.leases, n.cluster.routes
+		bcfg.Available = n.cluster.available
 	}
 	n.broker, err = broker.New(bcfg)
 	if err != nil {
