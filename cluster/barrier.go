@@ -1,0 +1,278 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Revocation barrier channels: one broadcast channel every node listens
+// on, and one acknowledgement channel per node. Plain (not sharded) pub/sub:
+// on a Redis Cluster a PUBLISH reaches subscribers on every master, and
+// admin changes are rare enough that the broadcast costs nothing.
+const (
+	barrierChannel    = "gc:rev"
+	barrierAckPrefix  = "gc:revack:"
+	barrierMaxTokens  = 100000
+	barrierMsgVersion = "r1"
+)
+
+// Barrier makes a rights change wait until every live node has applied it.
+// Enforce broadcasts the changed token IDs; every other node applies them
+// (re-reads them from the store of record and enforces the result on its
+// sessions) and acknowledges; Enforce returns when all expected nodes have
+// acknowledged, or when ctx ends with the list of nodes that have not.
+//
+// Apply runs on a goroutine of Barrier's, one change at a time, never on
+// the Redis reading goroutine. Enforce may be called from any goroutine.
+type Barrier struct {
+	c   rueidis.Client
+	cfg BarrierConfig
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	work   chan revocation
+
+	mu    sync.Mutex
+	waits map[string]map[string]bool // barrier ID -> nodes not yet acknowledged
+	sig   chan struct{}              // closed and replaced on every acknowledgement
+}
+
+// BarrierConfig configures a Barrier.
+type BarrierConfig struct {
+	Client rueidis.Client // not closed by Close
+	NodeID string
+	// Apply enforces a change made on another node. Required.
+	Apply  func(ctx context.Context, ids []int64) error
+	Logger *slog.Logger
+}
+
+// revocation is one broadcast change.
+type revocation struct {
+	from, id string
+	tokens   []int64
+}
+
+// OpenBarrier subscribes this node to the barrier channels and returns once
+// both subscriptions are confirmed by Redis.
+func OpenBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
+	if cfg.Client == nil || cfg.NodeID == "" || cfg.Apply == nil {
+		return nil, errors.New("cluster: OpenBarrier: Client, NodeID and Apply are required")
+	}
+	if strings.ContainsAny(cfg.NodeID, "| ") {
+		return nil, fmt.Errorf("cluster: OpenBarrier: node ID %q must not contain '|' or spaces", cfg.NodeID)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Barrier{c: cfg.Client, cfg: cfg, work: make(chan revocation, 1024),
+		waits: map[string]map[string]bool{}, sig: make(chan struct{})}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	ready := make(chan struct{}, 4)
+	b.wg.Add(3)
+	go b.receive(barrierChannel, b.onRevocation, ready)
+	go b.receive(barrierAckPrefix+cfg.NodeID, b.onAck, ready)
+	go b.applyLoop()
+	for range 2 {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			b.Close()
+			return nil, fmt.Errorf("cluster: OpenBarrier: subscribing: %w", ctx.Err())
+		}
+	}
+	return b, nil
+}
+
+func (b *Barrier) receive(ch string, onMsg func(string), ready chan<- struct{}) {
+	defer b.wg.Done()
+	hctx := rueidis.WithOnSubscriptionHook(b.ctx, func(s rueidis.PubSubSubscription) {
+		if s.Kind == "subscribe" && s.Channel == ch {
+			select {
+			case ready <- struct{}{}:
+			default:
+			}
+		}
+	})
+	backoff := 50 * time.Millisecond
+	for {
+		err := b.c.Receive(hctx, b.c.B().Subscribe().Channel(ch).Build(), func(m rueidis.PubSubMessage) { onMsg(m.Message) })
+		if b.ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
+			return
+		}
+		if err != nil {
+			b.cfg.Logger.Warn("barrier subscription lost; resubscribing", "channel", ch, "err", err)
+		}
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// encodeRevocation: "r1|<from>|<barrier id>|<id>,<id>,…".
+func encodeRevocation(from, id string, tokens []int64) string {
+	var sb strings.Builder
+	sb.WriteString(barrierMsgVersion + "|" + from + "|" + id + "|")
+	for i, t := range tokens {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(strconv.FormatInt(t, 10))
+	}
+	return sb.String()
+}
+
+// parseRevocation decodes a broadcast; anything malformed is an error.
+func parseRevocation(s string) (revocation, error) {
+	parts := strings.SplitN(s, "|", 4)
+	if len(parts) != 4 || parts[0] != barrierMsgVersion || parts[1] == "" || parts[2] == "" || parts[3] == "" {
+		return revocation{}, errors.New("malformed revocation")
+	}
+	ids := strings.Split(parts[3], ",")
+	if len(ids) > barrierMaxTokens {
+		return revocation{}, errors.New("too many tokens in one revocation")
+	}
+	r := revocation{from: parts[1], id: parts[2], tokens: make([]int64, 0, len(ids))}
+	for _, p := range ids {
+		v, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || v <= 0 {
+			return revocation{}, errors.New("malformed token ID in revocation")
+		}
+		r.tokens = append(r.tokens, v)
+	}
+	return r, nil
+}
+
+func (b *Barrier) onRevocation(s string) {
+	r, err := parseRevocation(s)
+	if err != nil {
+		b.cfg.Logger.Warn("dropping a malformed revocation broadcast", "err", err)
+		return
+	}
+	if r.from == b.cfg.NodeID {
+		return // the sender enforced it before broadcasting
+	}
+	select {
+	case b.work <- r:
+	default:
+		// Never block Redis' reader: apply on a goroutine of its own.
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); b.apply(r) }()
+	}
+}
+
+func (b *Barrier) applyLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case r := <-b.work:
+			b.apply(r)
+		}
+	}
+}
+
+// apply enforces r and acknowledges it; a change that failed to apply is
+// not acknowledged, so its sender reports this node as unconfirmed.
+func (b *Barrier) apply(r revocation) {
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := b.cfg.Apply(ctx, r.tokens); err != nil {
+		b.cfg.Logger.Error("applying a rights change from another node failed", "from", r.from, "err", err)
+		return
+	}
+	ack := r.id + "|" + b.cfg.NodeID
+	if err := b.c.Do(ctx, b.c.B().Publish().Channel(barrierAckPrefix+r.from).Message(ack).Build()).Error(); err != nil {
+		b.cfg.Logger.Warn("acknowledging a rights change failed", "from", r.from, "err", err)
+	}
+}
+
+func (b *Barrier) onAck(s string) {
+	id, node, ok := strings.Cut(s, "|")
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	if pending := b.waits[id]; pending != nil && pending[node] {
+		delete(pending, node)
+		close(b.sig)
+		b.sig = make(chan struct{})
+	}
+	b.mu.Unlock()
+}
+
+// Enforce broadcasts that the rights of tokens changed and waits until
+// every node in expect (this node excluded) has applied the change. It
+// returns the nodes that had not when ctx ended, sorted; nil when all did.
+// The caller must have enforced the change locally already.
+func (b *Barrier) Enforce(ctx context.Context, tokens []int64, expect []string) ([]string, error) {
+	if len(tokens) == 0 {
+		return nil, nil
+	}
+	var raw [12]byte
+	_, _ = rand.Read(raw[:])
+	id := hex.EncodeToString(raw[:])
+	pending := map[string]bool{}
+	for _, n := range expect {
+		if n != b.cfg.NodeID {
+			pending[n] = true
+		}
+	}
+	b.mu.Lock()
+	b.waits[id] = pending
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.waits, id)
+		b.mu.Unlock()
+	}()
+	msg := encodeRevocation(b.cfg.NodeID, id, tokens)
+	if err := b.c.Do(ctx, b.c.B().Publish().Channel(barrierChannel).Message(msg).Build()).Error(); err != nil {
+		return b.left(id), fmt.Errorf("cluster: broadcasting a rights change: %w", err)
+	}
+	for {
+		b.mu.Lock()
+		n, sig := len(pending), b.sig
+		b.mu.Unlock()
+		if n == 0 {
+			return nil, nil
+		}
+		select {
+		case <-sig:
+		case <-ctx.Done():
+			return b.left(id), nil
+		}
+	}
+}
+
+func (b *Barrier) left(id string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for n := range b.waits[id] {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Close stops listening and waits for changes being applied.
+func (b *Barrier) Close() {
+	b.cancel()
+	b.wg.Wait()
+}
