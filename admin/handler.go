@@ -31,6 +31,15 @@ type Enforcer interface {
 	Kick(id uint64) bool                               // close with 4005; false if unknown
 }
 
+// PendingError is what an Enforcer returns when a change is enforced on
+// this node but some cluster nodes did not confirm it within the wait; the
+// API answers 202 with those nodes.
+type PendingError struct{ Nodes []string }
+
+func (e *PendingError) Error() string {
+	return "not confirmed by nodes " + strings.Join(e.Nodes, ", ")
+}
+
 // Config is what the admin handler serves.
 type Config struct {
 	Store    acl.Store // required
@@ -632,6 +641,17 @@ func (h *handler) enforce(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 	audit(r, "refreshed_tokens", joinIDs(ids))
 	if err := h.enf.RefreshTokens(ctx, ids...); err != nil {
+		var pending *PendingError
+		if errors.As(err, &pending) {
+			h.log.Warn("rights change not confirmed by every node in time",
+				"route", r.Pattern, "token_ids", joinIDs(ids), "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
+			writeJSON(w, http.StatusAccepted, map[string]any{
+				"status":            "pending",
+				"unconfirmed_nodes": pending.Nodes,
+				"message":           "the change is saved and enforced on this node and every node that confirmed; these nodes had not confirmed it when the wait ended",
+			})
+			return false
+		}
 		h.log.Error("enforcing an admin change on live sessions failed",
 			"route", r.Pattern, "token_ids", joinIDs(ids), "err", err)
 		writeError(w, &apiError{500, codeEnforcementFailed,

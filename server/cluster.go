@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/cluster"
 )
@@ -28,6 +29,8 @@ type clusterNode struct {
 	leases   *cluster.Leases
 	registry *cluster.Registry
 	routes   *cluster.Routes
+	barrier  *cluster.Barrier
+	wait     time.Duration // --revocation-wait
 	ttl      time.Duration
 	started  time.Time
 
@@ -93,7 +96,7 @@ func (c *clusterNode) probe() {
 
 func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 	c := &clusterNode{id: cfg.NodeID, log: log, ttl: cfg.LeaseTTL, started: time.Now().UTC(),
-		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close",
+		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close", wait: cfg.RevocationWait,
 		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}),
 		probeDone: make(chan struct{})}
 	c.lastOK.Store(time.Now().UnixNano())
@@ -128,6 +131,22 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 		Logger:  log,
 	})
 	if err != nil {
+		c.rights.Close()
+		return nil, err
+	}
+	c.barrier, err = cluster.OpenBarrier(ctx, cluster.BarrierConfig{
+		Client: client,
+		NodeID: c.id,
+		Apply: func(ctx context.Context, ids []int64) error {
+			if b := c.currentBroker(); b != nil {
+				return b.RefreshTokens(ctx, ids...)
+			}
+			return nil // no broker yet: nothing cached, nothing to enforce
+		},
+		Logger: log,
+	})
+	if err != nil {
+		c.routes.Close()
 		c.rights.Close()
 		return nil, err
 	}
@@ -267,20 +286,44 @@ func (c *clusterNode) close() {
 	if err := c.registry.Leave(ctx, c.id); err != nil {
 		c.log.Warn("leaving the node registry failed", "err", err)
 	}
+	c.barrier.Close()
 	c.routes.Close()
 	c.rights.Close()
 }
 
 // clusterEnforcer is the admin API's view of a cluster node: a rights
-// change is announced to every node, then enforced here before the call
-// returns.
+// change is enforced here, announced on the rights bus (tracking
+// invalidation: heard by nodes caching the token, and by any node after it
+// reconnects), then broadcast through the revocation barrier, which waits
+// up to --revocation-wait for every live node to confirm it has applied it.
 type clusterEnforcer struct {
 	*broker.Broker
-	rights *cluster.Rights
+	node *clusterNode
 }
 
 func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error {
-	announce := e.rights.Changed(ctx, ids...)
-	local := e.Broker.RefreshTokens(ctx, ids...)
-	return errors.Join(announce, local)
+	if err := e.Broker.RefreshTokens(ctx, ids...); err != nil {
+		return err
+	}
+	if err := e.node.rights.Changed(ctx, ids...); err != nil {
+		return err
+	}
+	nodes, err := e.node.registry.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	expect := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		expect = append(expect, n.ID)
+	}
+	wctx, cancel := context.WithTimeout(ctx, e.node.wait)
+	defer cancel()
+	left, err := e.node.barrier.Enforce(wctx, ids, expect)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return &admin.PendingError{Nodes: left}
+	}
+	return nil
 }

@@ -1,18 +1,22 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
+	"github.com/gatecast/gatecast/cluster"
 	"github.com/gatecast/gatecast/internal/testserver"
 )
 
 // startCluster runs three real nodes sharing one real Postgres and one
 // real Redis, each with its own listeners, as three processes would.
-func startCluster(t *testing.T) []*testNode {
+func startCluster(t *testing.T) ([]*testNode, string) {
 	t.Helper()
 	dsn := testserver.PostgresDB(t)
 	redis := testserver.Redis(t)
@@ -21,13 +25,14 @@ func startCluster(t *testing.T) []*testNode {
 		nodes = append(nodes, startNode(t, func(c *Config) {
 			c.Store, c.Redis, c.NodeID = dsn, redis, id
 			c.AdminKey = "cluster-test-admin-key"
+			c.RevocationWait = 500 * time.Millisecond
 		}))
 	}
-	return nodes
+	return nodes, redis
 }
 
 func TestClusterEndToEnd(t *testing.T) {
-	nodes := startCluster(t)
+	nodes, redisAddr := startCluster(t)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 
 	t.Run("nodes", func(t *testing.T) {
@@ -86,9 +91,38 @@ func TestClusterEndToEnd(t *testing.T) {
 		onC := c.dialOK(t, victim.Token, "sensors/#")
 		onB := b.dialOK(t, victim.Token, "sensors/#")
 		a.mustAPI("PATCH", "/api/v1/tokens/"+itoa(victim.ID), map[string]any{"disabled": true}, nil)
+		// The barrier: when the call returns, B and C have already enforced it.
+		if n := len(c.Broker().Connections(victim.ID)) + len(b.Broker().Connections(victim.ID)); n != 0 {
+			t.Fatalf("%d sessions of the disabled token still live on B and C after the call returned", n)
+		}
 		onC.expectClose(4002)
 		onB.expectClose(4002)
 		c.dial(t, victim.Token, "sensors/#").expectClose(4003)
+	})
+
+	t.Run("a node that does not confirm makes the call answer 202", func(t *testing.T) {
+		client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		ghost := cluster.NewRegistry(client, time.Minute)
+		if err := ghost.Heartbeat(context.Background(), cluster.NodeInfo{ID: "node-ghost"}); err != nil {
+			t.Fatal(err)
+		}
+		defer ghost.Leave(context.Background(), "node-ghost")
+		tok := a.createToken("pending", 0)
+		a.grant(tok, sensors, "read")
+		var out struct {
+			Status      string   `json:"status"`
+			Unconfirmed []string `json:"unconfirmed_nodes"`
+		}
+		if code := a.api("DELETE", "/api/v1/tokens/"+itoa(tok.ID), nil, &out); code != 202 {
+			t.Fatalf("status %d, want 202", code)
+		}
+		if out.Status != "pending" || len(out.Unconfirmed) != 1 || out.Unconfirmed[0] != "node-ghost" {
+			t.Fatalf("answer %+v", out)
+		}
 	})
 
 	t.Run("downgrade through B refuses the next publish on C", func(t *testing.T) {

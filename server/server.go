@@ -145,7 +145,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	var nodes func(context.Context) (any, error)
 	nodeID := cfg.NodeID
 	if n.cluster != nil {
-		enforcer = clusterEnforcer{Broker: n.broker, rights: n.cluster.rights}
+		enforcer = clusterEnforcer{Broker: n.broker, node: n.cluster}
 		nodes, nodeID = n.cluster.nodes, n.cluster.id
 		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.AdminAddr()}); err != nil {
 			return nil, fmt.Errorf("cluster heartbeat: %w", err)
