@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,7 +69,7 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var o Options
 	fs := flag.NewFlagSet("gatecast loadtest "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/brocker/", "broker WebSocket URL")
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/brocker/", "broker WebSocket URL; several comma-separated (cluster nodes): connections are spread over them, the fanout publisher / fanin subscriber uses the first")
 	fs.StringVar(&o.AdminURL, "admin-url", "http://127.0.0.1:8081", "broker admin URL (to create tokens and read /metrics)")
 	fs.StringVar(&o.AdminKey, "admin-key", os.Getenv("GATECAST_ADMIN_KEY"), "admin key (env GATECAST_ADMIN_KEY)")
 	fs.IntVar(&o.Conns, "conns", 1000, "connections (idle, revoke), subscribers (fanout) or publishers (fanin)")
@@ -124,7 +125,7 @@ func dialMany(ctx context.Context, o Options, n int, secret string, tags func(i 
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			c, err := Dial(ctx, o.URL, secret, tags(i))
+			c, err := Dial(ctx, o.url(i), secret, tags(i))
 			if err != nil {
 				mu.Lock()
 				if firstErr == nil {
@@ -142,6 +143,14 @@ func dialMany(ctx context.Context, o Options, n int, secret string, tags func(i 
 		return nil, firstErr
 	}
 	return conns, nil
+}
+
+// url is the broker URL of connection i: --url may list several nodes of
+// a cluster (comma-separated); connections are spread over them in turn,
+// and the single publisher (fanout) or subscriber (fanin) uses the first.
+func (o Options) url(i int) string {
+	urls := strings.Split(o.URL, ",")
+	return strings.TrimSpace(urls[i%len(urls)])
 }
 
 func closeAll(conns []net.Conn) {
@@ -357,7 +366,7 @@ func FanOut(ctx context.Context, o Options) (Report, error) {
 		return Report{}, err
 	}
 	defer closeAll(subs)
-	pub, err := Dial(ctx, o.URL, tok.Secret, []string{"lt/fanout/publisher"})
+	pub, err := Dial(ctx, o.url(0), tok.Secret, []string{"lt/fanout/publisher"})
 	if err != nil {
 		return Report{}, err
 	}
@@ -373,7 +382,7 @@ func FanIn(ctx context.Context, o Options) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	sub, err := Dial(ctx, o.URL, tok.Secret, []string{"lt/fanin/+"})
+	sub, err := Dial(ctx, o.url(0), tok.Secret, []string{"lt/fanin/+"})
 	if err != nil {
 		return Report{}, err
 	}
