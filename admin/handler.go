@@ -700,7 +700,11 @@ func (h *handler) storeError(w http.ResponseWriter, r *http.Request, err error, 
 		// The caller went away; nobody reads this answer.
 		writeError(w, &apiError{503, codeUnavailable, "request canceled"})
 	default:
-		h.fault(w, r, "store", err)
+		// Anything else is the store failing to answer (down, timing out,
+		// out of connections): the data plane keeps serving from cached
+		// grants, the caller retries later.
+		h.log.Error("admin request failed: store unavailable", "method", r.Method, "route", r.Pattern, "err", err)
+		writeError(w, &apiError{503, codeUnavailable, "the store of record is unavailable; retry later"})
 	}
 }
 

@@ -555,7 +555,7 @@ func TestRefreshFailure(t *testing.T) {
 	}
 }
 
-// A failing store is a 500 without its error text.
+// A failing store is a 503 (retry later) without its error text.
 func TestStoreFault(t *testing.T) {
 	f := newFixture(t)
 	f.store.Close()
@@ -563,7 +563,7 @@ func TestStoreFault(t *testing.T) {
 		{"GET", "/api/v1/tokens", ""}, {"POST", "/api/v1/tokens", `{"name":"x"}`},
 		{"GET", "/api/v1/tags", ""}, {"POST", "/api/v1/tags", `{"pattern":"x"}`},
 	} {
-		msg := f.mustError(500, "internal", rq[0], rq[1], rq[2])
+		msg := f.mustError(503, "unavailable", rq[0], rq[1], rq[2])
 		if strings.Contains(msg, "sql") || strings.Contains(msg, "closed") {
 			t.Fatalf("%s %s leaks %q", rq[0], rq[1], msg)
 		}
