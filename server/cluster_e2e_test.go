@@ -1,10 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,4 +227,93 @@ func TestClusterRedisLoss(t *testing.T) {
 		return cl.next(5 * time.Second).pong
 	})
 	keepOnB.expectOpen()
+}
+
+// startNodeProcess runs a node as a separate process (this test binary
+// re-executed) and returns its WebSocket and admin addresses. The process
+// dies with the test (Pdeathsig) and is killed at cleanup.
+func startNodeProcess(t *testing.T, env ...string) (*exec.Cmd, string, string) {
+	t.Helper()
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	wsAddr, adminAddr := free(), free()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "GATECAST_LISTEN="+wsAddr, "GATECAST_ADMIN_LISTEN="+adminAddr,
+		"GATECAST_DATA_DIR="+t.TempDir(), "GATECAST_LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, env...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &syncWriter{w: &logs}, &syncWriter{w: &logs}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("node process output:\n%s", logs.String())
+		}
+	})
+	eventually(t, "the node process serves", func() bool {
+		resp, err := http.Get("http://" + adminAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return cmd, wsAddr, adminAddr
+}
+
+// A node killed with SIGKILL: its leases expire within --lease-ttl and the
+// other node admits up to the limit again; it leaves the node list; the
+// surviving node keeps serving.
+func TestClusterNodeKilled(t *testing.T) {
+	dsn := testserver.PostgresDB(t)
+	redis := testserver.Redis(t)
+	const key = "cluster-test-admin-key"
+	a := startNode(t, func(c *Config) {
+		c.Store, c.Redis, c.NodeID, c.AdminKey = dsn, redis, "node-a", key
+		c.LeaseTTL = time.Second
+	})
+	victim, wsK, _ := startNodeProcess(t, "GATECAST_STORE="+dsn, "GATECAST_REDIS="+redis,
+		"GATECAST_NODE_ID=node-k", "GATECAST_ADMIN_KEY="+key, "GATECAST_LEASE_TTL=1s")
+	lim := a.createToken("limited", 2)
+	a.grant(lim, a.createTag("sensors/#"), "readwrite")
+	urlK := "ws://" + wsK + "/ws/brocker/"
+	for range 2 {
+		cl := a.dialHeaders(t, urlK, map[string]string{"Authorization": "Token " + lim.Token, "Tag": "sensors/#"})
+		cl.expectOpen()
+	}
+	a.dial(t, lim.Token, "sensors/#").expectClose(4004)
+	var nodes []map[string]any
+	a.mustAPI("GET", "/api/v1/nodes", nil, &nodes)
+	if len(nodes) != 2 {
+		t.Fatalf("nodes %v", nodes)
+	}
+
+	if err := victim.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	victim.Wait()
+	eventually(t, "the killed node's leases expire", func() bool {
+		cl := a.dial(t, lim.Token, "sensors/#")
+		if cl.ping() != nil {
+			return false
+		}
+		return cl.next(5 * time.Second).pong
+	})
+	a.dialOK(t, lim.Token, "sensors/#")
+	a.dial(t, lim.Token, "sensors/#").expectClose(4004)
+	eventually(t, "the killed node leaves the node list", func() bool {
+		var nodes []map[string]any
+		a.mustAPI("GET", "/api/v1/nodes", nil, &nodes)
+		return len(nodes) == 1 && nodes[0]["id"] == "node-a"
+	})
 }
