@@ -52,7 +52,11 @@ type Config struct {
 	// Nodes lists the cluster's live nodes for GET /api/v1/nodes (any
 	// JSON-encodable value); nil answers with this node alone.
 	Nodes  func(ctx context.Context) (any, error)
-	NodeID string       // this node's ID, for GET /api/v1/nodes without Nodes
+	NodeID string // this node's ID, for GET /api/v1/nodes without Nodes
+	// Peers, when set (cluster mode), lists the other nodes: GET and DELETE
+	// /api/v1/connections then cover the whole cluster, calling the peers'
+	// admin listeners with Key (every node must share the admin key).
+	Peers  func(ctx context.Context) ([]Peer, error)
 	Logger *slog.Logger // audit trail and server faults; nil discards
 }
 
@@ -68,6 +72,8 @@ type handler struct {
 	health  func() error
 	nodes   func(ctx context.Context) (any, error)
 	nodeID  string
+	peers   func(ctx context.Context) ([]Peer, error)
+	peerKey string
 	log     *slog.Logger
 	mux     *http.ServeMux
 
@@ -94,6 +100,8 @@ func NewHandler(cfg Config) http.Handler {
 		health:  cfg.Health,
 		nodes:   cfg.Nodes,
 		nodeID:  cfg.NodeID,
+		peers:   cfg.Peers,
+		peerKey: cfg.Key,
 		log:     cfg.Logger,
 		mux:     http.NewServeMux(),
 	}
@@ -565,6 +573,27 @@ func (h *handler) listConnections(w http.ResponseWriter, r *http.Request) {
 		}
 		tokenID = id
 	}
+	if h.peers != nil && !scopeLocal(r) {
+		all, unreachable, err := h.clusterConnections(r.Context(), tokenID)
+		if err != nil {
+			h.log.Error("listing cluster nodes failed", "err", err)
+			writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the cluster registry is unavailable"})
+			return
+		}
+		for i := range all {
+			if all[i].Subscriptions == nil {
+				all[i].Subscriptions = []string{}
+			}
+		}
+		if all == nil {
+			all = []clusterConnection{}
+		}
+		if len(unreachable) > 0 {
+			w.Header().Set("Gatecast-Unreachable-Nodes", strings.Join(unreachable, ","))
+		}
+		writeJSON(w, http.StatusOK, all)
+		return
+	}
 	conns := h.enf.Connections(tokenID)
 	out := make([]broker.ConnectionInfo, len(conns))
 	for i, c := range conns {
@@ -584,11 +613,76 @@ func (h *handler) kickConnection(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "connection_id", id)
-	if !h.enf.Kick(id) {
+	node := r.URL.Query().Get("node")
+	// Single node, a peer's forwarded call, or this node named: local only.
+	// Cluster mode without ?node=: the one node holding that ID (IDs are
+	// per node; two holders answer 409 rather than guess).
+	if h.peers == nil || scopeLocal(r) || node == h.nodeID {
+		if !h.enf.Kick(id) {
+			writeError(w, &apiError{404, codeNotFound, fmt.Sprintf("connection %d not found", id)})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	// Cluster mode, not here: find the node holding it (IDs are per node).
+	var target *Peer
+	peers, err := h.peers(r.Context())
+	if err != nil {
+		writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the cluster registry is unavailable"})
+		return
+	}
+	if node != "" {
+		for i := range peers {
+			if peers[i].ID == node {
+				target = &peers[i]
+			}
+		}
+	} else {
+		all, _, err := h.clusterConnections(r.Context(), 0)
+		if err != nil {
+			writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the cluster registry is unavailable"})
+			return
+		}
+		var holders []string
+		for _, c := range all {
+			if c.ID == id {
+				holders = append(holders, c.Node)
+			}
+		}
+		if len(holders) > 1 {
+			writeError(w, &apiError{409, codeConflict, fmt.Sprintf("connection %d exists on nodes %s; add ?node=", id, strings.Join(holders, ", "))})
+			return
+		}
+		if len(holders) == 1 && holders[0] == h.nodeID {
+			if !h.enf.Kick(id) {
+				writeError(w, &apiError{404, codeNotFound, fmt.Sprintf("connection %d not found", id)})
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		for i := range peers {
+			if len(holders) == 1 && peers[i].ID == holders[0] {
+				target = &peers[i]
+			}
+		}
+	}
+	if target == nil {
 		writeError(w, &apiError{404, codeNotFound, fmt.Sprintf("connection %d not found", id)})
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	err = h.peerCall(r.Context(), *target, http.MethodDelete, "/api/v1/connections/"+raw+"?scope=local", nil)
+	var st *peerStatus
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case errors.As(err, &st) && st.code == 404:
+		writeError(w, &apiError{404, codeNotFound, fmt.Sprintf("connection %d not found", id)})
+	default:
+		h.log.Warn("kicking a connection on a peer failed", "node", target.ID, "err", err)
+		writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the node holding the connection did not answer"})
+	}
 }
 
 // ---- probes ----

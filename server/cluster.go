@@ -256,6 +256,22 @@ func (c *clusterNode) heartbeat(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// peers lists the live nodes' admin addresses, for cluster-wide
+// connection listing and kicks.
+func (c *clusterNode) peers(ctx context.Context) ([]admin.Peer, error) {
+	nodes, err := c.registry.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.Peer, 0, len(nodes))
+	for _, n := range nodes {
+		if n.AdminAddr != "" {
+			out = append(out, admin.Peer{ID: n.ID, AdminAddr: n.AdminAddr})
+		}
+	}
+	return out, nil
+}
+
 // nodes lists the live nodes for the admin API.
 func (c *clusterNode) nodes(ctx context.Context) (any, error) {
 	return c.registry.Nodes(ctx)

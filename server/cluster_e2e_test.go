@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/cluster"
 	"github.com/gatecast/gatecast/internal/testserver"
 )
@@ -127,6 +129,56 @@ func TestClusterEndToEnd(t *testing.T) {
 		}
 		if out.Status != "pending" || len(out.Unconfirmed) != 1 || out.Unconfirmed[0] != "node-ghost" {
 			t.Fatalf("answer %+v", out)
+		}
+	})
+
+	t.Run("connections listed and kicked across the cluster", func(t *testing.T) {
+		tok := a.createToken("listed", 0)
+		a.grant(tok, sensors, "read")
+		onC := c.dialOK(t, tok.Token, "sensors/room7/#")
+		onA := a.dialOK(t, tok.Token, "sensors/#")
+		var conns []struct {
+			ID   uint64   `json:"id"`
+			Node string   `json:"node"`
+			Subs []string `json:"subscriptions"`
+		}
+		b.mustAPI("GET", "/api/v1/connections?token_id="+itoa(tok.ID), nil, &conns)
+		if len(conns) != 2 {
+			t.Fatalf("listed %+v, want the sessions on A and C", conns)
+		}
+		var onCID uint64
+		for _, cn := range conns {
+			if cn.Node == "node-c" && len(cn.Subs) == 1 && cn.Subs[0] == "sensors/room7/#" {
+				onCID = cn.ID
+			}
+		}
+		if onCID == 0 {
+			t.Fatalf("the session on C is not listed with its node: %+v", conns)
+		}
+		a.mustAPI("DELETE", "/api/v1/connections/"+strconv.FormatUint(onCID, 10)+"?node=node-c", nil, nil)
+		onC.expectClose(4005)
+		onA.expectOpen()
+		// Without ?node=: resolved to the one node holding the ID, or 409.
+		var onAID uint64
+		for _, cn := range conns {
+			if cn.Node == "node-a" {
+				onAID = cn.ID
+			}
+		}
+		path := "/api/v1/connections/" + strconv.FormatUint(onAID, 10)
+		var holders int
+		for _, n := range []*testNode{a, b, c} {
+			holders += len(filterID(n.Broker().Connections(0), onAID))
+		}
+		want := 204
+		if holders > 1 {
+			want = 409
+		}
+		if code := b.api("DELETE", path, nil, nil); code != want {
+			t.Fatalf("DELETE %s without node: %d, want %d (%d holders)", path, code, want, holders)
+		}
+		if want == 204 {
+			onA.expectClose(4005)
 		}
 	})
 
@@ -316,4 +368,14 @@ func TestClusterNodeKilled(t *testing.T) {
 		a.mustAPI("GET", "/api/v1/nodes", nil, &nodes)
 		return len(nodes) == 1 && nodes[0]["id"] == "node-a"
 	})
+}
+
+func filterID(conns []broker.ConnectionInfo, id uint64) []broker.ConnectionInfo {
+	var out []broker.ConnectionInfo
+	for _, c := range conns {
+		if c.ID == id {
+			out = append(out, c)
+		}
+	}
+	return out
 }

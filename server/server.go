@@ -143,10 +143,11 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	var enforcer admin.Enforcer = n.broker
 	var nodes func(context.Context) (any, error)
+	var peers func(context.Context) ([]admin.Peer, error)
 	nodeID := cfg.NodeID
 	if n.cluster != nil {
 		enforcer = clusterEnforcer{Broker: n.broker, node: n.cluster}
-		nodes, nodeID = n.cluster.nodes, n.cluster.id
+		nodes, nodeID, peers = n.cluster.nodes, n.cluster.id, n.cluster.peers
 		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.AdminAddr()}); err != nil {
 			return nil, fmt.Errorf("cluster heartbeat: %w", err)
 		}
@@ -157,6 +158,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			Enforcer: enforcer,
 			Nodes:    nodes,
 			NodeID:   nodeID,
+			Peers:    peers,
 			Key:      n.adminKey,
 			Metrics:  promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
 			Health:   n.health,
