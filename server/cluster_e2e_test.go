@@ -22,11 +22,16 @@ import (
 )
 
 // startCluster runs three real nodes sharing one real Postgres and one
-// real Redis, each with its own listeners, as three processes would.
-func startCluster(t *testing.T) ([]*testNode, string) {
+// real Redis — standalone, or a 3-master Redis Cluster — each with its own
+// listeners, as three processes would. It returns the Redis addresses.
+func startCluster(t *testing.T, redisCluster bool) ([]*testNode, []string) {
 	t.Helper()
 	dsn := testserver.PostgresDB(t)
-	redis := testserver.Redis(t)
+	addrs := []string{testserver.Redis(t)}
+	if redisCluster {
+		addrs = testserver.RedisCluster(t, 3)
+	}
+	redis := strings.Join(addrs, ",")
 	var nodes []*testNode
 	for _, id := range []string{"node-a", "node-b", "node-c"} {
 		nodes = append(nodes, startNode(t, func(c *Config) {
@@ -35,11 +40,21 @@ func startCluster(t *testing.T) ([]*testNode, string) {
 			c.RevocationWait = 500 * time.Millisecond
 		}))
 	}
-	return nodes, redis
+	return nodes, addrs
 }
 
 func TestClusterEndToEnd(t *testing.T) {
-	nodes, redisAddr := startCluster(t)
+	t.Run("standalone Redis", func(t *testing.T) { testClusterEndToEnd(t, false) })
+	t.Run("Redis Cluster", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("Redis Cluster skipped in -short")
+		}
+		testClusterEndToEnd(t, true)
+	})
+}
+
+func testClusterEndToEnd(t *testing.T, redisCluster bool) {
+	nodes, redisAddrs := startCluster(t, redisCluster)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 
 	t.Run("nodes", func(t *testing.T) {
@@ -108,7 +123,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	})
 
 	t.Run("a node that does not confirm makes the call answer 202", func(t *testing.T) {
-		client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
+		client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: redisAddrs, DisableCache: true})
 		if err != nil {
 			t.Fatal(err)
 		}
