@@ -23,16 +23,17 @@ import (
 // attach before any callback can reach it: Rights and Routes only call back
 // for tokens watched and routes added by that broker.
 type clusterNode struct {
-	id       string
-	log      *slog.Logger
-	rights   *cluster.Rights
-	leases   *cluster.Leases
-	registry *cluster.Registry
-	routes   *cluster.Routes
-	barrier  *cluster.Barrier
-	wait     time.Duration // --revocation-wait
-	ttl      time.Duration
-	started  time.Time
+	id        string
+	log       *slog.Logger
+	rights    *cluster.Rights
+	leases    *cluster.Leases
+	registry  *cluster.Registry
+	routes    *cluster.Routes
+	barrier   *cluster.Barrier
+	wait      time.Duration // --revocation-wait
+	reconcile time.Duration // --reconcile-interval
+	ttl       time.Duration
+	started   time.Time
 
 	// Redis link health: lastOK is when Redis last answered (unix ns).
 	// Past staleness without an answer the node can no longer hear
@@ -96,7 +97,7 @@ func (c *clusterNode) probe() {
 
 func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 	c := &clusterNode{id: cfg.NodeID, log: log, ttl: cfg.LeaseTTL, started: time.Now().UTC(),
-		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close", wait: cfg.RevocationWait,
+		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close", wait: cfg.RevocationWait, reconcile: cfg.Reconcile,
 		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}),
 		probeDone: make(chan struct{})}
 	c.lastOK.Store(time.Now().UnixNano())
@@ -206,6 +207,12 @@ func (c *clusterNode) loop() {
 	defer close(c.done)
 	t := time.NewTicker(c.ttl / 3)
 	defer t.Stop()
+	// The reconciler: rights live only in the store of record and Redis
+	// carries change signals; if a signal was lost without the link
+	// dropping (which already triggers a re-validation), re-reading every
+	// cached token on a timer bounds how long a stale right can survive.
+	r := time.NewTicker(c.reconcile)
+	defer r.Stop()
 	for {
 		select {
 		case <-c.stop:
@@ -216,6 +223,8 @@ func (c *clusterNode) loop() {
 				c.log.Warn("cluster heartbeat failed", "err", err)
 			}
 			cancel()
+		case <-r.C:
+			c.onReset()
 		}
 	}
 }

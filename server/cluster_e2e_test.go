@@ -16,6 +16,8 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/postgres"
 	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/cluster"
 	"github.com/gatecast/gatecast/internal/testserver"
@@ -394,3 +396,29 @@ func filterID(conns []broker.ConnectionInfo, id uint64) []broker.ConnectionInfo 
 	}
 	return out
 }
+
+// A change whose signal never reached Redis (written straight into the
+// store, as if the announcement was lost) is enforced by the periodic
+// reconciler.
+func TestClusterReconcilerEnforcesLostChange(t *testing.T) {
+	dsn := testserver.PostgresDB(t)
+	redis := testserver.Redis(t)
+	n := startNode(t, func(c *Config) {
+		c.Store, c.Redis, c.NodeID, c.AdminKey = dsn, redis, "node-r", "cluster-test-admin-key"
+		c.Reconcile = time.Second
+	})
+	tok := n.createToken("quiet", 0)
+	n.grant(tok, n.createTag("sensors/#"), "read")
+	cl := n.dialOK(t, tok.Token, "sensors/#")
+	st, err := postgres.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.UpdateToken(context.Background(), tok.ID, acl.TokenUpdate{Disabled: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	cl.expectClose(4002) // within about one --reconcile-interval
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -26,6 +26,7 @@ type Config struct {
 	Staleness        time.Duration
 	OnRedisLoss      string
 	RevocationWait   time.Duration
+	Reconcile        time.Duration
 	Listen           string
 	AdminListen      string
 	AdminKey         string
@@ -65,6 +66,7 @@ func Defaults() Config {
 		Staleness:        5 * time.Second,
 		OnRedisLoss:      "refuse",
 		RevocationWait:   2 * time.Second,
+		Reconcile:        5 * time.Minute,
 	}
 }
 
@@ -78,6 +80,7 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Staleness, "revocation-staleness", c.Staleness, "cluster mode: once Redis has been unreachable this long the node can no longer hear revocations and refuses new connections (1013)")
 	fs.StringVar(&c.OnRedisLoss, "on-redis-loss", c.OnRedisLoss, "cluster mode, past --revocation-staleness: refuse (new connections only) or close (also close existing ones with 1013)")
 	fs.DurationVar(&c.RevocationWait, "revocation-wait", c.RevocationWait, "cluster mode: how long an admin rights change waits for every node to confirm it before answering 202 with the nodes that have not")
+	fs.DurationVar(&c.Reconcile, "reconcile-interval", c.Reconcile, "cluster mode: how often every cached token is re-read from the store and enforced, in case a change signal was lost")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
@@ -193,6 +196,7 @@ func (c *Config) Validate() error {
 	check(c.Redis == "" || isPostgresURL(c.Store), "--redis runs a cluster node, which needs the shared store: set --store postgres://… (the embedded SQLite store is single-node)")
 	check(c.LeaseTTL >= time.Second, "--lease-ttl must be at least 1s")
 	check(c.RevocationWait > 0, "--revocation-wait must be positive")
+	check(c.Reconcile >= time.Second, "--reconcile-interval must be at least 1s")
 	check(c.Staleness >= 100*time.Millisecond, "--revocation-staleness must be at least 100ms")
 	check(c.OnRedisLoss == "refuse" || c.OnRedisLoss == "close", "--on-redis-loss %q: want refuse or close", c.OnRedisLoss)
 	for _, a := range redisAddrs(c.Redis) {
