@@ -30,6 +30,7 @@ type clusterNode struct {
 	registry  *cluster.Registry
 	routes    *cluster.Routes
 	barrier   *cluster.Barrier
+	metrics   *clusterMetrics
 	wait      time.Duration // --revocation-wait
 	reconcile time.Duration // --reconcile-interval
 	ttl       time.Duration
@@ -343,10 +344,12 @@ func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error 
 	}
 	wctx, cancel := context.WithTimeout(ctx, e.node.wait)
 	defer cancel()
+	start := time.Now()
 	left, err := e.node.barrier.Enforce(wctx, ids, expect)
 	if err != nil {
 		return err
 	}
+	e.node.metrics.observeBarrier(start, len(left) > 0)
 	if len(left) > 0 {
 		return &admin.PendingError{Nodes: left}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -199,6 +200,21 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 		}
 	})
 
+	t.Run("cluster metrics", func(t *testing.T) {
+		if v := metricValue(t, a, "gatecast_cluster_forwarded_total"); v < 1 {
+			t.Fatalf("forwarded %v", v)
+		}
+		if v := metricValue(t, b, "gatecast_cluster_received_total"); v < 1 {
+			t.Fatalf("received %v", v)
+		}
+		if v := metricValue(t, a, `gatecast_revocation_barrier_seconds_count{outcome="confirmed"}`); v < 1 {
+			t.Fatalf("barrier observations %v", v)
+		}
+		if v := metricValue(t, c, "gatecast_cluster_redis_up"); v != 1 {
+			t.Fatalf("redis_up %v", v)
+		}
+	})
+
 	t.Run("downgrade through B refuses the next publish on C", func(t *testing.T) {
 		w := a.createToken("downgraded", 0)
 		a.grant(w, sensors, "readwrite")
@@ -215,6 +231,28 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 		})
 		pubC.expectOpen() // still connected: its subscription is covered
 	})
+}
+
+// metricValue reads one unlabelled-or-labelled sample from a node's /metrics.
+func metricValue(t *testing.T, n *testNode, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no sample %s in /metrics", sample)
+	return 0
 }
 
 func TestRedisNeedsSharedStore(t *testing.T) {

@@ -105,6 +105,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 		bcfg.Watcher, bcfg.Limiter, bcfg.Router = n.cluster.rights, n.cluster.leases, n.cluster.routes
 		bcfg.Available = n.cluster.available
+		if err := n.cluster.registerMetrics(n.registry); err != nil {
+			return nil, err
+		}
 	}
 	n.broker, err = broker.New(bcfg)
 	if err != nil {
