@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,6 +26,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/gatecast/gatecast/internal/testserver"
 	"github.com/gatecast/gatecast/server"
 )
 
@@ -472,27 +472,10 @@ func (c *wsClient) drain(received *atomic.Int64) {
 const (
 	promReadyTimeout = 20 * time.Second
 	promStopGrace    = 10 * time.Second
-	aptLockWait      = 10 * time.Minute
-	aptLimit         = 8 * time.Minute
-)
-
-func inCI() bool {
-	switch os.Getenv("CI") {
-	case "", "0", "false", "FALSE", "False":
-		return false
-	}
-	return true
-}
-
-var (
-	installOnce sync.Once
-	installSkip string
-	installErr  error
 )
 
 // prometheusBinary finds Debian's prometheus, installing it when missing
-// and the test runs as root (serialised with internal/testserver's
-// installs through the same flock); otherwise it skips, or fails under CI.
+// and the test runs as root; otherwise it skips, or fails under CI.
 func prometheusBinary(t *testing.T) string {
 	t.Helper()
 	find := func() string {
@@ -504,81 +487,8 @@ func prometheusBinary(t *testing.T) string {
 		}
 		return ""
 	}
-	if p := find(); p != "" {
-		return p
-	}
-	installOnce.Do(func() { installSkip, installErr = installPrometheus(func() bool { return find() != "" }) })
-	if installSkip != "" {
-		if inCI() {
-			t.Fatalf("%s (CI is set, so this fails instead of skipping)", installSkip)
-		}
-		t.Skip(installSkip)
-	}
-	if installErr != nil {
-		t.Fatalf("installing prometheus: %v", installErr)
-	}
-	p := find()
-	if p == "" {
-		t.Fatal("prometheus still not found after installing the prometheus package")
-	}
-	return p
-}
-
-func installPrometheus(found func() bool) (skip string, err error) {
-	if os.Geteuid() != 0 {
-		return "prometheus not found and the test does not run as root: run `apt-get install prometheus`", nil
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return "prometheus not found and there is no apt-get: install Prometheus 2.x as /usr/bin/prometheus", nil
-	}
-	lockPath := filepath.Join(os.TempDir(), "gatecast-testserver-apt.lock")
-	lf, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return "", err
-	}
-	defer lf.Close()
-	deadline := time.Now().Add(aptLockWait)
-	for {
-		err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
-			return "", fmt.Errorf("lock %s: %w", lockPath, err)
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("waited %v for the apt lock %s", aptLockWait, lockPath)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
-	if found() {
-		return "", nil
-	}
-	install := []string{"install", "-y", "--no-install-recommends", "prometheus"}
-	if err := aptGet(install...); err == nil {
-		return "", nil
-	}
-	if err := aptGet("update"); err != nil {
-		return "", err
-	}
-	return "", aptGet(install...)
-}
-
-func aptGet(args ...string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), aptLimit)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "apt-get", args...)
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		s := strings.TrimSpace(string(out))
-		if len(s) > 2000 {
-			s = "…" + s[len(s)-2000:]
-		}
-		return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, s)
-	}
-	return nil
+	testserver.Ensure(t, "prometheus", "prometheus", func() bool { return find() != "" })
+	return find()
 }
 
 // promServer is one Prometheus this test started.

@@ -56,8 +56,16 @@ var (
 	installs   = map[string]*installState{}
 )
 
-// ensure makes find succeed, installing pkg with apt-get if needed and
-// possible; otherwise it skips (or fails, see unavailable) or fails the test.
+// Ensure makes find succeed, installing Debian package pkg with apt-get if
+// needed and possible (as root, serialized with every other test binary's
+// installs); otherwise it skips the test, or fails it when CI is set.
+// Tests that need a tool other than the servers of this package (e.g.
+// prometheus) use it too.
+func Ensure(tb testing.TB, pkg, what string, find func() bool) {
+	tb.Helper()
+	ensure(tb, pkg, what, find)
+}
+
 func ensure(tb testing.TB, pkg, what string, find func() bool) {
 	tb.Helper()
 	if find() {
