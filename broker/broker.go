@@ -316,13 +316,7 @@ func (b *Broker) route(s *Session) error {
 					b.log.Warn("removing a route failed", "err", rerr)
 				}
 			}
-			ts := s.token
-			ts.mu.Lock()
-			first := s.closeLocked(0, "", revokeNone)
-			ts.mu.Unlock()
-			if first {
-				s.unsubscribeAll() // routed is still false: no second removal
-			}
+			s.end(0, "", revokeNone) // routed is still false: no second removal
 			return err
 		}
 	}
@@ -485,12 +479,7 @@ func (b *Broker) CloseAll(code uint16, reason string) int {
 	b.sessions.each(func(s *Session) { all = append(all, s) })
 	n := 0
 	for _, s := range all {
-		ts := s.token
-		ts.mu.Lock()
-		ok := s.closeLocked(code, reason, revokeNone)
-		ts.mu.Unlock()
-		if ok {
-			s.unsubscribeAll()
+		if s.end(code, reason, revokeNone) {
 			n++
 		}
 	}
@@ -503,14 +492,7 @@ func (b *Broker) Kick(id uint64) bool {
 	if s == nil {
 		return false
 	}
-	ts := s.token
-	ts.mu.Lock()
-	ok := s.closeLocked(CloseKicked, "closed by administrator", revokeKick)
-	ts.mu.Unlock()
-	if ok {
-		s.unsubscribeAll()
-	}
-	return ok
+	return s.end(CloseKicked, "closed by administrator", revokeKick)
 }
 
 // SessionCount is the number of live sessions.

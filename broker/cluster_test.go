@@ -74,15 +74,8 @@ func TestRightsChangeEnforcedOnOtherNode(t *testing.T) {
 func joinNode(t *testing.T, e *env, redisAddr string) *Broker {
 	t.Helper()
 	var b *Broker
-	r, err := cluster.OpenRights(cluster.RightsConfig{
-		Addrs:    []string{redisAddr},
-		OnChange: func(ids []int64) { b.RefreshTokens(context.Background(), ids...) },
-		OnReset:  func() { b.RefreshAll(context.Background()) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.Close)
+	r := rightsFor(t, redisAddr, &b)
+	var err error
 	b, err = New(Config{Store: e.store, Watcher: r})
 	if err != nil {
 		t.Fatal(err)
@@ -93,10 +86,17 @@ func joinNode(t *testing.T, e *env, redisAddr string) *Broker {
 // joinRights gives an existing broker its rights bus (node A announces).
 func joinRights(t *testing.T, b *Broker, redisAddr string) *cluster.Rights {
 	t.Helper()
+	return rightsFor(t, redisAddr, &b)
+}
+
+// rightsFor opens a rights bus whose callbacks enforce on *b (which may be
+// set after this returns, before any change is announced).
+func rightsFor(t *testing.T, redisAddr string, b **Broker) *cluster.Rights {
+	t.Helper()
 	r, err := cluster.OpenRights(cluster.RightsConfig{
 		Addrs:    []string{redisAddr},
-		OnChange: func(ids []int64) { b.RefreshTokens(context.Background(), ids...) },
-		OnReset:  func() { b.RefreshAll(context.Background()) },
+		OnChange: func(ids []int64) { (*b).RefreshTokens(context.Background(), ids...) },
+		OnReset:  func() { (*b).RefreshAll(context.Background()) },
 	})
 	if err != nil {
 		t.Fatal(err)

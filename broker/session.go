@@ -79,14 +79,19 @@ func (s *Session) OnMessage(text bool, payload []byte) {
 }
 
 // OnClose releases the session's connection slot and subscriptions.
-func (s *Session) OnClose() {
+func (s *Session) OnClose() { s.end(0, "", revokeNone) }
+
+// end closes the session under its token's lock (see closeLocked) and, if
+// this call closed it, removes its subscriptions outside the lock.
+func (s *Session) end(code uint16, reason string, why revokeKind) bool {
 	ts := s.token
 	ts.mu.Lock()
-	first := s.closeLocked(0, "", revokeNone)
+	first := s.closeLocked(code, reason, why)
 	ts.mu.Unlock()
 	if first {
 		s.unsubscribeAll()
 	}
+	return first
 }
 
 // deliver hands a shared frame to the session's connection.

@@ -97,30 +97,12 @@ func OpenBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
 
 func (b *Barrier) receive(ch string, onMsg func(string), ready chan<- struct{}) {
 	defer b.wg.Done()
-	hctx := rueidis.WithOnSubscriptionHook(b.ctx, func(s rueidis.PubSubSubscription) {
-		if s.Kind == "subscribe" && s.Channel == ch {
-			select {
-			case ready <- struct{}{}:
-			default:
-			}
-		}
-	})
-	backoff := 50 * time.Millisecond
-	for {
-		err := b.c.Receive(hctx, b.c.B().Subscribe().Channel(ch).Build(), func(m rueidis.PubSubMessage) { onMsg(m.Message) })
-		if b.ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
-			return
-		}
-		if err != nil {
-			b.cfg.Logger.Warn("barrier subscription lost; resubscribing", "channel", ch, "err", err)
-		}
+	keepSubscribed(b.ctx, b.c, false, ch, onMsg, func() {
 		select {
-		case <-b.ctx.Done():
-			return
-		case <-time.After(backoff):
+		case ready <- struct{}{}:
+		default:
 		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
+	}, b.cfg.Logger)
 }
 
 // encodeRevocation: "r1|<from>|<barrier id>|<id>,<id>,…".

@@ -541,34 +541,10 @@ func (r *Routes) localFilters() []string {
 	return out
 }
 
-// receiveLoop keeps one SSUBSCRIBE on ch until Close. onSub runs on every
-// (re)subscription confirmation, on rueidis' pipeline goroutine.
+// receiveLoop keeps one SSUBSCRIBE on ch until Close.
 func (r *Routes) receiveLoop(ch string, onMsg func(string), onSub func()) {
 	defer r.wg.Done()
-	hctx := rueidis.WithOnSubscriptionHook(r.ctx, func(s rueidis.PubSubSubscription) {
-		if s.Kind == "ssubscribe" && s.Channel == ch {
-			onSub()
-		}
-	})
-	backoff := 50 * time.Millisecond
-	for {
-		err := r.c.Receive(hctx, r.c.B().Ssubscribe().Channel(ch).Build(), func(m rueidis.PubSubMessage) {
-			onMsg(m.Message)
-		})
-		if r.ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
-			return
-		}
-		// nil: unsubscribed by a slot migration; anything else: the link.
-		if err != nil {
-			r.cfg.Logger.Warn("route subscription lost; resubscribing", "channel", ch, "err", err)
-		}
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
+	keepSubscribed(r.ctx, r.c, true, ch, onMsg, onSub, r.cfg.Logger)
 }
 
 func (r *Routes) onNote(s string) { r.push(routeEvent{note: s}) }
