@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -35,16 +36,63 @@ func startCluster(t *testing.T, redisCluster bool) ([]*testNode, []string) {
 		addrs = testserver.RedisCluster(t, 3)
 	}
 	redis := strings.Join(addrs, ",")
+	// Node C advertises its admin API at a relay's address, as a node
+	// behind NAT or listening on 0.0.0.0 would: the other nodes must call
+	// it there.
+	relay := startRelay(t)
 	var nodes []*testNode
 	for _, id := range []string{"node-a", "node-b", "node-c"} {
 		nodes = append(nodes, startNode(t, func(c *Config) {
 			c.Store, c.Redis, c.NodeID = dsn, redis, id
 			c.AdminKey = "cluster-test-admin-key"
 			c.RevocationWait = 500 * time.Millisecond
+			if id == "node-c" {
+				c.AdvertiseAdmin = relay.addr()
+			}
 		}))
 	}
+	relay.target.Store(nodes[2].AdminAddr())
+	nodes[2].relay = relay
 	return nodes, addrs
 }
+
+// relay is a TCP forwarder standing in for the network path to an
+// advertised admin address; it counts the connections it carried.
+type relay struct {
+	ln     net.Listener
+	target atomic.Value // string, host:port
+	conns  atomic.Int64
+}
+
+func startRelay(t *testing.T) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			target, _ := r.target.Load().(string)
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			r.conns.Add(1)
+			go func() { io.Copy(out, in); out.Close() }()
+			go func() { io.Copy(in, out); in.Close() }()
+		}
+	}()
+	return r
+}
+
+func (r *relay) addr() string { return r.ln.Addr().String() }
 
 func TestClusterEndToEnd(t *testing.T) {
 	t.Run("standalone Redis", func(t *testing.T) { testClusterEndToEnd(t, false) })
@@ -62,12 +110,16 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 
 	t.Run("nodes", func(t *testing.T) {
 		var out []struct {
-			ID     string `json:"id"`
-			WSAddr string `json:"ws_addr"`
+			ID        string `json:"id"`
+			WSAddr    string `json:"ws_addr"`
+			AdminAddr string `json:"admin_addr"`
 		}
 		c.mustAPI("GET", "/api/v1/nodes", nil, &out)
 		if len(out) != 3 || out[0].ID != "node-a" || out[2].ID != "node-c" || out[1].WSAddr != b.WSAddr() {
 			t.Fatalf("nodes %+v", out)
+		}
+		if out[2].AdminAddr != c.relay.addr() || out[0].AdminAddr != a.AdminAddr() {
+			t.Fatalf("admin addresses %+v: want C's --advertise-admin and A's listener", out)
 		}
 	})
 
@@ -163,6 +215,9 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 		b.mustAPI("GET", "/api/v1/connections?token_id="+itoa(tok.ID), nil, &conns)
 		if len(conns) != 2 {
 			t.Fatalf("listed %+v, want the sessions on A and C", conns)
+		}
+		if c.relay.conns.Load() == 0 {
+			t.Fatal("B did not call C at its advertised admin address")
 		}
 		var onCID uint64
 		for _, cn := range conns {

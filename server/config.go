@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -29,6 +30,7 @@ type Config struct {
 	Reconcile        time.Duration
 	Listen           string
 	AdminListen      string
+	AdvertiseAdmin   string
 	AdminKey         string
 	LogLevel         string
 	LogFormat        string
@@ -83,6 +85,7 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Reconcile, "reconcile-interval", c.Reconcile, "cluster mode: how often every cached token is re-read from the store and enforced, in case a change signal was lost")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
+	fs.StringVar(&c.AdvertiseAdmin, "advertise-admin", c.AdvertiseAdmin, "cluster mode: host or host:port at which the other nodes reach this node's admin API (default: the --admin-listen address; the port defaults to the listening one; required when --admin-listen is 0.0.0.0 or ::)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
@@ -208,6 +211,18 @@ func (c *Config) Validate() error {
 		_, _, err := net.SplitHostPort(a.v)
 		check(err == nil, "%s %q: want host:port", a.name, a.v)
 	}
+	if c.AdvertiseAdmin != "" {
+		host, port := c.AdvertiseAdmin, ""
+		if h, p, err := net.SplitHostPort(c.AdvertiseAdmin); err == nil {
+			host, port = h, p
+		}
+		_, perr := strconv.Atoi(port)
+		check(!isUnspecified(host) && !strings.ContainsAny(host, "/ ") && (port == "" || perr == nil && port != "0"),
+			"--advertise-admin %q: want a host or host:port the other nodes can reach", c.AdvertiseAdmin)
+	} else if c.Redis != "" {
+		host, _, _ := net.SplitHostPort(c.AdminListen)
+		check(!isUnspecified(host), "--admin-listen %q listens on every interface: set --advertise-admin to the host:port the other nodes should call", c.AdminListen)
+	}
 	check(c.Listen != c.AdminListen || strings.HasSuffix(c.Listen, ":0"), "--listen and --admin-listen must differ")
 	check(c.AdminKey == "" || len(c.AdminKey) >= 16, "--admin-key must be at least 16 characters")
 	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
@@ -226,6 +241,16 @@ func (c *Config) Validate() error {
 	check(c.OutboxLimit >= 1 && c.OutboxLimit <= 1<<16, "--outbox-limit %d: want 1 to 65536", c.OutboxLimit)
 	check(c.SlowConsumer == "drop" || c.SlowConsumer == "close", "--slow-consumer %q: want drop or close", c.SlowConsumer)
 	return errors.Join(errs...)
+}
+
+// isUnspecified reports whether host names no single interface ("", 0.0.0.0,
+// ::), which other nodes cannot call.
+func isUnspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
 }
 
 func isPostgresURL(s string) bool {

@@ -32,6 +32,9 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 		{"--log-format", "xml"},
 		{"--admin-key", "short"},
 		{"stray"},
+		{"--advertise-admin", "0.0.0.0:9000"},
+		{"--advertise-admin", "10.0.0.1:0"},
+		{"--store", "postgres://x/y", "--redis", "127.0.0.1:6379", "--admin-listen", "0.0.0.0:8081"},
 	} {
 		if _, err := ParseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%v: accepted", args)
@@ -44,6 +47,21 @@ func TestParseConfigRejectsBadValues(t *testing.T) {
 		return ""
 	}, io.Discard); err == nil || !strings.Contains(err.Error(), "GATECAST_OUTBOX_LIMIT") {
 		t.Errorf("bad env value: %v", err)
+	}
+}
+
+func TestAdvertiseAdminAccepted(t *testing.T) {
+	for _, args := range [][]string{
+		{"--store", "postgres://x/y", "--redis", "127.0.0.1:6379", "--admin-listen", "0.0.0.0:8081", "--advertise-admin", "10.0.0.7"},
+		{"--store", "postgres://x/y", "--redis", "127.0.0.1:6379", "--admin-listen", "[::]:8081", "--advertise-admin", "node-a.internal:9081"},
+	} {
+		cfg, err := ParseConfig(args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
 	}
 }
 

@@ -23,7 +23,8 @@ import (
 // testNode runs a real node on loopback ports chosen by the kernel.
 type testNode struct {
 	*Node
-	t *testing.T
+	t     *testing.T
+	relay *relay // the relay it advertises as its admin address, if any
 }
 
 func startNode(t *testing.T, mutate ...func(*Config)) *testNode {

@@ -151,7 +151,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if n.cluster != nil {
 		enforcer = clusterEnforcer{Broker: n.broker, node: n.cluster}
 		nodes, nodeID, peers = n.cluster.nodes, n.cluster.id, n.cluster.peers
-		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.AdminAddr()}); err != nil {
+		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.advertisedAdmin()}); err != nil {
 			return nil, fmt.Errorf("cluster heartbeat: %w", err)
 		}
 	}
@@ -197,6 +197,20 @@ func (n *Node) health() error {
 
 // WSAddr is the bound WebSocket listener address.
 func (n *Node) WSAddr() string { return n.ws.Addr().String() }
+
+// advertisedAdmin is the admin address other nodes call: --advertise-admin
+// (its port defaulting to the bound one), else the bound listener address.
+func (n *Node) advertisedAdmin() string {
+	a := n.cfg.AdvertiseAdmin
+	if a == "" {
+		return n.AdminAddr()
+	}
+	if _, _, err := net.SplitHostPort(a); err == nil {
+		return a
+	}
+	_, port, _ := net.SplitHostPort(n.AdminAddr())
+	return net.JoinHostPort(strings.Trim(a, "[]"), port)
+}
 
 // AdminAddr is the bound admin listener address.
 func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
