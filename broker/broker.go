@@ -60,9 +60,15 @@ type TokenWatcher interface {
 // ConnectionLimiter counts a token's connections across every node of a
 // cluster (cluster.Leases implements it). Acquire takes one slot if fewer
 // than max are held cluster-wide, atomically; Release gives one back.
+// Adopt takes k slots unconditionally, for open sessions admitted while the
+// token had no limit. Trim makes the cluster-wide count at most max and
+// returns how many of this node's slots it took away: the node closes that
+// many sessions, which must not Release.
 type ConnectionLimiter interface {
 	Acquire(ctx context.Context, tokenID int64, max int) (bool, error)
 	Release(ctx context.Context, tokenID int64) error
+	Adopt(ctx context.Context, tokenID int64, k int) error
+	Trim(ctx context.Context, tokenID int64, max int) (int, error)
 }
 
 // Router carries messages between the nodes of a cluster (cluster.Routes
@@ -532,6 +538,60 @@ func (b *Broker) RefreshAll(ctx context.Context) error {
 	return b.RefreshTokens(ctx, b.tokens.ids()...)
 }
 
+// newestFirst lists the token's open sessions, newest first. Caller holds ts.mu.
+func newestFirst(ts *tokenState) []*Session {
+	newest := make([]*Session, 0, len(ts.sessions))
+	for s := range ts.sessions {
+		newest = append(newest, s)
+	}
+	slices.SortFunc(newest, func(a, b *Session) int { return compareSessions(b, a) })
+	return newest
+}
+
+// trimClusterLocked enforces ts.maxConns across the cluster: sessions
+// admitted while the token had no limit take their slots (Adopt), then the
+// limiter trims the cluster-wide count and this node closes, newest first,
+// as many leased sessions as their slots were taken. The local rule that
+// follows in refreshToken still applies on top (and alone when Redis does
+// not answer). Caller holds ts.mu: the token's connects wait, as for
+// Acquire.
+func (b *Broker) trimClusterLocked(ctx context.Context, ts *tokenState, unsub []*Session) []*Session {
+	var unleased []*Session
+	for s := range ts.sessions {
+		if !s.leased {
+			unleased = append(unleased, s)
+		}
+	}
+	if len(unleased) > 0 {
+		if err := b.limiter.Adopt(ctx, ts.id, len(unleased)); err != nil {
+			b.log.Warn("cluster connection limit: counting open sessions failed; enforcing the limit on this node's count only", "token_id", ts.id, "err", err)
+			return unsub
+		}
+		for _, s := range unleased {
+			s.leased = true
+		}
+	}
+	cut, err := b.limiter.Trim(ctx, ts.id, ts.maxConns)
+	if err != nil {
+		b.log.Warn("cluster connection limit: trim failed; enforcing the limit on this node's count only", "token_id", ts.id, "err", err)
+		return unsub
+	}
+	for _, s := range newestFirst(ts) {
+		if cut == 0 {
+			break
+		}
+		if !s.leased {
+			continue
+		}
+		s.leased = false // the trim took its slot already
+		cut--
+		if s.closeLocked(CloseLimit, reasonLimitLowered, revokeLimit) {
+			unsub = append(unsub, s)
+		}
+	}
+	return unsub
+}
+
 func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	ts := b.tokens.byIDGet(id)
 	if ts == nil {
@@ -588,13 +648,11 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 				}
 			}
 		}
+		if ts.maxConns > 0 && b.limiter != nil {
+			unsub = b.trimClusterLocked(ctx, ts, unsub)
+		}
 		if over := len(ts.sessions) - ts.maxConns; ts.maxConns > 0 && over > 0 {
-			newest := make([]*Session, 0, len(ts.sessions))
-			for s := range ts.sessions {
-				newest = append(newest, s)
-			}
-			slices.SortFunc(newest, func(a, b *Session) int { return compareSessions(b, a) })
-			for _, s := range newest[:over] {
+			for _, s := range newestFirst(ts)[:over] {
 				if s.closeLocked(CloseLimit, reasonLimitLowered, revokeLimit) {
 					unsub = append(unsub, s)
 				}

@@ -194,6 +194,109 @@ func TestConnectionLimitExactAcrossNodes(t *testing.T) {
 	}
 }
 
+// A lowered max_connections holds across the cluster, not per node: nine
+// sessions admitted while the token had no limit, three per node, become
+// exactly five when the limit is set to 5 (four closed with 4004), then exactly two when it drops to 2 with the three
+// nodes enforcing it at the same time; the freed slots are usable again.
+func TestLoweredLimitEnforcedAcrossNodes(t *testing.T) {
+	addr := testserver.Redis(t)
+	e := newEnv(t)
+	var nodes []*Broker
+	var leases []*cluster.Leases
+	for i := range 3 {
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		l := cluster.NewLeases(c, fmt.Sprintf("node-%d", i), 30*time.Second)
+		b, err := New(Config{Store: e.store, Limiter: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, leases = append(nodes, b), append(leases, l)
+	}
+	tok, secret := e.token(t, 0, map[string]acl.Permission{"sensors/#": acl.PermRead})
+	var conns []*recConn
+	for i := range 9 {
+		c := &recConn{}
+		if _, err := nodes[i%3].Connect(c, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}}); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	limit := func(n int) {
+		t.Helper()
+		if _, err := e.store.UpdateToken(context.Background(), tok.ID, acl.TokenUpdate{MaxConnections: &n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func() (n int) {
+		for _, c := range conns {
+			if !c.closed.Load() {
+				n++
+			} else if code := c.code(); code != CloseLimit {
+				t.Fatalf("closed with %d, want %d", code, CloseLimit)
+			}
+		}
+		return n
+	}
+	count := func() int {
+		n, err := leases[0].Count(context.Background(), tok.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	limit(5)
+	for _, b := range nodes { // one after another, as the rights bus would
+		if err := b.RefreshTokens(context.Background(), tok.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, c := open(), count(); n != 5 || c != 5 {
+		t.Fatalf("after lowering to 5: %d sessions open, %d counted; want 5 and 5", n, c)
+	}
+	// Each node adopted its three unleased sessions when it learned the
+	// limit; the nodes that found the count above 5 gave up the excess.
+	if got := []int{nodes[0].SessionCount(), nodes[1].SessionCount(), nodes[2].SessionCount()}; got[0] != 3 || got[1] != 2 || got[2] != 0 {
+		t.Fatalf("sessions per node %v, want [3 2 0]", got)
+	}
+
+	limit(2)
+	var wg sync.WaitGroup
+	for _, b := range nodes { // all at once, as after a barrier broadcast
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.RefreshTokens(context.Background(), tok.ID); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n, c := open(), count(); n != 2 || c != 2 {
+		t.Fatalf("after lowering to 2: %d sessions open, %d counted; want 2 and 2", n, c)
+	}
+	if _, err := nodes[0].Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}}); err == nil {
+		t.Fatal("a third session was admitted under a limit of 2")
+	}
+	// Raising the limit frees slots for every node.
+	limit(3)
+	for _, b := range nodes {
+		if err := b.RefreshTokens(context.Background(), tok.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := nodes[0].Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}}); err != nil {
+		t.Fatalf("connect after raising the limit: %v", err)
+	}
+	if c := count(); c != 3 {
+		t.Fatalf("counted %d, want 3", c)
+	}
+}
+
 // Three nodes with real cross-node routing through Redis: a publish on A
 // reaches matching sessions on B and C exactly once (wildcards included,
 // several matching filters of one session included), a local subscriber

@@ -169,6 +169,54 @@ keep(n, e, now, slack)
 return c
 `
 
+// adoptLua: KEYS counts, expiry; ARGV node, k, ttl ms, base, slack ms. Adds
+// k slots to this node's share without comparing with any limit: the
+// connections are already open (admitted while the token had no limit).
+// base and the lost flag work as in acquireLua. Returns {live count after,
+// lost 0|1}.
+const adoptLua = luaPrelude + `
+local n, e, node = KEYS[1], KEYS[2], ARGV[1]
+local k, ttl, base, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+local lost = 0
+if base > 0 and own_lost(e, node, now) then lost = 1 end
+sweep(n, e, now)
+if lost == 1 then redis.call('HSET', n, node, base) end
+redis.call('HINCRBY', n, node, k)
+redis.call('ZADD', e, now + ttl, node)
+local sum = live_sum(n, e, now)
+keep(n, e, now, slack)
+return {sum, lost}
+`
+
+// trimLua: KEYS counts, expiry; ARGV node, max, held, slack ms. When the live
+// cluster-wide count exceeds max, takes the excess from THIS node's share (as
+// much as it holds) and returns how many slots it took: the node closes that
+// many connections. held, the node's local count, stands for its share in
+// the sum, because the share may still include slots whose Release is in
+// flight. Returns -1 (changing nothing) when this node's share was lost: its
+// Heartbeat must repair it first.
+const trimLua = luaPrelude + `
+local n, e, node = KEYS[1], KEYS[2], ARGV[1]
+local max, held, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+if held > 0 and own_lost(e, node, now) then return -1 end
+sweep(n, e, now)
+local own = tonumber(redis.call('HGET', n, node)) or 0
+local sum = live_sum(n, e, now) - own + held
+local take = math.min(sum - max, held)
+if take <= 0 then return 0 end
+own = own - take
+if own > 0 then
+  redis.call('HSET', n, node, own)
+else
+  redis.call('HDEL', n, node)
+  redis.call('ZREM', e, node)
+end
+keep(n, e, now, slack)
+return take
+`
+
 // countLua: KEYS counts, expiry. Live cluster-wide count; writes nothing.
 const countLua = luaPrelude + `
 return live_sum(KEYS[1], KEYS[2], now_ms())
@@ -199,6 +247,8 @@ var (
 	renewScript   = newScript(renewLua, true)
 	setScript     = newScript(setLua, true)
 	countScript   = newScript(countLua, true)
+	adoptScript   = newScript(adoptLua, false) // never retried: a retry could count twice
+	trimScript    = newScript(trimLua, false)  // never retried: a retry could take twice
 )
 
 type scriptCall struct {
@@ -454,6 +504,98 @@ func (l *Leases) Release(ctx context.Context, tokenID int64) error {
 		return fmt.Errorf("cluster: Release token %d: %w", tokenID, err)
 	}
 	return nil
+}
+
+// Adopt adds k slots of tokenID to this node's share without any limit
+// check: for k connections that are already open but hold no slot, because
+// they were admitted while the token had no limit and it now has one. The
+// caller then owes one Release per adopted connection, as for Acquire.
+// On error the slots are not counted as held (the caller must not Release
+// them); the share is marked for repair, as the script may have run.
+func (l *Leases) Adopt(ctx context.Context, tokenID int64, k int) error {
+	if l.err != nil {
+		return l.err
+	}
+	if k <= 0 {
+		return nil
+	}
+	sh := l.shard(tokenID)
+	s, base, err := sh.begin(ctx, tokenID, true)
+	if err != nil {
+		return fmt.Errorf("cluster: Adopt token %d: %w", tokenID, err)
+	}
+	n, e := leaseKeys(tokenID)
+	res, err := adoptScript.lua.Exec(ctx, l.c, []string{n, e},
+		[]string{l.node, strconv.Itoa(k), l.ttlMS, strconv.Itoa(base), keySlackMS}).AsIntSlice()
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply %v", res)
+	}
+	sh.mu.Lock()
+	s.inflight--
+	if err != nil || res[1] == 1 {
+		s.dirty = true
+	}
+	if err == nil {
+		s.held += k
+	}
+	sh.forget(tokenID, s)
+	sh.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("cluster: Adopt token %d: %w", tokenID, err)
+	}
+	return nil
+}
+
+// Trim enforces a lowered limit across the cluster, one node at a time: if
+// the live cluster-wide count of tokenID exceeds max, it takes the excess
+// from this node's share (as much as the node holds) and returns how many
+// slots it took, in one EVALSHA. Those slots are already gone: the caller
+// closes that many connections and must not Release them. Every node holding
+// slots of the token calls Trim once it learns the new limit; the scripts
+// run one after another in Redis, so whatever the order, the nodes that
+// apply the change first give up their connections until the count is max,
+// and no more are closed than the excess. (A Release in flight on another
+// node at that moment still counts, so a close racing a limit change can
+// cost one extra close per racing connection.)
+//
+// It returns 0 when this node holds no slot, and an error (changing
+// nothing) when its share is lost and awaiting repair: the caller may then
+// enforce max on its local count only.
+func (l *Leases) Trim(ctx context.Context, tokenID int64, max int) (int, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	if max <= 0 {
+		return 0, fmt.Errorf("cluster: Trim token %d: max must be > 0, got %d", tokenID, max)
+	}
+	sh := l.shard(tokenID)
+	s, held, err := sh.begin(ctx, tokenID, false)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: Trim token %d: %w", tokenID, err)
+	}
+	if s == nil {
+		return 0, nil
+	}
+	n, e := leaseKeys(tokenID)
+	took, err := trimScript.lua.Exec(ctx, l.c, []string{n, e},
+		[]string{l.node, strconv.Itoa(max), strconv.Itoa(held), keySlackMS}).AsInt64()
+	if err == nil && took < 0 {
+		err = errors.New("this node's share is lost and awaits repair")
+	}
+	sh.mu.Lock()
+	s.inflight--
+	if err != nil {
+		s.dirty = true // the script may have run; the repair sets the share to held
+		took = 0
+	}
+	took = min(took, int64(s.held))
+	s.held -= int(took)
+	sh.forget(tokenID, s)
+	sh.mu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("cluster: Trim token %d: %w", tokenID, err)
+	}
+	return int(took), nil
 }
 
 // Count returns the live cluster-wide count of tokenID (one EVALSHA).

@@ -240,3 +240,64 @@ func TestLeasesRejectBadArguments(t *testing.T) {
 		t.Fatal("max 0 accepted")
 	}
 }
+
+// Adopt counts open connections without a limit check; Trim takes a lowered
+// limit's excess from the calling node's share only, so nodes applying it in
+// any order close exactly the excess between them.
+func TestAdoptAndTrim(t *testing.T) {
+	redisBackends(t, func(t *testing.T, newClient func() rueidis.Client) {
+		ctx := ctxT(t)
+		a := NewLeases(newClient(), "node-a", 30*time.Second)
+		b := NewLeases(newClient(), "node-b", 30*time.Second)
+		const tok = 42
+		count := func() int {
+			n, err := a.Count(ctx, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		for _, l := range []*Leases{a, b} {
+			if err := l.Adopt(ctx, tok, 3); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c := count(); c != 6 {
+			t.Fatalf("count after adopting 3+3: %d", c)
+		}
+		if ok, _ := a.Acquire(ctx, tok, 6); ok {
+			t.Fatal("acquired past the limit after adoption")
+		}
+		trim := func(l *Leases, max, want int) {
+			t.Helper()
+			took, err := l.Trim(ctx, tok, max)
+			if err != nil || took != want {
+				t.Fatalf("%s Trim(%d) = %d, %v; want %d", l.node, max, took, err, want)
+			}
+		}
+		trim(b, 4, 2) // B applies the new limit first: it gives up the excess
+		trim(a, 4, 0) // A then finds the count at the limit
+		if c := count(); c != 4 || a.Held(tok) != 3 || b.Held(tok) != 1 {
+			t.Fatalf("count %d, held A %d B %d; want 4, 3, 1", c, a.Held(tok), b.Held(tok))
+		}
+		trim(a, 1, 3) // the excess is more than A holds: A gives all it has
+		trim(b, 1, 0)
+		if c := count(); c != 1 {
+			t.Fatalf("count %d, want 1", c)
+		}
+		// A node holding nothing has nothing to trim (and no Redis call).
+		if took, err := NewLeases(newClient(), "node-c", 30*time.Second).Trim(ctx, tok, 1); took != 0 || err != nil {
+			t.Fatalf("Trim on a node without slots: %d, %v", took, err)
+		}
+		// The last slot's Release empties the count.
+		if err := b.Release(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		if c := count(); c != 0 {
+			t.Fatalf("count %d after the last release", c)
+		}
+		if _, err := a.Trim(ctx, tok, 0); err == nil {
+			t.Fatal("Trim accepted max 0")
+		}
+	})
+}

@@ -162,6 +162,39 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 		})
 	})
 
+	t.Run("a lowered limit holds across nodes", func(t *testing.T) {
+		tok := a.createToken("lowered", 0)
+		a.grant(tok, sensors, "read")
+		var clients []*client
+		for _, n := range []*testNode{a, b, c, a, b, c} {
+			clients = append(clients, n.dialOK(t, tok.Token, "sensors/#"))
+		}
+		a.mustAPI("PATCH", "/api/v1/tokens/"+itoa(tok.ID), map[string]any{"max_connections": 3}, nil)
+		// The barrier: when the call returns every node has applied it.
+		live := 0
+		for _, n := range []*testNode{a, b, c} {
+			live += len(n.Broker().Connections(tok.ID))
+		}
+		if live != 3 {
+			t.Fatalf("%d sessions live across the cluster after lowering the limit to 3", live)
+		}
+		closed := 0
+		for _, cl := range clients {
+			if ev := cl.next(300 * time.Millisecond); ev.closed {
+				if ev.code != 4004 {
+					t.Fatalf("closed with %d %q, want 4004", ev.code, ev.reason)
+				}
+				closed++
+			}
+		}
+		if closed != 3 {
+			t.Fatalf("%d clients closed with 4004, want exactly 3", closed)
+		}
+		for _, n := range []*testNode{a, b, c} {
+			n.dial(t, tok.Token, "sensors/#").expectClose(4004)
+		}
+	})
+
 	t.Run("revoke through A closes the session on C", func(t *testing.T) {
 		victim := a.createToken("victim", 0)
 		a.grant(victim, sensors, "read")
