@@ -56,8 +56,13 @@ type Config struct {
 	// Peers, when set (cluster mode), lists the other nodes: GET and DELETE
 	// /api/v1/connections then cover the whole cluster, calling the peers'
 	// admin listeners with Key (every node must share the admin key).
-	Peers  func(ctx context.Context) ([]Peer, error)
-	Logger *slog.Logger // audit trail and server faults; nil discards
+	Peers func(ctx context.Context) ([]Peer, error)
+	// WriteLock, when set (cluster mode), takes a lock shared by every node
+	// around each rights change, so that admin writes made through
+	// different nodes are serialized as writes through one node are. It
+	// returns the function that releases it.
+	WriteLock func(ctx context.Context) (release func(), err error)
+	Logger    *slog.Logger // audit trail and server faults; nil discards
 }
 
 // handler serves the admin API. It is safe for concurrent use by the
@@ -77,7 +82,10 @@ type handler struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 
-	// writeMu serializes "read affected tokens, write, enforce" sequences.
+	writeLock func(ctx context.Context) (func(), error)
+
+	// writeMu serializes "read affected tokens, write, enforce" sequences
+	// (and writeLock extends that to every node of a cluster).
 	// Without it, deleting a tag while another request grants a token on
 	// that tag could miss that token: its grant would be written after the
 	// affected set was read and removed before its own refresh ran. Admin
@@ -94,16 +102,17 @@ func NewHandler(cfg Config) http.Handler {
 		panic("admin.NewHandler: Config.Store and Config.Enforcer are required")
 	}
 	h := &handler{
-		store:   cfg.Store,
-		enf:     cfg.Enforcer,
-		metrics: cfg.Metrics,
-		health:  cfg.Health,
-		nodes:   cfg.Nodes,
-		nodeID:  cfg.NodeID,
-		peers:   cfg.Peers,
-		peerKey: cfg.Key,
-		log:     cfg.Logger,
-		mux:     http.NewServeMux(),
+		store:     cfg.Store,
+		enf:       cfg.Enforcer,
+		metrics:   cfg.Metrics,
+		health:    cfg.Health,
+		nodes:     cfg.Nodes,
+		nodeID:    cfg.NodeID,
+		peers:     cfg.Peers,
+		writeLock: cfg.WriteLock,
+		peerKey:   cfg.Key,
+		log:       cfg.Logger,
+		mux:       http.NewServeMux(),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -270,7 +279,10 @@ func (h *handler) updateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id, "fields", updatedFields(u))
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	tok, err := h.store.UpdateToken(ctx, id, u)
 	if err != nil {
@@ -303,7 +315,10 @@ func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id)
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	err := h.store.DeleteToken(ctx, id)
 	if err != nil && !errors.Is(err, acl.ErrNotFound) {
@@ -333,7 +348,10 @@ func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request) {
 		h.fault(w, r, "generating a token secret", err)
 		return
 	}
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	tok, err := h.store.SetTokenHash(ctx, id, acl.HashSecret([]byte(secret)))
 	if err != nil {
@@ -391,7 +409,10 @@ func (h *handler) setPermission(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id, "tag_id", tagID, "permission", p.String())
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	if _, err := h.store.GetToken(ctx, id); err != nil {
 		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
@@ -422,7 +443,10 @@ func (h *handler) deletePermission(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id, "tag_id", tagID)
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	err := h.store.DeletePermission(ctx, id, tagID)
 	if err != nil && !errors.Is(err, acl.ErrNotFound) {
@@ -504,7 +528,10 @@ func (h *handler) updateTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "tag_id", id, "pattern", pattern)
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	affected, err := h.store.TokensWithTag(ctx, id)
 	if err != nil {
@@ -528,7 +555,10 @@ func (h *handler) deleteTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "tag_id", id)
-	ctx, unlock := h.lockWrite(r)
+	ctx, unlock, ok := h.lockWrite(w, r)
+	if !ok {
+		return
+	}
 	defer unlock()
 	// The tokens holding the tag must be read before the delete removes
 	// their permissions along with it.
@@ -713,18 +743,39 @@ func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 // end of its enforcement.
 const writeTimeout = 2 * time.Minute
 
-// lockWrite takes writeMu for a rights change and returns the context the
-// change runs under. It is detached from the request's cancellation: once
-// the store write is committed, a caller that hangs up (or times out) must
-// not interrupt the enforcement on live sessions halfway.
-func (h *handler) lockWrite(r *http.Request) (context.Context, func()) {
+// lockWrite takes writeMu, then (cluster mode) the cluster-wide write lock,
+// for a rights change and returns the context the change runs under. It is
+// detached from the request's cancellation: once the store write is
+// committed, a caller that hangs up (or times out) must not interrupt the
+// enforcement on live sessions halfway. When the cluster lock cannot be
+// taken it answers 503 and returns ok false: nothing was written.
+func (h *handler) lockWrite(w http.ResponseWriter, r *http.Request) (ctx context.Context, unlock func(), ok bool) {
 	h.writeMu.Lock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
+	release := func() {}
+	if h.writeLock != nil {
+		lctx, lcancel := context.WithTimeout(ctx, writeLockWait)
+		rel, err := h.writeLock(lctx)
+		lcancel()
+		if err != nil {
+			cancel()
+			h.writeMu.Unlock()
+			h.log.Warn("cluster write lock unavailable; admin write refused", "route", r.Pattern, "err", err)
+			writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable,
+				"the cluster write lock is unavailable (store unreachable or another node holds it too long); nothing was changed, retry"})
+			return nil, nil, false
+		}
+		release = rel
+	}
 	return ctx, func() {
+		release()
 		cancel()
 		h.writeMu.Unlock()
-	}
+	}, true
 }
+
+// writeLockWait bounds the wait for the cluster-wide write lock.
+const writeLockWait = 30 * time.Second
 
 // enforce applies a committed change to live sessions. On failure it
 // answers 500 and says that the change itself was saved.

@@ -810,3 +810,49 @@ func (c *ctxEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error {
 	*c.seen = ctx.Err()
 	return c.recEnforcer.RefreshTokens(ctx, ids...)
 }
+
+// In cluster mode every rights change runs inside the cluster-wide write
+// lock (taken before the store is touched, released after enforcement);
+// when the lock cannot be taken the write is refused with 503 and nothing
+// is written.
+func TestClusterWriteLock(t *testing.T) {
+	f := newFixture(t)
+	tok := f.createToken("x", 0)
+	var held, taken, released int
+	var lockErr error
+	f.enf.hook = func([]int64) {
+		if held != 1 {
+			t.Errorf("enforcement ran with the lock held %d times", held)
+		}
+	}
+	h := NewHandler(Config{Store: f.store, Enforcer: f.enf, Key: testKey,
+		WriteLock: func(ctx context.Context) (func(), error) {
+			if lockErr != nil {
+				return nil, lockErr
+			}
+			if _, ok := ctx.Deadline(); !ok {
+				t.Error("lock wait has no deadline")
+			}
+			held++
+			taken++
+			return func() { held--; released++ }, nil
+		}})
+	patch := func(body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("PATCH", fmt.Sprintf("/api/v1/tokens/%d", tok.ID), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w
+	}
+	if w := patch(`{"max_connections":3}`); w.Code != 200 || taken != 1 || released != 1 || held != 0 {
+		t.Fatalf("HTTP %d, lock taken %d released %d", w.Code, taken, released)
+	}
+	lockErr = errors.New("postgres: connection refused")
+	w := patch(`{"disabled":true}`)
+	if w.Code != 503 || !strings.Contains(w.Body.String(), `"unavailable"`) {
+		t.Fatalf("HTTP %d %s, want 503 unavailable", w.Code, w.Body)
+	}
+	if got, _ := f.store.GetToken(t.Context(), tok.ID); got.Disabled {
+		t.Fatal("the write happened without the cluster lock")
+	}
+}

@@ -30,6 +30,7 @@ type clusterNode struct {
 	registry  *cluster.Registry
 	routes    *cluster.Routes
 	barrier   *cluster.Barrier
+	writeLock *writeLock // admin writes of every node, serialized in Postgres
 	metrics   *clusterMetrics
 	wait      time.Duration // --revocation-wait
 	reconcile time.Duration // --reconcile-interval
@@ -106,6 +107,9 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 		c.id = cluster.NewNodeID()
 	}
 	var err error
+	if c.writeLock, err = openWriteLock(cfg.Store); err != nil {
+		return nil, err
+	}
 	c.rights, err = cluster.OpenRights(cluster.RightsConfig{
 		Addrs:    redisAddrs(cfg.Redis),
 		OnChange: c.onChange,
@@ -113,6 +117,7 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 		Logger:   log,
 	})
 	if err != nil {
+		c.writeLock.close()
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -123,6 +128,7 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 	// life held; before serving, as Reset requires.
 	if err := c.leases.Reset(ctx); err != nil {
 		c.rights.Close()
+		c.writeLock.close()
 		return nil, err
 	}
 	c.registry = cluster.NewRegistry(client, cfg.LeaseTTL)
@@ -134,6 +140,7 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 	})
 	if err != nil {
 		c.rights.Close()
+		c.writeLock.close()
 		return nil, err
 	}
 	c.barrier, err = cluster.OpenBarrier(ctx, cluster.BarrierConfig{
@@ -150,6 +157,7 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 	if err != nil {
 		c.routes.Close()
 		c.rights.Close()
+		c.writeLock.close()
 		return nil, err
 	}
 	return c, nil
@@ -315,6 +323,7 @@ func (c *clusterNode) close() {
 	c.barrier.Close()
 	c.routes.Close()
 	c.rights.Close()
+	c.writeLock.close()
 }
 
 // clusterEnforcer is the admin API's view of a cluster node: a rights

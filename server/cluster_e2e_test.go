@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
 	"github.com/gatecast/gatecast/acl"
@@ -192,6 +193,42 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 		}
 		for _, n := range []*testNode{a, b, c} {
 			n.dial(t, tok.Token, "sensors/#").expectClose(4004)
+		}
+	})
+
+	t.Run("admin writes through any node wait for the cluster write lock", func(t *testing.T) {
+		tok := a.createToken("locked", 0)
+		// Another node's write in progress, as Postgres sees it: a session
+		// holding the advisory lock.
+		conn, err := pgx.Connect(context.Background(), a.cfg.Store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "SELECT pg_advisory_lock($1)", adminLockKey); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan int, 1)
+		go func() {
+			done <- b.api("PATCH", "/api/v1/tokens/"+itoa(tok.ID), map[string]any{"name": "renamed"}, nil)
+		}()
+		select {
+		case code := <-done:
+			t.Fatalf("a write through B finished (%d) while another node held the write lock", code)
+		case <-time.After(300 * time.Millisecond):
+		}
+		var got struct {
+			Name string `json:"name"`
+		}
+		a.mustAPI("GET", "/api/v1/tokens/"+itoa(tok.ID), nil, &got)
+		if got.Name != "locked" {
+			t.Fatalf("the write happened while the lock was held: name %q", got.Name)
+		}
+		if _, err := conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", adminLockKey); err != nil {
+			t.Fatal(err)
+		}
+		if code := <-done; code != 200 {
+			t.Fatalf("write after the lock was released: %d", code)
 		}
 	})
 

@@ -147,25 +147,28 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	var enforcer admin.Enforcer = n.broker
 	var nodes func(context.Context) (any, error)
 	var peers func(context.Context) ([]admin.Peer, error)
+	var writeLock func(context.Context) (func(), error)
 	nodeID := cfg.NodeID
 	if n.cluster != nil {
 		enforcer = clusterEnforcer{Broker: n.broker, node: n.cluster}
 		nodes, nodeID, peers = n.cluster.nodes, n.cluster.id, n.cluster.peers
+		writeLock = n.cluster.writeLock.take
 		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.advertisedAdmin()}); err != nil {
 			return nil, fmt.Errorf("cluster heartbeat: %w", err)
 		}
 	}
 	n.admin = &http.Server{
 		Handler: withProfiling(n.adminKey, admin.NewHandler(admin.Config{
-			Store:    store,
-			Enforcer: enforcer,
-			Nodes:    nodes,
-			NodeID:   nodeID,
-			Peers:    peers,
-			Key:      n.adminKey,
-			Metrics:  promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
-			Health:   n.health,
-			Logger:   log.With("component", "admin"),
+			Store:     store,
+			Enforcer:  enforcer,
+			Nodes:     nodes,
+			NodeID:    nodeID,
+			Peers:     peers,
+			WriteLock: writeLock,
+			Key:       n.adminKey,
+			Metrics:   promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
+			Health:    n.health,
+			Logger:    log.With("component", "admin"),
 		})),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
