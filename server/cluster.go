@@ -69,6 +69,7 @@ func (c *clusterNode) probe() {
 	every := min(c.staleness/5, time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var lastPoll time.Time
 	for {
 		select {
 		case <-c.stop:
@@ -87,13 +88,39 @@ func (c *clusterNode) probe() {
 			}
 			continue
 		}
-		if !c.available() && c.stale.CompareAndSwap(false, true) {
+		if c.available() {
+			continue
+		}
+		if c.stale.CompareAndSwap(false, true) {
 			c.log.Error("Redis unreachable past --revocation-staleness: refusing new connections", "staleness", c.staleness, "err", err)
 			if b := c.currentBroker(); b != nil && c.closeOnLoss {
 				n := b.CloseAll(broker.CloseTryAgain, "node lost its cluster link, reconnect")
 				c.log.Error("closed every session (--on-redis-loss=close)", "sessions", n)
 			}
 		}
+		// Deaf to the rights bus, the node polls the store of record
+		// instead, once per staleness period: a revoke written while Redis
+		// is away is enforced here within the bound even though no signal
+		// can reach this node.
+		if time.Since(lastPoll) >= c.staleness {
+			lastPoll = time.Now()
+			c.pollStore()
+		}
+	}
+}
+
+// pollStore re-reads every cached token from the store and enforces it,
+// bounded by one staleness period (a store that does not answer leaves the
+// sessions as they are; the next poll tries again).
+func (c *clusterNode) pollStore() {
+	b := c.currentBroker()
+	if b == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.staleness)
+	defer cancel()
+	if err := b.RefreshAll(ctx); err != nil {
+		c.log.Warn("re-reading cached tokens while Redis is unreachable failed", "err", err)
 	}
 }
 

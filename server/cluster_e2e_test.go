@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws/wsutil"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/rueidis"
 
@@ -410,8 +411,9 @@ func TestSingleNodeListsItself(t *testing.T) {
 
 // Redis goes away: past --revocation-staleness nodes refuse new
 // connections with 1013 (and, with --on-redis-loss=close, close existing
-// ones); a revoke made while they are cut off is enforced when Redis
-// returns; then they admit again.
+// ones); a revoke made while they are cut off is enforced within the
+// staleness bound from the store; publishing continues across the Redis
+// restart and cross-node delivery resumes; then they admit again.
 func TestClusterRedisLoss(t *testing.T) {
 	dsn := testserver.PostgresDB(t)
 	srv := testserver.StartRedis(t)
@@ -432,6 +434,28 @@ func TestClusterRedisLoss(t *testing.T) {
 	keepOnB := b.dialOK(t, keep.Token, "sensors/#")
 	victimOnB := b.dialOK(t, victim.Token, "sensors/#")
 	onC := c.dialOK(t, keep.Token, "sensors/#")
+	pub := a.createToken("pub", 0)
+	a.grant(pub, a.createTag("traffic/#"), "readwrite")
+	pubOnA := a.dialOK(t, pub.Token, "traffic/none")
+	subOnB := b.dialOK(t, pub.Token, "traffic/#")
+	stopPub := make(chan struct{})
+	pubDone := make(chan struct{})
+	go func() { // publishes from before the outage until after Redis returns
+		defer close(pubDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stopPub:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			// not sendText: Fatal is for the test's own goroutine
+			if err := wsutil.WriteClientText(pubOnA.conn, []byte(`{"tag":"traffic/x","message":`+strconv.Itoa(i)+`}`)); err != nil {
+				t.Errorf("publishing on A: %v", err)
+				return
+			}
+		}
+	}()
+	subOnB.expectMessage("traffic/x", "0")
 
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
@@ -443,14 +467,39 @@ func TestClusterRedisLoss(t *testing.T) {
 	})
 	keepOnB.expectOpen() // refuse mode keeps existing sessions
 
-	// A revoke while every node is cut off: saved, reported as not applied.
+	// A revoke while every node is cut off: saved, reported as not applied
+	// cluster-wide; B, deaf to Redis, polls Postgres once per staleness
+	// period, so the revoked session does not outlive the bound.
+	revokedAt := time.Now()
 	if code := a.api("PATCH", "/api/v1/tokens/"+itoa(victim.ID), map[string]any{"disabled": true}, nil); code < 500 {
 		t.Fatalf("revoke during the outage answered %d, want a 5xx saying it was not applied", code)
+	}
+	victimOnB.expectClose(4002)
+	if d := time.Since(revokedAt); d > 5*time.Second {
+		t.Fatalf("revoked session closed %v after the revoke, with Redis still down", d)
+	}
+	keepOnB.expectOpen()
+
+	// Traffic across the restart: A has published throughout; once Redis is
+	// back (empty: its route table is gone) B's subscriber receives A's
+	// messages again, routes re-announced by their nodes.
+	for subOnB.next(300*time.Millisecond).text != "" { // what arrived before the outage
 	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	victimOnB.expectClose(4002) // heard on reconnect: every cached token re-validated
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ev := subOnB.next(time.Second)
+		if ev.text != "" {
+			break // a message published on A reached B after the restart
+		}
+		if ev.closed || time.Now().After(deadline) {
+			t.Fatalf("no cross-node delivery after Redis returned: %+v", ev)
+		}
+	}
+	close(stopPub)
+	<-pubDone
+	pubOnA.expectOpen()
 	eventually(t, "node B admits again", func() bool {
 		cl := b.dial(t, keep.Token, "sensors/#")
 		if cl.ping() != nil {
@@ -459,6 +508,7 @@ func TestClusterRedisLoss(t *testing.T) {
 		return cl.next(5 * time.Second).pong
 	})
 	keepOnB.expectOpen()
+	b.dial(t, victim.Token, "sensors/#").expectClose(4003)
 }
 
 // startNodeProcess runs a node as a separate process (this test binary
