@@ -294,6 +294,7 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 		filters:     dedupFilters(req.Tags),
 		remote:      req.RemoteAddr,
 		protocol:    req.Protocol,
+		proto:       protocolIndex(req.Protocol),
 		connectedAt: time.Now(),
 		leased:      leased,
 	}
@@ -304,7 +305,7 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 	}
 	b.sessions.put(s)
 	b.metrics.connects[resultAccepted].Inc()
-	b.metrics.connections.Inc()
+	b.metrics.connections[s.proto].Inc()
 	b.metrics.subscriptions.Add(float64(len(s.filters)))
 	return s, nil, false
 }
@@ -522,6 +523,8 @@ func (b *Broker) RefreshTokens(ctx context.Context, ids ...int64) error {
 	// Any load of a token that started before this point must not be
 	// cached: it may predate the write being enforced.
 	b.tokens.gen.Add(1)
+	start := time.Now()
+	defer func() { b.metrics.enforce.Observe(time.Since(start).Seconds()) }()
 	var errs []error
 	for _, id := range ids {
 		if err := b.refreshToken(ctx, id); err != nil {

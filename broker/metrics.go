@@ -45,10 +45,22 @@ const (
 	numRevokes
 )
 
+// Protocols a session may speak, for gatecast_connections{protocol}.
+// Anything else is counted as "other" (a wiring mistake, not client input).
+var protocolNames = [...]string{"seed", "other"}
+
+func protocolIndex(p string) uint8 {
+	if p == "seed" || p == "" {
+		return 0
+	}
+	return 1
+}
+
 var revokeKindNames = [numRevokes]string{"", "token", "subscription", "limit", "kick"}
 
 type metrics struct {
-	connections   prometheus.Gauge
+	connections   [len(protocolNames)]prometheus.Gauge
+	enforce       prometheus.Histogram
 	subscriptions prometheus.Gauge
 	connects      [numResults]prometheus.Counter
 	messagesIn    prometheus.Counter
@@ -65,8 +77,11 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		reg: reg,
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gatecast_connections", Help: "Live client sessions."}),
+		enforce: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatecast_revocation_seconds",
+			Help:    "Time a rights change takes on this node: from the request to re-check tokens (admin write, cluster signal, reconciler) to every affected live session closed or downgraded, store re-read included.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatecast_subscriptions", Help: "Live subscriptions (filters) of all sessions."}),
 		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
@@ -81,6 +96,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gatecast_deliveries_dropped_total", Help: "Deliveries the transport refused (closed or slow consumer)."}),
 		forwardErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_cluster_forward_errors_total", Help: "Published messages that could not be forwarded to other nodes (cluster mode)."}),
+	}
+	connections := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gatecast_connections", Help: "Live client sessions, by protocol."}, []string{"protocol"})
+	for i := range m.connections {
+		m.connections[i] = connections.WithLabelValues(protocolNames[i])
 	}
 	connects := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_connects_total", Help: "Connection attempts by result."}, []string{"result"})
@@ -99,7 +119,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.connections, m.subscriptions, m.messagesIn, m.bytesIn,
+		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.messagesIn, m.bytesIn,
 			m.deliveries, m.bytesOut, m.dropped, m.forwardErrors, connects, rejected, revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err

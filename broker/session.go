@@ -26,6 +26,7 @@ type Session struct {
 	filters     []string    // the subscriptions, fixed for the seed protocol
 	multi       bool        // several filters: one message may match more than once
 	leased      bool        // holds a cluster connection lease, given back on close
+	proto       uint8       // index into protocolNames, for the connections gauge
 	routed      atomic.Bool // its filters were added to the cluster route table
 	remote      string
 	protocol    string
@@ -111,7 +112,7 @@ func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
 	delete(s.token.sessions, s)
 	s.b.sessions.del(s.id)
 	m := s.b.metrics
-	m.connections.Dec()
+	m.connections[s.proto].Dec()
 	m.subscriptions.Sub(float64(len(s.filters)))
 	if why != revokeNone {
 		m.revocations[why].Inc()

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 )
 
@@ -64,6 +65,9 @@ type RightsConfig struct {
 	// Redis keeps tracking the key after that. Default 1h.
 	WatchTTL time.Duration
 	Logger   *slog.Logger
+	// Registerer, when set, receives gatecast_redis_request_seconds and
+	// gatecast_redis_errors_total for every call made through Client().
+	Registerer prometheus.Registerer
 }
 
 type rightsEvent struct {
@@ -104,6 +108,14 @@ func OpenRights(cfg RightsConfig) (*Rights, error) {
 		return nil, fmt.Errorf("cluster: connecting to Redis: %w", err)
 	}
 	r.c = c
+	if cfg.Registerer != nil {
+		m, err := newRedisMetrics(cfg.Registerer)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cluster: Redis metrics: %w", err)
+		}
+		r.c = m.wrap(c)
+	}
 	r.wg.Add(1)
 	go r.dispatch()
 	return r, nil

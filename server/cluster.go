@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/cluster"
@@ -124,7 +126,7 @@ func (c *clusterNode) pollStore() {
 	}
 }
 
-func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
+func openCluster(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*clusterNode, error) {
 	c := &clusterNode{id: cfg.NodeID, log: log, ttl: cfg.LeaseTTL, started: time.Now().UTC(),
 		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close", wait: cfg.RevocationWait, reconcile: cfg.Reconcile,
 		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}),
@@ -138,10 +140,11 @@ func openCluster(cfg Config, log *slog.Logger) (*clusterNode, error) {
 		return nil, err
 	}
 	c.rights, err = cluster.OpenRights(cluster.RightsConfig{
-		Addrs:    redisAddrs(cfg.Redis),
-		OnChange: c.onChange,
-		OnReset:  c.onReset,
-		Logger:   log,
+		Addrs:      redisAddrs(cfg.Redis),
+		OnChange:   c.onChange,
+		OnReset:    c.onReset,
+		Logger:     log,
+		Registerer: reg,
 	})
 	if err != nil {
 		c.writeLock.close()

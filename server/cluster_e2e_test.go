@@ -339,6 +339,12 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 		if v := metricValue(t, c, "gatecast_cluster_redis_up"); v != 1 {
 			t.Fatalf("redis_up %v", v)
 		}
+		if v := metricValue(t, b, "gatecast_redis_request_seconds_count"); v < 1 {
+			t.Fatalf("redis request observations %v", v)
+		}
+		if v := metricValue(t, a, "gatecast_revocation_seconds_count"); v < 1 {
+			t.Fatalf("revocation observations %v", v)
+		}
 	})
 
 	t.Run("downgrade through B refuses the next publish on C", func(t *testing.T) {
@@ -475,6 +481,9 @@ func TestClusterRedisLoss(t *testing.T) {
 		t.Fatalf("revoke during the outage answered %d, want a 5xx saying it was not applied", code)
 	}
 	victimOnB.expectClose(4002)
+	if v := metricValue(t, b, "gatecast_redis_errors_total"); v < 1 {
+		t.Fatalf("node B counted %v Redis errors during the outage", v)
+	}
 	if d := time.Since(revokedAt); d > 5*time.Second {
 		t.Fatalf("revoked session closed %v after the revoke, with Redis still down", d)
 	}

@@ -67,7 +67,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Fatalf("metrics: HTTP %d", code)
 	}
 	for _, want := range []string{
-		"gatecast_connections 2",
+		`gatecast_connections{protocol="seed"} 2`,
 		`gatecast_connects_total{result="accepted"} 2`,
 		`gatecast_connects_total{result="rejected_auth"} 1`,
 		"gatecast_messages_in_total 1",

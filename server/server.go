@@ -99,7 +99,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 
 	bcfg := broker.Config{Store: store, Logger: log.With("component", "broker"), Registerer: n.registry}
 	if cfg.Redis != "" {
-		n.cluster, err = openCluster(cfg, log.With("component", "cluster"))
+		n.cluster, err = openCluster(cfg, log.With("component", "cluster"), n.registry)
 		if err != nil {
 			return nil, fmt.Errorf("joining the cluster through Redis %s: %w", cfg.Redis, err)
 		}
