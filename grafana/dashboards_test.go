@@ -23,7 +23,7 @@ var datasourceUIDs = map[string]bool{"${DS_PROMETHEUS}": true, "$DS_PROMETHEUS":
 // metric they name is one a freshly started node really exports.
 func TestDashboardsStatic(t *testing.T) {
 	ds := loadDashboards(t)
-	node := startNode(t)
+	node := startCluster(t)[0]
 	samples, families := exportedMetrics(t, node.AdminAddr())
 	if len(families) == 0 {
 		t.Fatal("/metrics exported no metric families")
@@ -189,7 +189,8 @@ const (
 func TestDashboardsLive(t *testing.T) {
 	ds := loadDashboards(t)
 	bin := prometheusBinary(t)
-	node := startNode(t)
+	nodes := startCluster(t)
+	node, other := nodes[0], nodes[1]
 	api := adminClient{t: t, addr: node.AdminAddr(), key: node.AdminKey()}
 
 	// Rights: one fleet token that may publish and subscribe under sensors/.
@@ -199,7 +200,8 @@ func TestDashboardsLive(t *testing.T) {
 	victim := api.createToken("victim", 1)
 	api.grant(victim.ID, tagID, "read")
 
-	sub := dialSeed(t, node.WSAddr(), fleet.Token, "sensors/#")
+	// The subscriber on the other node: publishes cross the cluster.
+	sub := dialSeed(t, other.WSAddr(), fleet.Token, "sensors/#")
 	pub := dialSeed(t, node.WSAddr(), fleet.Token, "sensors/#")
 
 	// A revocation: delete a token whose session is live; the broker
@@ -255,8 +257,8 @@ scrape_configs:
   - job_name: gatecast
     metrics_path: /metrics
     static_configs:
-      - targets: ['%s']
-`, node.AdminAddr()))
+      - targets: ['%s', '%s']
+`, node.AdminAddr(), other.AdminAddr()))
 
 	type check struct{ where, query string }
 	var checks []check
@@ -272,6 +274,10 @@ scrape_configs:
 		`gatecast_messages_rejected_total{job="gatecast",reason="invalid"} > 0`,
 		`gatecast_revocations_total{job="gatecast",kind="token"} > 0`,
 		`rate(gatecast_messages_in_total{job="gatecast"}[10s]) > 0`,
+		`gatecast_cluster_forwarded_total{job="gatecast"} > 0`,
+		`gatecast_cluster_received_total{job="gatecast"} > 0`,
+		`gatecast_cluster_nodes{job="gatecast"} == 2`,
+		`gatecast_revocation_barrier_seconds_count{job="gatecast",outcome="confirmed"} > 0`,
 	} {
 		checks = append(checks, check{"liveness", q})
 	}

@@ -81,7 +81,7 @@ type datasource struct {
 
 // dashboardFiles are the dashboards this package ships; the tests insist
 // that exactly these exist so a new file cannot slip in untested.
-var dashboardFiles = []string{"fleet-overview.json", "traffic.json", "security.json"}
+var dashboardFiles = []string{"fleet-overview.json", "traffic.json", "security.json", "cluster.json"}
 
 func loadDashboards(t *testing.T) []dashboard {
 	t.Helper()
@@ -212,25 +212,36 @@ func variablePromQL(q string) (string, error) {
 
 // ---- node ----
 
-func startNode(t *testing.T) *server.Node {
+// startCluster starts two nodes in cluster mode on a real Postgres and a
+// real Redis (throwaway servers), so that every dashboard — cluster health
+// included — has its metrics exported.
+func startCluster(t *testing.T) []*server.Node {
 	t.Helper()
-	cfg := server.Defaults()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.AdminListen = "127.0.0.1:0"
-	cfg.CloseTimeout = 500 * time.Millisecond
-	n, err := server.Start(cfg, nil)
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("node shutdown: %v", err)
+	dsn := testserver.PostgresDB(t)
+	redis := testserver.Redis(t)
+	var nodes []*server.Node
+	for _, id := range []string{"node-a", "node-b"} {
+		cfg := server.Defaults()
+		cfg.DataDir = t.TempDir()
+		cfg.Listen = "127.0.0.1:0"
+		cfg.AdminListen = "127.0.0.1:0"
+		cfg.CloseTimeout = 500 * time.Millisecond
+		cfg.Store, cfg.Redis, cfg.NodeID = dsn, redis, id
+		cfg.AdminKey = "grafana-test-admin-key"
+		n, err := server.Start(cfg, nil)
+		if err != nil {
+			t.Fatalf("start node %s: %v", id, err)
 		}
-	})
-	return n
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := n.Shutdown(ctx); err != nil {
+				t.Errorf("node shutdown: %v", err)
+			}
+		})
+		nodes = append(nodes, n)
+	}
+	return nodes
 }
 
 // exportedMetrics reads the node's /metrics (without the admin key, as
