@@ -147,6 +147,7 @@ func New(cfg Config) (*Broker, error) {
 	b.sessions.init()
 	b.scratch.New = func() any { return &matchScratch{subs: make([]*Session, 0, 64)} }
 	m.bindIndex(b.index)
+	m.bindTokenCache(&b.tokens)
 	if b.limiter != nil || b.router != nil {
 		b.background = make(chan func(), 4096)
 		go b.runBackground()

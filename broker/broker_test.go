@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/acl/sqlite"
 	"github.com/gatecast/gatecast/proto"
@@ -298,5 +300,51 @@ func BenchmarkPublishFanOut(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "deliveries/s")
 		})
+	}
+}
+
+// TestCacheMetrics: the token (grant) cache counts a miss for a secret it
+// had to read from the store (unknown secrets included) and a hit for one
+// it held; the match-cache counters are exported from the topic index.
+func TestCacheMetrics(t *testing.T) {
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "acl.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := prometheus.NewRegistry()
+	b, err := New(Config{Store: st, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{store: st, b: b}
+	_, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermReadWrite})
+	value := func(name string) float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("%s not registered", name)
+		return 0
+	}
+	e.connect(t, secret, "a/#")
+	if h, m := value("gatecast_grant_cache_hits_total"), value("gatecast_grant_cache_misses_total"); h != 0 || m != 1 {
+		t.Fatalf("first connect: %v hits, %v misses; want 0, 1", h, m)
+	}
+	e.connect(t, secret, "a/b")
+	if _, err := b.Connect(&recConn{}, ConnectRequest{Secret: []byte("wrong"), Tags: []string{"a/#"}}); err == nil {
+		t.Fatal("unknown secret admitted")
+	}
+	if h, m := value("gatecast_grant_cache_hits_total"), value("gatecast_grant_cache_misses_total"); h != 1 || m != 2 {
+		t.Fatalf("after a cached connect and an unknown secret: %v hits, %v misses; want 1, 2", h, m)
+	}
+	if h, m := value("gatecast_match_cache_hits_total"), value("gatecast_match_cache_misses_total"); h != 0 || m != 0 {
+		t.Fatalf("match cache before any publish: %v hits, %v misses", h, m)
 	}
 }

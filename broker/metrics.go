@@ -138,5 +138,26 @@ func (m *metrics) bindIndex(x *topic.Index[*Session]) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gatecast_index_entries", Help: "Subscriptions (filter, session) held by the topic index."},
 			func() float64 { return float64(x.Count()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gatecast_match_cache_hits_total", Help: "Publishes whose wildcard subscribers came from the topic index's match cache."},
+			func() float64 { h, _ := x.CacheStats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gatecast_match_cache_misses_total", Help: "Publishes that walked the wildcard trie (match cache miss); none while no wildcard filter is subscribed."},
+			func() float64 { _, mi := x.CacheStats(); return float64(mi) }),
+	)
+}
+
+// bindTokenCache exports the token (grant) cache's counters.
+func (m *metrics) bindTokenCache(c *tokenCache) {
+	if m.reg == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gatecast_grant_cache_hits_total", Help: "Connects whose token and grants were already cached."},
+			func() float64 { h, _ := c.stats(); return float64(h) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gatecast_grant_cache_misses_total", Help: "Connects that read their token and grants from the store (unknown secrets included: they are never cached)."},
+			func() float64 { _, mi := c.stats(); return float64(mi) }),
 	)
 }

@@ -38,6 +38,12 @@ type tokenCache struct {
 	byHash [cacheShards]struct {
 		sync.Mutex
 		m map[acl.Hash]*tokenState
+		// hits and misses count lookups answered from m and lookups that
+		// went to the store (gatecast_grant_cache_*_total). Counted right
+		// after taking this shard's lock, whose line the core then holds,
+		// so they add no cache-line traffic of their own.
+		hits, misses atomic.Uint64
+		_            [32]byte // one shard per 64-byte line
 	}
 	byID [cacheShards]struct {
 		sync.Mutex
@@ -61,6 +67,11 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 	hs := &c.byHash[hashShard(hash)]
 	hs.Lock()
 	ts := hs.m[hash]
+	if ts != nil {
+		hs.hits.Add(1)
+	} else {
+		hs.misses.Add(1)
+	}
 	hs.Unlock()
 	if ts != nil {
 		return ts, nil
@@ -103,6 +114,15 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 		}
 	}
 	return nil, errTokenChanging
+}
+
+// stats sums the shards' hit and miss counters (for metric scrapes).
+func (c *tokenCache) stats() (hits, misses uint64) {
+	for i := range c.byHash {
+		hits += c.byHash[i].hits.Load()
+		misses += c.byHash[i].misses.Load()
+	}
+	return hits, misses
 }
 
 // errTokenChanging reports a token that kept changing while it was read.

@@ -44,6 +44,7 @@ const (
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultCloseTimeout     = 2 * time.Second
 	DefaultOutboxLimit      = 256
+	DefaultLagProbeInterval = 250 * time.Millisecond
 )
 
 // Limits on configuration values: beyond them a setting is a mistake, not a
@@ -75,8 +76,12 @@ type Config struct {
 	// Handshake.Subprotocol. Empty: never select one (seed clients send none;
 	// the offered list is still reported in Handshake.Protocol).
 	Subprotocols []string
-	Logger       *slog.Logger          // nil: discard
-	Registerer   prometheus.Registerer // nil: metrics are kept but not registered
+	// LagProbeInterval is how often one read wakeup is timed for
+	// gatecast_eventloop_lag_seconds (see lag.go): at most one observation
+	// per interval, none while no connection has input.
+	LagProbeInterval time.Duration
+	Logger           *slog.Logger          // nil: discard
+	Registerer       prometheus.Registerer // nil: metrics are kept but not registered
 }
 
 // withDefaults returns cfg with defaults applied, or an error naming the
@@ -117,6 +122,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		{&cfg.IdleTimeout, DefaultIdleTimeout, "IdleTimeout"},
 		{&cfg.WriteTimeout, DefaultWriteTimeout, "WriteTimeout"},
 		{&cfg.CloseTimeout, DefaultCloseTimeout, "CloseTimeout"},
+		{&cfg.LagProbeInterval, DefaultLagProbeInterval, "LagProbeInterval"},
 	}
 	for _, d := range durations {
 		switch {

@@ -96,7 +96,7 @@ type Conn struct {
 	flags       atomic.Uint32
 
 	lastRead   atomic.Int64 // server clock of the last input (accept time before any)
-	phaseAt    atomic.Int64 // server clock of accept (handshake) or of the close/HTTP error flush
+	phaseAt    atomic.Int64 // server clock of accept (read precisely: gatecast_ws_handshake_seconds measures from it) or of the close/HTTP error flush
 	flushStart atomic.Int64 // server clock when the running Flush started, 0 when none
 	lastPing   int64        // sweeper only
 }

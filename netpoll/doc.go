@@ -26,6 +26,10 @@
 //     outbox is empty. At most one drain per connection runs at a time.
 //   - One sweeper goroutine per Server enforces every timeout and sends pings
 //     by walking a sharded registry of connections.
+//   - One lag-probe goroutine per Server arms, once per
+//     Config.LagProbeInterval, the timing of the next read wakeup for
+//     gatecast_eventloop_lag_seconds (lag.go). It and the sweeper run from
+//     Serve until Shutdown returns.
 //
 // Conn.Send and Conn.Close are safe from any goroutine and never block.
 //

@@ -3,6 +3,7 @@ package netpoll
 import (
 	"bytes"
 	"net/http"
+	"time"
 
 	cwnetpoll "github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
@@ -230,7 +231,16 @@ func (c *Conn) readHandshake(rd cwnetpoll.Reader) {
 func (c *Conn) rejectTooLarge() {
 	c.srv.m.hsTooLarge.Inc()
 	_ = writeNow(c.nc.Writer(), responseTooLarge)
+	c.observeHandshake()
 	c.lingerAfterHTTPError()
+}
+
+// observeHandshake records the time from accept (phaseAt, until the
+// handshake ends) to now, just after the upgrade response was written.
+// Event goroutine only, before phaseAt is reused for the close phase.
+func (c *Conn) observeHandshake() {
+	s := c.srv
+	s.m.handshakeSeconds.Observe(float64(s.preciseNow()-c.phaseAt.Load()) / float64(time.Second))
 }
 
 // upgrade runs the handshake over req (the exact request bytes), writes the
@@ -246,6 +256,9 @@ func (c *Conn) upgrade(req []byte) bool {
 	u.in.Reset(req)
 	hs, err := u.u.Upgrade(u)
 	flushErr := writeNow(c.nc.Writer(), u.resp)
+	if flushErr == nil {
+		c.observeHandshake()
+	}
 	if err != nil {
 		if u.notFound {
 			s.m.hsNotFound.Inc()

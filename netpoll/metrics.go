@@ -52,6 +52,8 @@ type metrics struct {
 	connections prometheus.Gauge
 
 	hsOK, hsNotFound, hsBadRequest, hsTooLarge, hsTimeout prometheus.Counter
+	handshakeSeconds                                      prometheus.Histogram
+	eventLoopLag                                          prometheus.Histogram
 
 	messagesIn prometheus.Counter
 	bytesIn    prometheus.Counter
@@ -73,6 +75,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gatecast_ws_bytes_sent_total", Help: "Bytes of WebSocket frames handed to client sockets."}),
 		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_ws_slow_consumers_closed_total", Help: "Connections closed with 1008 because their outbox was full (CloseSlow policy)."}),
+		handshakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatecast_ws_handshake_seconds",
+			Help:    "Time from TCP accept to the upgrade response (101, or an HTTP error) written to the socket; handshake timeouts are not observed.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+		eventLoopLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatecast_eventloop_lag_seconds",
+			Help:    "Delay between netpoll handing a connection's read task to the runner and the task starting, sampled on one real wakeup per probe interval.",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
 	}
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_ws_handshakes_total", Help: "WebSocket upgrade attempts by result."}, []string{"result"})
@@ -92,7 +102,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes} {
+	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes,
+		m.handshakeSeconds, m.eventLoopLag} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -66,11 +66,13 @@ var tuneOnce sync.Once
 //     already a func value, and exited goroutines are reused by the
 //     runtime) removes that global lock and allocation from the read path.
 //     gopool also recovered handler panics; onRequest does that itself.
+//     runTask does this, and times one wakeup per lag-probe interval for
+//     gatecast_eventloop_lag_seconds (see lag.go).
 func tuneNetpoll() {
 	tuneOnce.Do(func() {
 		_ = cwnetpoll.Configure(cwnetpoll.Config{
 			BufferSize: netpollBufferSize,
-			Runner:     func(_ context.Context, f func()) { go f() },
+			Runner:     runTask,
 		})
 	})
 }
@@ -98,8 +100,11 @@ type Server struct {
 	serveDone    chan struct{} // closed when Serve returns
 	shutdownDone chan struct{} // closed when the first Shutdown returns
 	shutdownErr  error
-	stopSweep    chan struct{}
+	stopSweep    chan struct{} // closed by Shutdown: stops the sweeper and the lag probe
 	sweepDone    chan struct{}
+	lagDone      chan struct{} // closed when lagLoop returns
+
+	lag lagProbe // event-loop lag sampler, fed by runTask
 
 	// testHookOnRequest, when set by a test, runs at the start of every
 	// OnRequest.
@@ -130,8 +135,11 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		shutdownDone: make(chan struct{}),
 		stopSweep:    make(chan struct{}),
 		sweepDone:    make(chan struct{}),
+		lagDone:      make(chan struct{}),
 	}
 	s.clock.Store(1) // 0 means "not set" in Conn timestamps
+	s.lag.hist = m.eventLoopLag
+	s.lag.runFn = s.lag.run
 	s.upgrades.New = func() any { return newUpgrader(s) }
 	return s, nil
 }
@@ -140,10 +148,15 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 func (s *Server) now() int64 { return s.clock.Load() }
 
 func (s *Server) tick() int64 {
-	t := int64(time.Since(s.start)) + 1
+	t := s.preciseNow()
 	s.clock.Store(t)
 	return t
 }
+
+// preciseNow reads the monotonic clock on the server clock's scale
+// (nanoseconds since start, at least 1). It costs a clock read; now is the
+// cheap, coarse version.
+func (s *Server) preciseNow() int64 { return int64(time.Since(s.start)) + 1 }
 
 // Listen binds cfg.Addr. Serve calls it when it was not called before.
 func (s *Server) Listen() error {
@@ -210,6 +223,7 @@ func (s *Server) Serve() error {
 	defer close(s.serveDone)
 
 	go s.sweepLoop()
+	go s.lagLoop()
 	err = evl.Serve(ln)
 	s.mu.Lock()
 	closed := s.closed
@@ -291,6 +305,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		case <-s.serveDone:
 			close(s.stopSweep)
 			<-s.sweepDone
+			<-s.lagDone
 			return waitErr
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -325,9 +340,10 @@ func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context {
 	c := &Conn{srv: s, nc: nc}
 	c.drainFn = c.drain
 	c.flags.Store(fHold)
-	now := s.now()
-	c.lastRead.Store(now)
-	c.phaseAt.Store(now)
+	c.lastRead.Store(s.now())
+	// Precise, not the sweeper's coarse clock: the handshake histogram
+	// measures from here (the sweeper's timeout check works on either).
+	c.phaseAt.Store(s.preciseNow())
 	_ = nc.AddCloseCallback(c.onClosed)
 	s.reg.add(c)
 	return (*connCtx)(c)

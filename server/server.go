@@ -76,7 +76,10 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 
-	store, err := openStore(cfg)
+	n.registry = prometheus.NewRegistry()
+	n.registry.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := openStore(cfg, n.registry)
 	if err != nil {
 		return nil, fmt.Errorf("opening the store %s: %w", storeName(cfg), err)
 	}
@@ -93,9 +96,6 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			log.Info("generated a new admin key", "path", path)
 		}
 	}
-
-	n.registry = prometheus.NewRegistry()
-	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	bcfg := broker.Config{Store: store, Logger: log.With("component", "broker"), Registerer: n.registry}
 	if cfg.Redis != "" {
@@ -392,13 +392,13 @@ func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Sessi
 // openStore opens the configured store: the embedded SQLite database, or
 // Postgres (its schema migrations are applied here, safely when several
 // nodes start at once).
-func openStore(cfg Config) (acl.Store, error) {
+func openStore(cfg Config, reg prometheus.Registerer) (acl.Store, error) {
 	if cfg.Store == "" {
-		return sqlite.Open(filepath.Join(cfg.DataDir, "gatecast.db"))
+		return sqlite.Open(filepath.Join(cfg.DataDir, "gatecast.db"), sqlite.WithRegisterer(reg))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return postgres.Open(ctx, cfg.Store)
+	return postgres.Open(ctx, cfg.Store, postgres.WithRegisterer(reg))
 }
 
 // storeName says which store a node uses, without its password.

@@ -180,6 +180,44 @@ func BenchmarkIndexMatchParallel(b *testing.B) {
 	}
 }
 
+// BenchmarkIndexMatchParallelHot is BenchmarkIndexMatch/hot/cache from every
+// GOMAXPROCS goroutine at once ("mixed": each goroutine cycles over the 1,024
+// hot topics from its own offset; "same": every goroutine matches one and
+// the same wildcard topic). Every Match is a cache hit, so anything written
+// on the hit path (the hit counters) would show here as cross-core traffic.
+func BenchmarkIndexMatchParallelHot(b *testing.B) {
+	benchSetup(b)
+	x := benchIndexes.cached
+	hot := benchIndexes.hot
+	same := []string{"alerts/r7/fire/42"}
+	for _, c := range []struct {
+		name   string
+		topics []string
+	}{{"mixed", hot}, {"same", same}} {
+		b.Run(c.name, func(b *testing.B) {
+			for _, t := range c.topics { // warm the cache (admission on the second miss)
+				x.Match(t, nil)
+				x.Match(t, nil)
+			}
+			var seq sync.Mutex
+			next := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				seq.Lock()
+				i := next * 331
+				next++
+				seq.Unlock()
+				dst := make([]*benchSub, 0, 64)
+				for pb.Next() {
+					dst = x.Match(c.topics[i%len(c.topics)], dst[:0])
+					i++
+				}
+			})
+		})
+	}
+}
+
 // BenchmarkIndexSubscribe measures Subscribe throughput into a growing index:
 // distinct device filters (a connect storm), distinct wildcard filters, and
 // many subscribers of one filter (dashboards on alerts/#).

@@ -360,10 +360,22 @@ func (x *Index[S]) Stats() Stats {
 	st.Subscriptions = x.Count()
 	if c := x.cache; c != nil {
 		st.CacheSlots = len(c.slots)
-		for i := range c.stripes {
-			st.CacheHits += c.stripes[i].hits.Load()
-			st.CacheMisses += c.stripes[i].misses.Load()
-		}
+		st.CacheHits, st.CacheMisses = c.stats()
 	}
 	return st
+}
+
+// CacheStats returns the match cache's counters: Match calls answered from
+// the cache (hits) and Match calls that walked the wildcard trie although
+// the cache is enabled (misses). Both are monotonic and count only calls
+// that had wildcard work to do: while the index holds no wildcard filter,
+// Match consults neither the trie nor the cache and counts nothing. Both
+// are 0 when the cache is disabled. It costs one atomic load per counter
+// stripe (a few dozen), so it is meant for metric scrapes, not hot paths.
+// Any goroutine; no lock.
+func (x *Index[S]) CacheStats() (hits, misses uint64) {
+	if c := x.cache; c != nil {
+		return c.stats()
+	}
+	return 0, 0
 }

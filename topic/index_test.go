@@ -330,6 +330,88 @@ func TestIndexCacheInvalidation(t *testing.T) {
 	}
 }
 
+// TestIndexCacheStats checks the counters behind the match-cache metrics:
+// a Match with wildcard work is exactly one hit or one miss, whichever
+// buffer the caller passes (counters are striped by buffer), a Match
+// without wildcard work counts nothing, and concurrent callers lose no
+// count.
+func TestIndexCacheStats(t *testing.T) {
+	x := NewIndex[int]()
+	want := func(step string, hits, misses uint64) {
+		t.Helper()
+		h, m := x.CacheStats()
+		if h != hits || m != misses {
+			t.Fatalf("%s: CacheStats = (%d hits, %d misses), want (%d, %d)", step, h, m, hits, misses)
+		}
+		if st := x.Stats(); st.CacheHits != h || st.CacheMisses != m {
+			t.Fatalf("%s: Stats %+v disagrees with CacheStats (%d, %d)", step, st, h, m)
+		}
+	}
+	x.Subscribe("devices/1/cmd", 1)
+	x.Match("devices/1/cmd", nil)
+	want("no wildcard filter", 0, 0)
+
+	x.Subscribe("alerts/#", 2)
+	buf := make([]int, 0, 4)
+	other := make([]int, 0, 4)
+	x.Match("alerts/a", nil)
+	want("first sight (not admitted)", 0, 1)
+	x.Match("alerts/a", buf[:0])
+	want("second sight (admitted)", 0, 2)
+	x.Match("alerts/a", buf[:0])
+	want("cached", 1, 2)
+	x.Match("alerts/a", other[:0])
+	x.Match("alerts/a", nil)
+	want("cached, other callers", 3, 2)
+	x.Match("devices/1/cmd", buf[:0]) // walked: no wildcard matches, still a miss
+	want("literal topic with wildcards present", 3, 3)
+
+	// A wildcard change makes the entry stale: one miss refreshes it.
+	x.Subscribe("alerts/+", 3)
+	if got := x.Match("alerts/a", buf[:0]); len(got) != 2 {
+		t.Fatalf("Match after Subscribe = %v", got)
+	}
+	want("stale entry", 3, 4)
+	x.Match("alerts/a", buf[:0])
+	want("refreshed entry", 4, 4)
+
+	// Concurrent callers, each with its own buffer or none.
+	const workers, perWorker = 8, 500
+	h0, m0 := x.CacheStats()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var dst []int
+			if w%2 == 0 {
+				dst = make([]int, 0, 8)
+			}
+			for i := range perWorker {
+				dst = x.Match("alerts/"+strconv.Itoa(i%50), dst[:0])
+			}
+		}()
+	}
+	wg.Wait()
+	h1, m1 := x.CacheStats()
+	if got := (h1 - h0) + (m1 - m0); got != workers*perWorker {
+		t.Fatalf("concurrent Match calls counted %d times, want %d", got, workers*perWorker)
+	}
+	if h1 == h0 {
+		t.Fatal("50 topics matched 4,000 times: no cache hit counted")
+	}
+
+	// Without a cache nothing is counted.
+	y := NewIndex[int](WithoutCache())
+	y.Subscribe("alerts/#", 1)
+	for range 3 {
+		y.Match("alerts/a", buf[:0])
+	}
+	if h, m := y.CacheStats(); h != 0 || m != 0 {
+		t.Fatalf("uncached index: CacheStats = (%d, %d), want (0, 0)", h, m)
+	}
+}
+
 // TestIndexConcurrent runs subscribers, unsubscribers and matchers in
 // parallel (meant for -race). Subscriber ids encode their filter, so every
 // match result can be checked for soundness: each returned id's filter must

@@ -32,12 +32,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/internal/storemetrics"
 )
 
 // migrationLockKey is the pg_advisory_xact_lock key that serialises schema
@@ -50,19 +53,49 @@ var migrationFiles embed.FS
 // Store is an acl.Store in PostgreSQL. Create it with Open; it is safe for
 // concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool    *pgxpool.Pool
+	metrics *storemetrics.Metrics // nil: no metrics
 
 	closeOnce sync.Once
 }
 
 var _ acl.Store = (*Store)(nil)
 
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	reg prometheus.Registerer
+}
+
+// WithRegisterer makes the store record the duration and failures of every
+// call on reg: gatecast_store_query_seconds{store="postgres",op} and
+// gatecast_store_errors_total{store="postgres",op}, op being one of
+// lookup_token, get_token, load_grants, read, write, migrate, ping. Every
+// series exists from Open on. A nil reg, like no option, records nothing.
+// Errors are failures other than acl.ErrNotFound, ErrConflict, ErrInvalid
+// and a cancellation by the caller's context: an unreachable server, a
+// statement past its deadline, a broken connection. Opening a second
+// Postgres store on the same reg shares the series.
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(o *options) { o.reg = reg }
+}
+
 // Open connects to the database named by dsn (a postgres:// URL or a
 // key=value string, as pgx accepts; pool settings such as pool_max_conns
 // may be given there too), applies pending schema migrations and returns the
 // store. ctx bounds the connection and the migration, including the wait
-// for another node's migration to finish. Close the store when done.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+// for another node's migration to finish. Close the store when done. opts
+// may add metrics (WithRegisterer).
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	metrics, err := storemetrics.New(o.reg, "postgres")
+	if err != nil {
+		return nil, fmt.Errorf("acl/postgres: %w", err)
+	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors redact the password.
@@ -75,10 +108,16 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("acl/postgres: %w", err)
 	}
-	s := &Store{pool: pool}
-	if err := s.migrate(ctx); err != nil {
+	s := &Store{pool: pool, metrics: metrics}
+	start := time.Now()
+	err = s.migrate(ctx)
+	if err != nil {
+		err = dbErr(ctx, "migrating the schema", err)
+	}
+	s.metrics.Track(storemetrics.Migrate, start, &err)
+	if err != nil {
 		pool.Close()
-		return nil, dbErr(ctx, "migrating the schema", err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -91,7 +130,8 @@ func (s *Store) Close() error {
 }
 
 // Ping checks that the database answers; for health checks.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer s.metrics.Track(storemetrics.Ping, time.Now(), &err)
 	if err := s.pool.Ping(ctx); err != nil {
 		return dbErr(ctx, "ping", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/acl/acltest"
@@ -160,13 +161,15 @@ func TestErrorMapping(t *testing.T) {
 func second[T any](_ T, err error) error { return err }
 
 // TestStoppedPostgres: with the server gone every call fails with an error,
-// promptly and never beyond its context deadline, and the store recovers by
+// promptly and never beyond its context deadline, counted in
+// gatecast_store_errors_total under its op, and the store recovers by
 // itself when the server is back.
 func TestStoppedPostgres(t *testing.T) {
 	srv := testserver.StartPostgres(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := Open(ctx, srv.DSN())
+	reg := prometheus.NewRegistry()
+	s, err := Open(ctx, srv.DSN(), WithRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +206,12 @@ func TestStoppedPostgres(t *testing.T) {
 			t.Errorf("%s still blocked well past its %v deadline", name, deadline)
 		}
 		ccancel()
+	}
+	wantErrors := map[string]float64{"ping": 1, "get_token": 1, "lookup_token": 1, "load_grants": 1, "write": 2, "read": 0, "migrate": 0}
+	for op, want := range wantErrors {
+		if _, errs := acltest.StoreMetric(t, reg, "postgres", op); errs != want {
+			t.Errorf("server stopped: gatecast_store_errors_total{op=%q} = %v, want %v", op, errs, want)
+		}
 	}
 
 	if err := srv.Start(); err != nil {
@@ -362,4 +371,42 @@ func TestStoreSuite(t *testing.T) {
 		s, _ := openFresh(t)
 		return s
 	})
+}
+
+func TestMetrics(t *testing.T) {
+	acltest.RunMetricsSuite(t, "postgres", func(t *testing.T, reg prometheus.Registerer) acl.Store {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s, err := Open(ctx, testserver.PostgresDB(t), WithRegisterer(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+// TestMetricsMigrateFailure: an Open whose migration fails (here: a
+// database newer than this build) counts a migrate error; a second store
+// on the same registry shares the series.
+func TestMetricsMigrateFailure(t *testing.T) {
+	s, dsn := openFresh(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	ok, err := Open(ctx, dsn, WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	if _, err := s.pool.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, 'future')", SchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := Open(ctx, dsn, WithRegisterer(reg)); err == nil {
+		s2.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+	if calls, errs := acltest.StoreMetric(t, reg, "postgres", "migrate"); calls != 2 || errs != 1 {
+		t.Fatalf("migrate: %d calls, %v errors; want 2 calls, 1 error", calls, errs)
+	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/internal/storemetrics"
 )
 
 const tokenColumns = "id, name, hash, max_connections, disabled, created_at"
@@ -51,10 +53,11 @@ var errHashExists = fmt.Errorf("%w: a token with this hash exists", acl.ErrConfl
 
 // CreateToken stores a new token. name, maxConnections and hash are checked
 // with acl's Validate functions; a hash already in use is acl.ErrConflict.
-func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int, hash acl.Hash) (acl.Token, error) {
+func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int, hash acl.Hash) (_ acl.Token, err error) {
 	if err := errors.Join(acl.ValidateTokenName(name), acl.ValidateMaxConnections(maxConnections), acl.ValidateHash(hash)); err != nil {
 		return acl.Token{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	t, err := scanToken(s.pool.QueryRow(ctx, `INSERT INTO tokens (name, hash, max_connections)
 		VALUES ($1, $2, $3) RETURNING `+tokenColumns, name, hash[:], int64(maxConnections)))
 	if isUnique(err) {
@@ -67,7 +70,8 @@ func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int
 }
 
 // GetToken returns the token with id, or acl.ErrNotFound.
-func (s *Store) GetToken(ctx context.Context, id int64) (acl.Token, error) {
+func (s *Store) GetToken(ctx context.Context, id int64) (_ acl.Token, err error) {
+	defer s.metrics.Track(storemetrics.GetToken, time.Now(), &err)
 	t, err := scanToken(s.pool.QueryRow(ctx, selectToken+" WHERE id = $1", id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return acl.Token{}, tokenNotFound(id)
@@ -80,7 +84,8 @@ func (s *Store) GetToken(ctx context.Context, id int64) (acl.Token, error) {
 
 // GetTokenByHash returns the token whose secret hashes to hash, disabled or
 // not, or acl.ErrNotFound. The lookup goes through the unique index on hash.
-func (s *Store) GetTokenByHash(ctx context.Context, hash acl.Hash) (acl.Token, error) {
+func (s *Store) GetTokenByHash(ctx context.Context, hash acl.Hash) (_ acl.Token, err error) {
+	defer s.metrics.Track(storemetrics.LookupToken, time.Now(), &err)
 	t, err := scanToken(s.pool.QueryRow(ctx, selectToken+" WHERE hash = $1", hash[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return acl.Token{}, fmt.Errorf("%w: no token with this hash", acl.ErrNotFound)
@@ -92,7 +97,8 @@ func (s *Store) GetTokenByHash(ctx context.Context, hash acl.Hash) (acl.Token, e
 }
 
 // ListTokens returns every token ordered by ID.
-func (s *Store) ListTokens(ctx context.Context) ([]acl.Token, error) {
+func (s *Store) ListTokens(ctx context.Context) (_ []acl.Token, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	rows, err := s.pool.Query(ctx, selectToken+" ORDER BY id")
 	if err != nil {
 		return nil, dbErr(ctx, "listing tokens", err)
@@ -114,7 +120,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]acl.Token, error) {
 
 // UpdateToken changes the non-nil fields of u and returns the token as it
 // is afterwards. With no field set it returns the token unchanged.
-func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (acl.Token, error) {
+func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (_ acl.Token, err error) {
 	var errs []error
 	if u.Name != nil {
 		errs = append(errs, acl.ValidateTokenName(*u.Name))
@@ -125,6 +131,7 @@ func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (a
 	if err := errors.Join(errs...); err != nil {
 		return acl.Token{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	var maxConns *int64 // nil leaves the column unchanged
 	if u.MaxConnections != nil {
 		m := int64(*u.MaxConnections)
@@ -146,10 +153,11 @@ func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (a
 
 // SetTokenHash replaces the token's hash (secret rotation): from now on the
 // old secret finds nothing. A hash held by another token is acl.ErrConflict.
-func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (acl.Token, error) {
+func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ acl.Token, err error) {
 	if err := acl.ValidateHash(hash); err != nil {
 		return acl.Token{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	t, err := scanToken(s.pool.QueryRow(ctx,
 		"UPDATE tokens SET hash = $1 WHERE id = $2 RETURNING "+tokenColumns, hash[:], id))
 	switch {
@@ -164,18 +172,20 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (acl.
 }
 
 // DeleteToken deletes the token and, by cascade, its permissions.
-func (s *Store) DeleteToken(ctx context.Context, id int64) error {
+func (s *Store) DeleteToken(ctx context.Context, id int64) (err error) {
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	return s.deleteRow(ctx, "DELETE FROM tokens WHERE id = $1", tokenNotFound(id), id)
 }
 
 // CreateTag stores a new tag. The pattern must pass acl.ValidatePattern; a
 // pattern already stored is acl.ErrConflict (overlapping ones are fine).
-func (s *Store) CreateTag(ctx context.Context, pattern string) (acl.Tag, error) {
+func (s *Store) CreateTag(ctx context.Context, pattern string) (_ acl.Tag, err error) {
 	if err := acl.ValidatePattern(pattern); err != nil {
 		return acl.Tag{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	t := acl.Tag{Pattern: pattern}
-	err := s.pool.QueryRow(ctx, "INSERT INTO tags (pattern) VALUES ($1) RETURNING id", pattern).Scan(&t.ID)
+	err = s.pool.QueryRow(ctx, "INSERT INTO tags (pattern) VALUES ($1) RETURNING id", pattern).Scan(&t.ID)
 	if isUnique(err) {
 		return acl.Tag{}, fmt.Errorf("%w: tag pattern %q exists", acl.ErrConflict, pattern)
 	}
@@ -186,9 +196,10 @@ func (s *Store) CreateTag(ctx context.Context, pattern string) (acl.Tag, error) 
 }
 
 // GetTag returns the tag with id, or acl.ErrNotFound.
-func (s *Store) GetTag(ctx context.Context, id int64) (acl.Tag, error) {
+func (s *Store) GetTag(ctx context.Context, id int64) (_ acl.Tag, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	t := acl.Tag{ID: id}
-	err := s.pool.QueryRow(ctx, "SELECT pattern FROM tags WHERE id = $1", id).Scan(&t.Pattern)
+	err = s.pool.QueryRow(ctx, "SELECT pattern FROM tags WHERE id = $1", id).Scan(&t.Pattern)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return acl.Tag{}, tagNotFound(id)
 	}
@@ -199,7 +210,8 @@ func (s *Store) GetTag(ctx context.Context, id int64) (acl.Tag, error) {
 }
 
 // ListTags returns every tag ordered by ID.
-func (s *Store) ListTags(ctx context.Context) ([]acl.Tag, error) {
+func (s *Store) ListTags(ctx context.Context) (_ []acl.Tag, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	rows, err := s.pool.Query(ctx, "SELECT id, pattern FROM tags ORDER BY id")
 	if err != nil {
 		return nil, dbErr(ctx, "listing tags", err)
@@ -221,12 +233,13 @@ func (s *Store) ListTags(ctx context.Context) ([]acl.Tag, error) {
 
 // UpdateTag changes the tag's pattern; the permissions on the tag now apply
 // to the new pattern.
-func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (acl.Tag, error) {
+func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (_ acl.Tag, err error) {
 	if err := acl.ValidatePattern(pattern); err != nil {
 		return acl.Tag{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	t := acl.Tag{Pattern: pattern}
-	err := s.pool.QueryRow(ctx, "UPDATE tags SET pattern = $1 WHERE id = $2 RETURNING id", pattern, id).Scan(&t.ID)
+	err = s.pool.QueryRow(ctx, "UPDATE tags SET pattern = $1 WHERE id = $2 RETURNING id", pattern, id).Scan(&t.ID)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return acl.Tag{}, tagNotFound(id)
@@ -239,7 +252,8 @@ func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (acl.Ta
 }
 
 // DeleteTag deletes the tag and, by cascade, every permission on it.
-func (s *Store) DeleteTag(ctx context.Context, id int64) error {
+func (s *Store) DeleteTag(ctx context.Context, id int64) (err error) {
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	return s.deleteRow(ctx, "DELETE FROM tags WHERE id = $1", tagNotFound(id), id)
 }
 
@@ -247,11 +261,12 @@ func (s *Store) DeleteTag(ctx context.Context, id int64) error {
 // missing token or tag is acl.ErrNotFound, told apart by which foreign key
 // the single INSERT violated (the token's is checked first, as in
 // acl/sqlite, when both are missing).
-func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.Permission) error {
+func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.Permission) (err error) {
 	if err := acl.ValidatePermission(p); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO permissions (token_id, tag_id, permission) VALUES ($1, $2, $3)
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
+	_, err = s.pool.Exec(ctx, `INSERT INTO permissions (token_id, tag_id, permission) VALUES ($1, $2, $3)
 		ON CONFLICT (token_id, tag_id) DO UPDATE SET permission = excluded.permission`,
 		tokenID, tagID, p.String())
 	if code, constraint := pgCode(err); code == foreignKeyViolation {
@@ -268,7 +283,8 @@ func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.P
 
 // DeletePermission removes the permission of token on tag, or returns
 // acl.ErrNotFound when there is none.
-func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) error {
+func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) (err error) {
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	return s.deleteRow(ctx, "DELETE FROM permissions WHERE token_id = $1 AND tag_id = $2",
 		fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID), tokenID, tagID)
 }
@@ -276,7 +292,8 @@ func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) erro
 // ListGrants returns the token's permissions joined with tag patterns,
 // ordered by tag ID; acl.ErrNotFound when the token does not exist (a token
 // without permissions gives an empty slice).
-func (s *Store) ListGrants(ctx context.Context, tokenID int64) ([]acl.Grant, error) {
+func (s *Store) ListGrants(ctx context.Context, tokenID int64) (_ []acl.Grant, err error) {
+	defer s.metrics.Track(storemetrics.LoadGrants, time.Now(), &err)
 	rows, err := s.pool.Query(ctx, listGrantsSQL, tokenID)
 	if err != nil {
 		return nil, dbErr(ctx, fmt.Sprintf("listing grants of token %d", tokenID), err)
@@ -314,7 +331,8 @@ func (s *Store) ListGrants(ctx context.Context, tokenID int64) ([]acl.Grant, err
 
 // TokensWithTag returns the IDs, ascending, of the tokens holding a
 // permission on the tag; acl.ErrNotFound when the tag does not exist.
-func (s *Store) TokensWithTag(ctx context.Context, tagID int64) ([]int64, error) {
+func (s *Store) TokensWithTag(ctx context.Context, tagID int64) (_ []int64, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	rows, err := s.pool.Query(ctx, `SELECT p.token_id FROM tags g
 		LEFT JOIN permissions p ON p.tag_id = g.id
 		WHERE g.id = $1 ORDER BY p.token_id`, tagID)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/acl/acltest"
 )
@@ -312,5 +314,63 @@ func BenchmarkListGrants(b *testing.B) {
 		if _, err := s.ListGrants(ctx, tok.ID); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	acltest.RunMetricsSuite(t, "sqlite", func(t *testing.T, reg prometheus.Registerer) acl.Store {
+		s, err := Open(filepath.Join(t.TempDir(), "acl.db"), WithRegisterer(reg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+// TestMetricsStoreFailures: calls that fail in the database (a closed
+// store, a migration refused) count as errors of their op; a second store
+// on the same registry shares the series.
+func TestMetricsStoreFailures(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	path := filepath.Join(t.TempDir(), "acl.db")
+	s, err := Open(path, WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := s.GetTokenByHash(ctx, acl.HashSecret([]byte("x"))); err == nil {
+		t.Fatal("GetTokenByHash on a closed store succeeded")
+	}
+	if _, err := s.ListGrants(ctx, 1); err == nil {
+		t.Fatal("ListGrants on a closed store succeeded")
+	}
+	if _, err := s.CreateTag(ctx, "a/b"); err == nil {
+		t.Fatal("CreateTag on a closed store succeeded")
+	}
+	for op, want := range map[string]float64{"lookup_token": 1, "load_grants": 1, "write": 1, "migrate": 0, "get_token": 0} {
+		if calls, errs := acltest.StoreMetric(t, reg, "sqlite", op); errs != want || calls < uint64(want) {
+			t.Errorf("closed store: op %s: %d calls, %v errors; want %v errors", op, calls, errs, want)
+		}
+	}
+
+	// A newer schema: the migration fails, counted on the shared series.
+	raw, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.db.Exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 0)", schemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if s2, err := Open(path, WithRegisterer(reg)); err == nil {
+		s2.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+	if calls, errs := acltest.StoreMetric(t, reg, "sqlite", "migrate"); calls != 2 || errs != 1 {
+		t.Fatalf("migrate: %d calls, %v errors; want 2 calls (both Opens), 1 error", calls, errs)
 	}
 }

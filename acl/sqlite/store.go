@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/internal/storemetrics"
 )
 
 const selectToken = "SELECT id, name, hash, max_connections, disabled, created_at FROM tokens"
@@ -57,10 +58,11 @@ func tagNotFound(id int64) error   { return fmt.Errorf("%w: tag %d", acl.ErrNotF
 
 // CreateToken stores a new token. name, maxConnections and hash are checked
 // with acl's Validate functions; a hash already in use is acl.ErrConflict.
-func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int, hash acl.Hash) (acl.Token, error) {
+func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int, hash acl.Hash) (_ acl.Token, err error) {
 	if err := errors.Join(acl.ValidateTokenName(name), acl.ValidateMaxConnections(maxConnections), acl.ValidateHash(hash)); err != nil {
 		return acl.Token{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	if err := s.lockWrite(ctx); err != nil {
 		return acl.Token{}, err
 	}
@@ -81,7 +83,8 @@ func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int
 const tokenColumns = "id, name, hash, max_connections, disabled, created_at"
 
 // GetToken returns the token with id, or acl.ErrNotFound.
-func (s *Store) GetToken(ctx context.Context, id int64) (acl.Token, error) {
+func (s *Store) GetToken(ctx context.Context, id int64) (_ acl.Token, err error) {
+	defer s.metrics.Track(storemetrics.GetToken, time.Now(), &err)
 	t, err := scanToken(s.getToken.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return acl.Token{}, tokenNotFound(id)
@@ -94,7 +97,8 @@ func (s *Store) GetToken(ctx context.Context, id int64) (acl.Token, error) {
 
 // GetTokenByHash returns the token whose secret hashes to hash, disabled or
 // not, or acl.ErrNotFound. The lookup goes through the unique index on hash.
-func (s *Store) GetTokenByHash(ctx context.Context, hash acl.Hash) (acl.Token, error) {
+func (s *Store) GetTokenByHash(ctx context.Context, hash acl.Hash) (_ acl.Token, err error) {
+	defer s.metrics.Track(storemetrics.LookupToken, time.Now(), &err)
 	t, err := scanToken(s.getTokenByHash.QueryRowContext(ctx, hash[:]))
 	if errors.Is(err, sql.ErrNoRows) {
 		return acl.Token{}, fmt.Errorf("%w: no token with this hash", acl.ErrNotFound)
@@ -106,7 +110,8 @@ func (s *Store) GetTokenByHash(ctx context.Context, hash acl.Hash) (acl.Token, e
 }
 
 // ListTokens returns every token ordered by ID.
-func (s *Store) ListTokens(ctx context.Context) ([]acl.Token, error) {
+func (s *Store) ListTokens(ctx context.Context) (_ []acl.Token, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	rows, err := s.db.QueryContext(ctx, selectToken+" ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("acl/sqlite: listing tokens: %w", err)
@@ -128,7 +133,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]acl.Token, error) {
 
 // UpdateToken changes the non-nil fields of u and returns the token as it
 // is afterwards. With no field set it returns the token unchanged.
-func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (acl.Token, error) {
+func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (_ acl.Token, err error) {
 	var name, maxConns, disabled any // nil leaves the column unchanged
 	var errs []error
 	if u.Name != nil {
@@ -145,6 +150,7 @@ func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (a
 	if err := errors.Join(errs...); err != nil {
 		return acl.Token{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	if err := s.lockWrite(ctx); err != nil {
 		return acl.Token{}, err
 	}
@@ -166,10 +172,11 @@ func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (a
 
 // SetTokenHash replaces the token's hash (secret rotation): from now on the
 // old secret finds nothing. A hash held by another token is acl.ErrConflict.
-func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (acl.Token, error) {
+func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ acl.Token, err error) {
 	if err := acl.ValidateHash(hash); err != nil {
 		return acl.Token{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	if err := s.lockWrite(ctx); err != nil {
 		return acl.Token{}, err
 	}
@@ -188,22 +195,24 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (acl.
 }
 
 // DeleteToken deletes the token and, by cascade, its permissions.
-func (s *Store) DeleteToken(ctx context.Context, id int64) error {
+func (s *Store) DeleteToken(ctx context.Context, id int64) (err error) {
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	return s.deleteRow(ctx, "DELETE FROM tokens WHERE id = ?", tokenNotFound(id), id)
 }
 
 // CreateTag stores a new tag. The pattern must pass acl.ValidatePattern; a
 // pattern already stored is acl.ErrConflict (overlapping ones are fine).
-func (s *Store) CreateTag(ctx context.Context, pattern string) (acl.Tag, error) {
+func (s *Store) CreateTag(ctx context.Context, pattern string) (_ acl.Tag, err error) {
 	if err := acl.ValidatePattern(pattern); err != nil {
 		return acl.Tag{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	if err := s.lockWrite(ctx); err != nil {
 		return acl.Tag{}, err
 	}
 	defer s.unlockWrite()
 	t := acl.Tag{Pattern: pattern}
-	err := s.db.QueryRowContext(ctx, "INSERT INTO tags (pattern) VALUES (?) RETURNING id", pattern).Scan(&t.ID)
+	err = s.db.QueryRowContext(ctx, "INSERT INTO tags (pattern) VALUES (?) RETURNING id", pattern).Scan(&t.ID)
 	if isUnique(err) {
 		return acl.Tag{}, fmt.Errorf("%w: tag pattern %q exists", acl.ErrConflict, pattern)
 	}
@@ -214,9 +223,10 @@ func (s *Store) CreateTag(ctx context.Context, pattern string) (acl.Tag, error) 
 }
 
 // GetTag returns the tag with id, or acl.ErrNotFound.
-func (s *Store) GetTag(ctx context.Context, id int64) (acl.Tag, error) {
+func (s *Store) GetTag(ctx context.Context, id int64) (_ acl.Tag, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	t := acl.Tag{ID: id}
-	err := s.db.QueryRowContext(ctx, "SELECT pattern FROM tags WHERE id = ?", id).Scan(&t.Pattern)
+	err = s.db.QueryRowContext(ctx, "SELECT pattern FROM tags WHERE id = ?", id).Scan(&t.Pattern)
 	if errors.Is(err, sql.ErrNoRows) {
 		return acl.Tag{}, tagNotFound(id)
 	}
@@ -227,7 +237,8 @@ func (s *Store) GetTag(ctx context.Context, id int64) (acl.Tag, error) {
 }
 
 // ListTags returns every tag ordered by ID.
-func (s *Store) ListTags(ctx context.Context) ([]acl.Tag, error) {
+func (s *Store) ListTags(ctx context.Context) (_ []acl.Tag, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	rows, err := s.db.QueryContext(ctx, "SELECT id, pattern FROM tags ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("acl/sqlite: listing tags: %w", err)
@@ -249,16 +260,17 @@ func (s *Store) ListTags(ctx context.Context) ([]acl.Tag, error) {
 
 // UpdateTag changes the tag's pattern; the permissions on the tag now apply
 // to the new pattern.
-func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (acl.Tag, error) {
+func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (_ acl.Tag, err error) {
 	if err := acl.ValidatePattern(pattern); err != nil {
 		return acl.Tag{}, err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	if err := s.lockWrite(ctx); err != nil {
 		return acl.Tag{}, err
 	}
 	defer s.unlockWrite()
 	t := acl.Tag{Pattern: pattern}
-	err := s.db.QueryRowContext(ctx, "UPDATE tags SET pattern = ? WHERE id = ? RETURNING id", pattern, id).Scan(&t.ID)
+	err = s.db.QueryRowContext(ctx, "UPDATE tags SET pattern = ? WHERE id = ? RETURNING id", pattern, id).Scan(&t.ID)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return acl.Tag{}, tagNotFound(id)
@@ -271,16 +283,18 @@ func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (acl.Ta
 }
 
 // DeleteTag deletes the tag and, by cascade, every permission on it.
-func (s *Store) DeleteTag(ctx context.Context, id int64) error {
+func (s *Store) DeleteTag(ctx context.Context, id int64) (err error) {
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	return s.deleteRow(ctx, "DELETE FROM tags WHERE id = ?", tagNotFound(id), id)
 }
 
 // SetPermission creates or replaces the permission of token on tag. A
 // missing token or tag is acl.ErrNotFound.
-func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.Permission) error {
+func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.Permission) (err error) {
 	if err := acl.ValidatePermission(p); err != nil {
 		return err
 	}
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	if err := s.lockWrite(ctx); err != nil {
 		return err
 	}
@@ -319,7 +333,8 @@ func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.P
 
 // DeletePermission removes the permission of token on tag, or returns
 // acl.ErrNotFound when there is none.
-func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) error {
+func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) (err error) {
+	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	return s.deleteRow(ctx, "DELETE FROM permissions WHERE token_id = ? AND tag_id = ?",
 		fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID), tokenID, tagID)
 }
@@ -327,7 +342,8 @@ func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) erro
 // ListGrants returns the token's permissions joined with tag patterns,
 // ordered by tag ID; acl.ErrNotFound when the token does not exist (a token
 // without permissions gives an empty slice).
-func (s *Store) ListGrants(ctx context.Context, tokenID int64) ([]acl.Grant, error) {
+func (s *Store) ListGrants(ctx context.Context, tokenID int64) (_ []acl.Grant, err error) {
+	defer s.metrics.Track(storemetrics.LoadGrants, time.Now(), &err)
 	rows, err := s.listGrants.QueryContext(ctx, tokenID)
 	if err != nil {
 		return nil, fmt.Errorf("acl/sqlite: listing grants of token %d: %w", tokenID, err)
@@ -365,7 +381,8 @@ func (s *Store) ListGrants(ctx context.Context, tokenID int64) ([]acl.Grant, err
 
 // TokensWithTag returns the IDs, ascending, of the tokens holding a
 // permission on the tag; acl.ErrNotFound when the tag does not exist.
-func (s *Store) TokensWithTag(ctx context.Context, tagID int64) ([]int64, error) {
+func (s *Store) TokensWithTag(ctx context.Context, tagID int64) (_ []int64, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
 	rows, err := s.db.QueryContext(ctx, `SELECT p.token_id FROM tags g
 		LEFT JOIN permissions p ON p.tag_id = g.id
 		WHERE g.id = ? ORDER BY p.token_id`, tagID)
