@@ -277,6 +277,13 @@ scrape_configs:
 		`gatecast_cluster_forwarded_total{job="gatecast"} > 0`,
 		`gatecast_cluster_received_total{job="gatecast"} > 0`,
 		`gatecast_cluster_nodes{job="gatecast"} == 2`,
+		`gatecast_ws_handshake_seconds_count{job="gatecast"} > 0`,
+		`gatecast_eventloop_lag_seconds_count{job="gatecast"} > 0`,
+		`gatecast_match_cache_hits_total{job="gatecast"} > 0`,
+		`gatecast_grant_cache_misses_total{job="gatecast"} > 0`,
+		`gatecast_store_query_seconds_count{job="gatecast",store="postgres"} > 0`,
+		`gatecast_revocation_seconds_count{job="gatecast"} > 0`,
+		`gatecast_redis_request_seconds_count{job="gatecast"} > 0`,
 		`gatecast_revocation_barrier_seconds_count{job="gatecast",outcome="confirmed"} > 0`,
 	} {
 		checks = append(checks, check{"liveness", q})
