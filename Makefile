@@ -43,8 +43,9 @@ COUNT ?= 1
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./topic ./proto ./acl ./broker ./netpoll
 
-## loadtest: start a throwaway broker and run the idle, fan-out, fan-in and
-## revoke scenarios against it (JSON reports; see docs/PERFORMANCE.md)
+## loadtest: start throwaway brokers and run the fleet scenarios against them
+## (connect, idle, telemetry, command, churn, revoke, mixed, fanout, fanin:
+## JSON reports and SVG charts; see docs/loadtest.md and docs/PERFORMANCE.md)
 loadtest: build
 	loadtest/scripts/run.sh $(BIN)
 

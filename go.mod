@@ -3,6 +3,7 @@ module github.com/gatecast/gatecast
 go 1.26.8
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.1.2
 	github.com/bytedance/gopkg v0.1.1
 	github.com/cloudwego/netpoll v0.7.2
 	github.com/gobwas/ws v1.5.0
@@ -13,7 +14,6 @@ require (
 )
 
 require (
-	github.com/HdrHistogram/hdrhistogram-go v1.1.2 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/cloudwego/gopkg v0.1.4 // indirect

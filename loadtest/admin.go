@@ -58,37 +58,46 @@ type ltToken struct {
 	Secret string `json:"token"`
 }
 
-// tokenWith creates a token (limit 0) holding perm on pattern, creating
-// the tag if it does not exist.
-func (a *adminAPI) tokenWith(ctx context.Context, name, pattern, perm string) (ltToken, error) {
+// tokenOnTag creates a token (limit 0) holding perm on the tag tagID.
+func (a *adminAPI) tokenOnTag(ctx context.Context, name string, tagID int64, perm string) (ltToken, error) {
 	var tok ltToken
 	if err := a.do(ctx, "POST", "/api/v1/tokens", map[string]any{"name": name, "max_connections": 0}, &tok); err != nil {
 		return tok, err
 	}
+	err := a.do(ctx, "PUT", fmt.Sprintf("/api/v1/tokens/%d/permissions/%d", tok.ID, tagID), map[string]any{"permission": perm}, nil)
+	return tok, err
+}
+
+// tagID returns the id of the tag with pattern, creating it if needed.
+func (a *adminAPI) tagID(ctx context.Context, pattern string) (int64, error) {
 	var tags []struct {
 		ID      int64  `json:"id"`
 		Pattern string `json:"pattern"`
 	}
 	if err := a.do(ctx, "GET", "/api/v1/tags", nil, &tags); err != nil {
-		return tok, err
+		return 0, err
 	}
-	tagID := int64(0)
 	for _, t := range tags {
 		if t.Pattern == pattern {
-			tagID = t.ID
+			return t.ID, nil
 		}
 	}
-	if tagID == 0 {
-		var t struct {
-			ID int64 `json:"id"`
-		}
-		if err := a.do(ctx, "POST", "/api/v1/tags", map[string]any{"pattern": pattern}, &t); err != nil {
-			return tok, err
-		}
-		tagID = t.ID
+	var t struct {
+		ID int64 `json:"id"`
 	}
-	err := a.do(ctx, "PUT", fmt.Sprintf("/api/v1/tokens/%d/permissions/%d", tok.ID, tagID), map[string]any{"permission": perm}, nil)
-	return tok, err
+	err := a.do(ctx, "POST", "/api/v1/tags", map[string]any{"pattern": pattern}, &t)
+	return t.ID, err
+}
+
+// disableToken disables a token: the broker closes its sessions with 4002
+// before answering.
+func (a *adminAPI) disableToken(ctx context.Context, id int64) error {
+	return a.do(ctx, "PATCH", fmt.Sprintf("/api/v1/tokens/%d", id), map[string]any{"disabled": true}, nil)
+}
+
+// deleteToken deletes a token.
+func (a *adminAPI) deleteToken(ctx context.Context, id int64) error {
+	return a.do(ctx, "DELETE", fmt.Sprintf("/api/v1/tokens/%d", id), nil, nil)
 }
 
 // memory is the broker's own account of its memory, from /metrics, taken

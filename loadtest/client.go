@@ -1,7 +1,3 @@
-// Package loadtest drives Gatecast from the outside, as real clients do: a
-// small interactive client (gatecast sub / pub) and the fleet measurement
-// tools. It is an honest outside client: it imports only proto and the
-// WebSocket library, never the broker's internals.
 package loadtest
 
 import (

@@ -1,466 +1,854 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"slices"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 )
 
-// Options are the knobs of a load run. Every loop is bounded by Conns,
-// Messages and Duration.
+// Scenarios lists what `gatecast loadtest` runs.
+var Scenarios = []string{"connect", "idle", "telemetry", "command", "churn", "revoke", "mixed", "fanout", "fanin"}
+
+// Options are the knobs of a run. Zero values take the defaults of
+// RunCLI's flags (see withDefaults); every wait is bounded by Timeout.
 type Options struct {
-	URL, AdminURL, AdminKey string
-	Conns                   int           // idle, revoke: connections; fanout: subscribers; fanin: publishers
-	Messages                int           // messages published in all
-	Rate                    int           // messages per second offered by all publishers together (0 = as fast as possible)
-	Size                    int           // bytes of each message's JSON value
-	Duration                time.Duration // upper bound of the whole run
-	Hold                    time.Duration // idle: how long to hold the connections before measuring
-	Dial                    int           // concurrent dials
+	URL      string // broker WebSocket URL(s), comma-separated: connections are spread over them
+	AdminURL string
+	AdminKey string
+
+	Conns      int // devices (connect, idle, churn, telemetry, command, revoke, mixed); subscribers (fanout); publishers (fanin)
+	Dashboards int // telemetry, revoke, mixed: wildcard subscribers, one region each
+	Regions    int // device regions (0: as many as dashboards)
+	Tokens     int // device tokens the devices are spread over (revoke, mixed)
+	Revoke     int // tokens disabled (revoke, mixed)
+
+	Rate          float64 // messages/s offered: telemetry in all (telemetry, fanin, revoke, mixed) or commands (command, fanout); 0 = unpaced
+	CommandRate   float64 // mixed: commands/s
+	CommandTarget string  // "fleet" (every device gets each command) or "device" (one device each, in turn)
+	Messages      int64   // messages to publish in all (0: publish for Duration)
+	Size          int     // bytes of each message value
+
+	Duration time.Duration // how long traffic flows
+	Hold     time.Duration // connect, idle, churn: how long connections are held before measuring / dropping
+	Drain    time.Duration // longest wait for in-flight deliveries after publishing stops
+	Timeout  time.Duration // upper bound of the whole run
+
+	RampRate         float64 // connects/s for the first connection of the fleet (0: as fast as the dial concurrency allows)
+	DialConcurrency  int     // dials in flight per worker
+	DialTimeout      time.Duration
+	HandshakeTimeout time.Duration
+
+	Workers   int  // worker processes (0: enough for PerWorker each)
+	PerWorker int  // connections per worker at most (the open files cap)
+	InProcess bool // run workers as goroutines of this process (tests, debugging)
+	SourceIPs int  // bind connections to 127.0.0.1…127.0.0.N in turn (0: at least 4, and 10,000 connections each at most)
+
+	ChurnFraction     float64       // churn (default 1), mixed (default 0.1): share of devices dropped
+	Outage            time.Duration // churn, mixed: time between the drop and the reconnect storm
+	ReconnectJitter   time.Duration // each device reconnects after a uniform random delay below this
+	ReconnectDeadline time.Duration // devices stop retrying this long after the storm began
+	CloseTimeout      time.Duration // revoke, mixed: longest wait for the close frames
+
+	BrokerPID int       // read the broker's RSS and CPU from /proc/<pid>
+	Progress  io.Writer // one progress line per second (nil: none)
+	Stderr    io.Writer // worker processes' stderr (nil: discarded)
 }
 
-// Report is a run's result, printed as JSON.
-type Report struct {
-	Scenario     string  `json:"scenario"`
-	Conns        int     `json:"conns"`
-	Messages     int     `json:"messages,omitempty"`
-	SizeBytes    int     `json:"message_bytes,omitempty"`
-	Sent         int64   `json:"sent,omitempty"`
-	Delivered    int64   `json:"delivered,omitempty"`
-	Expected     int64   `json:"expected,omitempty"`
-	Seconds      float64 `json:"seconds,omitempty"`
-	PerSecond    float64 `json:"deliveries_per_second,omitempty"`
-	LatencyP50Ms float64 `json:"latency_p50_ms,omitempty"`
-	LatencyP99Ms float64 `json:"latency_p99_ms,omitempty"`
-	LatencyMaxMs float64 `json:"latency_max_ms,omitempty"`
-
-	HeapStackPerConn float64 `json:"heap_stack_bytes_per_conn,omitempty"`
-	RSSPerConn       float64 `json:"rss_bytes_per_conn,omitempty"`
-	BrokerGoroutines float64 `json:"broker_goroutines,omitempty"`
-
-	AdminCallMs float64 `json:"admin_call_ms,omitempty"`
-	Closed      int     `json:"closed,omitempty"`
-	CloseCodes  string  `json:"close_codes,omitempty"`
-	Errors      int64   `json:"errors"`
+// scenarioDefaults are the rates that make sense per scenario when --rate
+// is not given.
+var scenarioDefaults = map[string]float64{
+	"telemetry": 1000, "fanin": 50000, "revoke": 1000, "mixed": 1000,
+	"command": 10, "fanout": 200,
 }
 
-// RunCLI implements `gatecast loadtest SCENARIO [flags]`.
-func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: gatecast loadtest idle|fanout|fanin|revoke [flags]   (gatecast loadtest idle --help)")
-		return 2
-	}
-	scenario := args[0]
-	var o Options
-	fs := flag.NewFlagSet("gatecast loadtest "+scenario, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/brocker/", "broker WebSocket URL; several comma-separated (cluster nodes): connections are spread over them, the fanout publisher / fanin subscriber uses the first")
-	fs.StringVar(&o.AdminURL, "admin-url", "http://127.0.0.1:8081", "broker admin URL (to create tokens and read /metrics)")
-	fs.StringVar(&o.AdminKey, "admin-key", os.Getenv("GATECAST_ADMIN_KEY"), "admin key (env GATECAST_ADMIN_KEY)")
-	fs.IntVar(&o.Conns, "conns", 1000, "connections (idle, revoke), subscribers (fanout) or publishers (fanin)")
-	fs.IntVar(&o.Messages, "messages", 1000, "messages published in all (fanout, fanin)")
-	fs.IntVar(&o.Rate, "rate", 0, "messages per second offered by all publishers together; 0 = as fast as possible")
-	fs.IntVar(&o.Size, "size", 64, "bytes of each message value")
-	fs.DurationVar(&o.Duration, "duration", 2*time.Minute, "upper bound of the run")
-	fs.DurationVar(&o.Hold, "hold", 5*time.Second, "idle: how long to hold connections before measuring")
-	fs.IntVar(&o.Dial, "dial-concurrency", 64, "concurrent dials")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+func (o Options) withDefaults(scenario string) Options {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
 		}
-		return 2
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.Duration)
-	defer cancel()
-	var r Report
-	var err error
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.Conns, 1000)
+	def(&o.Size, 64)
+	o.Size = max(o.Size, minMessageSize)
+	def(&o.Tokens, 10)
+	def(&o.Revoke, 1)
+	def(&o.DialConcurrency, 64)
+	def(&o.PerWorker, 15000)
+	defD(&o.Duration, 10*time.Second)
+	defD(&o.Hold, 5*time.Second)
+	defD(&o.Drain, 5*time.Second)
+	defD(&o.Timeout, 10*time.Minute)
+	defD(&o.DialTimeout, 10*time.Second)
+	defD(&o.HandshakeTimeout, 10*time.Second)
+	defD(&o.Outage, time.Second)
+	defD(&o.ReconnectJitter, 2*time.Second)
+	defD(&o.ReconnectDeadline, time.Minute)
+	defD(&o.CloseTimeout, 30*time.Second)
+	if o.CommandTarget == "" {
+		o.CommandTarget = "fleet"
+	}
+	if o.ChurnFraction == 0 {
+		o.ChurnFraction = 1
+		if scenario == "mixed" {
+			o.ChurnFraction = 0.1
+		}
+	}
+	if o.CommandRate == 0 && scenario == "mixed" {
+		o.CommandRate = 5
+	}
+	return o
+}
+
+func (o Options) validate(scenario string) error {
+	switch {
+	case o.Conns < 1:
+		return errors.New("--conns must be at least 1")
+	case o.Dashboards < 0 || o.Regions < 0 || o.Tokens < 1 || o.Revoke < 0:
+		return errors.New("--dashboards, --regions, --revoke must be ≥ 0 and --tokens ≥ 1")
+	case (scenario == "revoke" || scenario == "mixed") && (o.Revoke < 1 || o.Revoke >= min(o.Tokens, o.Conns)):
+		return errors.New("--revoke must be at least 1 and less than --tokens (and --conns): some devices must stay")
+	case o.Rate < 0 || o.CommandRate < 0 || o.RampRate < 0 || o.Messages < 0:
+		return errors.New("rates and --messages must be ≥ 0")
+	case o.CommandTarget != "fleet" && o.CommandTarget != "device":
+		return errors.New("--command-target must be fleet or device")
+	case o.ChurnFraction <= 0 || o.ChurnFraction > 1:
+		return errors.New("--churn-fraction must be in (0, 1]")
+	case o.SourceIPs < 0 || o.SourceIPs > 254:
+		return errors.New("--source-ips must be 0…254")
+	case o.Workers < 0 || o.PerWorker < 1:
+		return errors.New("--workers must be ≥ 0 and --per-worker ≥ 1")
+	case o.Size > maxServerFrame/2:
+		return fmt.Errorf("--size must be at most %d", maxServerFrame/2)
+	case strings.TrimSpace(o.URL) == "":
+		return errors.New("--url is empty")
+	}
+	return nil
+}
+
+// shape is which connections a scenario needs.
+type shape struct {
+	devices, dashboards, regions int
+	commander                    bool
+}
+
+func shapeOf(scenario string, o Options) (shape, error) {
+	s := shape{devices: o.Conns}
 	switch scenario {
-	case "idle":
-		r, err = Idle(ctx, o)
-	case "fanout":
-		r, err = FanOut(ctx, o)
+	case "connect", "idle", "churn":
+	case "telemetry", "revoke":
+		s.dashboards = o.Dashboards
+	case "mixed":
+		s.dashboards, s.commander = o.Dashboards, true
+	case "command", "fanout":
+		s.commander = true
 	case "fanin":
-		r, err = FanIn(ctx, o)
-	case "revoke":
-		r, err = Revoke(ctx, o)
+		s.dashboards, s.regions = 1, 1
 	default:
-		fmt.Fprintf(stderr, "unknown scenario %q\n", scenario)
-		return 2
+		return s, fmt.Errorf("unknown scenario %q (one of %s)", scenario, strings.Join(Scenarios, ", "))
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "gatecast loadtest:", err)
-		return 1
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	enc.Encode(r)
-	return 0
-}
-
-// dialMany opens n connections with at most o.Dial in flight, each with
-// tags(i).
-func dialMany(ctx context.Context, o Options, n int, secret string, tags func(i int) []string) ([]net.Conn, error) {
-	conns := make([]net.Conn, n)
-	sem := make(chan struct{}, max(1, o.Dial))
-	var wg sync.WaitGroup
-	var firstErr error
-	var mu sync.Mutex
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			c, err := Dial(ctx, o.url(i), secret, tags(i))
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("dial %d: %w", i, err)
-				}
-				mu.Unlock()
-				return
-			}
-			conns[i] = c
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		closeAll(conns)
-		return nil, firstErr
-	}
-	return conns, nil
-}
-
-// url is the broker URL of connection i: --url may list several nodes of
-// a cluster (comma-separated); connections are spread over them in turn,
-// and the single publisher (fanout) or subscriber (fanin) uses the first.
-func (o Options) url(i int) string {
-	urls := strings.Split(o.URL, ",")
-	return strings.TrimSpace(urls[i%len(urls)])
-}
-
-func closeAll(conns []net.Conn) {
-	for _, c := range conns {
-		if c != nil {
-			c.Close()
+	if s.regions == 0 {
+		s.regions = max(1, o.Regions)
+		if o.Regions == 0 && s.dashboards > 0 {
+			s.regions = s.dashboards
 		}
 	}
+	return s, nil
 }
 
-// Idle holds o.Conns idle connections and reports the broker's memory per
-// connection (heap and stacks after a forced GC, and RSS), measured by the
-// broker itself through its /metrics.
-func Idle(ctx context.Context, o Options) (Report, error) {
-	api := newAdminAPI(o.AdminURL, o.AdminKey)
-	tok, err := api.tokenWith(ctx, "loadtest-idle", "lt/#", "read")
+// run is one scenario in progress, driven from one goroutine.
+type run struct {
+	o        Options
+	scenario string
+	shape    shape
+	api      *adminAPI
+	fl       *fleet
+	agg      *aggregator
+	broker   *brokerSampler
+	rep      *Report
+	epoch    time.Time
+
+	devTokens []ltToken
+	created   []int64
+}
+
+// Run runs a scenario against a running broker and returns its report.
+func Run(ctx context.Context, scenario string, o Options) (*Report, error) {
+	o = o.withDefaults(scenario)
+	sh, err := shapeOf(scenario, o)
 	if err != nil {
-		return Report{}, err
+		return nil, err
 	}
-	before, err := api.memory(ctx)
+	if err := o.validate(scenario); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	r := &run{o: o, scenario: scenario, shape: sh, api: newAdminAPI(o.AdminURL, o.AdminKey), epoch: time.Now()}
+	r.rep = &Report{Scenario: scenario, Started: r.epoch.UTC(), Devices: sh.devices, Dashboards: sh.dashboards, Commander: sh.commander, InProcess: o.InProcess}
+	if o.BrokerPID > 0 {
+		if r.broker, err = newBrokerSampler(o.BrokerPID, r.epoch); err != nil {
+			return nil, err
+		}
+		r.rep.Broker = &BrokerReport{PID: o.BrokerPID, RSSStart: r.broker.rssNow()}
+	}
+	defer r.cleanupTokens()
+	if err := r.start(ctx); err != nil {
+		if r.broker != nil {
+			r.broker.finish()
+		}
+		return nil, err
+	}
+	runErr := r.scenarioBody(ctx)
+	if runErr == nil {
+		var st []status
+		if st, runErr = r.fl.all(ctx, command{Op: "counts"}); runErr == nil {
+			for _, s := range st {
+				r.rep.Connections.OpenAtEnd += s.Open
+			}
+		}
+	}
+	final, closeErr := r.fl.close(context.WithoutCancel(ctx))
+	r.finish(final)
+	if runErr != nil {
+		return r.rep, runErr
+	}
+	return r.rep, closeErr
+}
+
+func (r *run) scenarioBody(ctx context.Context) error {
+	switch r.scenario {
+	case "connect":
+		return r.connectScenario(ctx)
+	case "idle":
+		return r.idleScenario(ctx)
+	case "telemetry", "fanin":
+		return r.trafficScenario(ctx, true, false)
+	case "command", "fanout":
+		return r.trafficScenario(ctx, false, true)
+	case "churn":
+		return r.churnScenario(ctx)
+	case "revoke":
+		return r.revokeScenario(ctx)
+	case "mixed":
+		return r.mixedScenario(ctx)
+	}
+	return fmt.Errorf("unknown scenario %q", r.scenario)
+}
+
+// start creates the tokens and the workers.
+func (r *run) start(ctx context.Context) error {
+	o, sh := r.o, r.shape
+	tag, err := r.api.tagID(ctx, "lt/#")
 	if err != nil {
-		return Report{}, err
+		return fmt.Errorf("admin API: %w", err)
 	}
-	conns, err := dialMany(ctx, o, o.Conns, tok.Secret, func(i int) []string { return []string{"lt/dev" + strconv.Itoa(i) + "/cmd"} })
-	if err != nil {
-		return Report{}, err
+	prefix := "loadtest-" + r.scenario + "-" + strconv.FormatInt(r.epoch.Unix(), 10)
+	mk := func(name, perm string) (ltToken, error) {
+		t, err := r.api.tokenOnTag(ctx, prefix+"-"+name, tag, perm)
+		if t.ID != 0 {
+			r.created = append(r.created, t.ID)
+		}
+		return t, err
 	}
-	defer closeAll(conns)
-	select {
-	case <-time.After(o.Hold):
-	case <-ctx.Done():
-		return Report{}, ctx.Err()
-	}
-	after, err := api.memory(ctx)
-	if err != nil {
-		return Report{}, err
-	}
-	n := float64(o.Conns)
-	return Report{
-		Scenario:         "idle",
-		Conns:            o.Conns,
-		HeapStackPerConn: ((after.HeapInuse + after.StackInuse) - (before.HeapInuse + before.StackInuse)) / n,
-		RSSPerConn:       (after.RSS - before.RSS) / n,
-		BrokerGoroutines: after.Goroutines,
-	}, nil
-}
-
-// message builds a JSON value of exactly size bytes carrying the send time.
-func message(size int, sent time.Time) []byte {
-	b := make([]byte, 0, size)
-	b = append(b, `{"t":`...)
-	b = strconv.AppendInt(b, sent.UnixNano(), 10)
-	b = append(b, `,"p":"`...)
-	for len(b) < size-2 {
-		b = append(b, 'x')
-	}
-	return append(b, `"}`...)
-}
-
-// sentAt extracts the send time from a delivered frame's payload.
-func sentAt(payload []byte) (time.Time, bool) {
-	var m struct {
-		Message struct {
-			T int64 `json:"t"`
-		} `json:"message"`
-	}
-	if json.Unmarshal(payload, &m) != nil || m.Message.T == 0 {
-		return time.Time{}, false
-	}
-	return time.Unix(0, m.Message.T), true
-}
-
-// receiver reads deliveries on one connection until want are seen or ctx
-// ends, recording latencies.
-type receiver struct {
-	got       atomic.Int64
-	mu        sync.Mutex
-	latencies []time.Duration
-	last      atomic.Int64 // unix nanos of the last delivery
-}
-
-func (r *receiver) run(ctx context.Context, c net.Conn, want int64, done func()) {
-	defer done()
-	br := bufio.NewReaderSize(c, 16<<10)
-	buf := make([]byte, 0, 4096)
-	var local []time.Duration
-	defer func() {
-		r.mu.Lock()
-		r.latencies = append(r.latencies, local...)
-		r.mu.Unlock()
-	}()
-	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
-	defer stop()
-	for n := int64(0); n < want; {
-		h, err := ws.ReadHeader(br)
+	nTok := min(o.Tokens, sh.devices)
+	var secrets []string
+	for k := range nTok {
+		t, err := mk("dev-"+strconv.Itoa(k), "readwrite")
 		if err != nil {
-			return
+			return fmt.Errorf("admin API: %w", err)
 		}
-		if int64(cap(buf)) < h.Length {
-			buf = make([]byte, h.Length)
+		r.devTokens = append(r.devTokens, t)
+		secrets = append(secrets, t.Secret)
+	}
+	var dash, cmdr ltToken
+	if sh.dashboards > 0 {
+		if dash, err = mk("dashboard", "read"); err != nil {
+			return fmt.Errorf("admin API: %w", err)
 		}
-		p := buf[:h.Length]
-		if _, err := io.ReadFull(br, p); err != nil {
-			return
+	}
+	if sh.commander {
+		if cmdr, err = mk("commander", "readwrite"); err != nil {
+			return fmt.Errorf("admin API: %w", err)
 		}
-		switch h.OpCode {
-		case ws.OpText:
-			now := time.Now()
-			if t, ok := sentAt(p); ok {
-				local = append(local, now.Sub(t))
-			}
-			n++
-			r.got.Add(1)
-			r.last.Store(now.UnixNano())
-		case ws.OpPing:
-			wsutil.WriteClientMessage(c, ws.OpPong, p)
-		case ws.OpClose:
-			return
+	}
+
+	total := sh.devices + sh.dashboards
+	if sh.commander {
+		total++
+	}
+	workers := o.Workers
+	if workers == 0 {
+		workers = (total + o.PerWorker - 1) / o.PerWorker
+	}
+	if per := (total + workers - 1) / workers; per > o.PerWorker {
+		return fmt.Errorf("%d connections over %d workers is %d per worker, above --per-worker %d", total, workers, per, o.PerWorker)
+	}
+	sourceIPs := o.SourceIPs
+	if sourceIPs == 0 {
+		// Each source address has ~28k ephemeral ports, fewer while
+		// TIME_WAIT sockets of a previous run hold some, and the
+		// kernel's search for a free port slows as they fill up: keep
+		// every address below 10,000 connections.
+		sourceIPs = min(254, max(4, (total+9999)/10000))
+	}
+	var urls []string
+	for _, u := range strings.Split(o.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
 		}
+	}
+	r.rep.Workers, r.rep.SourceIPs = workers, sourceIPs
+	specs := make([]workerSpec, workers)
+	for w := range specs {
+		specs[w] = workerSpec{
+			Index: w, Count: workers, Epoch: r.epoch.UnixNano(), URLs: urls, SourceIPs: sourceIPs,
+			Devices: sh.devices, DevLo: sh.devices * w / workers, DevHi: sh.devices * (w + 1) / workers,
+			Dashboards: sh.dashboards, Regions: sh.regions, Commander: sh.commander && w == 0,
+			DeviceTokens: secrets, DashboardToken: dash.Secret, CommanderToken: cmdr.Secret,
+			Size: o.Size, DialConcurrency: o.DialConcurrency, DialTimeout: o.DialTimeout, HandshakeTimeout: o.HandshakeTimeout,
+		}
+		if err := specs[w].validate(); err != nil {
+			return err
+		}
+	}
+	stderr := o.Stderr
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	r.agg = newAggregator(workers, o.Progress, r.broker)
+	r.fl, err = startFleet(ctx, specs, o.InProcess, stderr, r.agg)
+	return err
+}
+
+// cleanupTokens deletes the tokens the run created (after the fleet
+// closed, so that deleting them disconnects nobody).
+func (r *run) cleanupTokens() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range r.created {
+		_ = r.api.deleteToken(ctx, id)
 	}
 }
 
-func percentile(sorted []time.Duration, p float64) float64 {
-	if len(sorted) == 0 {
+// connectAll connects the whole fleet (ramp) and records it.
+func (r *run) connectAll(ctx context.Context) ([]status, error) {
+	rate := r.o.RampRate / float64(len(r.fl.hs))
+	st, err := r.fl.all(ctx, command{Op: "connect", Rate: rate})
+	if err != nil {
+		return nil, err
+	}
+	c := &r.rep.Connections
+	c.Target = r.shape.devices + r.shape.dashboards
+	if r.shape.commander {
+		c.Target++
+	}
+	var first, last int64
+	for _, s := range st {
+		c.Connected += s.Connected
+		c.Failed += s.Failed
+		if s.DialStart != 0 && (first == 0 || s.DialStart < first) {
+			first = s.DialStart
+		}
+		last = max(last, s.LastConnect)
+	}
+	if last > first && first > 0 {
+		c.Seconds = float64(last-first) / 1e9
+		c.PerSecond = float64(c.Connected) / c.Seconds
+	}
+	if c.Connected < int64(c.Target) {
+		return st, fmt.Errorf("only %d of %d connections were established (%d failed; see errors)", c.Connected, c.Target, c.Failed)
+	}
+	if r.rep.Broker != nil {
+		r.rep.Broker.RSSConnected = r.broker.rssNow()
+	}
+	return st, nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// measureClient asks every worker for its own memory per connection.
+func (r *run) measureClient(ctx context.Context) error {
+	st, err := r.fl.all(ctx, command{Op: "memory"})
+	if err != nil {
+		return err
+	}
+	c := &r.rep.Client
+	var heap, rss int64
+	for i, s := range st {
+		c.Conns += s.Open
+		c.Goroutines = max(c.Goroutines, s.Goroutines)
+		// In-process workers share one process: each measured all of it.
+		if !r.o.InProcess || i == 0 {
+			heap += s.HeapStack
+			rss += s.RSS
+		}
+	}
+	if c.Conns > 0 {
+		c.HeapStackPerConn = float64(heap) / float64(c.Conns)
+		c.RSSPerConn = float64(rss) / float64(c.Conns)
+	}
+	if b := r.rep.Broker; b != nil && c.Conns > 0 {
+		b.RSSConnected = r.broker.rssNow()
+		b.RSSPerConn = float64(b.RSSConnected-b.RSSStart) / float64(c.Conns)
+	}
+	return nil
+}
+
+func (r *run) connectScenario(ctx context.Context) error {
+	if _, err := r.connectAll(ctx); err != nil {
+		return err
+	}
+	if err := sleep(ctx, r.o.Hold); err != nil {
+		return err
+	}
+	return r.measureClient(ctx)
+}
+
+// idleScenario also reads the broker's own memory account from /metrics
+// before and after, so that it works without --broker-pid.
+func (r *run) idleScenario(ctx context.Context) error {
+	before, err := r.api.memory(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := r.connectAll(ctx); err != nil {
+		return err
+	}
+	if err := sleep(ctx, r.o.Hold); err != nil {
+		return err
+	}
+	if err := r.measureClient(ctx); err != nil {
+		return err
+	}
+	after, err := r.api.memory(ctx)
+	if err != nil {
+		return err
+	}
+	if r.rep.Broker == nil {
+		r.rep.Broker = &BrokerReport{}
+	}
+	n := float64(r.rep.Client.Conns)
+	b := r.rep.Broker
+	b.HeapStackPerConn = ((after.HeapInuse + after.StackInuse) - (before.HeapInuse + before.StackInuse)) / n
+	b.MetricsRSSPer = (after.RSS - before.RSS) / n
+	b.Goroutines = after.Goroutines
+	return nil
+}
+
+// share returns worker i's share of n (proportional to its devices).
+func (r *run) share(i int, n float64) float64 {
+	if r.shape.devices == 0 {
 		return 0
 	}
-	i := int(float64(len(sorted)-1) * p)
-	return float64(sorted[i]) / float64(time.Millisecond)
+	w := len(r.fl.hs)
+	devs := r.shape.devices*(i+1)/w - r.shape.devices*i/w
+	return n * float64(devs) / float64(r.shape.devices)
 }
 
-// publishPaced sends count messages on c to topic, at rate per second
-// (0 = unpaced), and returns how many were written.
-func publishPaced(ctx context.Context, c net.Conn, topic string, count, rate, size int) int64 {
-	var interval time.Duration
-	if rate > 0 {
-		interval = time.Second / time.Duration(rate)
+// trafficCommand builds worker i's traffic command.
+func (r *run) trafficCommand(i int, telemetry, commands bool, telemetryRate, commandRate float64, maxN int64) command {
+	c := command{Op: "traffic", CommandFleet: r.o.CommandTarget == "fleet"}
+	if telemetry {
+		c.Telemetry = true
+		c.TelemetryRate = r.share(i, telemetryRate)
+		if maxN > 0 {
+			c.TelemetryMax = int64(math.Round(r.share(i, float64(maxN))))
+		}
 	}
-	start := time.Now()
-	var sent int64
-	for i := 0; i < count && ctx.Err() == nil; i++ {
-		if interval > 0 {
-			if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-				time.Sleep(d)
+	if commands {
+		c.Commands, c.CommandRate, c.CommandMax = true, commandRate, maxN
+	}
+	return c
+}
+
+// trafficPhase runs traffic until Messages are sent (or Duration passes)
+// and returns when publishing stopped, with its start and end.
+func (r *run) trafficPhase(ctx context.Context, telemetry, commands bool, telemetryRate, commandRate float64, during func() error) (start, end time.Time, err error) {
+	start = time.Now()
+	if _, err = r.fl.do(ctx, func(i int) command {
+		return r.trafficCommand(i, telemetry, commands, telemetryRate, commandRate, r.o.Messages)
+	}); err != nil {
+		return
+	}
+	if during != nil {
+		if err = during(); err != nil {
+			return
+		}
+	}
+	if r.o.Messages > 0 {
+		for {
+			st, e := r.fl.all(ctx, command{Op: "counts"})
+			if e != nil {
+				return start, time.Now(), e
+			}
+			busy := false
+			for _, s := range st {
+				busy = busy || s.Publishing
+			}
+			if !busy {
+				break
+			}
+			if err = sleep(ctx, 50*time.Millisecond); err != nil {
+				return
 			}
 		}
-		frame := append(append([]byte(`{"tag":"`+topic+`","message":`), message(size, time.Now())...), '}')
-		if err := wsutil.WriteClientText(c, frame); err != nil {
-			return sent
+	} else if err = sleep(ctx, time.Until(start.Add(r.o.Duration))); err != nil {
+		return
+	}
+	end = time.Now()
+	_, err = r.fl.all(ctx, command{Op: "quiesce"})
+	return
+}
+
+// drain waits for in-flight deliveries: until every expected delivery
+// arrived, nothing arrived for a second, or Drain passed. It returns the
+// final counts and when the last delivery was seen.
+func (r *run) drain(ctx context.Context) ([]status, time.Time, error) {
+	deadline := time.Now().Add(r.o.Drain)
+	last, lastChange := int64(-1), time.Now()
+	for {
+		st, err := r.fl.all(ctx, command{Op: "counts"})
+		if err != nil {
+			return nil, lastChange, err
 		}
-		sent++
-	}
-	return sent
-}
-
-// deliveryRun publishes from pubs and waits for subs to receive, then
-// reports throughput and latency.
-func deliveryRun(ctx context.Context, o Options, name string, subs, pubs []net.Conn, topicOf func(i int) string, perPub int) Report {
-	var rcv receiver
-	var wg sync.WaitGroup
-	want := int64(perPub * len(pubs))
-	for _, c := range subs {
-		wg.Add(1)
-		go rcv.run(ctx, c, want, wg.Done)
-	}
-	var sent atomic.Int64
-	start := time.Now()
-	var pw sync.WaitGroup
-	for i, c := range pubs {
-		pw.Add(1)
-		go func() {
-			defer pw.Done()
-			rate := 0
-			if o.Rate > 0 {
-				rate = max(1, o.Rate/len(pubs))
+		var exp, del int64
+		for _, s := range st {
+			for k := range nKinds {
+				exp += s.Expected[k]
+				del += s.Delivered[k]
 			}
-			sent.Add(publishPaced(ctx, c, topicOf(i), perPub, rate, o.Size))
-		}()
+		}
+		now := time.Now()
+		if del != last {
+			last, lastChange = del, now
+		}
+		if del >= exp || now.Sub(lastChange) > time.Second || now.After(deadline) {
+			return st, lastChange, nil
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return nil, lastChange, err
+		}
 	}
-	pw.Wait()
-	wg.Wait()
-	end := time.Unix(0, rcv.last.Load())
-	secs := end.Sub(start).Seconds()
-	slices.Sort(rcv.latencies)
-	r := Report{
-		Scenario:  name,
-		Conns:     len(subs) + len(pubs),
-		Messages:  int(sent.Load()),
-		SizeBytes: o.Size,
-		Sent:      sent.Load(),
-		Delivered: rcv.got.Load(),
-		Expected:  want * int64(len(subs)),
-		Seconds:   secs,
-	}
-	if secs > 0 {
-		r.PerSecond = float64(r.Delivered) / secs
-	}
-	r.LatencyP50Ms = percentile(rcv.latencies, 0.50)
-	r.LatencyP99Ms = percentile(rcv.latencies, 0.99)
-	r.LatencyMaxMs = percentile(rcv.latencies, 1)
-	r.Errors = r.Expected - r.Delivered
-	return r
 }
 
-// FanOut: one publisher, o.Conns subscribers of one topic.
-func FanOut(ctx context.Context, o Options) (Report, error) {
-	api := newAdminAPI(o.AdminURL, o.AdminKey)
-	tok, err := api.tokenWith(ctx, "loadtest-fanout", "lt/#", "readwrite")
-	if err != nil {
-		return Report{}, err
+// trafficReports fills the telemetry and command reports from final
+// counts. exact says whether expected deliveries are exact.
+func (r *run) trafficReports(st []status, start, end, lastDelivery time.Time, telemetry, commands bool, exact [nKinds]bool, offered [nKinds]float64) {
+	for k := range nKinds {
+		if (k == kindTelemetry && !telemetry) || (k == kindCommand && !commands) {
+			continue
+		}
+		t := &TrafficReport{OfferedPerSecond: offered[k]}
+		for _, s := range st {
+			t.Sent += s.Sent[k]
+			t.Expected += s.Expected[k]
+			t.Delivered += s.Delivered[k]
+		}
+		if exact[k] {
+			lost := t.Expected - t.Delivered
+			t.Lost = &lost
+		}
+		t.Seconds = end.Sub(start).Seconds()
+		if t.Seconds > 0 {
+			t.SentPerSecond = float64(t.Sent) / t.Seconds
+		}
+		if d := lastDelivery.Sub(start).Seconds(); d > 0 {
+			t.DeliveredPerSecond = float64(t.Delivered) / d
+		}
+		if k == kindTelemetry {
+			r.rep.Telemetry = t
+		} else {
+			r.rep.Commands = t
+		}
 	}
-	subs, err := dialMany(ctx, o, o.Conns, tok.Secret, func(int) []string { return []string{"lt/fanout"} })
-	if err != nil {
-		return Report{}, err
-	}
-	defer closeAll(subs)
-	pub, err := Dial(ctx, o.url(0), tok.Secret, []string{"lt/fanout/publisher"})
-	if err != nil {
-		return Report{}, err
-	}
-	defer pub.Close()
-	time.Sleep(200 * time.Millisecond) // let the last subscriptions land before the first publish
-	return deliveryRun(ctx, o, "fanout", subs, []net.Conn{pub}, func(int) string { return "lt/fanout" }, o.Messages), nil
 }
 
-// FanIn: o.Conns publishers, one subscriber with a wildcard.
-func FanIn(ctx context.Context, o Options) (Report, error) {
-	api := newAdminAPI(o.AdminURL, o.AdminKey)
-	tok, err := api.tokenWith(ctx, "loadtest-fanin", "lt/#", "readwrite")
-	if err != nil {
-		return Report{}, err
+// settle gives the broker time to finish the last subscriptions before
+// the first publish.
+const settle = 200 * time.Millisecond
+
+func (r *run) trafficScenario(ctx context.Context, telemetry, commands bool) error {
+	if _, err := r.connectAll(ctx); err != nil {
+		return err
 	}
-	sub, err := Dial(ctx, o.url(0), tok.Secret, []string{"lt/fanin/+"})
-	if err != nil {
-		return Report{}, err
+	if err := sleep(ctx, settle); err != nil {
+		return err
 	}
-	defer sub.Close()
-	pubs, err := dialMany(ctx, o, o.Conns, tok.Secret, func(i int) []string { return []string{"lt/cmd/" + strconv.Itoa(i)} })
+	start, end, err := r.trafficPhase(ctx, telemetry, commands, r.o.Rate, r.o.Rate, nil)
 	if err != nil {
-		return Report{}, err
+		return err
 	}
-	defer closeAll(pubs)
-	time.Sleep(200 * time.Millisecond)
-	perPub := max(1, o.Messages/o.Conns)
-	return deliveryRun(ctx, o, "fanin", []net.Conn{sub}, pubs, func(i int) string { return "lt/fanin/" + strconv.Itoa(i) }, perPub), nil
+	st, lastDelivery, err := r.drain(ctx)
+	if err != nil {
+		return err
+	}
+	r.trafficReports(st, start, end, lastDelivery, telemetry, commands, [nKinds]bool{true, true}, [nKinds]float64{r.o.Rate, r.o.Rate})
+	return r.measureClient(ctx)
 }
 
-// Revoke: o.Conns sessions of one token; delete the token through the
-// admin API and time until every client has read its close frame.
-func Revoke(ctx context.Context, o Options) (Report, error) {
-	api := newAdminAPI(o.AdminURL, o.AdminKey)
-	tok, err := api.tokenWith(ctx, "loadtest-revoke", "lt/#", "read")
+// churnPhase drops a share of the devices abruptly, waits Outage, then lets
+// them all reconnect at once, each after a random delay below
+// ReconnectJitter and retrying with backoff until ReconnectDeadline.
+func (r *run) churnPhase(ctx context.Context, frac float64) error {
+	dropAt := time.Now()
+	st, err := r.fl.all(ctx, command{Op: "outage", Fraction: frac})
 	if err != nil {
-		return Report{}, err
+		return err
 	}
-	conns, err := dialMany(ctx, o, o.Conns, tok.Secret, func(i int) []string { return []string{"lt/dev" + strconv.Itoa(i) + "/cmd"} })
+	c := &ChurnReport{OutageSeconds: r.o.Outage.Seconds(), JitterSeconds: r.o.ReconnectJitter.Seconds()}
+	r.rep.Churn = c
+	for _, s := range st {
+		c.Dropped += s.Dropped
+	}
+	if err := sleep(ctx, r.o.Outage); err != nil {
+		return err
+	}
+	stormAt := time.Now()
+	st, err = r.fl.all(ctx, command{Op: "reconnect", Jitter: r.o.ReconnectJitter, Deadline: stormAt.Add(r.o.ReconnectDeadline).UnixNano()})
 	if err != nil {
-		return Report{}, err
+		return err
 	}
-	defer closeAll(conns)
-	time.Sleep(200 * time.Millisecond)
-	closedAt := make([]time.Time, len(conns))
-	codes := make([]ws.StatusCode, len(conns))
+	var last int64
+	for _, s := range st {
+		c.Reconnected += s.Connected
+		c.Failed += s.Failed
+		last = max(last, s.LastConnect)
+	}
+	if last > 0 {
+		c.AllBackSeconds = float64(last-stormAt.UnixNano()) / 1e9
+		c.SinceDropSeconds = float64(last-dropAt.UnixNano()) / 1e9
+		if c.AllBackSeconds > 0 {
+			c.ReconnectsPerSecond = float64(c.Reconnected) / c.AllBackSeconds
+		}
+	}
+	if c.Reconnected < c.Dropped {
+		return fmt.Errorf("churn: only %d of %d dropped devices reconnected", c.Reconnected, c.Dropped)
+	}
+	return nil
+}
+
+func (r *run) churnScenario(ctx context.Context) error {
+	if _, err := r.connectAll(ctx); err != nil {
+		return err
+	}
+	if err := sleep(ctx, r.o.Hold); err != nil {
+		return err
+	}
+	if err := r.churnPhase(ctx, r.o.ChurnFraction); err != nil {
+		return err
+	}
+	return r.measureClient(ctx)
+}
+
+// revokePhase disables Revoke device tokens through the admin API (all at
+// once) and waits until every client of those tokens has its close frame.
+func (r *run) revokePhase(ctx context.Context) error {
+	k := r.o.Revoke
+	rv := &RevokeReport{Tokens: len(r.devTokens), Revoked: k}
+	r.rep.Revoke = rv
+	idx := make([]int, k)
+	for i := range idx {
+		idx[i] = i
+	}
+	// Workers time close frames from at, the moment the admin calls start.
+	at := time.Now().Add(50 * time.Millisecond)
+	st, err := r.fl.all(ctx, command{Op: "mark", RevokedTokens: idx, At: at.UnixNano()})
+	if err != nil {
+		return err
+	}
+	for _, s := range st {
+		rv.Affected += s.RevokedAffected
+	}
+	if err := sleep(ctx, time.Until(at)); err != nil {
+		return err
+	}
+	rv.AdminCallMs = make([]float64, k)
+	errs := make([]error, k)
 	var wg sync.WaitGroup
-	for i, c := range conns {
+	for i := range k {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Now()) })
-			defer stop()
-			for {
-				h, err := ws.ReadHeader(c)
-				if err != nil {
-					return
-				}
-				p := make([]byte, h.Length)
-				if _, err := io.ReadFull(c, p); err != nil {
-					return
-				}
-				if h.OpCode == ws.OpClose {
-					closedAt[i] = time.Now()
-					codes[i], _ = ws.ParseCloseFrameData(p)
-					return
-				}
-			}
+			t0 := time.Now()
+			errs[i] = r.api.disableToken(ctx, r.devTokens[i].ID)
+			rv.AdminCallMs[i] = float64(time.Since(t0).Microseconds()) / 1000
 		}()
 	}
-	start := time.Now()
-	if err := api.do(ctx, "DELETE", fmt.Sprintf("/api/v1/tokens/%d", tok.ID), nil, nil); err != nil {
-		return Report{}, err
-	}
-	adminMs := float64(time.Since(start)) / float64(time.Millisecond)
 	wg.Wait()
-	var lat []time.Duration
-	byCode := map[ws.StatusCode]int{}
-	for i, t := range closedAt {
-		if !t.IsZero() {
-			lat = append(lat, t.Sub(start))
-			byCode[codes[i]]++
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("disabling tokens: %w", err)
+	}
+	deadline := time.Now().Add(r.o.CloseTimeout)
+	var last int64
+	for {
+		st, err := r.fl.all(ctx, command{Op: "counts"})
+		if err != nil {
+			return err
+		}
+		rv.Closed4002, last = 0, 0
+		for _, s := range st {
+			rv.Closed4002 += s.RevokedCloses
+			last = max(last, s.LastRevokedClose)
+		}
+		if rv.Closed4002 >= rv.Affected || time.Now().After(deadline) {
+			break
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
 		}
 	}
-	slices.Sort(lat)
-	return Report{
-		Scenario:     "revoke",
-		Conns:        o.Conns,
-		AdminCallMs:  adminMs,
-		Closed:       len(lat),
-		CloseCodes:   fmt.Sprint(byCode),
-		LatencyP50Ms: percentile(lat, 0.5),
-		LatencyP99Ms: percentile(lat, 0.99),
-		LatencyMaxMs: percentile(lat, 1),
-		Errors:       int64(o.Conns - len(lat)),
-	}, nil
+	if last > 0 {
+		rv.AllClosedMs = float64(last-at.UnixNano()) / 1e6
+	}
+	if rv.Closed4002 < rv.Affected {
+		return fmt.Errorf("revoke: only %d of %d affected clients got their 4002 close frame within %s", rv.Closed4002, rv.Affected, r.o.CloseTimeout)
+	}
+	return nil
+}
+
+// revokeOutcome checks, at the end, that the devices of tokens that were
+// not revoked are all still connected.
+func (r *run) revokeOutcome(st []status) {
+	rv := r.rep.Revoke
+	if rv == nil {
+		return
+	}
+	var devices int64
+	for _, s := range st {
+		devices += s.OpenDevices
+	}
+	rv.Unaffected = int64(r.shape.devices) - rv.Affected
+	rv.UnaffectedOpen = devices
+}
+
+func (r *run) revokeScenario(ctx context.Context) error {
+	if _, err := r.connectAll(ctx); err != nil {
+		return err
+	}
+	if err := sleep(ctx, settle); err != nil {
+		return err
+	}
+	// Traffic flows for the whole Duration; the revocation happens a
+	// quarter of the way in.
+	o := r.o
+	o.Messages = 0
+	r.o = o
+	start, end, err := r.trafficPhase(ctx, true, false, r.o.Rate, 0, func() error {
+		if err := sleep(ctx, r.o.Duration/4); err != nil {
+			return err
+		}
+		return r.revokePhase(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	st, lastDelivery, err := r.drain(ctx)
+	if err != nil {
+		return err
+	}
+	// A publish in flight when its token is disabled is refused: expected
+	// deliveries are an upper bound here.
+	r.trafficReports(st, start, end, lastDelivery, true, false, [nKinds]bool{false, false}, [nKinds]float64{r.o.Rate, 0})
+	r.revokeOutcome(st)
+	return nil
+}
+
+// mixedScenario: telemetry and commands flow for Duration; a quarter of the
+// way in a share of the devices (ChurnFraction) drops and reconnects, then
+// Revoke tokens are disabled.
+func (r *run) mixedScenario(ctx context.Context) error {
+	if _, err := r.connectAll(ctx); err != nil {
+		return err
+	}
+	if err := sleep(ctx, settle); err != nil {
+		return err
+	}
+	o := r.o
+	o.Messages = 0
+	r.o = o
+	start, end, err := r.trafficPhase(ctx, true, true, r.o.Rate, r.o.CommandRate, func() error {
+		if err := sleep(ctx, r.o.Duration/4); err != nil {
+			return err
+		}
+		if err := r.churnPhase(ctx, r.o.ChurnFraction); err != nil {
+			return err
+		}
+		return r.revokePhase(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	st, lastDelivery, err := r.drain(ctx)
+	if err != nil {
+		return err
+	}
+	// With churn and revocation, expected counts are upper bounds:
+	// commands reach only the devices connected at the time, and a
+	// publish in flight when its device is reset or its token disabled
+	// is lost or refused.
+	r.trafficReports(st, start, end, lastDelivery, true, true, [nKinds]bool{false, false}, [nKinds]float64{r.o.Rate, r.o.CommandRate})
+	r.revokeOutcome(st)
+	return nil
+}
+
+// finish completes the report from the workers' final state and the
+// merged ticks.
+func (r *run) finish(final []status) {
+	rep := r.rep
+	rep.Seconds = time.Since(r.epoch).Seconds()
+	rep.Connections.Handshake = latencyOf(r.agg.connect)
+	rep.Errors = map[string]int64{}
+	if final != nil {
+		for _, s := range final {
+			for k, v := range s.Errors {
+				rep.Errors[k] += v
+			}
+		}
+	} else {
+		for k, v := range r.agg.errors {
+			rep.Errors[k] = v
+		}
+	}
+	rep.ErrorsTotal = sumCounts(rep.Errors)
+	if rep.Telemetry != nil {
+		rep.Telemetry.Latency = latencyOf(r.agg.lat[kindTelemetry])
+	}
+	if rep.Commands != nil {
+		rep.Commands.Latency = latencyOf(r.agg.lat[kindCommand])
+	}
+	if rv := rep.Revoke; rv != nil {
+		rv.CloseLatency = latencyOf(r.agg.close)
+		rv.UnexpectedCloses = 0
+		for name, v := range rep.Errors {
+			if strings.HasPrefix(name, "closed_") || strings.HasPrefix(name, "rejected_") {
+				rv.UnexpectedCloses += v
+			}
+		}
+	}
+	if r.broker != nil {
+		cpu, peak := r.broker.finish()
+		rep.Broker.CPUSeconds, rep.Broker.RSSPeak, rep.Broker.RSSEnd = cpu, peak, r.broker.rssNow()
+	}
+	rep.Series = r.agg.series()
 }

@@ -29,7 +29,8 @@ Usage:
                                   manage tokens, tags, permissions and connections through the admin API
                                   (gatecast help admin)
   gatecast sub|pub ...            a small WebSocket client for trying the broker (gatecast sub --help)
-  gatecast loadtest SCENARIO ...  measure a running broker: idle, fanout, fanin, revoke
+  gatecast loadtest SCENARIO ...  fleet simulator against a running broker: connect, idle, telemetry,
+                                  command, churn, revoke, mixed, fanout, fanin (docs/loadtest.md)
   gatecast version                print the version
 `
 

@@ -1,0 +1,159 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const cliUsage = `Usage: gatecast loadtest SCENARIO [flags]
+
+Simulates a fleet of clients against a running broker and prints a JSON
+report on stdout (progress on stderr). Scenarios:
+
+  connect    ramp to --conns devices at --ramp-rate, hold, report connect rate and memory per connection
+  idle       like connect, plus the broker's heap per connection from its /metrics
+  telemetry  devices publish --rate msg/s in all to their own topics; --dashboards watch regions with wildcards
+  command    a commander sends --rate commands/s to the fleet topic (every device) or, with
+             --command-target device, to one device after the other
+  churn      outage: every device (--churn-fraction) drops its TCP connection at once, then all
+             reconnect with jittered backoff; time until all are back
+  revoke     telemetry flows while --revoke of --tokens device tokens are disabled through the
+             admin API; time until every affected client has its 4002 close frame
+  mixed      telemetry + commands + a churn of --churn-fraction of the devices + a revocation
+  fanout     1 publisher → --conns subscribers of one topic (command with the fleet topic)
+  fanin      --conns publishers → 1 wildcard subscriber (telemetry with one dashboard)
+
+Connections are spread over worker processes (--per-worker each) and over
+source addresses 127.0.0.1…127.0.0.N (--source-ips). See docs/loadtest.md.
+
+Flags:
+`
+
+// RunCLI implements `gatecast loadtest SCENARIO [flags]`.
+func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == workerArg {
+		return runWorkerProcess(ctx, os.Stdin, stdout, stderr)
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, cliUsage)
+		newFlagSet("", &Options{}, new(cliExtra), stderr).PrintDefaults()
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	scenario := args[0]
+	var o Options
+	var x cliExtra
+	fs := newFlagSet(scenario, &o, &x, stderr)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "gatecast loadtest: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if o.AdminKey == "" {
+		o.AdminKey = os.Getenv("GATECAST_ADMIN_KEY")
+	}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if !rateSet {
+		o.Rate = scenarioDefaults[scenario]
+	}
+	if !x.quiet {
+		o.Progress = stderr
+	}
+	o.Stderr = stderr
+	rep, err := Run(ctx, scenario, o)
+	if rep != nil {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+		if x.chart != "" {
+			if cerr := writeChartFile(x.chart, rep); cerr != nil {
+				fmt.Fprintln(stderr, "gatecast loadtest: chart:", cerr)
+				if err == nil {
+					return 1
+				}
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "gatecast loadtest:", err)
+		return 1
+	}
+	return 0
+}
+
+// cliExtra are flags that are not Options.
+type cliExtra struct {
+	chart string
+	quiet bool
+}
+
+func writeChartFile(path string, rep *Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	title := "gatecast loadtest " + rep.Scenario + " — " + rep.Started.Format("2006-01-02 15:04:05Z")
+	if err := writeChart(f, title, rep.Series); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("gatecast loadtest "+scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, cliUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/brocker/", "broker WebSocket URL; several comma-separated (cluster nodes): connections are spread over them")
+	fs.StringVar(&o.AdminURL, "admin-url", "http://127.0.0.1:8081", "broker admin URL (creates and disables tokens, reads /metrics)")
+	// The environment is read after parsing, so that --help never prints
+	// the key as a default.
+	fs.StringVar(&o.AdminKey, "admin-key", "", "admin key (default: env GATECAST_ADMIN_KEY)")
+	fs.IntVar(&o.Conns, "conns", 1000, "devices (fanout: subscribers, fanin: publishers)")
+	fs.IntVar(&o.Dashboards, "dashboards", 10, "telemetry, revoke, mixed: dashboards, each watching one region's telemetry with a wildcard")
+	fs.IntVar(&o.Regions, "regions", 0, "device regions (0: one per dashboard)")
+	fs.IntVar(&o.Tokens, "tokens", 10, "device tokens; device i uses token i mod N")
+	fs.IntVar(&o.Revoke, "revoke", 1, "revoke, mixed: device tokens disabled under load")
+	fs.Float64Var(&o.Rate, "rate", 0, "messages/s offered in all: telemetry (telemetry, fanin, revoke, mixed) or commands (command, fanout); 0 = unpaced (default per scenario: telemetry 1000, fanin 50000, revoke 1000, mixed 1000, command 10, fanout 200)")
+	fs.Float64Var(&o.CommandRate, "command-rate", 0, "mixed: commands/s (default 5)")
+	fs.StringVar(&o.CommandTarget, "command-target", "fleet", "command, fanout, mixed: fleet (every device gets each command) or device (one device each, in turn)")
+	fs.Int64Var(&o.Messages, "messages", 0, "messages to publish in all, then stop (0: publish for --duration)")
+	fs.IntVar(&o.Size, "size", 64, "bytes of each message value (at least 32: it carries the send time)")
+	fs.DurationVar(&o.Duration, "duration", 0, "how long traffic flows (default 10s)")
+	fs.DurationVar(&o.Hold, "hold", 0, "connect, idle, churn: how long connections are held before measuring or dropping (default 5s)")
+	fs.DurationVar(&o.Drain, "drain", 0, "longest wait for in-flight deliveries after publishing stops (default 5s)")
+	fs.DurationVar(&o.Timeout, "timeout", 0, "upper bound of the whole run (default 10m)")
+	fs.Float64Var(&o.RampRate, "ramp-rate", 0, "connects/s while the fleet connects (0: as fast as --dial-concurrency allows)")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", 64, "dials in flight per worker")
+	fs.DurationVar(&o.DialTimeout, "dial-timeout", 0, "TCP connect timeout (default 10s)")
+	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 0, "WebSocket upgrade timeout (default 10s)")
+	fs.IntVar(&o.Workers, "workers", 0, "worker processes (0: enough for --per-worker connections each)")
+	fs.IntVar(&o.PerWorker, "per-worker", 15000, "connections per worker process at most (each process is capped at 20,000 open files here)")
+	fs.BoolVar(&o.InProcess, "in-process", false, "run the workers as goroutines of this process (debugging; the open files cap then applies to the whole fleet)")
+	fs.IntVar(&o.SourceIPs, "source-ips", 0, "bind connections to 127.0.0.1…127.0.0.N in turn, ~28k ports each (0: at least 4, at most 10,000 connections each); loopback brokers only")
+	fs.Float64Var(&o.ChurnFraction, "churn-fraction", 0, "churn, mixed: share of devices dropped (default: churn 1, mixed 0.1)")
+	fs.DurationVar(&o.Outage, "outage", 0, "churn, mixed: pause between the drop and the reconnect storm (default 1s)")
+	fs.DurationVar(&o.ReconnectJitter, "reconnect-jitter", 0, "churn, mixed: each device reconnects after a random delay below this (default 2s)")
+	fs.DurationVar(&o.ReconnectDeadline, "reconnect-deadline", 0, "churn, mixed: devices stop retrying this long after the storm began (default 1m)")
+	fs.DurationVar(&o.CloseTimeout, "close-timeout", 0, "revoke, mixed: longest wait for the close frames (default 30s)")
+	fs.IntVar(&o.BrokerPID, "broker-pid", 0, "PID of a broker on this machine: report its RSS and CPU from /proc")
+	fs.StringVar(&x.chart, "chart", "", "write an SVG chart (connections and p99 latency over time) to this file")
+	fs.BoolVar(&x.quiet, "quiet", false, "no progress lines on stderr")
+	return fs
+}
