@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/gatecast
 PKGS    := ./...
 
-.PHONY: all build run test test-short vet fuzz bench loadtest clean
+.PHONY: all build run test test-short vet fuzz bench bench-compare loadtest clean
 
 all: build
 
@@ -42,6 +42,13 @@ fuzz:
 COUNT ?= 1
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./topic ./proto ./acl ./broker ./netpoll
+
+## bench-compare: the same scenarios (fan-in 200->1, fan-out 1->2000, 1->1
+## latency, 15,000 idle) against Gatecast, Mosquitto and NATS over WebSocket,
+## each in its own protocol; installs mosquitto and nats-server when missing
+## (root). Table on stdout, JSON in bin/bench-compare.json.
+bench-compare: build
+	./$(BIN) bench compare --gatecast $(BIN) --json bin/bench-compare.json
 
 ## loadtest: start throwaway brokers and run the fleet scenarios against them
 ## (connect, idle, telemetry, command, churn, revoke, mixed, fanout, fanin:

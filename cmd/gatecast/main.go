@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/gatecast/gatecast/admin"
+	"github.com/gatecast/gatecast/bench/compare"
 	"github.com/gatecast/gatecast/loadtest"
 	"github.com/gatecast/gatecast/server"
 )
@@ -31,6 +32,7 @@ Usage:
   gatecast sub|pub ...            a small WebSocket client for trying the broker (gatecast sub --help)
   gatecast loadtest SCENARIO ...  fleet simulator against a running broker: connect, idle, telemetry,
                                   command, churn, revoke, mixed, fanout, fanin (docs/loadtest.md)
+  gatecast bench compare ...      the same scenarios against Gatecast, Mosquitto and NATS, side by side
   gatecast version                print the version
 `
 
@@ -61,6 +63,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return loadtest.RunClientCLI(ctx, args, stdout, stderr)
 	case "loadtest":
 		return loadtest.RunCLI(ctx, args[1:], stdout, stderr)
+	case "bench":
+		if len(args) < 2 || args[1] != "compare" {
+			fmt.Fprintln(stderr, "Usage: gatecast bench compare [flags]   (gatecast bench compare --help)")
+			return 2
+		}
+		return compare.RunCompareCLI(ctx, args[2:], stdout, stderr)
 	default:
 		return admin.RunCLI(ctx, args, stdout, stderr)
 	}

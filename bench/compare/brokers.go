@@ -1,0 +1,373 @@
+package compare
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Instance is one running broker the scenarios talk to.
+type Instance struct {
+	Broker  string   // "gatecast", "mosquitto", "nats"
+	Proto   Protocol // dials this instance
+	PID     int      // the process whose VmRSS and CPU time are read from /proc
+	Version string
+	stop    func() error
+}
+
+// Stop stops the instance (for a process: SIGTERM to its PID, then
+// SIGKILL) and waits until it is gone.
+func (i *Instance) Stop() error {
+	if i.stop == nil {
+		return nil
+	}
+	return i.stop()
+}
+
+// Broker starts fresh instances of one broker: every scenario gets its own,
+// so no scenario measures what an earlier one left behind.
+type Broker struct {
+	Name  string
+	Start func(ctx context.Context) (*Instance, error)
+}
+
+// startTimeout bounds a broker's start-up until it accepts a WebSocket
+// client.
+const startTimeout = 30 * time.Second
+
+// launch starts one broker process through try (which picks ports, writes
+// its configuration and starts it) and waits for ready; a start lost to a
+// port race is retried with fresh ports.
+func launch(ctx context.Context, name string, try func(attempt int) (*process, func(context.Context) (*Instance, error), error)) (*Instance, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		p, ready, err := try(attempt)
+		if err != nil {
+			return nil, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, startTimeout)
+		inst, err := waitReady(rctx, p, ready)
+		cancel()
+		if err == nil {
+			inst.PID = p.pid()
+			inst.stop = p.Stop
+			return inst, nil
+		}
+		p.Stop()
+		lastErr = fmt.Errorf("%s did not start: %w\n--- its log ---\n%s", name, err, p.logTail())
+		if ctx.Err() != nil || !addrInUse(p.logTail()) {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+// waitReady polls ready until it succeeds, the process exits or ctx ends.
+func waitReady(ctx context.Context, p *process, ready func(context.Context) (*Instance, error)) (*Instance, error) {
+	var last error
+	for {
+		if p.exited() {
+			return nil, fmt.Errorf("exited during start-up (%v)", p.waitErr)
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		inst, err := ready(actx)
+		cancel()
+		if err == nil {
+			return inst, nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%v (last attempt: %v)", ctx.Err(), last)
+		case <-p.done:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// probe dials p once with one subscription and hangs up: the broker serves
+// its WebSocket protocol.
+func probe(ctx context.Context, p Protocol) error {
+	c, err := p.Dial(ctx, "bench-probe", []string{"bench/probe"})
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// GatecastProcess starts `BIN serve` on two random loopback ports (data
+// plane and admin API) with a fresh data directory under workDir and its
+// defaults plus extraArgs (e.g. --outbox-limit 1024), creates a token with a
+// readwrite grant on bench/# through the admin API and speaks the seed
+// protocol with it.
+func GatecastProcess(bin, workDir string, extraArgs ...string) Broker {
+	return Broker{Name: "gatecast", Start: func(ctx context.Context) (*Instance, error) {
+		version := commandOutput(bin, "version")
+		return launch(ctx, "gatecast", func(int) (*process, func(context.Context) (*Instance, error), error) {
+			dir, err := os.MkdirTemp(workDir, "gatecast-")
+			if err != nil {
+				return nil, nil, err
+			}
+			wsPort, err1 := freePort()
+			adminPort, err2 := freePort()
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, nil, err
+			}
+			key := randomHex(24)
+			wsAddr := "127.0.0.1:" + strconv.Itoa(wsPort)
+			adminURL := "http://127.0.0.1:" + strconv.Itoa(adminPort)
+			// The admin key goes through the environment, not argv, so it
+			// is not visible in the process list.
+			args := append([]string{"serve", "--data-dir", dir, "--listen", wsAddr,
+				"--admin-listen", "127.0.0.1:" + strconv.Itoa(adminPort), "--log-level", "warn"}, extraArgs...)
+			p, err := startProcess("gatecast", bin, args,
+				append(os.Environ(), "GATECAST_ADMIN_KEY="+key), dir, filepath.Join(dir, "gatecast.log"))
+			if err != nil {
+				return nil, nil, err
+			}
+			var proto Protocol
+			return p, func(ctx context.Context) (*Instance, error) {
+				if proto == nil {
+					if err := httpOK(ctx, adminURL+"/healthz"); err != nil {
+						return nil, err
+					}
+					secret, err := gatecastToken(ctx, adminURL, key)
+					if err != nil {
+						return nil, err
+					}
+					proto = Seed{URL: "ws://" + wsAddr + "/ws/brocker/", Token: secret}
+				}
+				if err := probe(ctx, proto); err != nil {
+					return nil, err
+				}
+				return &Instance{Broker: "gatecast", Proto: proto, Version: version}, nil
+			}, nil
+		})
+	}}
+}
+
+// MosquittoProcess starts `mosquitto -c FILE` with a WebSocket listener on
+// a random loopback port: anonymous access, no connection limit, no
+// persistence, errors and warnings logged only. Mosquitto 2.0.x refuses to
+// start with a WebSocket listener alone ("Unable to start any listening
+// sockets", eclipse-mosquitto/mosquitto#2284), so the configuration also
+// has a plain MQTT listener on another loopback port, unused by the
+// harness. TCP_NODELAY is enabled as Gatecast and NATS do.
+func MosquittoProcess(bin, workDir string) Broker {
+	return Broker{Name: "mosquitto", Start: func(ctx context.Context) (*Instance, error) {
+		version := firstLine(commandOutput(bin, "-h"))
+		return launch(ctx, "mosquitto", func(int) (*process, func(context.Context) (*Instance, error), error) {
+			dir, err := os.MkdirTemp(workDir, "mosquitto-")
+			if err != nil {
+				return nil, nil, err
+			}
+			tcpPort, err1 := freePort()
+			wsPort, err2 := freePort()
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, nil, err
+			}
+			conf := fmt.Sprintf(`# written by gatecast bench compare: a throwaway instance
+per_listener_settings false
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+set_tcp_nodelay true
+
+listener %d 127.0.0.1
+max_connections -1
+
+listener %d 127.0.0.1
+protocol websockets
+max_connections -1
+`, tcpPort, wsPort)
+			confPath := filepath.Join(dir, "mosquitto.conf")
+			if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+				return nil, nil, err
+			}
+			// Mosquitto started as root drops to the mosquitto user after
+			// reading its configuration; its directory must stay readable.
+			os.Chmod(dir, 0o755)
+			p, err := startProcess("mosquitto", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "mosquitto.log"))
+			if err != nil {
+				return nil, nil, err
+			}
+			proto := MQTT{URL: "ws://127.0.0.1:" + strconv.Itoa(wsPort) + "/"}
+			return p, func(ctx context.Context) (*Instance, error) {
+				if err := probe(ctx, proto); err != nil {
+					return nil, err
+				}
+				return &Instance{Broker: "mosquitto", Proto: proto, Version: version}, nil
+			}, nil
+		})
+	}}
+}
+
+// NATSProcess starts `nats-server -c FILE` with its client port and a
+// WebSocket listener (no TLS) on random loopback ports, a connection limit
+// above any scenario's and a 10 s write deadline; everything else is the
+// server's default.
+func NATSProcess(bin, workDir string) Broker {
+	return Broker{Name: "nats", Start: func(ctx context.Context) (*Instance, error) {
+		version := commandOutput(bin, "--version")
+		return launch(ctx, "nats", func(int) (*process, func(context.Context) (*Instance, error), error) {
+			dir, err := os.MkdirTemp(workDir, "nats-")
+			if err != nil {
+				return nil, nil, err
+			}
+			tcpPort, err1 := freePort()
+			wsPort, err2 := freePort()
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, nil, err
+			}
+			conf := fmt.Sprintf(`# written by gatecast bench compare: a throwaway instance
+listen: "127.0.0.1:%d"
+max_connections: 100000
+write_deadline: "10s"
+websocket {
+  listen: "127.0.0.1:%d"
+  no_tls: true
+}
+`, tcpPort, wsPort)
+			confPath := filepath.Join(dir, "nats.conf")
+			if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+				return nil, nil, err
+			}
+			p, err := startProcess("nats-server", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "nats.log"))
+			if err != nil {
+				return nil, nil, err
+			}
+			proto := NATS{URL: "ws://127.0.0.1:" + strconv.Itoa(wsPort) + "/"}
+			return p, func(ctx context.Context) (*Instance, error) {
+				if err := probe(ctx, proto); err != nil {
+					return nil, err
+				}
+				return &Instance{Broker: "nats", Proto: proto, Version: version}, nil
+			}, nil
+		})
+	}}
+}
+
+// gatecastToken creates, through the admin API, a token with a readwrite
+// grant on bench/# and returns its secret.
+func gatecastToken(ctx context.Context, adminURL, key string) (string, error) {
+	var tok struct {
+		ID     int64  `json:"id"`
+		Secret string `json:"token"`
+	}
+	if err := adminCall(ctx, adminURL, key, "POST", "/api/v1/tokens", map[string]any{"name": "bench-compare", "max_connections": 0}, &tok); err != nil {
+		return "", err
+	}
+	var tags []struct {
+		ID      int64  `json:"id"`
+		Pattern string `json:"pattern"`
+	}
+	if err := adminCall(ctx, adminURL, key, "GET", "/api/v1/tags", nil, &tags); err != nil {
+		return "", err
+	}
+	tagID := int64(0)
+	for _, t := range tags {
+		if t.Pattern == "bench/#" {
+			tagID = t.ID
+		}
+	}
+	if tagID == 0 {
+		var t struct {
+			ID int64 `json:"id"`
+		}
+		if err := adminCall(ctx, adminURL, key, "POST", "/api/v1/tags", map[string]any{"pattern": "bench/#"}, &t); err != nil {
+			return "", err
+		}
+		tagID = t.ID
+	}
+	path := fmt.Sprintf("/api/v1/tokens/%d/permissions/%d", tok.ID, tagID)
+	if err := adminCall(ctx, adminURL, key, "PUT", path, map[string]any{"permission": "readwrite"}, nil); err != nil {
+		return "", err
+	}
+	if tok.Secret == "" {
+		return "", errors.New("gatecast admin API: token created without a secret in the answer")
+	}
+	return tok.Secret, nil
+}
+
+func adminCall(ctx context.Context, base, key, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("gatecast admin API %s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+func httpOK(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// commandOutput runs a version query, bounded in time; "" if it fails to
+// print anything.
+func commandOutput(bin string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	return strings.TrimSpace(string(out))
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return strings.TrimSpace(line)
+}

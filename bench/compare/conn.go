@@ -1,0 +1,388 @@
+package compare
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+)
+
+// Protocol is how the harness speaks to one broker over WebSocket.
+// Implementations: Seed (Gatecast), MQTT (Mosquitto), NATS (nats-server).
+type Protocol interface {
+	// Name names the protocol in reports: "seed", "mqtt", "nats".
+	Name() string
+	// Dial opens one WebSocket connection, logs in as clientID and
+	// subscribes to filters, written with MQTT conventions ("/" between
+	// levels, "+" one level, "#" the rest); the NATS client translates
+	// them. It returns once the broker has confirmed whatever its protocol
+	// lets it confirm (CONNACK and SUBACK, PONG after SUB; nothing for the
+	// seed protocol).
+	Dial(ctx context.Context, clientID string, filters []string) (*Conn, error)
+}
+
+// Limits of the WebSocket reader: a frame or reassembled message larger
+// than this is a protocol error, not a reason to allocate without bound.
+const maxMessage = 64 << 20
+
+// handshakeTimeout bounds a dial plus the protocol's log-in when ctx has no
+// earlier deadline.
+const handshakeTimeout = 15 * time.Second
+
+// eventKind is what one decoded server unit means to the client.
+type eventKind uint8
+
+const (
+	evNone    eventKind = iota // nothing for the caller (INFO, PINGRESP…)
+	evMessage                  // a delivery: topic and payload
+	evAck                      // a handshake confirmation: ack
+	evReply                    // the server asks for reply to be written (NATS PING)
+)
+
+type event struct {
+	kind           eventKind
+	topic, payload []byte
+	ack            int
+	reply          []byte
+}
+
+// wire is one protocol's client codec. The methods that decode run only on
+// the connection's reader goroutine; appendPublish only on its publisher.
+type wire interface {
+	// opcode is the WebSocket opcode of the client's data frames.
+	opcode() ws.OpCode
+	// stream reports whether the server's data frames carry a byte stream
+	// (MQTT, NATS: units may span or share frames) rather than one unit
+	// per WebSocket message (seed).
+	stream() bool
+	appendPublish(dst []byte, topic string, payload []byte) ([]byte, error)
+	// appendKeepAlive appends what the client must send to stay connected
+	// while idle (MQTT PINGREQ), or nothing.
+	appendKeepAlive(dst []byte) []byte
+	// parse decodes one unit at the start of b: n == 0 without an error
+	// means more bytes are needed (stream protocols only). Slices in the
+	// event alias b.
+	parse(b []byte) (n int, ev event, err error)
+}
+
+// Conn is one client connection. Concurrency: one goroutine reads (Next);
+// one goroutine publishes (AppendPublish, Flush, Publish); KeepAlive and
+// Close may be called from any goroutine. Writes of whole frames are
+// serialised by a mutex, so a frame the reader writes (pong, NATS PONG)
+// never splits a publisher's frame.
+type Conn struct {
+	nc net.Conn
+	br *bufio.Reader
+	w  wire
+
+	wmu     sync.Mutex
+	ctl     []byte // frames written under wmu by any goroutine
+	ctlMask uint32 // mask generator state, under wmu
+
+	// Publisher side: frames queued by AppendPublish until Flush.
+	out     []byte
+	tmp     []byte
+	pubMask uint32
+
+	// Reader side.
+	msg    []byte // the current WebSocket message (seed) or the stream buffer
+	off    int    // stream protocols: start of the undecoded bytes in msg
+	ctlBuf [125]byte
+
+	closed atomic.Bool
+}
+
+var connSeq atomic.Uint32
+
+func dialWS(ctx context.Context, url string, protocols []string, h http.Header, w wire) (*Conn, error) {
+	d := ws.Dialer{Timeout: handshakeTimeout, Protocols: protocols}
+	if h != nil {
+		d.Header = ws.HandshakeHeaderHTTP(h)
+	}
+	nc, br, _, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	// Bytes the server sent right behind its handshake response (NATS
+	// sends INFO at once) sit in br; read them before the socket.
+	var r io.Reader = nc
+	if br != nil {
+		r = io.MultiReader(br, nc)
+	}
+	seed := connSeq.Add(0x9E3779B9) | 1
+	return &Conn{nc: nc, br: bufio.NewReaderSize(r, 8<<10), w: w, ctlMask: seed, pubMask: seed * 2654435761}, nil
+}
+
+// handshake runs f with the connection's deadline bounded by ctx and
+// handshakeTimeout, and stops it early when ctx ends.
+func (c *Conn) handshake(ctx context.Context, f func() error) error {
+	dl := time.Now().Add(handshakeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	c.nc.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
+	err := f()
+	if !stop() && err != nil {
+		err = fmt.Errorf("%w (%v)", err, ctx.Err())
+	}
+	c.nc.SetDeadline(time.Time{})
+	return err
+}
+
+// nextMask returns a fresh masking key from the xorshift state s. Clients
+// must mask every frame (RFC 6455 §5.3); the key need not be
+// cryptographically random for a load generator on loopback.
+func nextMask(s *uint32) [4]byte {
+	x := *s
+	x ^= x << 13
+	x ^= x >> 17
+	x ^= x << 5
+	*s = x
+	var m [4]byte
+	binary.LittleEndian.PutUint32(m[:], x)
+	return m
+}
+
+// appendClientFrame appends one final, masked client frame.
+func appendClientFrame(dst []byte, op ws.OpCode, payload []byte, mask [4]byte) []byte {
+	n := len(payload)
+	dst = append(dst, 0x80|byte(op))
+	switch {
+	case n <= 125:
+		dst = append(dst, 0x80|byte(n))
+	case n <= 0xffff:
+		dst = append(dst, 0x80|126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 0x80|127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	dst = append(dst, mask[:]...)
+	start := len(dst)
+	dst = append(dst, payload...)
+	ws.Cipher(dst[start:], mask, 0)
+	return dst
+}
+
+// writeFrame writes one frame under the write lock.
+func (c *Conn) writeFrame(op ws.OpCode, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.ctl = appendClientFrame(c.ctl[:0], op, payload, nextMask(&c.ctlMask))
+	_, err := c.nc.Write(c.ctl)
+	return err
+}
+
+// writeData writes payload as one data frame of the protocol's opcode.
+func (c *Conn) writeData(payload []byte) error { return c.writeFrame(c.w.opcode(), payload) }
+
+// AppendPublish queues one publish of payload on topic (MQTT conventions,
+// see Protocol.Dial) without writing it; Flush writes everything queued in
+// one write. Only the publisher goroutine may call it.
+func (c *Conn) AppendPublish(topic string, payload []byte) error {
+	var err error
+	c.tmp, err = c.w.appendPublish(c.tmp[:0], topic, payload)
+	if err != nil {
+		return err
+	}
+	c.out = appendClientFrame(c.out, c.w.opcode(), c.tmp, nextMask(&c.pubMask))
+	return nil
+}
+
+// Flush writes the frames queued by AppendPublish.
+func (c *Conn) Flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	c.wmu.Lock()
+	_, err := c.nc.Write(c.out)
+	c.wmu.Unlock()
+	c.out = c.out[:0]
+	return err
+}
+
+// Publish writes one publish at once.
+func (c *Conn) Publish(topic string, payload []byte) error {
+	if err := c.AppendPublish(topic, payload); err != nil {
+		return err
+	}
+	return c.Flush()
+}
+
+// KeepAlive sends what the protocol needs to keep an idle connection open
+// (an MQTT PINGREQ); for the others the server pings and Next answers.
+func (c *Conn) KeepAlive() error {
+	var b [8]byte
+	p := c.w.appendKeepAlive(b[:0])
+	if len(p) == 0 {
+		return nil
+	}
+	return c.writeData(p)
+}
+
+// Close closes the socket. Safe to call more than once, from any goroutine.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.nc.Close()
+}
+
+// SetReadDeadline bounds the next reads (Next); the zero time removes the
+// bound.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// Next returns the next message delivered to this connection: its topic as
+// the broker wrote it and its payload. Both are valid only until the next
+// call. Pings are answered and acknowledgements skipped on the way. A close
+// frame from the server ends with a wsutil.ClosedError carrying its code.
+func (c *Conn) Next() (topic, payload []byte, err error) {
+	for {
+		ev, err := c.nextEvent()
+		if err != nil {
+			return nil, nil, err
+		}
+		switch ev.kind {
+		case evMessage:
+			return ev.topic, ev.payload, nil
+		case evReply:
+			if err := c.writeData(ev.reply); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+}
+
+// awaitAck reads until the acknowledgement ack arrives; deliveries before
+// it are dropped (none are expected during a handshake).
+func (c *Conn) awaitAck(ack int) error {
+	for {
+		ev, err := c.nextEvent()
+		if err != nil {
+			return err
+		}
+		switch {
+		case ev.kind == evAck && ev.ack == ack:
+			return nil
+		case ev.kind == evReply:
+			if err := c.writeData(ev.reply); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// nextEvent decodes the next unit the server sent.
+func (c *Conn) nextEvent() (event, error) {
+	if !c.w.stream() {
+		msg, err := c.readMessage(c.msg[:0])
+		c.msg = msg
+		if err != nil {
+			return event{}, err
+		}
+		_, ev, err := c.w.parse(msg)
+		return ev, err
+	}
+	for {
+		if c.off < len(c.msg) {
+			n, ev, err := c.w.parse(c.msg[c.off:])
+			if err != nil {
+				return event{}, err
+			}
+			if n > 0 {
+				c.off += n
+				return ev, nil
+			}
+		}
+		// Need more bytes: drop what was decoded, then append the next
+		// WebSocket message to the stream.
+		if c.off == len(c.msg) {
+			c.msg, c.off = c.msg[:0], 0
+		} else if c.off > 0 {
+			c.msg = c.msg[:copy(c.msg, c.msg[c.off:])]
+			c.off = 0
+		}
+		msg, err := c.readMessage(c.msg)
+		c.msg = msg
+		if err != nil {
+			return event{}, err
+		}
+	}
+}
+
+// readMessage appends the payload of the next WebSocket data message
+// (reassembling fragments) to dst. Control frames in between are handled:
+// ping is answered with pong, close ends with wsutil.ClosedError.
+func (c *Conn) readMessage(dst []byte) ([]byte, error) {
+	base := len(dst)
+	started := false
+	for {
+		h, err := ws.ReadHeader(c.br)
+		if err != nil {
+			return dst, err
+		}
+		if h.OpCode.IsControl() {
+			if h.Length > 125 || !h.Fin {
+				return dst, ws.ErrProtocolControlPayloadOverflow
+			}
+			p := c.ctlBuf[:h.Length]
+			if _, err := io.ReadFull(c.br, p); err != nil {
+				return dst, err
+			}
+			if h.Masked {
+				ws.Cipher(p, h.Mask, 0)
+			}
+			switch h.OpCode {
+			case ws.OpPing:
+				if err := c.writeFrame(ws.OpPong, p); err != nil {
+					return dst, err
+				}
+			case ws.OpClose:
+				code, reason := ws.ParseCloseFrameData(p)
+				_ = c.writeFrame(ws.OpClose, ws.NewCloseFrameBody(code, ""))
+				return dst, wsutil.ClosedError{Code: code, Reason: reason}
+			}
+			continue
+		}
+		if h.OpCode.IsReserved() {
+			return dst, ws.ErrProtocolOpCodeReserved
+		}
+		if (h.OpCode == ws.OpContinuation) != started {
+			return dst, ws.ErrProtocolContinuationUnexpected
+		}
+		started = true
+		if h.Length > maxMessage || int64(len(dst)-base)+h.Length > maxMessage {
+			return dst, fmt.Errorf("websocket: message larger than %d bytes", maxMessage)
+		}
+		n := len(dst)
+		dst = append(dst, make([]byte, h.Length)...)
+		if _, err := io.ReadFull(c.br, dst[n:]); err != nil {
+			return dst[:n], err
+		}
+		if h.Masked {
+			ws.Cipher(dst[n:], h.Mask, 0)
+		}
+		if h.Fin {
+			return dst, nil
+		}
+	}
+}
+
+// closeCode returns the code of a close frame from the broker, if err is one.
+func closeCode(err error) (ws.StatusCode, bool) {
+	var ce wsutil.ClosedError
+	if errors.As(err, &ce) {
+		return ce.Code, true
+	}
+	return 0, false
+}

@@ -1,0 +1,30 @@
+// Package compare runs the same load scenarios against Gatecast and against
+// peer brokers (Mosquitto and the NATS server) on the same machine, each
+// driven over WebSocket in its own protocol by one harness, and prints the
+// figures side by side with the ratio Gatecast / peer.
+//
+// It owns: the client side of three protocols over WebSocket (Gatecast's
+// seed JSON protocol, MQTT 3.1.1 at QoS 0, the NATS text protocol), behind
+// one small interface (Protocol dials and subscribes, Conn publishes and
+// decodes deliveries into topic + payload); the throwaway broker processes
+// of a run (started on random loopback ports in a temporary directory and
+// stopped by their PID); the scenarios (fan-in, fan-out, 1→1 latency, idle
+// connections) and the report (plain-text tables and JSON).
+//
+// It must not know Gatecast's internals: Gatecast is reached, like the
+// peers, only over the network (the WebSocket endpoint and the admin HTTP
+// API), so the same harness code measures all three. The only Gatecast
+// package it imports is proto, for the seed frame decoder, the way the
+// loadtest package does. Tests start an in-process node through package
+// server; the command-line run starts the gatecast binary.
+//
+// Every scenario is bounded in connections, messages and time. Client
+// connections are goroutine-per-connection (at most 15,000 by default, so
+// the harness process stays under a 20,000 file-descriptor cap).
+//
+// The same 64-byte payload is sent through every broker: a JSON object
+// {"t":<send time, Unix ns>,"p":"xxx…"} padded to the message size. Latency
+// is the receive time minus the embedded send time, both taken in the
+// harness process (one clock). Negative t marks warm-up messages that prove
+// each path is live before measurement starts; they are never counted.
+package compare

@@ -1,0 +1,217 @@
+package compare
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gatecast/gatecast/internal/testserver"
+	"github.com/gatecast/gatecast/server"
+)
+
+// peer returns the path of a peer binary, installing its Debian package
+// when it is missing and the tests run as root (skipped otherwise, failed
+// under CI).
+func peer(t *testing.T, name string) string {
+	t.Helper()
+	testserver.Ensure(t, peerPackages[name], name, func() bool {
+		_, err := findBinary(name)
+		return err == nil
+	})
+	p, err := findBinary(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// inProcessGatecast starts a fresh Gatecast node inside the test binary
+// for each scenario part, reached like the CLI reaches the binary: over
+// the WebSocket endpoint and the admin API.
+func inProcessGatecast(t *testing.T) Broker {
+	return Broker{Name: "gatecast", Start: func(ctx context.Context) (*Instance, error) {
+		cfg := server.Defaults()
+		cfg.DataDir = t.TempDir()
+		cfg.Listen = "127.0.0.1:0"
+		cfg.AdminListen = "127.0.0.1:0"
+		n, err := server.Start(cfg, nil)
+		if err != nil {
+			return nil, err
+		}
+		stop := func() error {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return n.Shutdown(sctx)
+		}
+		secret, err := gatecastToken(ctx, "http://"+n.AdminAddr(), n.AdminKey())
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		return &Instance{Broker: "gatecast", Proto: Seed{URL: "ws://" + n.WSAddr() + "/ws/brocker/", Token: secret},
+			PID: os.Getpid(), Version: "in-process", stop: stop}, nil
+	}}
+}
+
+// tinyConfig is every scenario at a scale that runs in seconds.
+func tinyConfig() Config {
+	return Config{
+		Size: 64, DialConcurrency: 8, Warmup: 15 * time.Second, Quiet: 2 * time.Second, Step: 200 * time.Millisecond,
+		FanOutSubscribers: 5, FanOutRates: []int{100, 200}, FanOutMessages: 20,
+		FanInPublishers: 3, FanInRates: []int{300}, FanInMessages: 60,
+		LatencyRate: 200, LatencyMessages: 20,
+		IdleConns: 20, IdleHold: 100 * time.Millisecond,
+		Scenarios: []string{"fanout", "fanin", "latency", "idle"},
+	}
+}
+
+// pidTracker records the PID of every instance a broker starts.
+type pidTracker struct {
+	mu   sync.Mutex
+	pids []int
+}
+
+func (p *pidTracker) wrap(b Broker) Broker {
+	start := b.Start
+	b.Start = func(ctx context.Context) (*Instance, error) {
+		inst, err := start(ctx)
+		if err == nil {
+			p.mu.Lock()
+			p.pids = append(p.pids, inst.PID)
+			p.mu.Unlock()
+		}
+		return inst, err
+	}
+	return b
+}
+
+// The same scenarios run against Gatecast, Mosquitto and the NATS server:
+// every message of every tiny run arrives through each broker's own
+// protocol, the figures are filled in, the peers' processes are gone
+// afterwards and the tables carry the ratios.
+func TestCompareAgainstRealBrokers(t *testing.T) {
+	mosq, natsBin := peer(t, "mosquitto"), peer(t, "nats-server")
+	dir := t.TempDir()
+	var tracked pidTracker
+	brokers := []Broker{inProcessGatecast(t), tracked.wrap(MosquittoProcess(mosq, dir)), tracked.wrap(NATSProcess(natsBin, dir))}
+	cfg := tinyConfig()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, cfg, brokers, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range rep.Brokers {
+		if len(b.Errors) > 0 {
+			t.Fatalf("%s: %v\nprogress:\n%s", b.Broker, b.Errors, progress.String())
+		}
+		lossless := func(what string, d *Delivery, sent int64, subs int) {
+			t.Helper()
+			if d == nil {
+				t.Fatalf("%s %s: no figures", b.Broker, what)
+			}
+			if d.Sent != sent || d.Expected != sent*int64(subs) || d.Delivered != d.Expected || d.LossPercent != 0 ||
+				d.Disconnected != 0 || d.P99Ms <= 0 || d.MaxMs < d.P50Ms || d.DeliveredPerSecond <= 0 {
+				t.Fatalf("%s %s: %+v", b.Broker, what, *d)
+			}
+		}
+		if len(b.FanOutSteps) == 0 {
+			t.Fatalf("%s: no fan-out steps", b.Broker)
+		}
+		lossless("fan-out step 1", &b.FanOutSteps[0], 20, 5) // 100 msg/s for 200 ms
+		lossless("fan-out burst", b.FanOutBurst, 20, 5)
+		lossless("fan-in step 1", &b.FanInSteps[0], 60, 1) // 300 msg/s for 200 ms from 3 publishers
+		lossless("fan-in burst", b.FanInBurst, 60, 1)
+		lossless("latency", b.Latency, 20, 1)
+		if b.Idle == nil || b.Idle.Open != 20 || b.Idle.RSSBefore <= 0 || b.Idle.RSSAfter <= 0 {
+			t.Fatalf("%s idle: %+v", b.Broker, b.Idle)
+		}
+		if b.Broker != "gatecast" && (b.MaxOpenFiles <= 0 || b.Version == "") {
+			t.Fatalf("%s: open-file limit %d, version %q", b.Broker, b.MaxOpenFiles, b.Version)
+		}
+	}
+	if p := rep.Brokers[1].Protocol + "," + rep.Brokers[2].Protocol; p != "mqtt,nats" {
+		t.Fatalf("protocols %s", p)
+	}
+	// Every peer process was stopped and reaped: its PID no longer exists.
+	if len(tracked.pids) != 2*6 {
+		t.Fatalf("%d peer instances started, want 12 (6 scenario parts × 2 peers)", len(tracked.pids))
+	}
+	for _, pid := range tracked.pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("peer process %d still exists after the run (%v)", pid, err)
+		}
+	}
+
+	var out bytes.Buffer
+	WriteTables(&out, rep)
+	for _, want := range []string{"Fan-out: 1 publisher → 5 subscribers", "Fan-in: 3 publishers", "Latency: 1 → 1",
+		"Idle: 20 connections", "gatecast/mosquitto", "gatecast/nats", "Goals (docs/PERFORMANCE.md)", "×"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tables lack %q:\n%s", want, out.String())
+		}
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Brokers) != 3 || back.Brokers[0].FanOutBurst.Delivered != 100 {
+		t.Fatalf("JSON report does not round-trip: %v", err)
+	}
+}
+
+// The command line runs the peers end to end, writes the tables and the
+// JSON report, and refuses bad flags.
+func TestCompareCLI(t *testing.T) {
+	peer(t, "mosquitto")
+	peer(t, "nats-server")
+	jsonPath := filepath.Join(t.TempDir(), "report.json")
+	var stdout, stderr bytes.Buffer
+	args := []string{"--brokers", "mosquitto,nats", "--scenarios", "fanout,latency", "--fanout-subs", "3",
+		"--fanout-rates", "50", "--fanout-messages", "10", "--step", "200ms", "--quiet", "2s",
+		"--latency-rate", "100", "--latency-messages", "10", "--json", jsonPath}
+	if code := RunCompareCLI(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "Fan-out: 1 publisher → 3 subscribers") || !strings.Contains(stdout.String(), "mosquitto") {
+		t.Fatalf("stdout:\n%s", stdout.String())
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil || len(rep.Brokers) != 2 || rep.Brokers[1].Latency == nil ||
+		rep.Brokers[1].Latency.Delivered != 10 {
+		t.Fatalf("JSON report: %v\n%s", err, raw)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--scenarios", "bogus"}, 2, "unknown scenario"},
+		{[]string{"--brokers", "rabbitmq", "--scenarios", "latency"}, 2, "unknown broker"},
+		{[]string{"--fanin-rates", "10,x"}, 2, "--fanin-rates"},
+		{[]string{"--fanout-rates", "200,100"}, 2, "ascending"},
+		{[]string{"--size", "8"}, 2, "message size"},
+		{[]string{"--brokers", "gatecast", "--gatecast", filepath.Join(t.TempDir(), "none")}, 1, "make build"},
+		{[]string{"extra"}, 2, "unexpected argument"},
+	} {
+		stderr.Reset()
+		if code := RunCompareCLI(context.Background(), tc.args, &stdout, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr.String(), tc.code, tc.msg)
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package compare
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Report is everything one comparison run measured; the CLI writes it as
+// JSON with --json.
+type Report struct {
+	Started time.Time       `json:"started"`
+	Seconds float64         `json:"seconds"`
+	Host    Host            `json:"host"`
+	Config  Config          `json:"config"`
+	Brokers []*BrokerResult `json:"brokers"`
+}
+
+// Host describes the machine the run was on.
+type Host struct {
+	CPUs          int    `json:"cpus"`
+	Kernel        string `json:"kernel"`
+	GoVersion     string `json:"go_version"`
+	OpenFileLimit uint64 `json:"open_file_limit"` // soft RLIMIT_NOFILE of the harness, inherited by the brokers
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
+	// the figures are only comparable on an otherwise idle machine.
+	LoadBefore string `json:"load_before"`
+	LoadAfter  string `json:"load_after"`
+}
+
+// BrokerResult is one broker's figures. A scenario that failed has no
+// figures and an entry in Errors instead.
+type BrokerResult struct {
+	Broker       string `json:"broker"`
+	Protocol     string `json:"protocol"`
+	Version      string `json:"version"`
+	MaxOpenFiles int64  `json:"max_open_files"` // the broker process's soft limit, from /proc/PID/limits
+
+	FanOutSteps []Delivery `json:"fanout_steps,omitempty"`
+	FanOutBest  *Delivery  `json:"fanout_sustained,omitempty"` // highest sustained step
+	FanOutBurst *Delivery  `json:"fanout_burst,omitempty"`
+	FanInSteps  []Delivery `json:"fanin_steps,omitempty"`
+	FanInBest   *Delivery  `json:"fanin_sustained,omitempty"`
+	FanInBurst  *Delivery  `json:"fanin_burst,omitempty"`
+	Latency     *Delivery  `json:"latency,omitempty"`
+	Idle        *Idle      `json:"idle,omitempty"`
+
+	Errors map[string]string `json:"errors,omitempty"` // scenario part → error
+}
+
+// unit is one part of a scenario, run on a fresh instance of each broker.
+type unit struct {
+	name string
+	run  func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (summary string, err error)
+}
+
+func unitsOf(scenario string) []unit {
+	switch scenario {
+	case "fanout":
+		return []unit{
+			{"fanout-sustained", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+				steps, err := fanOutLadder(ctx, inst, cfg)
+				res.FanOutSteps, res.FanOutBest = steps, best(steps)
+				return ladderSummary(steps), err
+			}},
+			{"fanout-burst", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+				d, err := fanOutBurst(ctx, inst, cfg)
+				if err == nil {
+					res.FanOutBurst = &d
+				}
+				return deliverySummary(d), err
+			}},
+		}
+	case "fanin":
+		return []unit{
+			{"fanin-sustained", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+				steps, err := fanInLadder(ctx, inst, cfg)
+				res.FanInSteps, res.FanInBest = steps, best(steps)
+				return ladderSummary(steps), err
+			}},
+			{"fanin-burst", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+				d, err := fanInBurst(ctx, inst, cfg)
+				if err == nil {
+					res.FanInBurst = &d
+				}
+				return deliverySummary(d), err
+			}},
+		}
+	case "latency":
+		return []unit{{"latency", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+			d, err := latency1to1(ctx, inst, cfg)
+			if err == nil {
+				res.Latency = &d
+			}
+			return deliverySummary(d), err
+		}}}
+	case "idle":
+		return []unit{{"idle", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+			d, err := idleConns(ctx, inst, cfg)
+			if err == nil {
+				res.Idle = &d
+			}
+			return fmt.Sprintf("%d open, RSS %s → %s, %.0f B/conn", d.Open, mib(d.RSSBefore), mib(d.RSSAfter), d.RSSPerConn), err
+		}}}
+	}
+	return nil
+}
+
+// best is the sustained step with the highest rate, nil if none.
+func best(steps []Delivery) *Delivery {
+	var b *Delivery
+	for i := range steps {
+		if steps[i].Sustained {
+			b = &steps[i]
+		}
+	}
+	return b
+}
+
+func ladderSummary(steps []Delivery) string {
+	var parts []string
+	for _, d := range steps {
+		mark := "ok"
+		if !d.Sustained {
+			mark = "NOT sustained"
+		}
+		parts = append(parts, fmt.Sprintf("%d/s: %s %s", d.OfferedRate, deliverySummary(d), mark))
+	}
+	return strings.Join(parts, "\n    ")
+}
+
+func deliverySummary(d Delivery) string {
+	s := fmt.Sprintf("%d/%d delivered, %s/s, p99 %.2f ms", d.Delivered, d.Expected, si(d.DeliveredPerSecond), d.P99Ms)
+	if d.Error != "" {
+		s += " (" + d.Error + ")"
+	}
+	return s
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// Run runs cfg.Scenarios against every broker. Each part of a scenario
+// runs on a fresh instance of each broker in turn (so the brokers are
+// measured close together in time), which is stopped before the next one
+// starts. A part that fails is recorded in the broker's Errors and the run
+// goes on; when ctx ends (Ctrl-C) the instance running is stopped and Run
+// returns what it has with ctx's error. progress gets one line per part.
+func Run(ctx context.Context, cfg Config, brokers []Broker, progress io.Writer) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rep := &Report{Started: time.Now(), Config: cfg, Host: host()}
+	results := make([]*BrokerResult, len(brokers))
+	for i, b := range brokers {
+		results[i] = &BrokerResult{Broker: b.Name}
+	}
+	rep.Brokers = results
+	defer func() {
+		rep.Seconds = time.Since(rep.Started).Seconds()
+		rep.Host.LoadAfter = loadAvg()
+	}()
+	for _, s := range cfg.Scenarios {
+		for _, u := range unitsOf(s) {
+			for i, b := range brokers {
+				res := results[i]
+				start := time.Now()
+				summary, err := runUnit(ctx, b, u, &cfg, res)
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				if err != nil {
+					if res.Errors == nil {
+						res.Errors = map[string]string{}
+					}
+					res.Errors[u.name] = err.Error()
+					summary = "FAILED: " + err.Error()
+				}
+				fmt.Fprintf(progress, "%-16s %-10s %5.1fs  %s\n", u.name, b.Name, time.Since(start).Seconds(), summary)
+			}
+		}
+	}
+	return rep, nil
+}
+
+// runUnit starts a fresh instance, runs u on it and stops it, whatever
+// happens.
+func runUnit(ctx context.Context, b Broker, u unit, cfg *Config, res *BrokerResult) (summary string, err error) {
+	inst, err := b.Start(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if serr := inst.Stop(); serr != nil && err == nil {
+			err = fmt.Errorf("stopping %s: %w", b.Name, serr)
+		}
+	}()
+	res.Protocol = inst.Proto.Name()
+	if inst.Version != "" {
+		res.Version = inst.Version
+	}
+	if n, err := processMaxOpenFiles(inst.PID); err == nil {
+		res.MaxOpenFiles = n
+	}
+	return u.run(ctx, inst, cfg, res)
+}
+
+func host() Host {
+	h := Host{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h.Kernel = strings.TrimSpace(string(b))
+	}
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil {
+		h.OpenFileLimit = rl.Cur
+	}
+	h.LoadBefore = loadAvg()
+	return h
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages from /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
