@@ -43,7 +43,7 @@ const (
 	DefaultIdleTimeout      = 75 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultCloseTimeout     = 2 * time.Second
-	DefaultOutboxLimit      = 256
+	DefaultOutboxLimit      = 4096
 	DefaultLagProbeInterval = 250 * time.Millisecond
 )
 

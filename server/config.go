@@ -61,7 +61,7 @@ func Defaults() Config {
 		IdleTimeout:      75 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		CloseTimeout:     2 * time.Second,
-		OutboxLimit:      256,
+		OutboxLimit:      4096,
 		SlowConsumer:     "drop",
 		ShutdownTimeout:  10 * time.Second,
 		LeaseTTL:         30 * time.Second,
