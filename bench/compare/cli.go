@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -136,11 +137,16 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 	for _, n := range names {
 		switch n {
 		case "gatecast":
-			if _, err := os.Stat(*gatecastBin); err != nil {
+			// Absolute: the broker runs in its own work directory.
+			bin, err := filepath.Abs(*gatecastBin)
+			if err == nil {
+				_, err = os.Stat(bin)
+			}
+			if err != nil {
 				fmt.Fprintf(stderr, "gatecast bench compare: %v (build it with `make build`, or pass --gatecast PATH)\n", err)
 				return 1
 			}
-			brokers = append(brokers, GatecastProcess(*gatecastBin, dir, strings.Fields(*gatecastArgs)...))
+			brokers = append(brokers, GatecastProcess(bin, dir, strings.Fields(*gatecastArgs)...))
 		case "mosquitto":
 			bin := *mosquittoBin
 			if bin == "" {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,5 +215,39 @@ func TestCompareCLI(t *testing.T) {
 		if code := RunCompareCLI(context.Background(), tc.args, &stdout, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr.String(), tc.code, tc.msg)
 		}
+	}
+}
+
+// The gatecast binary given on the command line — relative, as `make
+// bench-compare` passes bin/gatecast — is started for real and measured.
+func TestCompareCLIStartsGatecastBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the gatecast binary")
+	}
+	dir := t.TempDir()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go") // make test may run without go on PATH
+	}
+	build := exec.Command(goBin, "build", "-o", filepath.Join(dir, "gatecast"), "github.com/gatecast/gatecast/cmd/gatecast")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(wd, filepath.Join(dir, "gatecast"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"--brokers", "gatecast", "--gatecast", rel, "--scenarios", "latency",
+		"--latency-rate", "100", "--latency-messages", "10", "--quiet", "2s"}
+	if code := RunCompareCLI(context.Background(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "Latency: 1 → 1") || strings.Contains(stdout.String(), "FAILED") {
+		t.Fatalf("stdout:\n%s", stdout.String())
 	}
 }
