@@ -61,12 +61,17 @@ type env struct {
 }
 
 func newEnv(t testing.TB) *env {
+	return newEnvRegistered(t, nil)
+}
+
+// newEnvRegistered is newEnv with the broker's metrics registered on reg.
+func newEnvRegistered(t testing.TB, reg prometheus.Registerer) *env {
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "acl.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	b, err := New(Config{Store: st})
+	b, err := New(Config{Store: st, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,17 +312,9 @@ func BenchmarkPublishFanOut(b *testing.B) {
 // had to read from the store (unknown secrets included) and a hit for one
 // it held; the match-cache counters are exported from the topic index.
 func TestCacheMetrics(t *testing.T) {
-	st, err := sqlite.Open(filepath.Join(t.TempDir(), "acl.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	reg := prometheus.NewRegistry()
-	b, err := New(Config{Store: st, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{store: st, b: b}
+	e := newEnvRegistered(t, reg)
+	b := e.b
 	_, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermReadWrite})
 	value := func(name string) float64 {
 		t.Helper()

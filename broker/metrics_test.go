@@ -2,30 +2,20 @@ package broker
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gatecast/gatecast/acl"
-	"github.com/gatecast/gatecast/acl/sqlite"
 )
 
 // Connections are counted by protocol; every rights change a node enforces
 // is timed, and the sessions it closes are counted by kind.
 func TestMetricsConnectionsAndRevocation(t *testing.T) {
-	st, err := sqlite.Open(filepath.Join(t.TempDir(), "acl.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	reg := prometheus.NewRegistry()
-	b, err := New(Config{Store: st, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{store: st, b: b}
+	e := newEnvRegistered(t, reg)
+	b, st := e.b, e.store
 	tok, secret := e.token(t, 0, map[string]acl.Permission{"sensors/#": acl.PermRead})
 	for range 2 {
 		if _, err := b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: []string{"sensors/#"}, Protocol: "seed"}); err != nil {
