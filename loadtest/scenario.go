@@ -751,9 +751,7 @@ func (r *run) revokeScenario(ctx context.Context) error {
 	}
 	// Traffic flows for the whole Duration; the revocation happens a
 	// quarter of the way in.
-	o := r.o
-	o.Messages = 0
-	r.o = o
+	r.o.Messages = 0 // traffic flows for Duration, not a message count
 	start, end, err := r.trafficPhase(ctx, true, false, r.o.Rate, 0, func() error {
 		if err := sleep(ctx, r.o.Duration/4); err != nil {
 			return err
@@ -784,9 +782,7 @@ func (r *run) mixedScenario(ctx context.Context) error {
 	if err := sleep(ctx, settle); err != nil {
 		return err
 	}
-	o := r.o
-	o.Messages = 0
-	r.o = o
+	r.o.Messages = 0 // traffic flows for Duration, not a message count
 	start, end, err := r.trafficPhase(ctx, true, true, r.o.Rate, r.o.CommandRate, func() error {
 		if err := sleep(ctx, r.o.Duration/4); err != nil {
 			return err
