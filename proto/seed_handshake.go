@@ -47,8 +47,8 @@ func SeedSecret(authorization []byte) []byte {
 // AppendTags splits a comma-separated tag list
 // ("sensors/+/temp, alerts/#,devices/room1/status"), trims spaces and tabs
 // around each item, skips empty items and appends copies of the rest to
-// dst as strings. It does not judge the tags: topic syntax is checked by
-// the topic package.
+// dst as strings. It does not judge the tags: ValidateSeedTag applies the
+// seed protocol's character rule and the topic package the filter syntax.
 func AppendTags(dst []string, list []byte) []string {
 	for len(list) > 0 {
 		item := list
@@ -71,7 +71,9 @@ var ErrBadQuery = errors.New("proto: malformed percent escape in query string")
 // query (with or without the leading '?'): `token` (the secret) and `tags`
 // (a comma-separated list, split as by AppendTags; the parameter may also be
 // repeated, and all its items are concatenated in order). Keys and values
-// are form-decoded (percent escapes, '+' for space). If `token` appears more
+// are form-decoded (percent escapes, '+' for space: an unencoded
+// ?tags=a/+/x yields the tag "a/ /x", which ValidateSeedTag refuses, so
+// the client learns to send %2B). If `token` appears more
 // than once the first wins, like url.Values.Get. Absent parameters give
 // empty results. Any malformed escape, in any parameter, is an error: the
 // query is then not trusted at all.
@@ -110,4 +112,38 @@ func ParseQuery(rawQuery []byte) (token string, tags []string, err error) {
 		}
 	}
 	return token, tags, nil
+}
+
+// ErrSeedTagChars is returned by ValidateSeedTag for a tag containing a
+// space or a control character. Its message is safe to send to a client.
+var ErrSeedTagChars = errors.New("spaces and control characters are not allowed in a tag")
+
+// ValidateSeedTag applies the seed protocol's own rule on top of the topic
+// syntax (which, as in MQTT, allows any UTF-8 but NUL): a subscription tag
+// contains no space (U+0020) and no control character (U+0000–U+001F,
+// U+007F, the C1 controls U+0080–U+009F).
+//
+// The rule exists because a tag never legitimately holds them here but
+// often does by accident: '+' in an unencoded query (?tags=a/+/x) decodes
+// to a space, so the client asked for "a/+/x" and would silently get the
+// literal subscription "a/ /x", which nothing ever matches; and an item
+// separator mistyped in a header ("a b") would do the same. Refusing the
+// tag tells the client what went wrong instead. Items are already trimmed
+// by AppendTags, so this only concerns characters inside a tag.
+//
+// It works on bytes, allocation-free: every character it refuses is ASCII
+// or, for C1, the two bytes 0xC2 0x80–0x9F (0xC2 is never a continuation
+// byte, so the pair can only be that character). Invalid UTF-8 is not its
+// concern: topic.ValidateFilter refuses it.
+func ValidateSeedTag(tag string) error {
+	for i := 0; i < len(tag); i++ {
+		c := tag[i]
+		switch {
+		case c <= ' ' || c == 0x7f:
+			return ErrSeedTagChars
+		case c == 0xc2 && i+1 < len(tag) && tag[i+1] >= 0x80 && tag[i+1] <= 0x9f:
+			return ErrSeedTagChars
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func TestSeedSecret(t *testing.T) {
@@ -93,6 +94,63 @@ func TestParseQuery(t *testing.T) {
 	}
 }
 
+func TestValidateSeedTag(t *testing.T) {
+	for _, tc := range []struct {
+		tag string
+		ok  bool
+	}{
+		{"sensors/+/temp", true},
+		{"alerts/#", true},
+		{"a/é/日本", true},
+		{"a/\u00a0/x", true}, // NBSP is printable, not a control: allowed as MQTT allows it
+		{"a/\xff", true},     // invalid UTF-8 is topic.ValidateFilter's to refuse
+		{"a/\xc2", true},     // a truncated sequence, not a C1 control
+		{"\u0080", false},    // C1 controls, first and last
+		{"a/\u009f/b", false},
+		{"a/ /x", false}, // what an unencoded ?tags=a/+/x decodes to
+		{"a b", false},
+		{"a\tb", false},
+		{"a\x00b", false},
+		{"a\nb", false},
+		{"a\rb", false},
+		{"\x1f", false},
+		{"a\x7f", false},
+		{" ", false},
+	} {
+		err := ValidateSeedTag(tc.tag)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateSeedTag(%q) = %v, want ok=%v", tc.tag, err, tc.ok)
+		}
+		if err != nil && err != ErrSeedTagChars {
+			t.Errorf("ValidateSeedTag(%q) = %v, want ErrSeedTagChars", tc.tag, err)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = ValidateSeedTag("sensors/room1/temp\u0085") }); n != 0 {
+		t.Fatalf("ValidateSeedTag allocates %.0f times", n)
+	}
+}
+
+// seedTagOK is ValidateSeedTag's definition, rune by rune: no space and no
+// character unicode.IsControl reports (exactly U+0000–U+001F, U+007F–U+009F).
+// Invalid bytes decode to U+FFFD, which is neither.
+func seedTagOK(tag string) bool {
+	for _, r := range tag {
+		if r == ' ' || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzValidateSeedTag checks the byte scan against the rune definition.
+func FuzzValidateSeedTag(f *testing.F) {
+	f.Fuzz(func(t *testing.T, tag string) {
+		if got, want := ValidateSeedTag(tag) == nil, seedTagOK(tag); got != want {
+			t.Fatalf("ValidateSeedTag(%q) ok=%v, want %v", tag, got, want)
+		}
+	})
+}
+
 func FuzzSeedSecret(f *testing.F) {
 	f.Fuzz(func(t *testing.T, h []byte) {
 		got := SeedSecret(h)
@@ -150,6 +208,13 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		if token != ref.Get("token") || !slices.Equal(tags, wantTags) {
 			t.Fatalf("ParseQuery(%q) = %q, %q; net/url gives %q, %q", q, token, tags, ref.Get("token"), wantTags)
+		}
+		// Whatever the decoding produced, the seed rule judges it exactly
+		// (a decoded '+' or %20 is a space, %00-%1F a control: refused).
+		for _, tag := range tags {
+			if (ValidateSeedTag(tag) == nil) != seedTagOK(tag) {
+				t.Fatalf("ParseQuery(%q): ValidateSeedTag(%q) disagrees with the rule", q, tag)
+			}
 		}
 	})
 }
