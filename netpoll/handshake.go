@@ -253,6 +253,15 @@ func (c *Conn) upgrade(req []byte) bool {
 		u.reset()
 		s.upgrades.Put(u)
 	}()
+	if err := checkRequest(req); err != nil {
+		s.m.hsBadRequest.Inc()
+		u.resp = badRequestResponse(u.resp[:0], err.Error())
+		if writeNow(c.nc.Writer(), u.resp) == nil {
+			c.observeHandshake()
+		}
+		c.lingerAfterHTTPError()
+		return false
+	}
 	u.in.Reset(req)
 	hs, err := u.u.Upgrade(u)
 	flushErr := writeNow(c.nc.Writer(), u.resp)

@@ -53,6 +53,7 @@ type connection struct {
 	maxSize       int       // The maximum size of data between two Release().
 	bookSize      int       // The size of data that can be read at once.
 	state         connState // Connection state should be changed sequentially.
+	readLimit     int64     // Gatecast patch: input bytes at which reads pause by themselves; 0 = no limit. Atomic.
 }
 
 var (
@@ -179,7 +180,45 @@ func (c *connection) Release() (err error) {
 		}
 		c.operator.done()
 	}
-	return c.inputBuffer.Release()
+	err = c.inputBuffer.Release()
+	// Gatecast patch: reads paused at the input limit resume once the
+	// consumer has brought the buffer under half of it.
+	if lim := atomic.LoadInt64(&c.readLimit); lim > 0 &&
+		atomic.LoadUint32(&c.operator.interest)&interestPauseLimit != 0 &&
+		int64(c.inputBuffer.Len()) < lim/2 {
+		_ = c.operator.setInterest(0, interestPauseLimit)
+	}
+	return err
+}
+
+// PauseRead (Gatecast patch) stops reading from the socket: the poller
+// no longer watches the connection for input (nor for the peer's FIN), so
+// the kernel's receive buffer fills and TCP flow control slows the peer.
+// Bytes already in the input buffer stay readable. Safe from any
+// goroutine; idempotent. Writes are unaffected.
+func (c *connection) PauseRead() error {
+	return c.operator.setInterest(interestPauseUser, 0)
+}
+
+// ResumeRead (Gatecast patch) undoes PauseRead. Reads stay paused while the
+// input buffer is at its limit (SetReadBufferLimit).
+func (c *connection) ResumeRead() error {
+	return c.operator.setInterest(0, interestPauseUser)
+}
+
+// IsReadPaused (Gatecast patch) reports whether reads are paused, by
+// PauseRead or by the input limit.
+func (c *connection) IsReadPaused() bool {
+	return c.operator.readPaused()
+}
+
+// SetReadBufferLimit (Gatecast patch) bounds the input buffer: once it
+// holds n bytes or more after a read, the poller stops reading from the
+// socket until Release leaves fewer than n/2 unread. A single read adds at
+// most Config.MaxReadSize bytes, so the buffer never holds more than
+// n + MaxReadSize. 0 removes the limit.
+func (c *connection) SetReadBufferLimit(n int) {
+	atomic.StoreInt64(&c.readLimit, int64(n))
 }
 
 // Slice implements Connection.

@@ -95,9 +95,9 @@ func (c *connection) inputAck(n int) (err error) {
 		return nil
 	}
 
-	// Auto size bookSize.
-	if n == c.bookSize && c.bookSize < mallocMax {
-		c.bookSize <<= 1
+	// Auto size bookSize (Gatecast patch: up to maxReadSize).
+	if n == c.bookSize && c.bookSize < maxReadSize {
+		c.bookSize = min(c.bookSize<<1, maxReadSize)
 	}
 
 	length, _ := c.inputBuffer.bookAck(n)
@@ -106,6 +106,10 @@ func (c *connection) inputAck(n int) (err error) {
 	}
 	if c.maxSize > mallocMax {
 		c.maxSize = mallocMax
+	}
+	// Gatecast patch: pause reads at the input limit (SetReadBufferLimit).
+	if lim := atomic.LoadInt64(&c.readLimit); lim > 0 && int64(length) >= lim {
+		_ = c.operator.setInterest(interestPauseLimit, 0)
 	}
 
 	needTrigger := true

@@ -16,6 +16,7 @@ package netpoll
 
 import (
 	"runtime"
+	"sync"
 	"sync/atomic"
 )
 
@@ -46,6 +47,17 @@ type FDOperator struct {
 	// protect only detach once
 	detached int32
 
+	// Gatecast patch (read pause): interest is the set of interestWrite and
+	// interestPause* bits, changed only under imu by setInterest, which
+	// applies the resulting poll mask before releasing imu, so transitions
+	// decided by different goroutines (flush, the poller, the application)
+	// reach the poller in the order they were made. applied is the set the
+	// poller was last told (bsd needs the difference). Read with atomic
+	// loads for cheap checks.
+	imu      sync.Mutex
+	interest uint32
+	previous uint32 // interest before the transition being applied, under imu
+
 	// private, used by operatorCache
 	next  *FDOperator
 	state int32 // CAS: 0(unused) 1(inuse) 2(do-done)
@@ -53,10 +65,68 @@ type FDOperator struct {
 }
 
 func (op *FDOperator) Control(event PollEvent) error {
-	if event == PollDetach && atomic.AddInt32(&op.detached, 1) > 1 {
-		return nil
+	switch event {
+	case PollDetach:
+		if atomic.AddInt32(&op.detached, 1) > 1 {
+			return nil
+		}
+	case PollR2RW:
+		// Gatecast patch: write watching is one dimension of the interest
+		// set, so that it never resumes a paused read.
+		return op.setInterest(interestWrite, 0)
+	case PollRW2R:
+		return op.setInterest(0, interestWrite)
 	}
 	return op.poll.Control(op, event)
+}
+
+// Interest bits (Gatecast patch). With no bit set the operator watches
+// reads only, as registered by PollReadable.
+const (
+	interestWrite      uint32 = 1 << iota // the output buffer waits for the socket to be writable
+	interestPauseUser                     // the application paused reads (Connection.PauseRead)
+	interestPauseLimit                    // the input buffer reached its limit (SetReadBufferLimit)
+
+	interestPaused = interestPauseUser | interestPauseLimit
+)
+
+// setInterest sets then clears bits of the interest set and, when the poll
+// mask changes, applies it with PollModify. A detached operator is left
+// alone.
+func (op *FDOperator) setInterest(set, clear uint32) error {
+	op.imu.Lock()
+	defer op.imu.Unlock()
+	old := atomic.LoadUint32(&op.interest)
+	next := (old | set) &^ clear
+	if next == old {
+		return nil
+	}
+	atomic.StoreUint32(&op.interest, next)
+	if atomic.LoadInt32(&op.detached) > 0 || op.poll == nil {
+		return nil
+	}
+	if maskOf(old) == maskOf(next) {
+		return nil
+	}
+	op.previous = old
+	return op.poll.Control(op, PollModify)
+}
+
+// maskOf reduces an interest set to what the poller must watch: reads
+// unless paused, writes when waiting to write.
+func maskOf(interest uint32) uint32 {
+	m := uint32(0)
+	if interest&interestPaused == 0 {
+		m |= 1 // read
+	}
+	if interest&interestWrite != 0 {
+		m |= 2 // write
+	}
+	return m
+}
+
+func (op *FDOperator) readPaused() bool {
+	return atomic.LoadUint32(&op.interest)&interestPaused != 0
 }
 
 func (op *FDOperator) Free() {
@@ -100,4 +170,5 @@ func (op *FDOperator) reset() {
 	op.Outputs, op.OutputAck = nil, nil
 	op.poll = nil
 	op.detached = 0
+	op.interest, op.previous = 0, 0
 }

@@ -22,6 +22,7 @@ import (
 // global config
 var (
 	defaultLinkBufferSize   = pagesize
+	maxReadSize             = mallocMax // Gatecast patch: Config.MaxReadSize
 	featureAlwaysNoCopyRead = false
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	Runner       func(ctx context.Context, f func()) // runner for event handler, most of the time use a goroutine pool.
 	LoggerOutput io.Writer                           // logger output
 	LoadBalance  LoadBalance                         // load balance for poller picker
+	MaxReadSize  int                                 // Gatecast patch: largest single read from a socket (default and maximum 8 MiB)
 	Feature                                          // define all features that not enable by default
 }
 

@@ -63,4 +63,9 @@ const (
 
 	// PollRW2R is used to remove the writable monitor of FDOperator, generally used with PollR2RW.
 	PollRW2R PollEvent = 0x6
+
+	// PollModify (Gatecast patch) makes the poller watch what the
+	// operator's interest set says: reads unless paused, writes while
+	// waiting to write. FDOperator.setInterest sends it.
+	PollModify PollEvent = 0x7
 )

@@ -197,6 +197,28 @@ func (p *defaultPoll) Control(operator *FDOperator, event PollEvent) error {
 		evs[0].Filter, evs[0].Flags = syscall.EVFILT_WRITE, syscall.EV_ADD|syscall.EV_ENABLE
 	case PollRW2R:
 		evs[0].Filter, evs[0].Flags = syscall.EVFILT_WRITE, syscall.EV_DELETE
+	case PollModify: // Gatecast patch: apply what changed in the interest set
+		was, now := maskOf(operator.previous), maskOf(atomic.LoadUint32(&operator.interest))
+		evs = evs[:0]
+		if (was^now)&1 != 0 {
+			ev := syscall.Kevent_t{Ident: uint64(operator.FD), Filter: syscall.EVFILT_READ, Flags: syscall.EV_DISABLE}
+			if now&1 != 0 {
+				ev.Flags = syscall.EV_ENABLE
+			}
+			p.setOperator(unsafe.Pointer(&ev.Udata), operator)
+			evs = append(evs, ev)
+		}
+		if (was^now)&2 != 0 {
+			ev := syscall.Kevent_t{Ident: uint64(operator.FD), Filter: syscall.EVFILT_WRITE, Flags: syscall.EV_DELETE}
+			if now&2 != 0 {
+				ev.Flags = syscall.EV_ADD | syscall.EV_ENABLE
+			}
+			p.setOperator(unsafe.Pointer(&ev.Udata), operator)
+			evs = append(evs, ev)
+		}
+		if len(evs) == 0 {
+			return nil
+		}
 	}
 	_, err := syscall.Kevent(p.fd, evs, nil, nil)
 	return err

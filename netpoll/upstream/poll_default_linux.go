@@ -260,6 +260,20 @@ func (p *defaultPoll) Control(operator *FDOperator, event PollEvent) error {
 		op, evt.events = syscall.EPOLL_CTL_MOD, syscall.EPOLLIN|syscall.EPOLLOUT|syscall.EPOLLRDHUP|syscall.EPOLLERR
 	case PollRW2R: // connection wait read
 		op, evt.events = syscall.EPOLL_CTL_MOD, syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLERR
+	case PollModify: // Gatecast patch: reads unless paused, writes when waiting to write
+		// While reads are paused EPOLLRDHUP is not watched either: a peer's
+		// FIN would otherwise close the connection with its last bytes
+		// still unread in the socket. EPOLLHUP and EPOLLERR are always
+		// reported, so a reset still ends a paused connection.
+		evt.events = syscall.EPOLLERR
+		m := maskOf(atomic.LoadUint32(&operator.interest))
+		if m&1 != 0 {
+			evt.events |= syscall.EPOLLIN | syscall.EPOLLRDHUP
+		}
+		if m&2 != 0 {
+			evt.events |= syscall.EPOLLOUT
+		}
+		op = syscall.EPOLL_CTL_MOD
 	}
 	return EpollCtl(p.fd, op, fd, &evt)
 }
