@@ -11,6 +11,18 @@
 // serially; OnClose once. There is no broker-wide lock: token state is
 // guarded by one mutex per token, the token cache and the session table are
 // striped, and the topic index is read without locks.
+//
+// A token's mutex is what revocation needs, and a token's clients can make
+// as many connects and closes as they like, so nothing done under it is
+// proportional to what a client sent: admission validates, deduplicates and
+// checks the requested filters against the grants before taking it, and
+// under it only re-checks that the token and its grants are unchanged,
+// checks the limit and registers the session; filters enter the index after
+// the lock is released (see Broker.subscribe for why a racing revocation
+// cannot leave one behind). Closing a session and enforcing a rights change
+// likewise do only O(1) work per session under the lock; checking sessions'
+// filters against new grants and removing them from the index happen
+// outside it.
 package broker
 
 import (
@@ -19,6 +31,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,7 +109,25 @@ type Config struct {
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	// StoreTimeout bounds a store read made while admitting a connection.
 	StoreTimeout time.Duration
+	// MaxSubscriptions caps the tags one connection may request, counted
+	// as presented (duplicates included: the cap bounds the work an
+	// admission does before anything else is looked at); more are refused
+	// with 4003. 0 means DefaultMaxSubscriptions.
+	MaxSubscriptions int
+	// MaxTopicBytes and MaxTopicLevels cap a subscription filter (over:
+	// refused with 4003) and a publish topic (over: dropped and counted as
+	// a bad topic). 0 means DefaultMaxTopicBytes / DefaultMaxTopicLevels;
+	// at most topic.MaxBytes / topic.MaxLevels, the syntax's own limits.
+	MaxTopicBytes  int
+	MaxTopicLevels int
 }
+
+// Defaults of the Config caps.
+const (
+	DefaultMaxSubscriptions = 100
+	DefaultMaxTopicBytes    = 1024
+	DefaultMaxTopicLevels   = 32
+)
 
 // Broker is one node's session manager and router.
 type Broker struct {
@@ -115,6 +147,14 @@ type Broker struct {
 	nextID       atomic.Uint64
 	metrics      *metrics
 	scratch      sync.Pool // *matchScratch, reused by publishers
+
+	maxSubs, maxTopicBytes, maxTopicLevels int
+	capLog                                 logSampler // refusals over the caps
+
+	// Test hooks, nil outside tests: they let a test act at the exact
+	// points where an admission races a rights change or a close.
+	hookChecked     func()                  // grants checked, token lock not taken yet
+	hookSubscribing func(s *Session, i int) // before filter i enters the index; i == len: all in
 }
 
 // New returns a Broker reading tokens and grants from cfg.Store.
@@ -127,6 +167,22 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.StoreTimeout <= 0 {
 		cfg.StoreTimeout = 5 * time.Second
+	}
+	for _, c := range []struct {
+		v         *int
+		def, max  int
+		name, why string
+	}{
+		{&cfg.MaxSubscriptions, DefaultMaxSubscriptions, 1 << 20, "MaxSubscriptions", ""},
+		{&cfg.MaxTopicBytes, DefaultMaxTopicBytes, topic.MaxBytes, "MaxTopicBytes", " (topic.MaxBytes)"},
+		{&cfg.MaxTopicLevels, DefaultMaxTopicLevels, topic.MaxLevels, "MaxTopicLevels", " (topic.MaxLevels)"},
+	} {
+		if *c.v == 0 {
+			*c.v = c.def
+		}
+		if *c.v < 0 || *c.v > c.max {
+			return nil, fmt.Errorf("broker: Config.%s %d: want 1 to %d%s", c.name, *c.v, c.max, c.why)
+		}
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -142,6 +198,11 @@ func New(cfg Config) (*Broker, error) {
 		storeTimeout: cfg.StoreTimeout,
 		index:        topic.NewIndex[*Session](),
 		metrics:      m,
+
+		maxSubs:        cfg.MaxSubscriptions,
+		maxTopicBytes:  cfg.MaxTopicBytes,
+		maxTopicLevels: cfg.MaxTopicLevels,
+		capLog:         logSampler{every: 10 * time.Second},
 	}
 	b.tokens.init()
 	b.sessions.init()
@@ -195,6 +256,10 @@ func (r *Rejection) Error() string { return fmt.Sprintf("rejected %d: %s", r.Cod
 // and subscribes. On success the returned Session receives c's messages; on
 // refusal the error is a *Rejection (or a store error, for which the caller
 // closes with 1011) and nothing was kept.
+//
+// Everything proportional to the request (validation, deduplication, the
+// grant checks, subscribing) happens outside the token's mutex; see the
+// package documentation.
 func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 	if len(req.Secret) == 0 {
 		b.metrics.connects[resultBadRequest].Inc()
@@ -204,12 +269,22 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 		b.metrics.connects[resultBadRequest].Inc()
 		return nil, &Rejection{CloseBadRequest, "missing Tag header"}
 	}
+	// The cap comes first, before any per-tag work: whatever the request,
+	// a refusal costs O(1).
+	if len(req.Tags) > b.maxSubs {
+		return nil, b.refuseCap(req, "too many tags: "+strconv.Itoa(len(req.Tags))+" > "+strconv.Itoa(b.maxSubs))
+	}
+	seed := protocolIndex(req.Protocol) == 0
 	for _, f := range req.Tags {
-		if err := topic.ValidateFilter(f); err != nil {
+		if reason, overCap := b.checkFilter(f, seed); reason != "" {
+			if overCap {
+				return nil, b.refuseCap(req, reason)
+			}
 			b.metrics.connects[resultForbidden].Inc()
-			return nil, &Rejection{CloseForbidden, truncateReason("invalid tag " + f)}
+			return nil, &Rejection{CloseForbidden, reason}
 		}
 	}
+	filters := dedupFilters(req.Tags)
 	if b.available != nil && !b.available() {
 		b.metrics.connects[resultError].Inc()
 		return nil, &Rejection{CloseTryAgain, "node cannot verify rights right now, retry"}
@@ -225,7 +300,7 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 			b.metrics.connects[resultError].Inc()
 			return nil, fmt.Errorf("broker: loading token: %w", err)
 		}
-		s, rej, retry := b.admit(ts, hash, c, req)
+		s, rej, retry := b.admit(ts, hash, c, req, filters)
 		if retry && attempt < 3 {
 			continue // the cached token changed under us: read it again
 		}
@@ -236,43 +311,118 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 			b.metrics.connects[resultAuth].Inc()
 			return nil, &Rejection{CloseForbidden, "invalid token"}
 		}
-		if b.router != nil {
-			if err := b.route(s); err != nil {
-				b.log.Warn("cluster route unavailable; refusing the connection", "err", err)
-				return nil, &Rejection{CloseUnavailable, "cluster routing unavailable, retry"}
-			}
+		if err := b.subscribe(s); err != nil {
+			b.log.Warn("cluster route unavailable; refusing the connection", "err", err)
+			return nil, &Rejection{CloseUnavailable, "cluster routing unavailable, retry"}
 		}
 		return s, nil
 	}
 }
 
-// admit takes the token's lock and, if everything holds, registers the
-// session. retry reports that ts was replaced meanwhile.
-func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest) (s *Session, rej *Rejection, retry bool) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if ts.gone {
-		return nil, nil, true
+// checkFilter judges one requested filter, cheapest rules first: its
+// length (O(1)) before anything that reads it. It returns why f is refused
+// ("" if it is not), and whether that is for exceeding a configured cap.
+func (b *Broker) checkFilter(f string, seed bool) (reason string, overCap bool) {
+	const shown = 40 // bytes of a tag refused for its size shown in the reason
+	if len(f) > b.maxTopicBytes {
+		return tagReasonShown("tag ", f, " is too long: "+strconv.Itoa(len(f))+" > "+strconv.Itoa(b.maxTopicBytes)+" bytes", shown), true
 	}
-	if ts.hash != hash || ts.disabled {
-		b.metrics.connects[resultAuth].Inc()
-		return nil, &Rejection{CloseForbidden, "invalid token"}, false
+	if n := strings.Count(f, "/") + 1; n > b.maxTopicLevels {
+		return tagReasonShown("tag ", f, " has too many levels: "+strconv.Itoa(n)+" > "+strconv.Itoa(b.maxTopicLevels), shown), true
 	}
-	g := ts.grants.Load()
-	for _, f := range req.Tags {
-		if !g.CanSubscribe(f) {
-			b.metrics.connects[resultForbidden].Inc()
-			return nil, &Rejection{CloseForbidden, truncateReason("tag not permitted: " + f)}, false
+	if seed {
+		// The seed protocol's own rule (proto owns it): the likeliest
+		// mistake behind a space is an unencoded '+' in a query string.
+		if proto.ValidateSeedTag(f) != nil {
+			return tagReason("invalid tag ", f, ": spaces and control characters are not allowed (encode '+' as %2B)"), false
 		}
 	}
+	if err := topic.ValidateFilter(f); err != nil {
+		// topic's messages are safe for clients; drop the package prefix
+		return tagReason("invalid tag ", f, ": "+strings.TrimPrefix(err.Error(), "topic: ")), false
+	}
+	return "", false
+}
+
+// refuseCap counts and logs (sampled: clients trigger it at will) a
+// connect refused for exceeding a cap, and returns its rejection.
+func (b *Broker) refuseCap(req ConnectRequest, reason string) *Rejection {
+	b.metrics.connects[resultForbidden].Inc()
+	reason = closeReason(reason)
+	b.capLog.log(b.log, slog.LevelWarn, "connection refused: over a subscription cap (--max-subscriptions, --max-topic-bytes, --max-topic-levels)",
+		"remote", req.RemoteAddr, "reason", reason)
+	return &Rejection{CloseForbidden, reason}
+}
+
+// admitAttempts bounds how often admission re-checks grants that changed
+// while it was checking them (only admin writes change them).
+const admitAttempts = 8
+
+// admit checks filters against the token's grants, then takes the token's
+// lock only to re-check that the token and its grants are the ones checked,
+// check the limit and register the session. retry reports that ts was
+// replaced meanwhile. The session is not in the index yet: the caller
+// subscribes it.
+func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest, filters []string) (s *Session, rej *Rejection, retry bool) {
+	s = &Session{
+		id:          b.nextID.Add(1),
+		b:           b,
+		conn:        c,
+		token:       ts,
+		filters:     filters,
+		multi:       len(filters) > 1,
+		remote:      req.RemoteAddr,
+		protocol:    req.Protocol,
+		proto:       protocolIndex(req.Protocol),
+		connectedAt: time.Now(),
+	}
+	g := ts.grants.Load()
+	for attempt := 1; ; attempt++ {
+		denied, ok := firstUncovered(g, filters)
+		if b.hookChecked != nil {
+			b.hookChecked()
+		}
+		ts.mu.Lock()
+		if ts.gone {
+			ts.mu.Unlock()
+			return nil, nil, true
+		}
+		if ts.hash != hash || ts.disabled {
+			ts.mu.Unlock()
+			b.metrics.connects[resultAuth].Inc()
+			return nil, &Rejection{CloseForbidden, "invalid token"}, false
+		}
+		if cur := ts.grants.Load(); cur != g {
+			// RefreshTokens swapped the grants while we checked: check the
+			// new ones (outside the lock again). Anything admitted from
+			// here on was checked against the grants in place, which is
+			// what lets RefreshTokens judge sessions outside the lock.
+			ts.mu.Unlock()
+			if attempt == admitAttempts {
+				b.metrics.connects[resultError].Inc()
+				return nil, &Rejection{CloseTryAgain, "rights are being changed, retry"}, false
+			}
+			g = cur
+			continue
+		}
+		if ok {
+			ts.mu.Unlock()
+			b.metrics.connects[resultForbidden].Inc()
+			return nil, &Rejection{CloseForbidden, tagReason("tag not permitted: ", denied, "")}, false
+		}
+		break
+	}
+	defer ts.mu.Unlock()
 	if ts.maxConns > 0 && len(ts.sessions) >= ts.maxConns {
 		b.metrics.connects[resultLimit].Inc()
 		return nil, &Rejection{CloseLimit, "connection limit reached"}, false
 	}
-	leased := false
 	if ts.maxConns > 0 && b.limiter != nil {
 		// Under ts.mu: this node's connects of one token take their
-		// cluster slot one at a time, other tokens are not held up.
+		// cluster slot one at a time, other tokens are not held up. It is
+		// one round trip per connect (not proportional to the request), and
+		// taking the slot outside would let a Trim count a slot whose
+		// session it cannot see yet.
 		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
 		ok, err := b.limiter.Acquire(ctx, ts.id, ts.maxConns)
 		cancel()
@@ -285,30 +435,55 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 			b.metrics.connects[resultLimit].Inc()
 			return nil, &Rejection{CloseLimit, "connection limit reached"}, false
 		}
-		leased = true
+		s.leased = true
 	}
-	s = &Session{
-		id:          b.nextID.Add(1),
-		b:           b,
-		conn:        c,
-		token:       ts,
-		filters:     dedupFilters(req.Tags),
-		remote:      req.RemoteAddr,
-		protocol:    req.Protocol,
-		proto:       protocolIndex(req.Protocol),
-		connectedAt: time.Now(),
-		leased:      leased,
-	}
-	s.multi = len(s.filters) > 1
 	ts.sessions[s] = struct{}{}
-	for _, f := range s.filters {
-		b.index.Subscribe(f, s)
-	}
 	b.sessions.put(s)
 	b.metrics.connects[resultAccepted].Inc()
 	b.metrics.connections[s.proto].Inc()
 	b.metrics.subscriptions.Add(float64(len(s.filters)))
 	return s, nil, false
+}
+
+// firstUncovered returns a filter g does not allow.
+func firstUncovered(g *acl.Grants, filters []string) (string, bool) {
+	for _, f := range filters {
+		if !g.CanSubscribe(f) {
+			return f, true
+		}
+	}
+	return "", false
+}
+
+// subscribe puts a registered session's filters in the index, then (cluster
+// mode) makes them routable from every node, outside the token's lock.
+//
+// A revocation (or a kick) may close s meanwhile. Whoever closes a session
+// removes its subscriptions - unless it finds them still being added: then
+// it marks the session abandoned and leaves the removal to us (subState).
+// The handoff is one compare-and-swap on each side, so exactly one of the
+// two removes, and only once everything was added: nothing is left in the
+// index or the route table, and nothing is removed twice (a route's removal
+// is counted per filter by the cluster). Until then dispatch already skips
+// s, since closed is set before the closer gets there.
+func (b *Broker) subscribe(s *Session) error {
+	for i, f := range s.filters {
+		if b.hookSubscribing != nil {
+			b.hookSubscribing(s, i)
+		}
+		b.index.Subscribe(f, s)
+	}
+	if b.hookSubscribing != nil {
+		b.hookSubscribing(s, len(s.filters))
+	}
+	var err error
+	if b.router != nil {
+		err = b.route(s)
+	}
+	if !s.subState.CompareAndSwap(subPending, subReady) {
+		s.unsubscribe() // closed while we subscribed: its closer left this to us
+	}
+	return err
 }
 
 // route makes s's subscriptions routable from every node before the
@@ -332,28 +507,28 @@ func (b *Broker) route(s *Session) error {
 	return nil
 }
 
+// dedupFilters returns tags without repeats, in the order given, in O(n):
+// a short list (the usual case) is compared pairwise, at most
+// dedupLinear²/2 comparisons and no map; a longer one goes through a set.
 func dedupFilters(tags []string) []string {
+	const dedupLinear = 16
 	out := make([]string, 0, len(tags))
+	if len(tags) <= dedupLinear {
+		for _, t := range tags {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	seen := make(map[string]struct{}, len(tags))
 	for _, t := range tags {
-		if !slices.Contains(out, t) {
+		if _, dup := seen[t]; !dup {
+			seen[t] = struct{}{}
 			out = append(out, t)
 		}
 	}
 	return out
-}
-
-// reasons travel in a close frame whose payload is capped at 125 bytes.
-func truncateReason(s string) string {
-	const max = 123
-	if len(s) <= max {
-		return s
-	}
-	// do not cut a UTF-8 sequence in half
-	i := max
-	for i > 0 && s[i]&0xC0 == 0x80 {
-		i--
-	}
-	return s[:i]
 }
 
 // matchScratch is a publisher's reusable buffer for index results.
@@ -601,6 +776,12 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	if ts == nil {
 		return nil // not cached: no live session, and the next connect reads the store
 	}
+	// One refresh of a token at a time: the last store read is the last
+	// installed (two refreshes racing could otherwise install an older read
+	// over a newer one), and the two locked phases below never interleave
+	// with another refresh's. Connects and closes do not take refreshMu.
+	ts.refreshMu.Lock()
+	defer ts.refreshMu.Unlock()
 	tok, err := b.store.GetToken(ctx, id)
 	gone := errors.Is(err, acl.ErrNotFound)
 	if err != nil && !gone {
@@ -616,11 +797,14 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 			return err
 		}
 	}
+	var g *acl.Grants
+	if !gone && !tok.Disabled {
+		g = acl.CompileGrants(grants) // outside the lock: O(grants)
+	}
 
 	var unsub []*Session
 	ts.mu.Lock()
-	switch {
-	case gone || tok.Disabled || tok.Hash != ts.hash:
+	if g == nil || tok.Hash != ts.hash {
 		reason := reasonTokenRotated
 		if gone {
 			reason = reasonTokenDeleted
@@ -637,38 +821,71 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 				unsub = append(unsub, s)
 			}
 		}
-	default:
-		// A disabled token seen by a refused connect is cached disabled;
-		// re-enabling it lands here.
-		ts.disabled = false
-		ts.name = tok.Name
-		ts.maxConns = tok.MaxConnections
-		g := acl.CompileGrants(grants)
-		ts.grants.Store(g) // from here on every publish is judged by g
-		for s := range ts.sessions {
-			if f, ok := s.uncovered(g); ok {
-				if s.closeLocked(CloseForbidden, truncateReason("tag no longer permitted: "+f), revokeSubscription) {
-					unsub = append(unsub, s)
-				}
-			}
+		ts.mu.Unlock()
+		b.released(id, unsub)
+		return nil
+	}
+	// A disabled token seen by a refused connect is cached disabled;
+	// re-enabling it lands here.
+	ts.disabled = false
+	ts.name = tok.Name
+	ts.maxConns = tok.MaxConnections
+	ts.grants.Store(g) // from here on every publish and every admission is judged by g
+	open := make([]*Session, 0, len(ts.sessions))
+	for s := range ts.sessions {
+		open = append(open, s)
+	}
+	ts.mu.Unlock()
+
+	// Which sessions does g no longer cover? Outside the lock: it reads
+	// every filter of every session. Sessions admitted from here on were
+	// checked against g already (admission re-checks the grants pointer
+	// under the lock); those closed meanwhile need nothing.
+	type cut struct {
+		s      *Session
+		reason string
+	}
+	var uncovered []cut
+	for _, s := range open {
+		if s.closed.Load() {
+			continue
 		}
-		if ts.maxConns > 0 && b.limiter != nil {
-			unsub = b.trimClusterLocked(ctx, ts, unsub)
+		if f, ok := s.uncovered(g); ok {
+			uncovered = append(uncovered, cut{s, tagReason("tag no longer permitted: ", f, "")})
 		}
-		if over := len(ts.sessions) - ts.maxConns; ts.maxConns > 0 && over > 0 {
-			for _, s := range newestFirst(ts)[:over] {
-				if s.closeLocked(CloseLimit, reasonLimitLowered, revokeLimit) {
-					unsub = append(unsub, s)
-				}
+	}
+
+	ts.mu.Lock()
+	// Uncovered sessions go first, then the limit applies to what is left,
+	// so a session closed for its subscriptions does not count against it.
+	for _, u := range uncovered {
+		if u.s.closeLocked(CloseForbidden, u.reason, revokeSubscription) {
+			unsub = append(unsub, u.s)
+		}
+	}
+	if ts.maxConns > 0 && b.limiter != nil {
+		unsub = b.trimClusterLocked(ctx, ts, unsub)
+	}
+	if over := len(ts.sessions) - ts.maxConns; ts.maxConns > 0 && over > 0 {
+		for _, s := range newestFirst(ts)[:over] {
+			if s.closeLocked(CloseLimit, reasonLimitLowered, revokeLimit) {
+				unsub = append(unsub, s)
 			}
 		}
 	}
 	ts.mu.Unlock()
-	for _, s := range unsub {
-		s.unsubscribeAll()
-	}
-	if len(unsub) > 0 {
-		b.log.Info("rights change enforced", "token_id", id, "sessions_closed", len(unsub))
-	}
+	b.released(id, unsub)
 	return nil
+}
+
+// released finishes, outside the token's lock, the sessions a rights change
+// closed: their subscriptions leave the index and their cluster slots and
+// routes are given back.
+func (b *Broker) released(id int64, closed []*Session) {
+	for _, s := range closed {
+		s.release()
+	}
+	if len(closed) > 0 {
+		b.log.Info("rights change enforced", "token_id", id, "sessions_closed", len(closed))
+	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -33,6 +34,10 @@ type Session struct {
 	connectedAt time.Time
 
 	closed atomic.Bool
+	// subState hands the removal of the session's subscriptions over
+	// between Connect, which adds them after registering the session, and
+	// whoever closes it (see Broker.subscribe).
+	subState atomic.Int32
 
 	// dec is used only by the transport's goroutine inside OnMessage.
 	dec proto.SeedDecoder
@@ -42,9 +47,10 @@ type Session struct {
 func (s *Session) ID() uint64 { return s.id }
 
 // OnMessage handles one client message. Binary messages, invalid JSON, a
-// missing tag or message, a wildcard or invalid topic and a publish the
-// token may not make are dropped and counted; the connection stays open, as
-// the seed protocol specifies.
+// missing tag or message, a wildcard or invalid topic (one over
+// Config.MaxTopicBytes or MaxTopicLevels included) and a publish the token
+// may not make are dropped and counted; the connection stays open, as the
+// seed protocol specifies.
 //
 // payload is only valid during the call: nothing here keeps it. The topic is
 // viewed in place (no copy) because the index does not retain it and the
@@ -65,7 +71,9 @@ func (s *Session) OnMessage(text bool, payload []byte) {
 		return
 	}
 	t := unsafe.String(unsafe.SliceData(tag), len(tag))
-	if topic.ValidateTopic(t) != nil {
+	// The configured caps count as topic syntax, as the topic package's own
+	// (larger) limits do; the length is checked before anything reads t.
+	if len(t) > s.b.maxTopicBytes || strings.Count(t, "/") >= s.b.maxTopicLevels || topic.ValidateTopic(t) != nil {
 		m.rejected[rejectTopic].Inc()
 		return
 	}
@@ -82,6 +90,13 @@ func (s *Session) OnMessage(text bool, payload []byte) {
 // OnClose releases the session's connection slot and subscriptions.
 func (s *Session) OnClose() { s.end(0, "", revokeNone) }
 
+// Values of Session.subState.
+const (
+	subPending   = iota // Connect is adding the subscriptions
+	subReady            // all added: the closer removes them
+	subAbandoned        // closed while pending: Connect removes them when done
+)
+
 // end closes the session under its token's lock (see closeLocked) and, if
 // this call closed it, removes its subscriptions outside the lock.
 func (s *Session) end(code uint16, reason string, why revokeKind) bool {
@@ -90,7 +105,7 @@ func (s *Session) end(code uint16, reason string, why revokeKind) bool {
 	first := s.closeLocked(code, reason, why)
 	ts.mu.Unlock()
 	if first {
-		s.unsubscribeAll()
+		s.release()
 	}
 	return first
 }
@@ -104,7 +119,9 @@ func (s *Session) deliver(f *proto.Frame) bool {
 // closeLocked ends the session once: it frees the connection slot at once
 // (so a reconnect is not refused while the close handshake runs) and, when
 // code is not 0, asks the transport to close with it. The token's mutex must
-// be held. It reports whether this call was the one that closed.
+// be held; the work is O(1) (the subscriptions are removed afterwards by
+// release, outside the lock). It reports whether this call was the one that
+// closed.
 func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
 	if !s.closed.CompareAndSwap(false, true) {
 		return false
@@ -118,16 +135,18 @@ func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
 		m.revocations[why].Inc()
 	}
 	if code != 0 {
-		s.conn.Close(code, reason)
+		s.conn.Close(code, closeReason(reason))
 	}
 	return true
 }
 
-// unsubscribeAll removes the session from the index. Publishers skip a
-// closed session, so this may run after closeLocked, outside the lock.
-func (s *Session) unsubscribeAll() {
-	for _, f := range s.filters {
-		s.b.index.Unsubscribe(f, s)
+// release runs once, outside the token's lock, after closeLocked closed the
+// session: it removes the subscriptions (or, if Connect is still adding
+// them, leaves that to Connect) and gives the cluster slot back. Publishers
+// skip a closed session, so the index may lag behind the close.
+func (s *Session) release() {
+	if !s.subState.CompareAndSwap(subPending, subAbandoned) {
+		s.unsubscribe()
 	}
 	if s.leased {
 		id := s.token.id
@@ -138,6 +157,15 @@ func (s *Session) unsubscribeAll() {
 				s.b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
 			}
 		})
+	}
+}
+
+// unsubscribe removes the session's filters from the index and, if they
+// were routed, from the cluster's route table. Exactly one of Connect and
+// the session's closer calls it (see Broker.subscribe).
+func (s *Session) unsubscribe() {
+	for _, f := range s.filters {
+		s.b.index.Unsubscribe(f, s)
 	}
 	if s.routed.Load() {
 		filters := s.filters

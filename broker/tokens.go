@@ -17,7 +17,14 @@ type tokenState struct {
 	// RefreshTokens.
 	grants atomic.Pointer[acl.Grants]
 
-	mu       sync.Mutex // guards everything below
+	// refreshMu serializes RefreshTokens runs for this token (store reads
+	// included); only they take it, never a connect or a close.
+	refreshMu sync.Mutex
+
+	// mu guards everything below. Revocation needs it, so nothing held
+	// under it is proportional to a client's request (see the package
+	// documentation).
+	mu       sync.Mutex
 	hash     acl.Hash
 	name     string
 	maxConns int
