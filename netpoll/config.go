@@ -44,7 +44,14 @@ const (
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultCloseTimeout     = 2 * time.Second
 	DefaultOutboxLimit      = 4096
+	DefaultOutboxMaxBytes   = 8 << 20
+	DefaultInputBufferLimit = 256 << 10
+	DefaultMaxInboundRate   = 20000
 	DefaultLagProbeInterval = 250 * time.Millisecond
+	DefaultInboundRateGrace = 3 * time.Second
+
+	// Unlimited, as MaxInboundRate, turns the inbound rate limit off.
+	Unlimited = -1
 )
 
 // Limits on configuration values: beyond them a setting is a mistake, not a
@@ -54,6 +61,9 @@ const (
 	minMaxHeaderBytes = 256
 	maxMaxHeaderBytes = 1 << 20
 	maxOutboxLimit    = 1 << 20
+	minInputLimit     = 16 << 10
+	maxInputLimit     = 256 << 20
+	maxOutboxMaxBytes = 4 << 30
 )
 
 // Config configures a Server. Zero durations and sizes take the defaults
@@ -69,7 +79,29 @@ type Config struct {
 	WriteTimeout     time.Duration // a flush that cannot complete this long closes the TCP connection
 	CloseTimeout     time.Duration // after our close frame (or HTTP error) is flushed, wait this long for the peer's close/EOF
 	OutboxLimit      int           // frames queued per connection before the slow-consumer policy applies
+	OutboxMaxBytes   int           // bytes queued per connection before the slow-consumer policy applies (a first frame is always queued)
 	SlowConsumer     SlowConsumerPolicy
+	// InputBufferLimit bounds a connection's unread input: once netpoll
+	// holds this many bytes not yet decoded, it stops reading the socket
+	// (TCP flow control then slows the client) until half of them are
+	// consumed. A partial frame is copied out of that buffer, so a message
+	// of MaxFrameSize still fits whatever this is.
+	InputBufferLimit int
+	// MaxInboundRate is the messages (text, binary, ping, pong) a
+	// connection may send per second, with bursts of InboundBurst (default
+	// twice the rate). Beyond it messages are dropped and counted
+	// (gatecast_ws_inbound_dropped_total); a connection still over the rate
+	// InboundRateGrace after its first drop, without having paused long
+	// enough to refill half its burst, is closed with 1008. Unlimited turns
+	// the limit off.
+	MaxInboundRate   int
+	InboundBurst     int
+	InboundRateGrace time.Duration
+	// FDReserve is how many file descriptors below the process's limit
+	// (RLIMIT_NOFILE) accepting pauses, so that the admin listener, store
+	// and Redis connections always find one. Default: 5% of the limit,
+	// between 64 and 1024.
+	FDReserve int
 	// Subprotocols the server may select, in no particular order: when a
 	// client offers one of them in Sec-WebSocket-Protocol, the first one it
 	// offers is echoed in the 101 response and reported as
@@ -112,6 +144,27 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := defaultInt(&cfg.OutboxLimit, DefaultOutboxLimit, 1, maxOutboxLimit, "OutboxLimit"); err != nil {
 		return cfg, err
 	}
+	if err := defaultInt(&cfg.OutboxMaxBytes, DefaultOutboxMaxBytes, 1024, maxOutboxMaxBytes, "OutboxMaxBytes"); err != nil {
+		return cfg, err
+	}
+	if err := defaultInt(&cfg.InputBufferLimit, DefaultInputBufferLimit, minInputLimit, maxInputLimit, "InputBufferLimit"); err != nil {
+		return cfg, err
+	}
+	switch {
+	case cfg.MaxInboundRate == Unlimited:
+	case cfg.MaxInboundRate == 0:
+		cfg.MaxInboundRate = DefaultMaxInboundRate
+	case cfg.MaxInboundRate < 0:
+		return cfg, fmt.Errorf("netpoll: Config.MaxInboundRate = %d is negative (Unlimited is %d)", cfg.MaxInboundRate, Unlimited)
+	}
+	if cfg.MaxInboundRate != Unlimited {
+		if err := defaultInt(&cfg.InboundBurst, 2*cfg.MaxInboundRate, 1, 1<<30, "InboundBurst"); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.FDReserve < 0 {
+		return cfg, fmt.Errorf("netpoll: Config.FDReserve = %d is negative", cfg.FDReserve)
+	}
 	durations := []struct {
 		v    *time.Duration
 		def  time.Duration
@@ -123,6 +176,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		{&cfg.WriteTimeout, DefaultWriteTimeout, "WriteTimeout"},
 		{&cfg.CloseTimeout, DefaultCloseTimeout, "CloseTimeout"},
 		{&cfg.LagProbeInterval, DefaultLagProbeInterval, "LagProbeInterval"},
+		{&cfg.InboundRateGrace, DefaultInboundRateGrace, "InboundRateGrace"},
 	}
 	for _, d := range durations {
 		switch {

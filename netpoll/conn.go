@@ -85,11 +85,18 @@ type Conn struct {
 	rd       frameReader // event goroutine only
 	mode     uint8       // event goroutine only
 	shard    uint8
-	msgCount uint32 // messages delivered during the current OnRequest; event goroutine only
+	pauses   uint32      // netpoll's count of input-limit pauses when last looked; event goroutine only
+	msgCount uint32      // messages delivered during the current OnRequest; event goroutine only
+	rate     inboundRate // event goroutine only
+	// closingRead counts input bytes skipped since the connection started
+	// closing (or was refused); past closeReadAllowance the TCP connection
+	// is dropped. Event goroutine only.
+	closingRead int
 
 	mu          sync.Mutex
 	head, tail  *outSegment // outbox, guarded by mu
 	queued      int32       // frames in the outbox, guarded by mu
+	queuedBytes int         // bytes of the frames in the outbox, guarded by mu
 	closeCode   uint16      // guarded by mu; fixed once fClosing is set
 	cause       closeCause  // guarded by mu
 	closeReason string      // guarded by mu; fixed once fClosing is set
@@ -138,6 +145,16 @@ func (c *Conn) push(f *proto.Frame) {
 	t.frames[t.n] = f
 	t.n++
 	c.queued++
+	c.queuedBytes += len(f.B)
+}
+
+// outboxFull reports whether queuing n more bytes would pass a limit:
+// OutboxLimit frames, or OutboxMaxBytes bytes (an empty outbox takes any
+// frame, or a frame larger than the limit could never be sent). c.mu must
+// be held.
+func (c *Conn) outboxFull(n int) bool {
+	return int(c.queued) >= c.srv.cfg.OutboxLimit ||
+		c.queued > 0 && c.queuedBytes+n > c.srv.cfg.OutboxMaxBytes
 }
 
 // releaseSegments releases every frame of a detached outbox chain and
@@ -169,7 +186,7 @@ func (c *Conn) Send(f *proto.Frame) bool {
 		releaseFrame(f)
 		return false
 	}
-	if int(c.queued) >= c.srv.cfg.OutboxLimit {
+	if c.outboxFull(len(f.B)) {
 		slowClose := c.srv.cfg.SlowConsumer == CloseSlow
 		start := slowClose && c.beginCloseLocked(1008, "slow consumer", causeServer)
 		c.mu.Unlock()
@@ -201,7 +218,7 @@ func (c *Conn) Send(f *proto.Frame) bool {
 func (c *Conn) sendControl(f *proto.Frame) {
 	c.mu.Lock()
 	fl := c.flags.Load()
-	if fl&(fClosing|fGone) != 0 || int(c.queued) >= c.srv.cfg.OutboxLimit {
+	if fl&(fClosing|fGone) != 0 || c.outboxFull(len(f.B)) {
 		c.mu.Unlock()
 		releaseFrame(f)
 		return
@@ -284,7 +301,7 @@ func (c *Conn) drain() {
 		c.mu.Lock()
 		fl := c.flags.Load()
 		head := c.head
-		c.head, c.tail, c.queued = nil, nil, 0
+		c.head, c.tail, c.queued, c.queuedBytes = nil, nil, 0, 0
 		writeClose := fl&(fClosing|fCloseWritten) == fClosing
 		if fl&fGone != 0 || (head == nil && !writeClose) {
 			c.flags.Store(fl &^ fDraining)
@@ -377,7 +394,7 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	}
 	c.flags.Store(fl | fGone)
 	head := c.head
-	c.head, c.tail, c.queued = nil, nil, 0
+	c.head, c.tail, c.queued, c.queuedBytes = nil, nil, 0, 0
 	cause := c.cause
 	c.mu.Unlock()
 	// A running drain may be copying into netpoll's output buffer, which
@@ -405,17 +422,23 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	return nil
 }
 
-// onMessage implements frameSink: deliver a message unless closing.
+// onMessage implements frameSink: deliver a message unless closing or over
+// the inbound rate.
 func (c *Conn) onMessage(text bool, payload []byte) {
-	if c.flags.Load()&fClosing != 0 || c.sess == nil {
+	if c.flags.Load()&fClosing != 0 || c.sess == nil || !c.admitInbound() {
 		return
 	}
 	c.msgCount++
 	c.sess.OnMessage(text, payload)
 }
 
-// onControl implements frameSink.
+// onControl implements frameSink. Pings and pongs count against the
+// inbound rate (a ping flood would otherwise make us write a pong for
+// each); the close frame never does.
 func (c *Conn) onControl(op byte, payload []byte) (stop bool) {
+	if op != opClose && !c.admitInbound() {
+		return false
+	}
 	switch op {
 	case opPing:
 		if c.flags.Load()&fClosing == 0 {

@@ -91,21 +91,26 @@ type frameReader struct {
 	msg    []byte // unmasked payloads of the fragmented message being assembled; nil when none. Pooled.
 	need   int    // total size of the stashed frame once its header is known, else 0
 	skip   int    // skimming: bytes of the current frame still to skip
+	taken  int    // bytes taken from sources since the reader was made (for byte counts and budgets)
 	fragOp byte   // opcode (text or binary) of the fragmented message in progress, 0 when none
 }
 
-// consume decodes every complete frame in src, delivers them to sink, and
-// stashes a trailing partial frame. It returns stop=true when sink asked to
-// stop (the caller then discards the rest of the input), or the first
-// protocol error, a *protocolError (the caller may then hand the rest to
-// skimForClose). Either way consume must not be called again.
+// consume decodes the complete frames in src, delivers them to sink, and
+// stashes a trailing partial frame. It returns once src is empty, or once
+// it has taken budget bytes or more from src (at a frame boundary; a
+// budget <= 0 means none), leaving the rest for the next call. It returns
+// stop=true when sink asked to stop (the caller then discards the rest of
+// the input), or the first protocol error, a *protocolError (the caller may
+// then hand the rest to skimForClose); after either, consume must not be
+// called again.
 //
 // maxSize is the largest message: a frame (or fragment) declaring a length
 // that would exceed it fails with errTooBig before any of its payload is read.
-func (r *frameReader) consume(src byteSource, maxSize int, sink frameSink) (stop bool, err error) {
+func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSink) (stop bool, err error) {
+	end := r.taken + budget
 	for {
 		avail := src.Len()
-		if avail == 0 {
+		if avail == 0 || budget > 0 && r.taken >= end {
 			return false, nil
 		}
 		if r.stash == nil {
@@ -119,6 +124,7 @@ func (r *frameReader) consume(src byteSource, maxSize int, sink frameSink) (stop
 				total := h.size + int(h.length)
 				if avail >= total {
 					p, _ := src.Next(total)
+					r.taken += total
 					if stop, err := r.frame(&h, p[h.size:total:total], sink); stop || err != nil {
 						return stop, err
 					}
@@ -300,6 +306,7 @@ func (r *frameReader) stashFrom(src byteSource, k int) {
 		return
 	}
 	p, _ := src.Next(k)
+	r.taken += k
 	r.stash = appendPooled(r.stash, p, r.need)
 }
 
@@ -342,6 +349,7 @@ func (r *frameReader) skimForClose(src byteSource) bool {
 		if r.skip > 0 {
 			k := min(avail, r.skip)
 			_ = src.Skip(k)
+			r.taken += k
 			r.skip -= k
 			continue
 		}

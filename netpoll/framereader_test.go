@@ -53,7 +53,7 @@ func decodeChunks(data, splits []byte, maxSize int) (events []frameEvent, code u
 		}
 		src := &sliceSource{b: data[:n]}
 		data = data[n:]
-		stop, err := r.consume(src, maxSize, sink)
+		stop, err := r.consume(src, maxSize, 0, sink)
 		if src.Len() != 0 && err == nil && !stop {
 			panic("consume left input unconsumed")
 		}
@@ -290,7 +290,7 @@ func TestSkimForClose(t *testing.T) {
 				src := &sliceSource{b: data[:n]}
 				data = data[n:]
 				if !failed {
-					if _, err := r.consume(src, 1024, &nopSink{}); err != nil {
+					if _, err := r.consume(src, 1024, 0, &nopSink{}); err != nil {
 						failed = true
 					}
 				}
@@ -320,18 +320,18 @@ func TestFrameReaderAllocs(t *testing.T) {
 	whole := testing.AllocsPerRun(1000, func() {
 		copy(buf, frame)
 		src.b = buf
-		if _, err := r.consume(src, 1<<16, sink); err != nil {
+		if _, err := r.consume(src, 1<<16, 0, sink); err != nil {
 			t.Fatal(err)
 		}
 	})
 	split := testing.AllocsPerRun(1000, func() {
 		copy(buf, frame)
 		src.b = buf[:9]
-		if _, err := r.consume(src, 1<<16, sink); err != nil {
+		if _, err := r.consume(src, 1<<16, 0, sink); err != nil {
 			t.Fatal(err)
 		}
 		src.b = buf[9:]
-		if _, err := r.consume(src, 1<<16, sink); err != nil {
+		if _, err := r.consume(src, 1<<16, 0, sink); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -353,7 +353,7 @@ func BenchmarkFrameParse(b *testing.B) {
 			for b.Loop() {
 				copy(buf, frame)
 				src.b = buf
-				if _, err := r.consume(src, 1<<20, sink); err != nil {
+				if _, err := r.consume(src, 1<<20, 0, sink); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -202,6 +202,7 @@ func (c *Conn) readHandshake(rd cwnetpoll.Reader) {
 		}
 		ok := c.upgrade(b[:end])
 		_ = rd.Skip(end)
+		c.rd.taken += end
 		if ok && rd.Len() > 0 {
 			c.readFrames(rd)
 		}

@@ -20,6 +20,7 @@ const (
 	causeHandshakeTimeout
 	causeWriteTimeout
 	causeServer
+	causeRateLimit
 	numCauses
 )
 
@@ -33,6 +34,7 @@ var causeLabels = [numCauses]string{
 	causeHandshakeTimeout: "handshake_timeout",
 	causeWriteTimeout:     "write_timeout",
 	causeServer:           "server",
+	causeRateLimit:        "rate_limit",
 }
 
 // causeOf maps a protocol error's close code to its cause.
@@ -60,7 +62,11 @@ type metrics struct {
 	bytesOut   prometheus.Counter
 	dropped    prometheus.Counter
 	slowClosed prometheus.Counter
-	closes     [numCauses]prometheus.Counter
+
+	inboundDropped prometheus.Counter // messages refused by the inbound rate limit
+	inputPaused    prometheus.Counter // reads found paused at the input limit
+	acceptPaused   prometheus.Counter // accepts paused near the open-files limit
+	closes         [numCauses]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -94,6 +100,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_ws_frames_dropped_total", Help: "Outgoing frames dropped instead of queued, by reason."}, []string{"reason"})
 	m.dropped = dropped.WithLabelValues("slow_consumer")
+	inbound := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_ws_inbound_dropped_total", Help: "Client messages (data, ping, pong) dropped on receipt, by reason."}, []string{"reason"})
+	m.inboundDropped = inbound.WithLabelValues("rate_limit")
+	m.inputPaused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatecast_ws_input_paused_total", Help: "Times a connection's socket reads were paused because its unread input reached --max-input-buffer (TCP then slows the client)."})
+	m.acceptPaused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatecast_ws_accept_paused_total", Help: "Times accepting new connections was paused because open files neared the process limit minus the reserve."})
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_ws_closes_total", Help: "Connections gone (upgraded ones, plus handshake timeouts), by first cause."}, []string{"reason"})
 	for c := range numCauses {
@@ -102,7 +115,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes,
+	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes, inbound, m.inputPaused, m.acceptPaused,
 		m.handshakeSeconds, m.eventLoopLag} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -68,11 +68,19 @@ var tuneOnce sync.Once
 //     gopool also recovered handler panics; onRequest does that itself.
 //     runTask does this, and times one wakeup per lag-probe interval for
 //     gatecast_eventloop_lag_seconds (see lag.go).
+//   - MaxReadSize (read-pause patch): netpoll doubles a connection's read
+//     size up to 8 MiB for a fast sender; capped, one read can pass the
+//     input limit by at most maxReadSize (inbound.go).
+//   - LoggerOutput: netpoll logs with the standard logger, once per failed
+//     accept retry among others; netpollLog turns that into rate-limited
+//     slog records.
 func tuneNetpoll() {
 	tuneOnce.Do(func() {
 		_ = cwnetpoll.Configure(cwnetpoll.Config{
-			BufferSize: netpollBufferSize,
-			Runner:     runTask,
+			BufferSize:   netpollBufferSize,
+			Runner:       runTask,
+			MaxReadSize:  maxReadSize,
+			LoggerOutput: netpollLog,
 		})
 	})
 }
@@ -86,6 +94,7 @@ type Server struct {
 	h     Handler
 	m     *metrics
 	reg   registry
+	fds   fdWatch
 	start time.Time
 	clock atomic.Int64 // nanoseconds since start, updated by the sweeper (coarse on purpose: reading it is one load)
 
@@ -141,6 +150,7 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	s.lag.hist = m.eventLoopLag
 	s.lag.runFn = s.lag.run
 	s.upgrades.New = func() any { return newUpgrader(s) }
+	netpollLog.logger.Store(cfg.Logger)
 	return s, nil
 }
 
@@ -178,6 +188,7 @@ func (s *Server) Listen() error {
 		return err
 	}
 	s.ln = &listener{Listener: npl, srv: s}
+	s.initFDWatch()
 	return nil
 }
 
@@ -319,21 +330,6 @@ type listener struct {
 	srv *Server
 }
 
-func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil || c == nil {
-		return c, err
-	}
-	l.srv.mu.Lock()
-	closed := l.srv.closed
-	l.srv.mu.Unlock()
-	if closed {
-		c.Close()
-		return nil, nil // netpoll reads (nil, nil) as "nothing to accept now"
-	}
-	return c, nil
-}
-
 // onPrepare runs on a poller goroutine for each accepted connection, before
 // netpoll registers it for reads.
 func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context {
@@ -344,16 +340,27 @@ func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context {
 	// Precise, not the sweeper's coarse clock: the handshake histogram
 	// measures from here (the sweeper's timeout check works on either).
 	c.phaseAt.Store(s.preciseNow())
+	if l, ok := nc.(inputLimiter); ok {
+		l.SetReadBufferLimit(s.cfg.InputBufferLimit)
+	}
 	_ = nc.AddCloseCallback(c.onClosed)
 	s.reg.add(c)
 	return (*connCtx)(c)
 }
 
+// inputLimiter is the input bound of netpoll's connection (the read-pause
+// patch in netpoll/upstream).
+type inputLimiter interface {
+	SetReadBufferLimit(n int)
+	ReadLimitPauses() uint32
+}
+
 // onRequest runs on the connection's event goroutine whenever input is
-// available. It consumes the input until it finds none (see frameReader:
-// a partial frame goes to the stash), then releases netpoll's buffer, which
-// invalidates every payload handed out during the call. Bytes that arrive
-// after its last look make netpoll call it again.
+// available. One call is one turn: it decodes up to readBudget bytes (a
+// partial frame goes to the stash, see frameReader), then releases what it
+// decoded from netpoll's buffer, which invalidates every payload handed out
+// during the call. netpoll calls it again at once while unread input
+// remains, and when more arrives.
 func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 	c := (*Conn)(ctx.(*connCtx))
 	defer c.recoverHandler("OnRequest")
@@ -361,12 +368,17 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 		(*h)()
 	}
 	rd := nc.Reader()
-	n := rd.Len()
-	if n == 0 {
+	if rd.Len() == 0 {
 		return nil
 	}
 	c.lastRead.Store(s.now())
-	s.m.bytesIn.Add(float64(n))
+	if l, ok := nc.(inputLimiter); ok {
+		if p := l.ReadLimitPauses(); p != c.pauses {
+			s.m.inputPaused.Add(float64(p - c.pauses))
+			c.pauses = p
+		}
+	}
+	before := c.rd.taken
 	switch c.mode {
 	case modeHandshake:
 		c.readHandshake(rd)
@@ -376,10 +388,22 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 		c.skim(rd)
 	}
 	if c.mode == modeDiscard {
-		// Only here: in the other modes the readers consume exactly what
-		// they saw, and bytes that arrived meanwhile are the next call's.
+		// Only here: in the other modes the readers consume what they
+		// decide to, and bytes left are the next turn's.
 		if left := rd.Len(); left > 0 {
 			_ = rd.Skip(left)
+			c.rd.taken += left
+		}
+	}
+	n := c.rd.taken - before
+	s.m.bytesIn.Add(float64(n))
+	if c.mode >= modeSkim {
+		// Closing: past the close handshake's allowance, stop reading
+		// altogether (dropTCP is idempotent).
+		c.closingRead += n
+		if c.closingRead > closeReadAllowance {
+			c.mode = modeDiscard
+			c.dropTCP(causeServer)
 		}
 	}
 	_ = rd.Release()
@@ -398,10 +422,17 @@ func (c *Conn) recoverHandler(where string) {
 	}
 }
 
-// readFrames decodes the frames in rd and delivers them.
+// readFrames decodes up to readBudget bytes of frames from rd and delivers
+// them. A connection that is closing (refused by Open, revoked, kicked)
+// only watches for the peer's close frame from then on.
 func (c *Conn) readFrames(rd byteSource) {
 	s := c.srv
-	stop, err := c.rd.consume(rd, s.cfg.MaxFrameSize, c)
+	if c.flags.Load()&fClosing != 0 {
+		c.mode = modeSkim
+		c.skim(rd)
+		return
+	}
+	stop, err := c.rd.consume(rd, s.cfg.MaxFrameSize, readBudget, c)
 	if c.msgCount > 0 {
 		s.m.messagesIn.Add(float64(c.msgCount))
 		c.msgCount = 0

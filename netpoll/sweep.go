@@ -100,7 +100,9 @@ func (s *Server) sweepLoop() {
 		case <-s.stopSweep:
 			return
 		case <-t.C:
-			acts = s.sweep(s.tick(), acts[:0])
+			now := s.tick()
+			acts = s.sweep(now, acts[:0])
+			s.sweepFDs(now)
 		}
 	}
 }

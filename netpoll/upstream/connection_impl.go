@@ -54,6 +54,7 @@ type connection struct {
 	bookSize      int       // The size of data that can be read at once.
 	state         connState // Connection state should be changed sequentially.
 	readLimit     int64     // Gatecast patch: input bytes at which reads pause by themselves; 0 = no limit. Atomic.
+	limitPauses   uint32    // Gatecast patch: times reads paused at readLimit. Atomic.
 }
 
 var (
@@ -219,6 +220,12 @@ func (c *connection) IsReadPaused() bool {
 // n + MaxReadSize. 0 removes the limit.
 func (c *connection) SetReadBufferLimit(n int) {
 	atomic.StoreInt64(&c.readLimit, int64(n))
+}
+
+// ReadLimitPauses (Gatecast patch) counts the times reads paused because
+// the input buffer reached its limit.
+func (c *connection) ReadLimitPauses() uint32 {
+	return atomic.LoadUint32(&c.limitPauses)
 }
 
 // Slice implements Connection.

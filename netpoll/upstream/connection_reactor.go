@@ -108,8 +108,16 @@ func (c *connection) inputAck(n int) (err error) {
 		c.maxSize = mallocMax
 	}
 	// Gatecast patch: pause reads at the input limit (SetReadBufferLimit).
-	if lim := atomic.LoadInt64(&c.readLimit); lim > 0 && int64(length) >= lim {
+	if lim := atomic.LoadInt64(&c.readLimit); lim > 0 && int64(length) >= lim &&
+		atomic.LoadUint32(&c.operator.interest)&interestPauseLimit == 0 {
+		atomic.AddUint32(&c.limitPauses, 1)
 		_ = c.operator.setInterest(interestPauseLimit, 0)
+		// The consumer may have drained the buffer and checked for a pause
+		// (in Release) before it was set: look again, or nothing would
+		// ever resume the reads.
+		if int64(c.inputBuffer.Len()) < lim/2 {
+			_ = c.operator.setInterest(0, interestPauseLimit)
+		}
 	}
 
 	needTrigger := true

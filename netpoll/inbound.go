@@ -1,0 +1,74 @@
+package netpoll
+
+import "time"
+
+// Inbound limits: what one connection may make the broker do with its input.
+//
+//   - Bytes: netpoll stops reading a connection's socket once
+//     Config.InputBufferLimit bytes are buffered and not yet decoded (the
+//     read-pause patch in netpoll/upstream, SetReadBufferLimit), so the
+//     client is slowed by TCP flow control instead of growing our memory;
+//     a single read adds at most maxReadSize on top.
+//   - Work per turn: one OnRequest decodes at most readBudget bytes, then
+//     releases what it decoded and returns; netpoll calls it again at once
+//     while input remains. Between turns the connection's state is looked at
+//     again, so a close decided meanwhile (a revocation, the sweeper's
+//     close timeout) takes effect within one turn even while the client
+//     keeps sending.
+//   - Messages: a token bucket per connection (Config.MaxInboundRate).
+//   - Closing: once a connection is closing or was refused, only its close
+//     handshake matters. Input is skipped without decoding, and after
+//     closeReadAllowance bytes the TCP connection is dropped.
+const (
+	readBudget         = 64 << 10
+	maxReadSize        = 64 << 10
+	closeReadAllowance = 1 << 20
+)
+
+// inboundRate is a connection's token bucket. The coarse server clock is
+// too coarse to refill it, so the precise clock is read only when the
+// bucket is empty: a client within its rate costs one decrement per
+// message.
+type inboundRate struct {
+	tokens    float64
+	last      int64 // server clock of the last refill; 0 before the first message
+	overSince int64 // server clock of the first drop of the current overload, 0 when none
+}
+
+// admitInbound takes one token for an incoming message. It returns false
+// when the message must be dropped; a connection over its rate for longer
+// than InboundRateGrace is closed with 1008. Event goroutine only.
+func (c *Conn) admitInbound() bool {
+	cfg := &c.srv.cfg
+	if cfg.MaxInboundRate == Unlimited {
+		return true
+	}
+	r := &c.rate
+	if r.tokens >= 1 {
+		r.tokens--
+		return true
+	}
+	now := c.srv.preciseNow()
+	burst := float64(cfg.InboundBurst)
+	if r.last == 0 {
+		r.tokens = burst
+	} else {
+		r.tokens = min(burst, r.tokens+float64(now-r.last)*float64(cfg.MaxInboundRate)/float64(time.Second))
+	}
+	r.last = now
+	if r.tokens >= burst/2 {
+		r.overSince = 0 // the client paused long enough: not a sustained overload
+	}
+	if r.tokens >= 1 {
+		r.tokens--
+		return true
+	}
+	c.srv.m.inboundDropped.Inc()
+	switch {
+	case r.overSince == 0:
+		r.overSince = now
+	case now-r.overSince >= int64(cfg.InboundRateGrace):
+		c.closeWith(1008, "inbound message rate exceeded", causeRateLimit)
+	}
+	return false
+}
