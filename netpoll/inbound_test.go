@@ -3,6 +3,7 @@ package netpoll
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -263,4 +264,42 @@ func TestReadPauseAvailable(t *testing.T) {
 		t.Fatalf("netpoll connection lacks the read-pause patch (is the replace directive in go.mod?)")
 	}
 	var _ cwnetpoll.Connection // the patched module is the one imported
+}
+
+// TestAcceptPausedNearFDLimit: with the open-files reserve reached, new
+// clients wait in the accept queue (their upgrade gets no answer) instead of
+// taking the descriptors the admin listener needs; once connections close,
+// the waiting client is served.
+func TestAcceptPausedNearFDLimit(t *testing.T) {
+	h := newTestHandler()
+	s, reg := startServer(t, Config{}, h)
+	if s.fds.limit.Load() == 0 || countOpenFiles() < 0 {
+		t.Skip("no RLIMIT_NOFILE or /proc/self/fd")
+	}
+	var clients []*client
+	for range 2 {
+		clients = append(clients, dialManual(t, s))
+		h.waitOpened(t)
+	}
+	// Leave no headroom: the reserve is everything not open now.
+	s.recountFDs()
+	s.fds.reserve.Store(s.fds.limit.Load() - s.fds.other.Load() - int64(s.reg.len()))
+	// The next ones wait: TCP connects (kernel backlog), no 101 comes.
+	late := dialRaw(t, s)
+	if _, err := late.Write([]byte(upgradeRequest("/ws", ""))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "accepting paused", func() bool { return counterValue(t, reg, "gatecast_ws_accept_paused_total") >= 1 })
+	_ = late.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, _ := late.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("a connection was served past the open-files reserve")
+	}
+	for _, c := range clients {
+		c.conn.Close()
+	}
+	_ = late.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 12)
+	if _, err := io.ReadFull(late, buf); err != nil || string(buf) != "HTTP/1.1 101" {
+		t.Fatalf("waiting client not served after room came back: %q %v", buf, err)
+	}
 }
