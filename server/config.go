@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/topic"
 )
 
 // Config is every setting of `gatecast serve`. Each has a flag, an
@@ -36,6 +39,9 @@ type Config struct {
 	LogFormat        string
 	MaxFrameSize     int
 	MaxHeaderBytes   int
+	MaxSubscriptions int
+	MaxTopicBytes    int
+	MaxTopicLevels   int
 	HandshakeTimeout time.Duration
 	PingInterval     time.Duration
 	IdleTimeout      time.Duration
@@ -56,6 +62,9 @@ func Defaults() Config {
 		LogFormat:        "text",
 		MaxFrameSize:     64 << 10,
 		MaxHeaderBytes:   8 << 10,
+		MaxSubscriptions: broker.DefaultMaxSubscriptions,
+		MaxTopicBytes:    broker.DefaultMaxTopicBytes,
+		MaxTopicLevels:   broker.DefaultMaxTopicLevels,
 		HandshakeTimeout: 5 * time.Second,
 		PingInterval:     30 * time.Second,
 		IdleTimeout:      75 * time.Second,
@@ -91,6 +100,9 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", c.MaxFrameSize, "largest client message in bytes; larger closes with 1009")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest WebSocket upgrade request in bytes; larger gets HTTP 431")
+	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", c.MaxSubscriptions, "most tags (subscriptions) one connection may request; more closes with 4003")
+	fs.IntVar(&c.MaxTopicBytes, "max-topic-bytes", c.MaxTopicBytes, "longest subscription tag (more closes with 4003) or publish topic (more is dropped and counted), in bytes")
+	fs.IntVar(&c.MaxTopicLevels, "max-topic-levels", c.MaxTopicLevels, "most '/'-separated levels of a subscription tag (more closes with 4003) or publish topic (more is dropped and counted)")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "time allowed from TCP accept to a completed WebSocket upgrade")
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "a connection silent this long is sent a ping")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection that sends nothing (not even a pong) this long is closed with 1001")
@@ -230,6 +242,9 @@ func (c *Config) Validate() error {
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format %q: want text or json", c.LogFormat)
 	check(c.MaxFrameSize >= 128 && c.MaxFrameSize <= 16<<20, "--max-frame-size %d: want 128 to 16777216", c.MaxFrameSize)
 	check(c.MaxHeaderBytes >= 1024 && c.MaxHeaderBytes <= 1<<20, "--max-header-bytes %d: want 1024 to 1048576", c.MaxHeaderBytes)
+	check(c.MaxSubscriptions >= 1 && c.MaxSubscriptions <= 1<<16, "--max-subscriptions %d: want 1 to 65536", c.MaxSubscriptions)
+	check(c.MaxTopicBytes >= 1 && c.MaxTopicBytes <= topic.MaxBytes, "--max-topic-bytes %d: want 1 to %d", c.MaxTopicBytes, topic.MaxBytes)
+	check(c.MaxTopicLevels >= 1 && c.MaxTopicLevels <= topic.MaxLevels, "--max-topic-levels %d: want 1 to %d", c.MaxTopicLevels, topic.MaxLevels)
 	for _, d := range []struct {
 		name string
 		v    time.Duration
