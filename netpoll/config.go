@@ -46,6 +46,7 @@ const (
 	DefaultOutboxLimit      = 4096
 	DefaultOutboxMaxBytes   = 8 << 20
 	DefaultInputBufferLimit = 256 << 10
+	DefaultInputTotalLimit  = 1 << 30
 	DefaultMaxInboundRate   = 20000
 	DefaultLagProbeInterval = 250 * time.Millisecond
 	DefaultInboundRateGrace = 3 * time.Second
@@ -87,6 +88,11 @@ type Config struct {
 	// consumed. A partial frame is copied out of that buffer, so a message
 	// of MaxFrameSize still fits whatever this is.
 	InputBufferLimit int
+	// InputTotalLimit bounds the unread input of all connections together:
+	// while the connections' buffers hold more, a connection found with
+	// input is paused (as if at its own limit) until the total is back
+	// under three quarters of this. Default 1 GiB.
+	InputTotalLimit int64
 	// MaxInboundRate is the messages (text, binary, ping, pong) a
 	// connection may send per second, with bursts of InboundBurst (default
 	// twice the rate). Beyond it messages are dropped and counted
@@ -149,6 +155,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if err := defaultInt(&cfg.InputBufferLimit, DefaultInputBufferLimit, minInputLimit, maxInputLimit, "InputBufferLimit"); err != nil {
 		return cfg, err
+	}
+	switch {
+	case cfg.InputTotalLimit == 0:
+		cfg.InputTotalLimit = DefaultInputTotalLimit
+	case cfg.InputTotalLimit < int64(cfg.InputBufferLimit):
+		return cfg, fmt.Errorf("netpoll: Config.InputTotalLimit = %d is below InputBufferLimit (%d)", cfg.InputTotalLimit, cfg.InputBufferLimit)
 	}
 	switch {
 	case cfg.MaxInboundRate == Unlimited:

@@ -82,12 +82,14 @@ type Conn struct {
 
 	prev, next *Conn // registry shard list, guarded by the shard's mutex
 
-	rd       frameReader // event goroutine only
-	mode     uint8       // event goroutine only
-	shard    uint8
-	pauses   uint32      // netpoll's count of input-limit pauses when last looked; event goroutine only
-	msgCount uint32      // messages delivered during the current OnRequest; event goroutine only
-	rate     inboundRate // event goroutine only
+	rd        frameReader // event goroutine only
+	mode      uint8       // event goroutine only
+	shard     uint8
+	pauses    uint32      // netpoll's count of input-limit pauses when last looked; event goroutine only
+	held      int         // this connection's share of Server.inputHeld; event goroutine (and the close callback)
+	heldPause bool        // reads paused for the process-wide input limit, guarded by Server.inputMu
+	msgCount  uint32      // messages delivered during the current OnRequest; event goroutine only
+	rate      inboundRate // event goroutine only
 	// closingRead counts input bytes skipped since the connection started
 	// closing (or was refused); past closeReadAllowance the TCP connection
 	// is dropped. Event goroutine only.
@@ -407,6 +409,9 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	releaseSegments(head)
 	c.rd.reset()
 	s := c.srv
+	s.inputHeld.Add(int64(-c.held))
+	c.held = 0
+	s.forgetHeld(c) // before netpoll frees (and may reuse) the connection's poll operator
 	s.reg.remove(c)
 	defer c.recoverHandler("OnClose")
 	if fl&fUpgraded != 0 {

@@ -15,6 +15,7 @@ import "time"
 //     again, so a close decided meanwhile (a revocation, the sweeper's
 //     close timeout) takes effect within one turn even while the client
 //     keeps sending.
+//   - Bytes, all connections: Config.InputTotalLimit (holdInput).
 //   - Messages: a token bucket per connection (Config.MaxInboundRate).
 //   - Closing: once a connection is closing or was refused, only its close
 //     handshake matters. Input is skipped without decoding, and after
@@ -71,4 +72,72 @@ func (c *Conn) admitInbound() bool {
 		c.closeWith(1008, "inbound message rate exceeded", causeRateLimit)
 	}
 	return false
+}
+
+// readPauser is netpoll's application-driven read pause (the read-pause
+// patch in netpoll/upstream).
+type readPauser interface {
+	PauseRead() error
+	ResumeRead() error
+}
+
+// holdInput records that c's buffer holds n unread bytes and, while all
+// connections together hold more than InputTotalLimit, pauses c's reads
+// until the sweeper sees the total back under three quarters of it
+// (resumeHeld). Event goroutine only.
+func (c *Conn) holdInput(n int) {
+	s := c.srv
+	total := s.inputHeld.Add(int64(n - c.held))
+	c.held = n
+	if total <= s.cfg.InputTotalLimit || n == 0 {
+		return
+	}
+	p, ok := c.nc.(readPauser)
+	if !ok {
+		return
+	}
+	s.inputMu.Lock()
+	if !c.heldPause {
+		c.heldPause = true
+		s.inputPaused = append(s.inputPaused, c)
+		_ = p.PauseRead()
+		s.m.inputPaused.Inc()
+	}
+	s.inputMu.Unlock()
+}
+
+// resumeHeld runs on the sweeper: once the process's unread input is under
+// three quarters of InputTotalLimit, it resumes every connection holdInput
+// paused.
+func (s *Server) resumeHeld() {
+	if s.inputHeld.Load() > s.cfg.InputTotalLimit/4*3 {
+		return
+	}
+	s.inputMu.Lock()
+	paused := s.inputPaused
+	s.inputPaused = nil
+	for _, c := range paused {
+		c.heldPause = false
+		if p, ok := c.nc.(readPauser); ok {
+			_ = p.ResumeRead() // closing connections left the list (forgetHeld)
+		}
+	}
+	s.inputMu.Unlock()
+}
+
+// forgetHeld drops a closing connection from the paused list: once netpoll
+// has freed its poll operator, resuming it could resume another
+// connection's reads. Close callback only.
+func (s *Server) forgetHeld(c *Conn) {
+	s.inputMu.Lock()
+	if c.heldPause {
+		c.heldPause = false
+		for i, p := range s.inputPaused {
+			if p == c {
+				s.inputPaused = append(s.inputPaused[:i], s.inputPaused[i+1:]...)
+				break
+			}
+		}
+	}
+	s.inputMu.Unlock()
 }

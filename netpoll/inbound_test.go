@@ -303,3 +303,51 @@ func TestAcceptPausedNearFDLimit(t *testing.T) {
 		t.Fatalf("waiting client not served after room came back: %q %v", buf, err)
 	}
 }
+
+// TestInputTotalLimit: past the process-wide bound, connections with input
+// are paused until the total drains, and nothing is lost.
+func TestInputTotalLimit(t *testing.T) {
+	h := newTestHandler()
+	var got atomic.Int64
+	var slow atomic.Bool
+	slow.Store(true)
+	h.onMessage = func(_ *testSession, _ bool, _ []byte) {
+		got.Add(1)
+		if slow.Load() {
+			time.Sleep(10 * time.Microsecond)
+		}
+	}
+	s, reg := startServer(t, Config{MaxInboundRate: Unlimited, InputBufferLimit: 64 << 10, InputTotalLimit: 96 << 10}, h)
+	stop := make(chan struct{})
+	var written atomic.Int64
+	errc := make(chan error, 3)
+	for range 3 {
+		c := dialManual(t, s)
+		h.waitOpened(t)
+		go func() { errc <- flood(c.conn, floodChunk(), stop, &written) }()
+	}
+	eventually(t, "a connection paused for the total", func() bool {
+		s.inputMu.Lock()
+		defer s.inputMu.Unlock()
+		return len(s.inputPaused) > 0
+	})
+	if counterValue(t, reg, "gatecast_ws_input_paused_total") == 0 {
+		t.Fatal("pause not counted")
+	}
+	close(stop)
+	for range 3 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow.Store(false)
+	frames := written.Load() / 6
+	deadline := time.Now().Add(20 * time.Second)
+	for got.Load() != frames && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := got.Load(); n != frames {
+		t.Fatalf("decoded %d of %d frames", n, frames)
+	}
+	eventually(t, "nothing held", func() bool { return s.inputHeld.Load() == 0 })
+}

@@ -90,13 +90,20 @@ var ErrServerClosed = errors.New("netpoll: server closed")
 
 // Server is a WebSocket server on netpoll event loops.
 type Server struct {
-	cfg   Config
-	h     Handler
-	m     *metrics
-	reg   registry
-	fds   fdWatch
-	start time.Time
-	clock atomic.Int64 // nanoseconds since start, updated by the sweeper (coarse on purpose: reading it is one load)
+	cfg Config
+	h   Handler
+	m   *metrics
+	reg registry
+	fds fdWatch
+
+	// inputHeld is the unread input of every connection, as each last saw
+	// its own buffer (inbound.go); inputPaused lists the connections whose
+	// reads were paused because it passed InputTotalLimit.
+	inputHeld   atomic.Int64
+	inputMu     sync.Mutex
+	inputPaused []*Conn
+	start       time.Time
+	clock       atomic.Int64 // nanoseconds since start, updated by the sweeper (coarse on purpose: reading it is one load)
 
 	wsConns  atomic.Int64 // upgraded connections not yet gone
 	upgrades sync.Pool    // *upgrader
@@ -372,6 +379,7 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 		return nil
 	}
 	c.lastRead.Store(s.now())
+	c.holdInput(rd.Len())
 	if l, ok := nc.(inputLimiter); ok {
 		if p := l.ReadLimitPauses(); p != c.pauses {
 			s.m.inputPaused.Add(float64(p - c.pauses))
@@ -407,6 +415,7 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 		}
 	}
 	_ = rd.Release()
+	c.holdInput(rd.Len())
 	return nil
 }
 

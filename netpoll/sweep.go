@@ -103,6 +103,7 @@ func (s *Server) sweepLoop() {
 			now := s.tick()
 			acts = s.sweep(now, acts[:0])
 			s.sweepFDs(now)
+			s.resumeHeld()
 		}
 	}
 }
