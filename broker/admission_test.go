@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -529,4 +530,46 @@ func TestDedupFilters(t *testing.T) {
 			t.Errorf("dedupFilters(%d tags) = %d tags %q…", len(tc.in), len(got), got[:min(len(got), 5)])
 		}
 	}
+}
+
+// Refusals over the caps are logged, but clients trigger them at will: one
+// line per interval, carrying how many were held back.
+func TestCapRefusalLogSampled(t *testing.T) {
+	var buf syncBuffer
+	e := newEnvConfig(t, Config{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"#": acl.PermRead})
+	tags := make([]string, 101)
+	for i := range tags {
+		tags[i] = fmt.Sprint(i)
+	}
+	for range 50 {
+		if _, err := e.b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: tags}); err == nil {
+			t.Fatal("admitted over the cap")
+		}
+	}
+	if n := strings.Count(buf.String(), "over a subscription cap"); n != 1 {
+		t.Fatalf("%d log lines for 50 refusals, want 1:\n%s", n, buf.String())
+	}
+	e.b.capLog.next.Store(0) // the interval has passed
+	e.b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: tags})
+	if out := buf.String(); strings.Count(out, "over a subscription cap") != 2 || !strings.Contains(out, "suppressed_since_last_line=49") {
+		t.Fatalf("after the interval:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

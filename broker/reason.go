@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -131,5 +132,5 @@ func (s *logSampler) log(l *slog.Logger, level slog.Level, msg string, args ...a
 	if n := s.suppressed.Swap(0); n > 0 {
 		args = append(args, "suppressed_since_last_line", n)
 	}
-	l.Log(nil, level, msg, args...)
+	l.Log(context.Background(), level, msg, args...)
 }

@@ -8,8 +8,10 @@ import (
 
 // The handshake helpers run once per connection attempt, on whichever
 // goroutine performs the upgrade; they are pure and safe for concurrent use.
-// They only parse: whether a missing secret or tag list closes the connection
-// (and with which code) is the broker's decision.
+// They parse, and ValidateSeedTag states the seed's own rule on what a tag
+// may contain (an encoding rule of this protocol, not topic syntax): whether
+// a missing secret, a missing tag list or a refused tag closes the
+// connection, and with which code and reason, is the broker's decision.
 
 // isOWS reports HTTP optional whitespace (RFC 9110 §5.6.3).
 func isOWS(c byte) bool { return c == ' ' || c == '\t' }
