@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -54,7 +55,9 @@ Global flags (before the command):
 
 "gatecast help COMMAND" or "gatecast COMMAND help" describes one command;
 "gatecast COMMAND SUBCOMMAND --help" one subcommand.
-Exit status: 0 success, 1 the request failed, 2 wrong usage.
+Exit status: 0 success, 1 the request failed, 2 wrong usage, 3 the change is
+saved but its enforcement on live connections was not confirmed in time
+(HTTP 202 pending: it goes on; check with "gatecast conn list").
 `
 
 const tokenUsage = `Usage: gatecast token SUBCOMMAND
@@ -109,6 +112,7 @@ no longer covered are closed with 4003.
 const connUsage = `Usage: gatecast conn SUBCOMMAND
 
   conn list [--token TOKEN]   list live connections, all or one token's
+                              (every page: the API answers at most 1000 a page)
   conn kick ID                close a connection with 4005
 `
 
@@ -126,7 +130,9 @@ func (e *usageError) Error() string { return e.msg }
 
 // RunCLI runs one admin command (args without the program name, global
 // flags first) and returns the process exit code: 0 success, 1 the request
-// failed, 2 wrong usage. Output goes to stdout, errors to stderr.
+// failed, 2 wrong usage, 3 a rights change saved whose enforcement on live
+// connections was not confirmed in time (202 pending). Output goes to
+// stdout, errors to stderr.
 func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runCLI(ctx, args, stdout, stderr, os.Getenv)
 }
@@ -148,12 +154,18 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	c := &cli{ctx: ctx, stdout: stdout, stderr: stderr, getenv: getenv}
 	err := c.run(args)
 	var ue *usageError
+	var pending *PendingChangeError
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "gatecast: %s\n\n%s", ue.msg, ue.help)
 		return 2
+	case errors.As(err, &pending):
+		fmt.Fprintf(stderr, "gatecast: warning: %v\n"+
+			"gatecast: new connections already get the new rights; live ones follow when the enforcement ends "+
+			"(see the broker's log, or check with \"gatecast conn list\")\n", pending)
+		return 3
 	default:
 		fmt.Fprintf(stderr, "gatecast: %v\n", err)
 		return 1
@@ -475,14 +487,15 @@ func (c *cli) tokenUpdate(args []string) error {
 		return err
 	}
 	t, err = c.api.UpdateToken(c.ctx, t.ID, req)
+	pending, err := savedButPending(err)
 	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(t)
+		return errors.Join(c.printJSON(t), pending)
 	}
 	fmt.Fprintf(c.stdout, "updated token %d %q (max connections: %s, disabled: %s)\n", t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled))
-	return nil
+	return pending
 }
 
 func (c *cli) tokenRotate(args []string) error {
@@ -496,14 +509,15 @@ func (c *cli) tokenRotate(args []string) error {
 		return err
 	}
 	t, err = c.api.RotateToken(c.ctx, t.ID)
+	pending, err := savedButPending(err)
 	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(t)
+		return errors.Join(c.printJSON(t), pending)
 	}
 	fmt.Fprintf(c.stdout, "rotated token %d %q; the old secret no longer works\nsecret: %s\nStore it now: it is not shown again.\n", t.ID, t.Name, t.Secret)
-	return nil
+	return pending
 }
 
 func (c *cli) tokenDelete(args []string) error {
@@ -516,14 +530,15 @@ func (c *cli) tokenDelete(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.api.DeleteToken(c.ctx, t.ID); err != nil {
+	pending, err := savedButPending(c.api.DeleteToken(c.ctx, t.ID))
+	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(map[string]any{"id": t.ID, "deleted": true})
+		return errors.Join(c.printJSON(map[string]any{"id": t.ID, "deleted": true}), pending)
 	}
 	fmt.Fprintf(c.stdout, "deleted token %d %q\n", t.ID, t.Name)
-	return nil
+	return pending
 }
 
 // ---- tag ----
@@ -604,14 +619,15 @@ func (c *cli) tagUpdate(args []string) error {
 		return err
 	}
 	t, err = c.api.UpdateTag(c.ctx, t.ID, pos[1])
+	pending, err := savedButPending(err)
 	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(t)
+		return errors.Join(c.printJSON(t), pending)
 	}
 	fmt.Fprintf(c.stdout, "updated tag %d: %q\n", t.ID, t.Pattern)
-	return nil
+	return pending
 }
 
 func (c *cli) tagDelete(args []string) error {
@@ -624,14 +640,15 @@ func (c *cli) tagDelete(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.api.DeleteTag(c.ctx, t.ID); err != nil {
+	pending, err := savedButPending(c.api.DeleteTag(c.ctx, t.ID))
+	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(map[string]any{"id": t.ID, "deleted": true})
+		return errors.Join(c.printJSON(map[string]any{"id": t.ID, "deleted": true}), pending)
 	}
 	fmt.Fprintf(c.stdout, "deleted tag %d %q\n", t.ID, t.Pattern)
-	return nil
+	return pending
 }
 
 // ---- grant / revoke ----
@@ -659,21 +676,22 @@ func (c *cli) grant(args []string) error {
 		return err
 	}
 	g, err := c.api.SetPermission(c.ctx, t.ID, tag.ID, perm)
+	pending, err := savedButPending(err)
 	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(struct {
+		return errors.Join(c.printJSON(struct {
 			TokenID int64 `json:"token_id"`
 			Grant
 			TagCreated bool `json:"tag_created"`
-		}{t.ID, g, created})
+		}{t.ID, g, created}), pending)
 	}
 	if created {
 		fmt.Fprintf(c.stdout, "created tag %d %q\n", tag.ID, tag.Pattern)
 	}
 	fmt.Fprintf(c.stdout, "token %d %q now has %s on %q (tag %d)\n", t.ID, t.Name, g.Permission, g.Pattern, g.TagID)
-	return nil
+	return pending
 }
 
 func (c *cli) revoke(args []string) error {
@@ -694,14 +712,15 @@ func (c *cli) revoke(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.api.DeletePermission(c.ctx, t.ID, tag.ID); err != nil {
+	pending, err := savedButPending(c.api.DeletePermission(c.ctx, t.ID, tag.ID))
+	if err != nil {
 		return err
 	}
 	if c.json {
-		return c.printJSON(map[string]any{"token_id": t.ID, "tag_id": tag.ID, "pattern": tag.Pattern, "revoked": true})
+		return errors.Join(c.printJSON(map[string]any{"token_id": t.ID, "tag_id": tag.ID, "pattern": tag.Pattern, "revoked": true}), pending)
 	}
 	fmt.Fprintf(c.stdout, "token %d %q no longer has a permission on %q (tag %d)\n", t.ID, t.Name, tag.Pattern, tag.ID)
-	return nil
+	return pending
 }
 
 // ---- conn ----
@@ -742,15 +761,29 @@ func (c *cli) connList(args []string) error {
 		}
 		tokenID = t.ID
 	}
-	cs, err := api.ListConnections(c.ctx, tokenID)
+	cs, unreachable, err := api.ListConnections(c.ctx, tokenID)
 	if err != nil {
 		return err
+	}
+	if len(unreachable) > 0 {
+		fmt.Fprintf(c.stderr, "gatecast: warning: nodes %s did not answer; their connections are not listed\n", strings.Join(unreachable, ", "))
+	}
+	if cs == nil {
+		cs = []Connection{}
 	}
 	if c.json {
 		return c.printJSON(cs)
 	}
-	tw := c.table("ID\tTOKEN\tREMOTE\tPROTOCOL\tCONNECTED\tSUBSCRIPTIONS")
+	cluster := slices.ContainsFunc(cs, func(s Connection) bool { return s.Node != "" })
+	header := "ID\tTOKEN\tREMOTE\tPROTOCOL\tCONNECTED\tSUBSCRIPTIONS"
+	if cluster {
+		header = "NODE\t" + header
+	}
+	tw := c.table(header)
 	for _, s := range cs {
+		if cluster {
+			fmt.Fprintf(tw, "%s\t", s.Node)
+		}
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", s.ID, s.TokenID, s.RemoteAddr, s.Protocol,
 			s.ConnectedAt.UTC().Format(time.RFC3339), strings.Join(s.Subscriptions, ","))
 	}
@@ -887,6 +920,17 @@ func (c *cli) resolveOrCreateTag(arg string) (Tag, bool, error) {
 }
 
 // ---- output ----
+
+// savedButPending separates a 202 pending answer from the other errors:
+// the change is saved and the call returned its result, so the command
+// prints it as usual and then reports the pending enforcement (exit 3).
+func savedButPending(err error) (pending, other error) {
+	var p *PendingChangeError
+	if errors.As(err, &p) {
+		return p, nil
+	}
+	return nil, err
+}
 
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)

@@ -417,7 +417,7 @@ func TestClientErrors(t *testing.T) {
 	must(t, c.DeletePermission(ctx, tok.ID, tag.ID))
 	must(t, c.DeleteTag(ctx, tag.ID))
 	must(t, c.DeleteToken(ctx, tok.ID))
-	cs, err := c.ListConnections(ctx, 0)
+	cs, _, err := c.ListConnections(ctx, 0)
 	must(t, err)
 	if len(cs) != 0 {
 		t.Fatalf("connections %v", cs)

@@ -11,12 +11,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gatecast/gatecast/broker"
 )
 
-// Client calls the admin API. Its zero HTTP field uses a client with a
-// 60-second timeout. A Client is safe for concurrent use if HTTP is.
+// Client calls the admin API. Its zero HTTP field uses a client with
+// ClientTimeout. A Client is safe for concurrent use if HTTP is.
+//
+// A rights change the broker saved but whose enforcement on live sessions
+// it could not confirm in time (HTTP 202 pending) returns a
+// *PendingChangeError together with the result it would have returned
+// (a rotated token carries its new secret): the change is in effect for
+// new connections, and live ones follow when the enforcement ends.
 type Client struct {
 	BaseURL string // e.g. http://127.0.0.1:8081
 	Key     string // the admin key
@@ -34,11 +38,48 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("%s (HTTP %d %s)", e.Message, e.Status, e.Code)
 }
 
-// maxAnswerBytes bounds what the client reads: a connection list of a
-// large node is big, but not unbounded.
+// PendingChangeError is a 202 pending answer to a rights change: the change
+// is saved, but its enforcement on live sessions was still running when the
+// broker answered (UnconfirmedNodes empty), or in cluster mode these nodes
+// had not confirmed it when the revocation barrier's wait ended.
+type PendingChangeError struct {
+	Message          string
+	UnconfirmedNodes []string
+	TokenIDs         []int64 // the tokens whose sessions are being re-evaluated
+}
+
+func (e *PendingChangeError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = "the change is saved; its enforcement on live sessions is not confirmed yet"
+	}
+	if len(e.UnconfirmedNodes) > 0 {
+		msg += " (unconfirmed nodes: " + strings.Join(e.UnconfirmedNodes, ", ") + ")"
+	}
+	return msg + " (HTTP 202 pending)"
+}
+
+// pendingAnswer is how the client reads a 202 body.
+type pendingAnswer struct {
+	Status           string          `json:"status"`
+	Message          string          `json:"message"`
+	UnconfirmedNodes []string        `json:"unconfirmed_nodes"`
+	TokenIDs         []int64         `json:"token_ids"`
+	Result           json.RawMessage `json:"result"`
+}
+
+// maxAnswerBytes bounds what the client reads: a page of connections is
+// bounded, but a broker of an older version lists all of them at once.
 const maxAnswerBytes = 512 << 20
 
-var defaultHTTP = &http.Client{Timeout: 60 * time.Second}
+// ClientTimeout is the default Client's timeout: longer than anything the
+// admin listener takes to answer (its write timeout is 2 minutes; a rights
+// change answers within about a minute, 202 pending if its enforcement
+// runs longer), so the client hears the answer rather than giving up on a
+// change that was saved.
+const ClientTimeout = 3 * time.Minute
+
+var defaultHTTP = &http.Client{Timeout: ClientTimeout}
 
 // do sends one request; in (if not nil) is the JSON body, out (if not nil)
 // receives the JSON answer.
@@ -88,6 +129,17 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			msg = http.StatusText(resp.StatusCode)
 		}
 		return &APIError{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode), Message: msg}
+	}
+	if resp.StatusCode == http.StatusAccepted {
+		var p pendingAnswer
+		if json.Unmarshal(raw, &p) == nil && p.Status == "pending" {
+			if out != nil && len(p.Result) > 0 {
+				if err := json.Unmarshal(p.Result, out); err != nil {
+					return fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
+				}
+			}
+			return &PendingChangeError{Message: p.Message, UnconfirmedNodes: p.UnconfirmedNodes, TokenIDs: p.TokenIDs}
+		}
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
@@ -192,15 +244,80 @@ func (c *Client) ListPermissions(ctx context.Context, tokenID int64) ([]Grant, e
 	return gs, err
 }
 
-// ListConnections lists live connections, of one token or (tokenID 0) all.
-func (c *Client) ListConnections(ctx context.Context, tokenID int64) ([]broker.ConnectionInfo, error) {
-	p := "/api/v1/connections"
-	if tokenID != 0 {
-		p += "?" + url.Values{"token_id": {id(tokenID)}}.Encode()
+// ConnectionsQuery selects a page of GET /api/v1/connections. Zero fields
+// are left out: every token, every node, the first page of
+// DefaultConnectionsLimit sessions. Limit -1 asks for the count only
+// (limit=0).
+type ConnectionsQuery struct {
+	TokenID int64
+	Node    string // cluster mode: that node's sessions only
+	Limit   int
+	Cursor  string // a previous page's NextCursor
+}
+
+// ListConnectionsPage lists one page of live connections.
+func (c *Client) ListConnectionsPage(ctx context.Context, q ConnectionsQuery) (ConnectionsPage, error) {
+	v := url.Values{}
+	if q.TokenID != 0 {
+		v.Set("token_id", id(q.TokenID))
 	}
-	var cs []broker.ConnectionInfo
-	err := c.do(ctx, "GET", p, nil, &cs)
-	return cs, err
+	if q.Node != "" {
+		v.Set("node", q.Node)
+	}
+	switch {
+	case q.Limit < 0:
+		v.Set("limit", "0")
+	case q.Limit > 0:
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Cursor != "" {
+		v.Set("cursor", q.Cursor)
+	}
+	p := "/api/v1/connections"
+	if len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	var raw json.RawMessage
+	if err := c.do(ctx, "GET", p, nil, &raw); err != nil {
+		return ConnectionsPage{}, err
+	}
+	var pg ConnectionsPage
+	if bytes.HasPrefix(bytes.TrimLeft(raw, " \t\r\n"), []byte("[")) {
+		// a broker of an older version: one array of every session
+		err := json.Unmarshal(raw, &pg.Connections)
+		pg.Total = len(pg.Connections)
+		return pg, err
+	}
+	err := json.Unmarshal(raw, &pg)
+	return pg, err
+}
+
+// ListConnections lists every live connection, of one token or (tokenID 0)
+// all, following the pages' cursors; unreachable lists the cluster nodes
+// that did not answer some page.
+func (c *Client) ListConnections(ctx context.Context, tokenID int64) (conns []Connection, unreachable []string, err error) {
+	q := ConnectionsQuery{TokenID: tokenID, Limit: MaxConnectionsLimit}
+	seen := map[string]bool{}
+	for {
+		pg, err := c.ListConnectionsPage(ctx, q)
+		if err != nil {
+			return nil, nil, err
+		}
+		conns = append(conns, pg.Connections...)
+		for _, n := range pg.UnreachableNodes {
+			if !seen[n] {
+				seen[n] = true
+				unreachable = append(unreachable, n)
+			}
+		}
+		if pg.NextCursor == "" {
+			return conns, unreachable, nil
+		}
+		if pg.NextCursor == q.Cursor || len(pg.Connections) == 0 {
+			return nil, nil, fmt.Errorf("GET /api/v1/connections: the listing does not advance (cursor %q)", pg.NextCursor)
+		}
+		q.Cursor = pg.NextCursor
+	}
 }
 
 // KickConnection closes a live connection with 4005.

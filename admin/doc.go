@@ -5,8 +5,18 @@
 // are nothing but that client with flags and tables.
 //
 // The API writes to the acl.Store and then asks an Enforcer (the broker) to
-// apply the change to live sessions before it answers, so a 2xx answer
-// means every affected session has already lost the rights it lost.
+// apply the change to live sessions before it answers, so a 200 or 204
+// answer means every affected session has already lost the rights it lost.
+// An enforcement that outlasts Config.EnforceDeadline (or a cluster
+// barrier not confirmed by every node) answers 202 pending instead: saved,
+// still being enforced; it goes on in the background and completes.
+//
+// Every answer comes within bounded waits (write lock, store, enforcement
+// deadline; see handler.go) well under the admin listener's write timeout,
+// and the Client waits longer (ClientTimeout). GET /api/v1/connections is
+// paged by an opaque cursor over (node, id). HostGuard, wrapped around the
+// whole listener, answers only the Host headers of --admin-allowed-hosts.
+// Bodies must be valid UTF-8 without lone surrogate escapes.
 //
 // It must not know about the network layer, sessions or topic internals: it
 // sees live connections only through the Enforcer interface and
@@ -15,7 +25,8 @@
 // Concurrency: the handler from NewHandler is called by the http.Server's
 // goroutines concurrently; reads run in parallel, rights changes are
 // serialized by the handler so that "read the affected tokens, write,
-// enforce" is never interleaved with another change. A Client may be shared
+// enforce" is never interleaved with another change (an enforcement
+// answered 202 keeps the write lock until it ends). A Client may be shared
 // by goroutines. RunCLI is one invocation and keeps no state between calls.
 //
 // Secrets: a token's secret crosses this package exactly twice — in the

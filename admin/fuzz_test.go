@@ -27,6 +27,7 @@ func FuzzDecodeBodies(f *testing.F) {
 		`{"NAME":"case"}`,
 		`{"name":"a"}{"name":"b"}`,
 		`null`, `[]`, `{`, ``, `{"max_connections":1e400}`, `{"token":"\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000"}`,
+		`{"name":"\ud800"}`, `{"pattern":"a/\udc00"}`, "{\"name\":\"a\xff\"}", `{"name":"\ud83d\ude00"}`, `{"name":"\\ud800"}`,
 	} {
 		for kind := range uint8(4) {
 			f.Add(kind, []byte(s))
@@ -41,6 +42,7 @@ func FuzzDecodeBodies(f *testing.F) {
 			req, e = decodeCreateToken(body)
 			if e == nil {
 				checkAcceptedName(t, req.Name)
+				checkNotReplaced(t, body, req.Name)
 				if req.MaxConnections < 0 || req.MaxConnections > maxConnectionsCap {
 					t.Fatalf("accepted max_connections %d", req.MaxConnections)
 				}
@@ -57,6 +59,7 @@ func FuzzDecodeBodies(f *testing.F) {
 				}
 				if u.Name != nil {
 					checkAcceptedName(t, *u.Name)
+					checkNotReplaced(t, body, *u.Name)
 				}
 				if u.MaxConnections != nil && (*u.MaxConnections < 0 || *u.MaxConnections > maxConnectionsCap) {
 					t.Fatalf("accepted max_connections %d", *u.MaxConnections)
@@ -69,6 +72,7 @@ func FuzzDecodeBodies(f *testing.F) {
 				if err := topic.ValidateFilter(p); err != nil {
 					t.Fatalf("accepted pattern %q: %v", p, err)
 				}
+				checkNotReplaced(t, body, p)
 			}
 		case 3:
 			var p acl.Permission
@@ -104,6 +108,20 @@ func submittedSecret(body []byte) string {
 		}
 	}
 	return ""
+}
+
+// checkNotReplaced fails when an accepted string holds U+FFFD that the
+// body did not send (as itself or as the escape \ufffd): encoding/json's
+// silent replacement of invalid UTF-8 and lone surrogates.
+func checkNotReplaced(t *testing.T, body []byte, s string) {
+	t.Helper()
+	if !utf8.Valid(body) {
+		t.Fatalf("accepted a body that is not UTF-8: %q", body)
+	}
+	if strings.ContainsRune(s, utf8.RuneError) && !bytes.ContainsRune(body, utf8.RuneError) &&
+		!strings.Contains(strings.ToLower(string(body)), `\ufffd`) {
+		t.Fatalf("accepted %q, a replacement of what %q sent", s, body)
+	}
 }
 
 func checkAcceptedName(t *testing.T, name string) {

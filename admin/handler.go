@@ -14,7 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatecast/gatecast/acl"
@@ -62,8 +62,22 @@ type Config struct {
 	// different nodes are serialized as writes through one node are. It
 	// returns the function that releases it.
 	WriteLock func(ctx context.Context) (release func(), err error)
-	Logger    *slog.Logger // audit trail and server faults; nil discards
+	// EnforceDeadline bounds how long a rights change waits for its
+	// enforcement on live sessions (Enforcer.RefreshTokens) before it
+	// answers. Past it the answer is 202 {"status":"pending",…}: the change
+	// is saved and its enforcement keeps running in the background, still
+	// holding the write lock, so the next rights change waits for it (and is
+	// refused with 503, nothing written, if it waits too long). Zero means
+	// DefaultEnforceDeadline. In cluster mode, where RefreshTokens includes
+	// the revocation barrier's wait, set it above that wait so that a
+	// barrier timeout is answered with its unconfirmed nodes.
+	EnforceDeadline time.Duration
+	Logger          *slog.Logger // audit trail and server faults; nil discards
 }
+
+// DefaultEnforceDeadline is Config.EnforceDeadline's default: well under
+// the admin listener's write timeout and ClientTimeout.
+const DefaultEnforceDeadline = 2 * time.Second
 
 // handler serves the admin API. It is safe for concurrent use by the
 // http.Server's goroutines; writes that change rights are serialized by
@@ -82,15 +96,23 @@ type handler struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 
-	writeLock func(ctx context.Context) (func(), error)
+	writeLock       func(ctx context.Context) (func(), error)
+	enforceDeadline time.Duration
+	lockWait        atomic.Int64 // time.Duration: writeLockWait; shorter in tests
 
-	// writeMu serializes "read affected tokens, write, enforce" sequences
-	// (and writeLock extends that to every node of a cluster).
-	// Without it, deleting a tag while another request grants a token on
-	// that tag could miss that token: its grant would be written after the
-	// affected set was read and removed before its own refresh ran. Admin
-	// writes are rare; this lock is never on a message path.
-	writeMu sync.Mutex
+	// writeMu (a one-slot semaphore, so that waiting for it is bounded)
+	// serializes "read affected tokens, write, enforce" sequences (and
+	// writeLock extends that to every node of a cluster). Without it,
+	// deleting a tag while another request grants a token on that tag
+	// could miss that token: its grant would be written after the affected
+	// set was read and removed before its own refresh ran. It is held until
+	// the enforcement ends, even when that is after the answer (202
+	// pending). Admin writes are rare; this lock is never on a message path.
+	writeMu chan struct{}
+
+	// Client-triggerable log lines (refused keys, refused hosts, failed
+	// health checks) are rate-limited.
+	logLimit *logLimiter
 }
 
 // NewHandler returns the admin listener's handler: the /api/v1 routes
@@ -102,21 +124,28 @@ func NewHandler(cfg Config) http.Handler {
 		panic("admin.NewHandler: Config.Store and Config.Enforcer are required")
 	}
 	h := &handler{
-		store:     cfg.Store,
-		enf:       cfg.Enforcer,
-		metrics:   cfg.Metrics,
-		health:    cfg.Health,
-		nodes:     cfg.Nodes,
-		nodeID:    cfg.NodeID,
-		peers:     cfg.Peers,
-		writeLock: cfg.WriteLock,
-		peerKey:   cfg.Key,
-		log:       cfg.Logger,
-		mux:       http.NewServeMux(),
+		store:           cfg.Store,
+		enf:             cfg.Enforcer,
+		metrics:         cfg.Metrics,
+		health:          cfg.Health,
+		nodes:           cfg.Nodes,
+		nodeID:          cfg.NodeID,
+		peers:           cfg.Peers,
+		writeLock:       cfg.WriteLock,
+		enforceDeadline: cfg.EnforceDeadline,
+		peerKey:         cfg.Key,
+		log:             cfg.Logger,
+		mux:             http.NewServeMux(),
+		writeMu:         make(chan struct{}, 1),
+		logLimit:        newLogLimiter(logEvery),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
+	if h.enforceDeadline <= 0 {
+		h.enforceDeadline = DefaultEnforceDeadline
+	}
+	h.lockWait.Store(int64(writeLockWait))
 	if cfg.Key != "" {
 		h.keySum, h.keySet = sha256.Sum256([]byte(cfg.Key)), true
 	}
@@ -150,8 +179,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	clean := path.Clean("/" + r.URL.Path)
 	api := clean == "/api" || strings.HasPrefix(clean, "/api/")
 	if api && !h.authorized(r) {
-		h.log.Warn("admin request refused: missing or wrong admin key",
-			"method", r.Method, "path", clean, "remote", r.RemoteAddr)
+		if ok, suppressed := h.logLimit.allow("auth"); ok {
+			h.log.Warn("admin request refused: missing or wrong admin key",
+				"method", r.Method, "path", logSafe(clean), "remote", r.RemoteAddr, "suppressed_since_last", suppressed)
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gatecast admin"`)
 		writeError(w, &apiError{401, codeUnauthorized, "missing or wrong admin key (send Authorization: Bearer <key>)"})
 		return
@@ -161,8 +192,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.noRoute(w, r)
 		return
 	}
-	if !api || r.Method == http.MethodGet || r.Method == http.MethodHead {
+	if !api {
 		h.mux.ServeHTTP(w, r)
+		return
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		// Reads answer within readTimeout too: a store that hangs is a
+		// 503, not a connection dropped at the listener's write timeout.
+		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+		defer cancel()
+		h.mux.ServeHTTP(w, r.WithContext(ctx))
 		return
 	}
 	aw := &auditWriter{ResponseWriter: w}
@@ -279,20 +318,22 @@ func (h *handler) updateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id, "fields", updatedFields(u))
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	tok, err := h.store.UpdateToken(ctx, id, u)
 	if err != nil {
 		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
 		return
 	}
-	if !h.enforce(ctx, w, r, id) {
+	out := tokenJSON(tok)
+	if !h.enforce(ws, w, r, out, id) {
 		return
 	}
-	writeJSON(w, http.StatusOK, tokenJSON(tok))
+	writeJSON(w, http.StatusOK, out)
 }
 
 func updatedFields(u acl.TokenUpdate) string {
@@ -315,11 +356,12 @@ func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id)
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	err := h.store.DeleteToken(ctx, id)
 	if err != nil && !errors.Is(err, acl.ErrNotFound) {
 		h.storeError(w, r, err, "", "")
@@ -327,7 +369,7 @@ func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// Enforce even when the token is already gone: a retry after an
 	// enforcement failure must still close the sessions of the deleted token.
-	if !h.enforce(ctx, w, r, id) {
+	if !h.enforce(ws, w, r, nil, id) {
 		return
 	}
 	if err != nil {
@@ -348,21 +390,24 @@ func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request) {
 		h.fault(w, r, "generating a token secret", err)
 		return
 	}
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	tok, err := h.store.SetTokenHash(ctx, id, acl.HashSecret([]byte(secret)))
 	if err != nil {
 		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
 		return
 	}
-	if !h.enforce(ctx, w, r, id) {
-		return
-	}
+	// The new secret is in the answer whatever the enforcement does: it is
+	// saved, and shown nowhere else.
 	out := tokenJSON(tok)
 	out.Secret = secret
+	if !h.enforce(ws, w, r, out, id) {
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -409,11 +454,12 @@ func (h *handler) setPermission(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id, "tag_id", tagID, "permission", p.String())
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	if _, err := h.store.GetToken(ctx, id); err != nil {
 		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
 		return
@@ -427,10 +473,11 @@ func (h *handler) setPermission(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, r, err, fmt.Sprintf("token %d or tag %d", id, tagID), "")
 		return
 	}
-	if !h.enforce(ctx, w, r, id) {
+	out := Grant{TagID: tag.ID, Pattern: tag.Pattern, Permission: p.String()}
+	if !h.enforce(ws, w, r, out, id) {
 		return
 	}
-	writeJSON(w, http.StatusOK, Grant{TagID: tag.ID, Pattern: tag.Pattern, Permission: p.String()})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *handler) deletePermission(w http.ResponseWriter, r *http.Request) {
@@ -443,18 +490,19 @@ func (h *handler) deletePermission(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", id, "tag_id", tagID)
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	err := h.store.DeletePermission(ctx, id, tagID)
 	if err != nil && !errors.Is(err, acl.ErrNotFound) {
 		h.storeError(w, r, err, "", "")
 		return
 	}
 	// As for token deletion: a retry still enforces.
-	if !h.enforce(ctx, w, r, id) {
+	if !h.enforce(ws, w, r, nil, id) {
 		return
 	}
 	if err != nil {
@@ -528,11 +576,12 @@ func (h *handler) updateTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "tag_id", id, "pattern", pattern)
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	affected, err := h.store.TokensWithTag(ctx, id)
 	if err != nil {
 		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "")
@@ -543,10 +592,11 @@ func (h *handler) updateTag(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "a tag with this pattern already exists")
 		return
 	}
-	if !h.enforce(ctx, w, r, affected...) {
+	out := Tag{ID: tag.ID, Pattern: tag.Pattern}
+	if !h.enforce(ws, w, r, out, affected...) {
 		return
 	}
-	writeJSON(w, http.StatusOK, Tag{ID: tag.ID, Pattern: tag.Pattern})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *handler) deleteTag(w http.ResponseWriter, r *http.Request) {
@@ -555,11 +605,12 @@ func (h *handler) deleteTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "tag_id", id)
-	ctx, unlock, ok := h.lockWrite(w, r)
+	ws, ok := h.lockWrite(w, r)
 	if !ok {
 		return
 	}
-	defer unlock()
+	defer ws.unlock()
+	ctx := ws.ctx
 	// The tokens holding the tag must be read before the delete removes
 	// their permissions along with it.
 	affected, err := h.store.TokensWithTag(ctx, id)
@@ -571,7 +622,7 @@ func (h *handler) deleteTag(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, r, err, fmt.Sprintf("tag %d", id), "")
 		return
 	}
-	if !h.enforce(ctx, w, r, affected...) {
+	if !h.enforce(ws, w, r, nil, affected...) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -591,48 +642,6 @@ func (h *handler) listNodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, nodes)
-}
-
-func (h *handler) listConnections(w http.ResponseWriter, r *http.Request) {
-	var tokenID int64
-	if s := r.URL.Query().Get("token_id"); s != "" {
-		id, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || id <= 0 {
-			writeError(w, invalid("token_id must be a positive integer"))
-			return
-		}
-		tokenID = id
-	}
-	if h.peers != nil && !scopeLocal(r) {
-		all, unreachable, err := h.clusterConnections(r.Context(), tokenID)
-		if err != nil {
-			h.log.Error("listing cluster nodes failed", "err", err)
-			writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the cluster registry is unavailable"})
-			return
-		}
-		for i := range all {
-			if all[i].Subscriptions == nil {
-				all[i].Subscriptions = []string{}
-			}
-		}
-		if all == nil {
-			all = []clusterConnection{}
-		}
-		if len(unreachable) > 0 {
-			w.Header().Set("Gatecast-Unreachable-Nodes", strings.Join(unreachable, ","))
-		}
-		writeJSON(w, http.StatusOK, all)
-		return
-	}
-	conns := h.enf.Connections(tokenID)
-	out := make([]broker.ConnectionInfo, len(conns))
-	for i, c := range conns {
-		if c.Subscriptions == nil {
-			c.Subscriptions = []string{}
-		}
-		out[i] = c
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (h *handler) kickConnection(w http.ResponseWriter, r *http.Request) {
@@ -669,17 +678,7 @@ func (h *handler) kickConnection(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		all, _, err := h.clusterConnections(r.Context(), 0)
-		if err != nil {
-			writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable, "the cluster registry is unavailable"})
-			return
-		}
-		var holders []string
-		for _, c := range all {
-			if c.ID == id {
-				holders = append(holders, c.Node)
-			}
-		}
+		holders := h.holders(r.Context(), peers, id)
 		if len(holders) > 1 {
 			writeError(w, &apiError{409, codeConflict, fmt.Sprintf("connection %d exists on nodes %s; add ?node=", id, strings.Join(holders, ", "))})
 			return
@@ -720,8 +719,11 @@ func (h *handler) kickConnection(w http.ResponseWriter, r *http.Request) {
 func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
 	if h.health != nil {
 		if err := h.health(); err != nil {
-			// Unauthenticated endpoint: the cause goes to the log only.
-			h.log.Warn("health check failed", "err", err)
+			// Unauthenticated endpoint: the cause goes to the log only,
+			// at a rate probes cannot raise.
+			if ok, suppressed := h.logLimit.allow("health"); ok {
+				h.log.Warn("health check failed", "err", err, "suppressed_since_last", suppressed)
+			}
 			writeError(w, &apiError{503, codeUnavailable, "unhealthy; see the broker's log"})
 			return
 		}
@@ -739,72 +741,201 @@ func (h *handler) serveMetrics(w http.ResponseWriter, r *http.Request) {
 
 // ---- helpers ----
 
-// writeTimeout bounds a rights change from its first store access to the
-// end of its enforcement.
-const writeTimeout = 2 * time.Minute
+// Time bounds of a rights change. Its answer comes within
+// writeLockWait + storeTimeout + the enforcement deadline (about a minute
+// with the defaults), under the admin listener's 2-minute write timeout
+// and ClientTimeout, so a caller never sees a dropped connection.
+const (
+	// writeLockWait bounds the wait for the write lock: this node's, then
+	// (cluster mode) the cluster-wide one, together.
+	writeLockWait = 30 * time.Second
+	// storeTimeout bounds the store reads and writes of a change.
+	storeTimeout = 30 * time.Second
+	// readTimeout bounds an API read (store reads, peers' listings).
+	readTimeout = 30 * time.Second
+	// enforceTimeout bounds the enforcement of a change on live sessions
+	// (its store reads, in practice), which may go on after the answer.
+	enforceTimeout = 2 * time.Minute
+)
+
+// writeScope is one rights change holding the write lock.
+type writeScope struct {
+	// ctx is for the change's store work: detached from the request's
+	// cancellation (once the store write has started, a caller that hangs
+	// up must not interrupt the change halfway), bounded by storeTimeout.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// base is the request's context without its cancellation, for the
+	// enforcement.
+	base context.Context
+	// release gives up the locks. unlock calls it when the handler ends,
+	// unless enforce handed it over to a background enforcement.
+	release   func()
+	handedOff bool
+}
+
+func (s *writeScope) unlock() {
+	s.cancel()
+	if !s.handedOff {
+		s.release()
+	}
+}
 
 // lockWrite takes writeMu, then (cluster mode) the cluster-wide write lock,
-// for a rights change and returns the context the change runs under. It is
-// detached from the request's cancellation: once the store write is
-// committed, a caller that hangs up (or times out) must not interrupt the
-// enforcement on live sessions halfway. When the cluster lock cannot be
-// taken it answers 503 and returns ok false: nothing was written.
-func (h *handler) lockWrite(w http.ResponseWriter, r *http.Request) (ctx context.Context, unlock func(), ok bool) {
-	h.writeMu.Lock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
+// for a rights change, within writeLockWait. When a lock cannot be taken
+// it answers 503 and returns ok false: nothing was written.
+func (h *handler) lockWrite(w http.ResponseWriter, r *http.Request) (ws *writeScope, ok bool) {
+	wait := time.Duration(h.lockWait.Load())
+	deadline := time.Now().Add(wait)
+	if !h.acquireWriteMu(r.Context(), wait) {
+		if r.Context().Err() != nil {
+			writeError(w, &apiError{503, codeUnavailable, "request canceled"})
+			return nil, false
+		}
+		h.log.Warn("admin write refused: the previous rights change is still being enforced", "route", r.Pattern, "waited", wait)
+		writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable,
+			"a previous rights change is still being enforced on live sessions; nothing was changed, retry"})
+		return nil, false
+	}
+	base := context.WithoutCancel(r.Context())
 	release := func() {}
 	if h.writeLock != nil {
-		lctx, lcancel := context.WithTimeout(ctx, writeLockWait)
+		lctx, lcancel := context.WithDeadline(base, deadline)
 		rel, err := h.writeLock(lctx)
 		lcancel()
 		if err != nil {
-			cancel()
-			h.writeMu.Unlock()
+			<-h.writeMu
 			h.log.Warn("cluster write lock unavailable; admin write refused", "route", r.Pattern, "err", err)
 			writeError(w, &apiError{http.StatusServiceUnavailable, codeUnavailable,
 				"the cluster write lock is unavailable (store unreachable or another node holds it too long); nothing was changed, retry"})
-			return nil, nil, false
+			return nil, false
 		}
 		release = rel
 	}
-	return ctx, func() {
+	ctx, cancel := context.WithTimeout(base, storeTimeout)
+	return &writeScope{ctx: ctx, cancel: cancel, base: base, release: func() {
 		release()
-		cancel()
-		h.writeMu.Unlock()
-	}, true
+		<-h.writeMu
+	}}, true
 }
 
-// writeLockWait bounds the wait for the cluster-wide write lock.
-const writeLockWait = 30 * time.Second
+// acquireWriteMu takes writeMu, waiting at most wait, and gives up early
+// if the caller hangs up while waiting (nothing is written then).
+func (h *handler) acquireWriteMu(ctx context.Context, wait time.Duration) bool {
+	select {
+	case h.writeMu <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case h.writeMu <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
 
-// enforce applies a committed change to live sessions. On failure it
-// answers 500 and says that the change itself was saved.
-func (h *handler) enforce(ctx context.Context, w http.ResponseWriter, r *http.Request, ids ...int64) bool {
+// pendingBody is the body of a 202 answer to a rights change: the change is
+// saved, but its enforcement on live sessions was not confirmed complete
+// when the answer was due. Either this node's enforcement was still
+// running at the enforcement deadline (no unconfirmed_nodes), or, in
+// cluster mode, some nodes had not confirmed it when the barrier's wait
+// ended (unconfirmed_nodes lists them). Result is what the 2xx answer would
+// have carried (the token, tag or grant; a rotated token with its new
+// secret), absent for deletions.
+type pendingBody struct {
+	Status           string   `json:"status"` // "pending"
+	Message          string   `json:"message"`
+	UnconfirmedNodes []string `json:"unconfirmed_nodes,omitempty"`
+	TokenIDs         []int64  `json:"token_ids"`
+	Result           any      `json:"result,omitempty"`
+}
+
+// The messages of a 202 answer.
+const (
+	msgEnforcementRunning = "the change is saved; enforcement on live sessions is still running"
+	msgUnconfirmedNodes   = "the change is saved and enforced on this node and every node that confirmed; these nodes had not confirmed it when the wait ended"
+)
+
+// enforce applies a committed change to live sessions and reports whether
+// the handler should write its normal answer. Otherwise it has answered:
+// 500 when enforcement failed (the change itself was saved), 202 pending
+// when the cluster barrier was not confirmed by every node, or when the
+// enforcement outlasts the deadline; then it goes on in the background,
+// with the write lock handed over to it, and is logged when it ends.
+// result is what the normal answer carries (nil for 204), repeated in a 202.
+func (h *handler) enforce(ws *writeScope, w http.ResponseWriter, r *http.Request, result any, ids ...int64) bool {
 	if len(ids) == 0 {
 		audit(r, "refreshed_tokens", "")
 		return true
 	}
 	audit(r, "refreshed_tokens", joinIDs(ids))
-	if err := h.enf.RefreshTokens(ctx, ids...); err != nil {
-		var pending *PendingError
-		if errors.As(err, &pending) {
-			h.log.Warn("rights change not confirmed by every node in time",
-				"route", r.Pattern, "token_ids", joinIDs(ids), "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
-			writeJSON(w, http.StatusAccepted, map[string]any{
-				"status":            "pending",
-				"unconfirmed_nodes": pending.Nodes,
-				"message":           "the change is saved and enforced on this node and every node that confirmed; these nodes had not confirmed it when the wait ended",
-			})
-			return false
-		}
-		h.log.Error("enforcing an admin change on live sessions failed",
-			"route", r.Pattern, "token_ids", joinIDs(ids), "err", err)
-		writeError(w, &apiError{500, codeEnforcementFailed,
-			"the change was saved, but applying it to live connections failed; " +
-				"repeat the request, or kick the affected connections"})
+	ctx, cancel := context.WithTimeout(ws.base, enforceTimeout)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- h.enf.RefreshTokens(ctx, ids...) }()
+	deadline := time.NewTimer(h.enforceDeadline)
+	defer deadline.Stop()
+	select {
+	case err := <-done:
+		cancel()
+		return h.enforced(w, r, err, result, ids)
+	case <-deadline.C:
+	}
+	ws.handedOff = true
+	route := r.Pattern
+	go func() {
+		err := <-done
+		cancel()
+		ws.release()
+		h.lateEnforcement(route, ids, time.Since(start), err)
+	}()
+	audit(r, "enforcement", "pending")
+	h.log.Warn("rights change answered 202 before its enforcement finished; it goes on in the background",
+		"route", route, "token_ids", joinIDs(ids), "deadline", h.enforceDeadline)
+	writeJSON(w, http.StatusAccepted, pendingBody{Status: "pending", Message: msgEnforcementRunning, TokenIDs: ids, Result: result})
+	return false
+}
+
+// enforced answers an enforcement that ended before the deadline.
+func (h *handler) enforced(w http.ResponseWriter, r *http.Request, err error, result any, ids []int64) bool {
+	if err == nil {
+		return true
+	}
+	var pending *PendingError
+	if errors.As(err, &pending) {
+		h.log.Warn("rights change not confirmed by every node in time",
+			"route", r.Pattern, "token_ids", joinIDs(ids), "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
+		audit(r, "enforcement", "unconfirmed")
+		writeJSON(w, http.StatusAccepted, pendingBody{Status: "pending", Message: msgUnconfirmedNodes,
+			UnconfirmedNodes: pending.Nodes, TokenIDs: ids, Result: result})
 		return false
 	}
-	return true
+	h.log.Error("enforcing an admin change on live sessions failed",
+		"route", r.Pattern, "token_ids", joinIDs(ids), "err", err)
+	writeError(w, &apiError{500, codeEnforcementFailed,
+		"the change was saved, but applying it to live connections failed; " +
+			"repeat the request, or kick the affected connections"})
+	return false
+}
+
+// lateEnforcement logs the end of an enforcement answered 202 before it
+// finished: nobody else hears how it ended.
+func (h *handler) lateEnforcement(route string, ids []int64, took time.Duration, err error) {
+	var pending *PendingError
+	switch {
+	case err == nil:
+		h.log.Info("rights change enforced after its 202 answer", "route", route, "token_ids", joinIDs(ids), "took", took)
+	case errors.As(err, &pending):
+		h.log.Warn("rights change enforced after its 202 answer, but not confirmed by every node in time",
+			"route", route, "token_ids", joinIDs(ids), "took", took, "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
+	default:
+		h.log.Error("enforcing an admin change on live sessions failed after its 202 answer; repeat the request or kick the affected connections",
+			"route", route, "token_ids", joinIDs(ids), "took", took, "err", err)
+	}
 }
 
 func joinIDs(ids []int64) string {

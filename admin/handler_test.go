@@ -582,24 +582,32 @@ func TestConnections(t *testing.T) {
 	}
 	f.enf.kickable[7] = true
 	raw := f.must(200, "GET", "/api/v1/connections", "", nil)
-	var all []map[string]any
+	var all struct {
+		Connections []map[string]any `json:"connections"`
+		Total       int              `json:"total"`
+		NextCursor  *string          `json:"next_cursor"`
+	}
 	json.Unmarshal(raw, &all)
-	if len(all) != 2 || all[0]["remote_addr"] != "127.0.0.1:5000" || all[0]["connected_since"] != "2025-03-01T12:00:00Z" {
+	if len(all.Connections) != 2 || all.Total != 2 || all.NextCursor == nil || *all.NextCursor != "" ||
+		all.Connections[0]["remote_addr"] != "127.0.0.1:5000" || all.Connections[0]["connected_since"] != "2025-03-01T12:00:00Z" {
 		t.Fatalf("list %s", raw)
 	}
-	if subs, ok := all[1]["subscriptions"].([]any); !ok || len(subs) != 0 {
+	if _, ok := all.Connections[0]["node"]; ok {
+		t.Fatalf("a single node's connections carry a node: %s", raw)
+	}
+	if subs, ok := all.Connections[1]["subscriptions"].([]any); !ok || len(subs) != 0 {
 		t.Fatalf("no subscriptions must be [], got %s", raw)
 	}
-	var one []broker.ConnectionInfo
+	var one ConnectionsPage
 	f.must(200, "GET", "/api/v1/connections?token_id=2", "", &one)
-	if len(one) != 1 || one[0].ID != 9 {
+	if len(one.Connections) != 1 || one.Connections[0].ID != 9 || one.Total != 1 {
 		t.Fatalf("filtered %+v", one)
 	}
 	if f.enf.listed[len(f.enf.listed)-1] != 2 {
 		t.Fatalf("enforcer asked for %v", f.enf.listed)
 	}
 	raw = f.must(200, "GET", "/api/v1/connections?token_id=3", "", nil)
-	if string(raw) != "[]\n" {
+	if string(raw) != `{"connections":[],"total":0,"next_cursor":""}`+"\n" {
 		t.Fatalf("none: %q", raw)
 	}
 	for _, q := range []string{"x", "0", "-2", "1.0"} {

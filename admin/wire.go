@@ -98,6 +98,7 @@ const (
 	codeInternal          = "internal"
 	codeEnforcementFailed = "enforcement_failed"
 	codeUnavailable       = "unavailable"
+	codeHostNotAllowed    = "host_not_allowed"
 )
 
 // apiError is an error with its HTTP status and API code. Its message is
@@ -125,6 +126,12 @@ func decodeJSON(body []byte, dst any) *apiError {
 	if trimmed[0] != '{' {
 		return &apiError{400, codeInvalidJSON, "the request body must be a JSON object"}
 	}
+	// encoding/json silently turns invalid UTF-8 and lone UTF-16 surrogate
+	// escapes ("\ud800") into U+FFFD: a name or pattern would be stored as
+	// something other than what was sent. Refuse such bodies instead.
+	if e := checkJSONText(trimmed); e != nil {
+		return e
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -134,6 +141,93 @@ func decodeJSON(body []byte, dst any) *apiError {
 		return &apiError{400, codeInvalidJSON, "unexpected data after the JSON object"}
 	}
 	return nil
+}
+
+// checkJSONText refuses a body that is not valid UTF-8 or whose strings
+// hold a \u escape of a lone surrogate (a high one not followed by a low
+// one, or a low one alone). It only looks at string escapes; everything
+// else about the syntax is left to the decoder, so a malformed body gets
+// the decoder's message.
+func checkJSONText(body []byte) *apiError {
+	if !utf8.Valid(body) {
+		off := 0
+		for off < len(body) {
+			r, n := utf8.DecodeRune(body[off:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			off += n
+		}
+		return &apiError{400, codeInvalidJSON, fmt.Sprintf("the request body is not valid UTF-8 (at byte %d)", off)}
+	}
+	inString := false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if !inString {
+			if c == '"' {
+				inString = true
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = false
+		case '\\':
+			if i+1 >= len(body) {
+				return nil // truncated: the decoder says so
+			}
+			i++
+			if body[i] != 'u' {
+				continue
+			}
+			r, ok := hex4(body, i+1)
+			if !ok {
+				return nil // malformed escape: the decoder says so
+			}
+			at := i - 1
+			i += 4
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return loneSurrogate(at)
+			case r >= 0xD800 && r <= 0xDBFF:
+				// must be followed at once by \uDC00-\uDFFF
+				if i+2 >= len(body) || body[i+1] != '\\' || body[i+2] != 'u' {
+					return loneSurrogate(at)
+				}
+				lo, ok := hex4(body, i+3)
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return loneSurrogate(at)
+				}
+				i += 6
+			}
+		}
+	}
+	return nil
+}
+
+// hex4 parses the 4 hex digits at body[at:], as a \u escape has them.
+func hex4(body []byte, at int) (rune, bool) {
+	if at+4 > len(body) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range body[at : at+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+func loneSurrogate(at int) *apiError {
+	return &apiError{400, codeInvalidJSON, fmt.Sprintf("the request body has a \\u escape of a lone UTF-16 surrogate at byte %d (not a character)", at)}
 }
 
 // describeJSONError names the problem, never the offending input (which may

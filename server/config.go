@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/topic"
 )
@@ -50,6 +51,9 @@ type Config struct {
 	OutboxLimit      int
 	SlowConsumer     string
 	ShutdownTimeout  time.Duration
+
+	// AdminAllowedHosts is --admin-allowed-hosts (admin.ParseAllowedHosts).
+	AdminAllowedHosts string
 }
 
 // Defaults returns the configuration `make run` uses.
@@ -96,6 +100,7 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
 	fs.StringVar(&c.AdvertiseAdmin, "advertise-admin", c.AdvertiseAdmin, "cluster mode: host or host:port at which the other nodes reach this node's admin API (default: the --admin-listen address; the port defaults to the listening one; required when --admin-listen is 0.0.0.0 or ::)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
+	fs.StringVar(&c.AdminAllowedHosts, "admin-allowed-hosts", c.AdminAllowedHosts, "DNS-rebinding protection: comma-separated host names or host:port the admin listener answers for (Host header); others get 421 on every admin route, /metrics, /healthz and /debug/pprof included; its own listen and advertised addresses are always allowed (default empty: any Host)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
 	fs.IntVar(&c.MaxFrameSize, "max-frame-size", c.MaxFrameSize, "largest client message in bytes; larger closes with 1009")
@@ -237,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	check(c.Listen != c.AdminListen || strings.HasSuffix(c.Listen, ":0"), "--listen and --admin-listen must differ")
 	check(c.AdminKey == "" || len(c.AdminKey) >= 16, "--admin-key must be at least 16 characters")
+	if _, err := admin.ParseAllowedHosts(c.AdminAllowedHosts); err != nil {
+		errs = append(errs, fmt.Errorf("--admin-allowed-hosts: %w", err))
+	}
 	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
 		"--log-level %q: want debug, info, warn or error", c.LogLevel)
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format %q: want text or json", c.LogFormat)

@@ -150,7 +150,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	var peers func(context.Context) ([]admin.Peer, error)
 	var writeLock func(context.Context) (func(), error)
 	nodeID := cfg.NodeID
+	enforceDeadline := admin.DefaultEnforceDeadline
 	if n.cluster != nil {
+		enforceDeadline += cfg.RevocationWait // the barrier's own 202 names the unconfirmed nodes
 		enforcer = clusterEnforcer{Broker: n.broker, node: n.cluster}
 		nodes, nodeID, peers = n.cluster.nodes, n.cluster.id, n.cluster.peers
 		writeLock = n.cluster.writeLock.take
@@ -158,8 +160,10 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("cluster heartbeat: %w", err)
 		}
 	}
+	allowedHosts, _ := admin.ParseAllowedHosts(cfg.AdminAllowedHosts) // validated with the config
 	n.admin = &http.Server{
-		Handler: withProfiling(n.adminKey, admin.NewHandler(admin.Config{
+		// every admin route, /debug/pprof included, answers allowed Host headers only
+		Handler: admin.HostGuard(allowedHosts, []string{n.AdminAddr(), n.advertisedAdmin()}, log.With("component", "admin"), withProfiling(n.adminKey, admin.NewHandler(admin.Config{
 			Store:     store,
 			Enforcer:  enforcer,
 			Nodes:     nodes,
@@ -170,7 +174,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			Metrics:   promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry}),
 			Health:    n.health,
 			Logger:    log.With("component", "admin"),
-		})),
+
+			EnforceDeadline: enforceDeadline,
+		}))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute, // CPU profiles take 30 s by default
