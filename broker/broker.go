@@ -21,8 +21,9 @@
 // the lock is released (see Broker.subscribe for why a racing revocation
 // cannot leave one behind). Closing a session and enforcing a rights change
 // likewise do only O(1) work per session under the lock; checking sessions'
-// filters against new grants and removing them from the index happen
-// outside it.
+// filters against new grants happens outside it, and removing the filters
+// of the sessions a rights change closed happens in the background, so the
+// change returns as soon as they are closed however many filters they had.
 package broker
 
 import (
@@ -879,11 +880,26 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 }
 
 // released finishes, outside the token's lock, the sessions a rights change
-// closed: their subscriptions leave the index and their cluster slots and
-// routes are given back.
+// closed. They are closed already - their slots are free, their close frames
+// queued, publishes skip them - so what is left is cleanup, and it does not
+// hold up the rights change: removing their subscriptions from the index is
+// O(sessions × filters), which a token's clients choose (thousands of
+// half-closed sessions with a thousand tags each, say), so it runs on its
+// own goroutine. The handoff with a Connect still subscribing (release's
+// first step) and the lease release are O(1) and stay here.
 func (b *Broker) released(id int64, closed []*Session) {
+	var unsub []*Session
 	for _, s := range closed {
-		s.release()
+		if s.releaseSlot() {
+			unsub = append(unsub, s)
+		}
+	}
+	if len(unsub) > 0 {
+		go func() {
+			for _, s := range unsub {
+				s.unsubscribe()
+			}
+		}()
 	}
 	if len(closed) > 0 {
 		b.log.Info("rights change enforced", "token_id", id, "sessions_closed", len(closed))

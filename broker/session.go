@@ -145,9 +145,16 @@ func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
 // them, leaves that to Connect) and gives the cluster slot back. Publishers
 // skip a closed session, so the index may lag behind the close.
 func (s *Session) release() {
-	if !s.subState.CompareAndSwap(subPending, subAbandoned) {
+	if s.releaseSlot() {
 		s.unsubscribe()
 	}
+}
+
+// releaseSlot is release without the removal from the index, which it
+// reports is the caller's to do (false: Connect is still subscribing and
+// will remove everything itself). It gives the cluster slot back.
+func (s *Session) releaseSlot() (unsubscribe bool) {
+	unsubscribe = !s.subState.CompareAndSwap(subPending, subAbandoned)
 	if s.leased {
 		id := s.token.id
 		s.b.later(func() {
@@ -158,6 +165,7 @@ func (s *Session) release() {
 			}
 		})
 	}
+	return unsubscribe
 }
 
 // unsubscribe removes the session's filters from the index and, if they
