@@ -355,7 +355,9 @@ func (a adminClient) waitConnections(tokenID int64, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var conns []json.RawMessage
-		a.do("GET", fmt.Sprintf("/api/v1/connections?token_id=%d", tokenID), nil, &conns)
+		a.do("GET", fmt.Sprintf("/api/v1/connections?token_id=%d", tokenID), nil, &struct {
+			Connections any `json:"connections"`
+		}{&conns})
 		if len(conns) == n {
 			return
 		}

@@ -283,7 +283,9 @@ func testClusterEndToEnd(t *testing.T, redisCluster bool) {
 			Node string   `json:"node"`
 			Subs []string `json:"subscriptions"`
 		}
-		b.mustAPI("GET", "/api/v1/connections?token_id="+itoa(tok.ID), nil, &conns)
+		b.mustAPI("GET", "/api/v1/connections?token_id="+itoa(tok.ID), nil, &struct {
+			Connections any `json:"connections"`
+		}{&conns})
 		if len(conns) != 2 {
 			t.Fatalf("listed %+v, want the sessions on A and C", conns)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/netpoll"
 	"github.com/gatecast/gatecast/topic"
 )
 
@@ -49,7 +50,13 @@ type Config struct {
 	WriteTimeout     time.Duration
 	CloseTimeout     time.Duration
 	OutboxLimit      int
+	OutboxMaxBytes   int
 	SlowConsumer     string
+	MaxInputBuffer   int
+	MaxInputTotal    int64
+	MaxInboundRate   int
+	InboundBurst     int
+	FDReserve        int
 	ShutdownTimeout  time.Duration
 
 	// AdminAllowedHosts is --admin-allowed-hosts (admin.ParseAllowedHosts).
@@ -75,7 +82,11 @@ func Defaults() Config {
 		WriteTimeout:     10 * time.Second,
 		CloseTimeout:     2 * time.Second,
 		OutboxLimit:      4096,
+		OutboxMaxBytes:   netpoll.DefaultOutboxMaxBytes,
 		SlowConsumer:     "drop",
+		MaxInputBuffer:   netpoll.DefaultInputBufferLimit,
+		MaxInputTotal:    netpoll.DefaultInputTotalLimit,
+		MaxInboundRate:   netpoll.DefaultMaxInboundRate,
 		ShutdownTimeout:  10 * time.Second,
 		LeaseTTL:         30 * time.Second,
 		Staleness:        5 * time.Second,
@@ -115,6 +126,12 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.DurationVar(&c.CloseTimeout, "close-timeout", c.CloseTimeout, "how long to wait for the client's close frame after ours")
 	fs.IntVar(&c.OutboxLimit, "outbox-limit", c.OutboxLimit, "frames queued per connection before the slow-consumer policy applies")
 	fs.StringVar(&c.SlowConsumer, "slow-consumer", c.SlowConsumer, "slow-consumer policy: drop (drop and count) or close (close with 1008)")
+	fs.IntVar(&c.OutboxMaxBytes, "outbox-max-bytes", c.OutboxMaxBytes, "bytes queued per connection before the slow-consumer policy applies")
+	fs.IntVar(&c.MaxInputBuffer, "max-input-buffer", c.MaxInputBuffer, "unread bytes buffered per connection before the broker stops reading its socket (TCP then slows the client)")
+	fs.Int64Var(&c.MaxInputTotal, "max-input-total", c.MaxInputTotal, "unread bytes buffered for all connections together before the broker pauses reading the sockets that hold input")
+	fs.IntVar(&c.MaxInboundRate, "max-inbound-rate", c.MaxInboundRate, "messages (incl. pings) per second one connection may send; beyond it they are dropped and counted, sustained for 3s the connection is closed with 1008; 0 = unlimited")
+	fs.IntVar(&c.InboundBurst, "inbound-burst", c.InboundBurst, "burst allowed above --max-inbound-rate, in messages; 0 = twice the rate")
+	fs.IntVar(&c.FDReserve, "fd-reserve", c.FDReserve, "open files kept free for the admin listener, store and Redis: accepting pauses this close to the process limit; 0 = 5% of the limit, 64 to 1024")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "on SIGTERM/SIGINT, how long to wait for clients to be closed and flushed")
 }
 
@@ -263,6 +280,12 @@ func (c *Config) Validate() error {
 	check(c.IdleTimeout > c.PingInterval, "--idle-timeout (%s) must be longer than --ping-interval (%s)", c.IdleTimeout, c.PingInterval)
 	check(c.OutboxLimit >= 1 && c.OutboxLimit <= 1<<16, "--outbox-limit %d: want 1 to 65536", c.OutboxLimit)
 	check(c.SlowConsumer == "drop" || c.SlowConsumer == "close", "--slow-consumer %q: want drop or close", c.SlowConsumer)
+	check(c.OutboxMaxBytes >= 1024 && c.OutboxMaxBytes <= 4<<30, "--outbox-max-bytes %d: want 1024 to 4294967296", c.OutboxMaxBytes)
+	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %d: want 16384 to 268435456", c.MaxInputBuffer)
+	check(c.MaxInputTotal >= int64(c.MaxInputBuffer) && c.MaxInputTotal <= 1<<40, "--max-input-total %d: want --max-input-buffer (%d) to 1099511627776", c.MaxInputTotal, c.MaxInputBuffer)
+	check(c.MaxInboundRate >= 0 && c.MaxInboundRate <= 1<<30, "--max-inbound-rate %d: want 0 (unlimited) to 1073741824", c.MaxInboundRate)
+	check(c.InboundBurst >= 0 && c.InboundBurst <= 1<<30, "--inbound-burst %d: want 0 (twice the rate) to 1073741824", c.InboundBurst)
+	check(c.FDReserve >= 0 && c.FDReserve <= 1<<20, "--fd-reserve %d: want 0 (automatic) to 1048576", c.FDReserve)
 	return errors.Join(errs...)
 }
 

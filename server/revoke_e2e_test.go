@@ -153,7 +153,9 @@ func TestKickAndList(t *testing.T) {
 		Subscriptions []string `json:"subscriptions"`
 		Since         string   `json:"connected_since"`
 	}
-	f.mustAPI("GET", "/api/v1/connections", nil, &conns)
+	f.mustAPI("GET", "/api/v1/connections", nil, &struct {
+		Connections any `json:"connections"`
+	}{&conns})
 	if len(conns) != 1 || conns[0].TokenID != f.ro.ID || conns[0].Protocol != "seed" ||
 		len(conns[0].Subscriptions) != 2 || conns[0].RemoteAddr == "" || conns[0].Since == "" {
 		t.Fatalf("connections: %+v", conns)

@@ -238,7 +238,9 @@ func TestConnectionLimitSlotFreedOnEveryClose(t *testing.T) {
 	var conns []struct {
 		ID uint64 `json:"id"`
 	}
-	f.mustAPI("GET", fmt.Sprintf("/api/v1/connections?token_id=%d", lim.ID), nil, &conns)
+	f.mustAPI("GET", fmt.Sprintf("/api/v1/connections?token_id=%d", lim.ID), nil, &struct {
+		Connections any `json:"connections"`
+	}{&conns})
 	if len(conns) != 1 {
 		t.Fatalf("connections: %+v", conns)
 	}

@@ -130,7 +130,13 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		WriteTimeout:     cfg.WriteTimeout,
 		CloseTimeout:     cfg.CloseTimeout,
 		OutboxLimit:      cfg.OutboxLimit,
+		OutboxMaxBytes:   cfg.OutboxMaxBytes,
 		SlowConsumer:     policy,
+		InputBufferLimit: cfg.MaxInputBuffer,
+		InputTotalLimit:  cfg.MaxInputTotal,
+		MaxInboundRate:   inboundRate(cfg.MaxInboundRate),
+		InboundBurst:     cfg.InboundBurst,
+		FDReserve:        cfg.FDReserve,
 		Logger:           log.With("component", "ws"),
 		Registerer:       n.registry,
 	}, &seedHandler{b: n.broker, log: log.With("component", "seed")})
@@ -414,4 +420,12 @@ func storeName(cfg Config) string {
 		return "sqlite:" + filepath.Join(cfg.DataDir, "gatecast.db")
 	}
 	return redactURL(cfg.Store)
+}
+
+// inboundRate maps --max-inbound-rate (0 = unlimited) to netpoll's setting.
+func inboundRate(flag int) int {
+	if flag == 0 {
+		return netpoll.Unlimited
+	}
+	return flag
 }
