@@ -1,10 +1,14 @@
 // Package acl owns who may do what: tokens (stored only as SHA-256 hashes),
 // tag patterns, read/readwrite permissions, the compiled per-token grant set
-// used on the hot path, and the Store interface with its implementations
-// (acl/sqlite, the embedded default; acl/postgres for clusters).
+// used on the hot path (Grants: the patterns compiled into a
+// topic.PatternSet, so checks cost one walk of the topic's levels and one
+// changed grant is applied in O(log n)), and the Store interface with its
+// implementations (acl/sqlite, the embedded default; acl/postgres for
+// clusters).
 //
 // It must not know about connections, sessions or the network: enforcement
-// on live sessions belongs to the broker.
+// on live sessions belongs to the broker. Topic syntax and matching belong
+// to topic; acl never matches a topic itself.
 package acl
 
 import (
@@ -129,6 +133,13 @@ type Store interface {
 	// ListGrants returns the token's permissions joined with tag patterns,
 	// ordered by tag ID.
 	ListGrants(ctx context.Context, tokenID int64) ([]Grant, error)
+	// GetGrant returns one row of ListGrants: the token's permission on tag
+	// joined with the tag's pattern, read by primary key (O(log n) whatever
+	// the number of the token's grants), so that a caller applying one
+	// permission change need not re-read them all (see Grants.With). It is
+	// ErrNotFound when the token holds no permission on the tag, including
+	// when either does not exist (GetToken tells those apart).
+	GetGrant(ctx context.Context, tokenID, tagID int64) (Grant, error)
 	// TokensWithTag returns the IDs of tokens holding a permission on tag.
 	TokensWithTag(ctx context.Context, tagID int64) ([]int64, error)
 

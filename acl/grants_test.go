@@ -306,36 +306,6 @@ func FuzzGrants(f *testing.F) {
 	})
 }
 
-func benchGrants() *Grants {
-	var gs []Grant
-	for i := range 8 {
-		gs = append(gs, Grant{TagID: int64(i), Pattern: fmt.Sprintf("fleet/site%d/+/telemetry/#", i), Permission: PermRead})
-	}
-	gs = append(gs, Grant{TagID: 9, Pattern: "fleet/site7/dev42/cmd", Permission: PermReadWrite})
-	gs = append(gs, Grant{TagID: 10, Pattern: "fleet/site7/dev42/telemetry/#", Permission: PermReadWrite})
-	return CompileGrants(gs)
-}
-
-func BenchmarkCanSubscribe(b *testing.B) {
-	g := benchGrants()
-	b.ReportAllocs()
-	for b.Loop() {
-		if !g.CanSubscribe("fleet/site7/+/telemetry/temp") {
-			b.Fatal("denied")
-		}
-	}
-}
-
-func BenchmarkCanPublish(b *testing.B) {
-	g := benchGrants()
-	b.ReportAllocs()
-	for b.Loop() {
-		if !g.CanPublish("fleet/site7/dev42/telemetry/temp") {
-			b.Fatal("denied")
-		}
-	}
-}
-
 func BenchmarkHashSecret(b *testing.B) {
 	secret := []byte("gc_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG")
 	b.ReportAllocs()

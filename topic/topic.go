@@ -1,10 +1,13 @@
 // Package topic owns Gatecast's topic and filter syntax (MQTT rules), topic
-// matching, filter containment and the subscription index. It is the one
-// matcher of Gatecast: message routing and ACL checks both use it, so a topic
-// is never matched by two implementations that could disagree.
+// matching, filter containment, the subscription index and the compiled
+// pattern sets that grants are checked against. It is the one matcher of
+// Gatecast: message routing and ACL checks both use it, so a topic is never
+// matched by two implementations that could disagree.
 //
-// The package must not know about sessions, tokens or the network: subscribers
-// in the Index are an opaque comparable type chosen by the caller.
+// The package must not know about sessions, tokens, permissions or the
+// network: subscribers in the Index are an opaque comparable type chosen by
+// the caller, and a PatternSet's values and classes mean whatever its user
+// (acl) decides.
 //
 // Syntax (MQTT 3.1.1/5 rules):
 //   - a topic or filter is 1..MaxBytes bytes of UTF-8 without NUL, split into
@@ -22,6 +25,11 @@
 // and safe for concurrent use. Index (index.go) is the subscription index:
 // Match on it takes no lock and allocates nothing in steady state, so any
 // goroutine - typically the one that decoded a publish - may call it.
+// PatternSet (patternset.go) is an immutable, persistent set of patterns
+// that answers "does some pattern match this topic" and "does some pattern
+// contain this filter" - Match and Contains over the whole set - in one walk
+// of the subject's levels, whatever the number of patterns; acl compiles a
+// token's grants into one.
 package topic
 
 import (

@@ -45,6 +45,7 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) acl.Store) {
 		{"CascadeDeleteToken", testCascadeDeleteToken},
 		{"CascadeDeleteTag", testCascadeDeleteTag},
 		{"UpdateTagChangesGrants", testUpdateTagChangesGrants},
+		{"GetGrant", testGetGrant},
 		{"CancelledContext", testCancelledContext},
 		{"Concurrent", testConcurrent},
 		{"ConcurrentSameTag", testConcurrentSameTag},
@@ -704,6 +705,58 @@ func testUpdateTagChangesGrants(t *testing.T, s acl.Store) {
 	}
 }
 
+// testGetGrant checks that GetGrant answers, for every (token, tag), what
+// ListGrants holds for that tag, through sets, replacements, pattern
+// changes and deletions.
+func testGetGrant(t *testing.T, s acl.Store) {
+	tok := mustToken(t, s, "dev", 0)
+	other := mustToken(t, s, "other", 0)
+	t1 := mustTag(t, s, "sensors/#")
+	t2 := mustTag(t, s, "cmd/+")
+	mustSet(t, s, tok.ID, t1.ID, acl.PermRead)
+	mustSet(t, s, tok.ID, t2.ID, acl.PermReadWrite)
+	mustSet(t, s, other.ID, t1.ID, acl.PermReadWrite)
+	agree := func(step string) {
+		t.Helper()
+		for _, id := range []int64{tok.ID, other.ID} {
+			held := map[int64]acl.Grant{}
+			for _, g := range mustGrants(t, s, id) {
+				held[g.TagID] = g
+			}
+			for _, tagID := range []int64{t1.ID, t2.ID} {
+				g, err := s.GetGrant(bg, id, tagID)
+				want, ok := held[tagID]
+				switch {
+				case ok && (err != nil || g != want):
+					t.Errorf("%s: GetGrant(%d, %d) = %+v, %v; want %+v", step, id, tagID, g, err, want)
+				case !ok:
+					wantErr(t, fmt.Sprintf("%s: GetGrant(%d, %d) without a permission", step, id, tagID), err, acl.ErrNotFound)
+				}
+			}
+		}
+	}
+	agree("after sets")
+	mustSet(t, s, tok.ID, t1.ID, acl.PermReadWrite)
+	agree("after an upgrade")
+	if _, err := s.UpdateTag(bg, t2.ID, "cmd/dev/#"); err != nil {
+		t.Fatal(err)
+	}
+	agree("after UpdateTag")
+	if g, err := s.GetGrant(bg, tok.ID, t2.ID); err != nil || g.Pattern != "cmd/dev/#" {
+		t.Errorf("GetGrant after UpdateTag = %+v, %v; want the new pattern", g, err)
+	}
+	if err := s.DeletePermission(bg, tok.ID, t1.ID); err != nil {
+		t.Fatal(err)
+	}
+	agree("after DeletePermission")
+	if err := s.DeleteTag(bg, t2.ID); err != nil {
+		t.Fatal(err)
+	}
+	agree("after DeleteTag")
+	wantErr(t, "GetGrant of a missing token", func() error { _, err := s.GetGrant(bg, 1<<40, t1.ID); return err }(), acl.ErrNotFound)
+	wantErr(t, "GetGrant of a missing tag", func() error { _, err := s.GetGrant(bg, tok.ID, 1<<40); return err }(), acl.ErrNotFound)
+}
+
 func testCancelledContext(t *testing.T, s acl.Store) {
 	tok := mustToken(t, s, "dev", 0)
 	tag := mustTag(t, s, "a/#")
@@ -730,6 +783,7 @@ func testCancelledContext(t *testing.T, s acl.Store) {
 		"SetPermission":    func() error { return s.SetPermission(ctx, tok.ID, tag.ID, acl.PermReadWrite) },
 		"DeletePermission": func() error { return s.DeletePermission(ctx, tok.ID, tag.ID) },
 		"ListGrants":       func() error { _, err := s.ListGrants(ctx, tok.ID); return err },
+		"GetGrant":         func() error { _, err := s.GetGrant(ctx, tok.ID, tag.ID); return err },
 		"TokensWithTag":    func() error { _, err := s.TokensWithTag(ctx, tag.ID); return err },
 	}
 	for name, call := range calls {

@@ -329,6 +329,29 @@ func (s *Store) ListGrants(ctx context.Context, tokenID int64) (_ []acl.Grant, e
 	return gs, nil
 }
 
+// GetGrant returns the token's permission on tag with the tag's pattern,
+// through the permissions primary key and the tags primary key; it is
+// acl.ErrNotFound when there is no such permission.
+func (s *Store) GetGrant(ctx context.Context, tokenID, tagID int64) (_ acl.Grant, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
+	g := acl.Grant{TagID: tagID}
+	var perm string
+	err = s.pool.QueryRow(ctx, `SELECT g.pattern, p.permission
+		FROM permissions p
+		JOIN tags g ON g.id = p.tag_id
+		WHERE p.token_id = $1 AND p.tag_id = $2`, tokenID, tagID).Scan(&g.Pattern, &perm)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return acl.Grant{}, fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID)
+	}
+	if err != nil {
+		return acl.Grant{}, dbErr(ctx, fmt.Sprintf("reading the permission of token %d on tag %d", tokenID, tagID), err)
+	}
+	if g.Permission, err = acl.ParsePermission(perm); err != nil {
+		return acl.Grant{}, fmt.Errorf("acl/postgres: token %d, tag %d: stored permission %q: %w", tokenID, tagID, perm, err)
+	}
+	return g, nil
+}
+
 // TokensWithTag returns the IDs, ascending, of the tokens holding a
 // permission on the tag; acl.ErrNotFound when the tag does not exist.
 func (s *Store) TokensWithTag(ctx context.Context, tagID int64) (_ []int64, err error) {

@@ -60,10 +60,12 @@ type Store struct {
 	// handler keeps waits fair and cancellable.
 	wsem chan struct{}
 
-	// Prepared statements of the calls made on every client connect.
+	// Prepared statements of the calls made on every client connect, and of
+	// the one that reads a single changed grant.
 	getTokenByHash *sql.Stmt
 	getToken       *sql.Stmt
 	listGrants     *sql.Stmt
+	getGrant       *sql.Stmt
 
 	metrics *storemetrics.Metrics // nil: no metrics
 
@@ -186,13 +188,16 @@ func (s *Store) init(ctx context.Context) (err error) {
 	if s.listGrants, err = s.db.PrepareContext(ctx, listGrantsSQL); err != nil {
 		return err
 	}
+	if s.getGrant, err = s.db.PrepareContext(ctx, getGrantSQL); err != nil {
+		return err
+	}
 	return nil
 }
 
 // Close closes the database. Calling it again returns the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		for _, st := range []*sql.Stmt{s.getTokenByHash, s.getToken, s.listGrants} {
+		for _, st := range []*sql.Stmt{s.getTokenByHash, s.getToken, s.listGrants, s.getGrant} {
 			if st != nil {
 				st.Close()
 			}

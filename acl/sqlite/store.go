@@ -23,6 +23,13 @@ const listGrantsSQL = `SELECT p.tag_id, g.pattern, p.permission
 	WHERE t.id = ?
 	ORDER BY p.tag_id`
 
+// getGrantSQL reads one permission by the permissions primary key, joined
+// with its tag by the tags primary key.
+const getGrantSQL = `SELECT g.pattern, p.permission
+	FROM permissions p
+	JOIN tags g ON g.id = p.tag_id
+	WHERE p.token_id = ? AND p.tag_id = ?`
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scanToken(r scanner) (acl.Token, error) {
@@ -377,6 +384,26 @@ func (s *Store) ListGrants(ctx context.Context, tokenID int64) (_ []acl.Grant, e
 		return nil, tokenNotFound(tokenID)
 	}
 	return gs, nil
+}
+
+// GetGrant returns the token's permission on tag with the tag's pattern,
+// through the permissions primary key and the tags primary key; it is
+// acl.ErrNotFound when there is no such permission.
+func (s *Store) GetGrant(ctx context.Context, tokenID, tagID int64) (_ acl.Grant, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
+	g := acl.Grant{TagID: tagID}
+	var perm string
+	err = s.getGrant.QueryRowContext(ctx, tokenID, tagID).Scan(&g.Pattern, &perm)
+	if errors.Is(err, sql.ErrNoRows) {
+		return acl.Grant{}, fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID)
+	}
+	if err != nil {
+		return acl.Grant{}, fmt.Errorf("acl/sqlite: reading the permission of token %d on tag %d: %w", tokenID, tagID, err)
+	}
+	if g.Permission, err = acl.ParsePermission(perm); err != nil {
+		return acl.Grant{}, fmt.Errorf("acl/sqlite: token %d, tag %d: stored permission %q: %w", tokenID, tagID, perm, err)
+	}
+	return g, nil
 }
 
 // TokensWithTag returns the IDs, ascending, of the tokens holding a
