@@ -28,6 +28,13 @@ report on stdout (progress on stderr). Scenarios:
   fanout     1 publisher → --conns subscribers of one topic (command with the fleet topic)
   fanin      --conns publishers → 1 wildcard subscriber (telemetry with one dashboard)
 
+Hostile clients (issue 9; their own flags: gatecast loadtest flood --help):
+
+  flood      connections refused with 4003 (or --valid-token) stream small frames; broker RSS,
+             how long each refused connection stayed open
+  tagstorm   loops connect with 1,100 tags and close at once; the latency of a token disable
+  grants     a token with 10,000 grants: time to build them, publish msg/s
+
 Connections are spread over worker processes (--per-worker each) and over
 source addresses 127.0.0.1…127.0.0.N (--source-ips). See docs/loadtest.md.
 
@@ -48,6 +55,9 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	scenario := args[0]
+	if isAttack(scenario) {
+		return RunAttackCLI(ctx, scenario, args[1:], stdout, stderr)
+	}
 	var o Options
 	var x cliExtra
 	fs := newFlagSet(scenario, &o, &x, stderr)

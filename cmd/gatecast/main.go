@@ -31,7 +31,8 @@ Usage:
                                   (gatecast help admin)
   gatecast sub|pub ...            a small WebSocket client for trying the broker (gatecast sub --help)
   gatecast loadtest SCENARIO ...  fleet simulator against a running broker: connect, idle, telemetry,
-                                  command, churn, revoke, mixed, fanout, fanin (docs/loadtest.md)
+                                  command, churn, revoke, mixed, fanout, fanin; hostile clients: flood,
+                                  tagstorm, grants (docs/loadtest.md)
   gatecast bench compare ...      the same scenarios against Gatecast, Mosquitto and NATS, side by side
   gatecast version                print the version
 `
