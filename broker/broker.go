@@ -121,6 +121,11 @@ type Config struct {
 	// at most topic.MaxBytes / topic.MaxLevels, the syntax's own limits.
 	MaxTopicBytes  int
 	MaxTopicLevels int
+	// MaxStall bounds how long one publish waits for a backlogged
+	// subscriber (or cluster peer queue) to drain before the publisher's
+	// next message is read (see stall.go). 0 means DefaultMaxStall;
+	// negative turns producer stalls off.
+	MaxStall time.Duration
 }
 
 // Defaults of the Config caps.
@@ -128,6 +133,7 @@ const (
 	DefaultMaxSubscriptions = 100
 	DefaultMaxTopicBytes    = 1024
 	DefaultMaxTopicLevels   = 32
+	DefaultMaxStall         = 50 * time.Millisecond
 )
 
 // Broker is one node's session manager and router.
@@ -151,6 +157,8 @@ type Broker struct {
 
 	maxSubs, maxTopicBytes, maxTopicLevels int
 	capLog                                 logSampler // refusals over the caps
+	maxStall                               time.Duration
+	routerBacklog                          backlogger // b.router's, when it has one
 
 	// Test hooks, nil outside tests: they let a test act at the exact
 	// points where an admission races a rights change or a close.
@@ -204,7 +212,12 @@ func New(cfg Config) (*Broker, error) {
 		maxTopicBytes:  cfg.MaxTopicBytes,
 		maxTopicLevels: cfg.MaxTopicLevels,
 		capLog:         logSampler{every: 10 * time.Second},
+		maxStall:       cfg.MaxStall,
 	}
+	if b.maxStall == 0 {
+		b.maxStall = DefaultMaxStall
+	}
+	b.routerBacklog, _ = cfg.Router.(backlogger)
 	b.tokens.init()
 	b.sessions.init()
 	b.scratch.New = func() any { return &matchScratch{subs: make([]*Session, 0, 64)} }
@@ -377,6 +390,7 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 		proto:       protocolIndex(req.Protocol),
 		connectedAt: time.Now(),
 	}
+	s.bsend, _ = c.(backlogSender)
 	g := ts.grants.Load()
 	for attempt := 1; ; attempt++ {
 		denied, ok := firstUncovered(g, filters)
@@ -541,7 +555,7 @@ type matchScratch struct {
 // publish routes one message from `from` (nil: from no session) to every
 // other session subscribed to a filter matching t. The message is encoded
 // once; every recipient shares the same frame. Allocation-free in steady state.
-func (b *Broker) publish(from *Session, t string, message []byte) (delivered int) {
+func (b *Broker) publish(from *Session, t string, message []byte) (delivered int, backlog <-chan struct{}) {
 	f := proto.AcquireFrame()
 	f.B = proto.AppendSeedFrame(f.B, t, message)
 	return b.dispatch(from, t, f, true)
@@ -559,7 +573,7 @@ func (b *Broker) DeliverRemote(t string, frame []byte) {
 // dispatch delivers f (and releases the caller's reference) to every local
 // session subscribed to t except from, then, when forward is set (the
 // message was published on this node), to the other nodes that route t.
-func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool) (delivered int) {
+func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool) (delivered int, backlog <-chan struct{}) {
 	sc := b.scratch.Get().(*matchScratch)
 	sc.subs = b.index.Match(t, sc.subs[:0])
 	sc.multi = sc.multi[:0]
@@ -574,10 +588,14 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool)
 			sc.multi = append(sc.multi, s)
 			continue
 		}
-		if s.deliver(f) {
+		ok, bl := s.deliver(f)
+		if ok {
 			delivered++
 		} else {
 			dropped++
+		}
+		if backlog == nil {
+			backlog = bl
 		}
 	}
 	if len(sc.multi) > 0 {
@@ -590,10 +608,14 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool)
 				continue
 			}
 			prev = s
-			if s.deliver(f) {
+			ok, bl := s.deliver(f)
+			if ok {
 				delivered++
 			} else {
 				dropped++
+			}
+			if backlog == nil {
+				backlog = bl
 			}
 		}
 	}
@@ -601,6 +623,9 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool)
 	if forward && b.router != nil {
 		if err := b.router.Forward(context.Background(), t, f.B); err != nil {
 			b.metrics.forwardErrors.Inc()
+		}
+		if backlog == nil && b.routerBacklog != nil {
+			backlog = b.routerBacklog.Backlog()
 		}
 	}
 	f.Release()
@@ -612,7 +637,7 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool)
 	if dropped > 0 {
 		b.metrics.dropped.Add(float64(dropped))
 	}
-	return delivered
+	return delivered, backlog
 }
 
 func compareSessions(a, b *Session) int {
@@ -632,7 +657,8 @@ func (b *Broker) Publish(t string, message []byte) (int, error) {
 	if err := topic.ValidateTopic(t); err != nil {
 		return 0, err
 	}
-	return b.publish(nil, t, message), nil
+	n, _ := b.publish(nil, t, message)
+	return n, nil
 }
 
 // Connections lists live sessions, all of them or those of one token.

@@ -70,6 +70,8 @@ type metrics struct {
 	bytesOut      prometheus.Counter
 	dropped       prometheus.Counter
 	forwardErrors prometheus.Counter
+	stalls        prometheus.Counter
+	stallSeconds  prometheus.Counter
 	revocations   [numRevokes]prometheus.Counter
 	reg           prometheus.Registerer
 }
@@ -96,6 +98,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gatecast_deliveries_dropped_total", Help: "Deliveries the transport refused (closed or slow consumer)."}),
 		forwardErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_cluster_forward_errors_total", Help: "Published messages that could not be forwarded to other nodes (cluster mode)."}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_producer_stalls_total", Help: "Publishes after which the publisher waited for a backlogged subscriber or cluster peer queue."}),
+		stallSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatecast_producer_stall_seconds_total", Help: "Time publishers spent waiting for backlogged subscribers or peer queues."}),
 	}
 	connections := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gatecast_connections", Help: "Live client sessions, by protocol."}, []string{"protocol"})
@@ -120,7 +126,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	if reg != nil {
 		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.messagesIn, m.bytesIn,
-			m.deliveries, m.bytesOut, m.dropped, m.forwardErrors, connects, rejected, revocations} {
+			m.deliveries, m.bytesOut, m.dropped, m.forwardErrors, m.stalls, m.stallSeconds, connects, rejected, revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -41,6 +41,12 @@ type Session struct {
 
 	// dec is used only by the transport's goroutine inside OnMessage.
 	dec proto.SeedDecoder
+	// bsend is conn's backpressure-aware send, when the transport has one
+	// (netpoll does); set at admission.
+	bsend backlogSender
+	// stallTimer bounds the producer stalls of this session's publishes;
+	// made on the first stall, used only inside OnMessage.
+	stallTimer *time.Timer
 }
 
 // ID is the session's node-unique identifier.
@@ -84,11 +90,27 @@ func (s *Session) OnMessage(text bool, payload []byte) {
 		return
 	}
 	m.messagesIn.Inc()
-	s.b.publish(s, t, msg)
+	if _, backlog := s.b.publish(s, t, msg); backlog != nil {
+		s.stall(backlog)
+	}
 }
 
-// OnClose releases the session's connection slot and subscriptions.
-func (s *Session) OnClose() { s.end(0, "", revokeNone) }
+// OnClose releases the session's connection slot and subscriptions. The
+// transport may call it from any of its goroutines, its timer sweeper
+// included, so it never waits for the token's lock: when a rights change or
+// a cluster lease call holds it, the end is finished on another goroutine.
+func (s *Session) OnClose() {
+	ts := s.token
+	if !ts.mu.TryLock() {
+		go s.end(0, "", revokeNone)
+		return
+	}
+	first := s.closeLocked(0, "", revokeNone)
+	ts.mu.Unlock()
+	if first {
+		s.release()
+	}
+}
 
 // Values of Session.subState.
 const (
@@ -110,10 +132,14 @@ func (s *Session) end(code uint16, reason string, why revokeKind) bool {
 	return first
 }
 
-// deliver hands a shared frame to the session's connection.
-func (s *Session) deliver(f *proto.Frame) bool {
+// deliver hands a shared frame to the session's connection. backlog is
+// non-nil when the connection is backlogged (see stall.go).
+func (s *Session) deliver(f *proto.Frame) (ok bool, backlog <-chan struct{}) {
 	f.Retain() // the connection's reference, released by it in every case
-	return s.conn.Send(f)
+	if s.bsend != nil {
+		return s.bsend.SendBacklog(f)
+	}
+	return s.conn.Send(f), nil
 }
 
 // closeLocked ends the session once: it frees the connection slot at once

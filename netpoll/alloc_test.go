@@ -151,7 +151,7 @@ func BenchmarkSendFlush(b *testing.B) {
 	for _, size := range []int{64, 1024} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
 			h := newTestHandler()
-			s, _ := startServer(b, Config{OutboxLimit: 4096, CloseTimeout: 50 * time.Millisecond}, h)
+			s, _ := startServer(b, Config{CloseTimeout: 50 * time.Millisecond}, h)
 			c := dialManual(b, s)
 			sess := h.waitOpened(b)
 			frame := AppendFrame(nil, false, bytes.Repeat([]byte{'x'}, size))

@@ -43,8 +43,7 @@ const (
 	DefaultIdleTimeout      = 75 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultCloseTimeout     = 2 * time.Second
-	DefaultOutboxLimit      = 4096
-	DefaultOutboxMaxBytes   = 8 << 20
+	DefaultOutboxLimit      = 8 << 20
 	DefaultInputBufferLimit = 256 << 10
 	DefaultInputTotalLimit  = 1 << 30
 	DefaultMaxInboundRate   = 20000
@@ -61,10 +60,10 @@ const (
 	maxMaxFrameSize   = 64 << 20
 	minMaxHeaderBytes = 256
 	maxMaxHeaderBytes = 1 << 20
-	maxOutboxLimit    = 1 << 20
+	minOutboxLimit    = 4 << 10
+	maxOutboxLimit    = 4 << 30
 	minInputLimit     = 16 << 10
 	maxInputLimit     = 256 << 20
-	maxOutboxMaxBytes = 4 << 30
 )
 
 // Config configures a Server. Zero durations and sizes take the defaults
@@ -79,8 +78,22 @@ type Config struct {
 	IdleTimeout      time.Duration // a connection that sent nothing (not even a pong) this long is closed 1001 "idle timeout"
 	WriteTimeout     time.Duration // a flush that cannot complete this long closes the TCP connection
 	CloseTimeout     time.Duration // after our close frame (or HTTP error) is flushed, wait this long for the peer's close/EOF
-	OutboxLimit      int           // frames queued per connection before the slow-consumer policy applies
-	OutboxMaxBytes   int           // bytes queued per connection before the slow-consumer policy applies (a first frame is always queued)
+	// OutboxLimit is the hard bound on a connection's pending output
+	// (queued frames plus the batch being written), in bytes: a frame that
+	// would pass it is dropped (gatecast_ws_frames_dropped_total
+	// {reason="slow_consumer"}), and a connection that stays at it for
+	// WriteTimeout is a slow consumer (SlowConsumer policy). A first frame
+	// is always queued. Past OutboxSoftLimit (default half of it) the
+	// connection is backlogged: Backlog hands senders a channel to wait on,
+	// which is how publishers are slowed before anything is dropped.
+	OutboxLimit     int
+	OutboxSoftLimit int
+	// OutboxTotalLimit bounds the pending output of all connections
+	// together: past it, a backlogged connection (past its soft limit) is
+	// treated as being at its hard limit, so the slowest consumers are cut
+	// first (reason="outbox_total"). Default: a quarter of the machine's
+	// memory.
+	OutboxTotalLimit int64
 	SlowConsumer     SlowConsumerPolicy
 	// InputBufferLimit bounds a connection's unread input: once netpoll
 	// holds this many bytes not yet decoded, it stops reading the socket
@@ -147,11 +160,17 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err := defaultInt(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes, minMaxHeaderBytes, maxMaxHeaderBytes, "MaxHeaderBytes"); err != nil {
 		return cfg, err
 	}
-	if err := defaultInt(&cfg.OutboxLimit, DefaultOutboxLimit, 1, maxOutboxLimit, "OutboxLimit"); err != nil {
+	if err := defaultInt(&cfg.OutboxLimit, DefaultOutboxLimit, minOutboxLimit, maxOutboxLimit, "OutboxLimit"); err != nil {
 		return cfg, err
 	}
-	if err := defaultInt(&cfg.OutboxMaxBytes, DefaultOutboxMaxBytes, 1024, maxOutboxMaxBytes, "OutboxMaxBytes"); err != nil {
+	if err := defaultInt(&cfg.OutboxSoftLimit, cfg.OutboxLimit/2, 1, cfg.OutboxLimit, "OutboxSoftLimit"); err != nil {
 		return cfg, err
+	}
+	switch {
+	case cfg.OutboxTotalLimit == 0:
+		cfg.OutboxTotalLimit = DefaultOutboxTotalLimit()
+	case cfg.OutboxTotalLimit < int64(cfg.OutboxLimit):
+		return cfg, fmt.Errorf("netpoll: Config.OutboxTotalLimit = %d is below OutboxLimit (%d)", cfg.OutboxTotalLimit, cfg.OutboxLimit)
 	}
 	if err := defaultInt(&cfg.InputBufferLimit, DefaultInputBufferLimit, minInputLimit, maxInputLimit, "InputBufferLimit"); err != nil {
 		return cfg, err

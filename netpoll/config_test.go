@@ -16,7 +16,7 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 	}
 	if got.MaxFrameSize != 64<<10 || got.MaxHeaderBytes != 8<<10 || got.HandshakeTimeout != 5*time.Second ||
 		got.PingInterval != 30*time.Second || got.IdleTimeout != 75*time.Second || got.WriteTimeout != 10*time.Second ||
-		got.CloseTimeout != 2*time.Second || got.OutboxLimit != 4096 || got.SlowConsumer != DropNewest || got.Logger == nil ||
+		got.CloseTimeout != 2*time.Second || got.OutboxLimit != 8<<20 || got.OutboxSoftLimit != 4<<20 || got.SlowConsumer != DropNewest || got.Logger == nil ||
 		got.LagProbeInterval != 250*time.Millisecond {
 		t.Fatalf("defaults = %+v", got)
 	}

@@ -98,11 +98,27 @@ type Conn struct {
 	mu          sync.Mutex
 	head, tail  *outSegment // outbox, guarded by mu
 	queued      int32       // frames in the outbox, guarded by mu
-	queuedBytes int         // bytes of the frames in the outbox, guarded by mu
-	closeCode   uint16      // guarded by mu; fixed once fClosing is set
-	cause       closeCause  // guarded by mu
-	closeReason string      // guarded by mu; fixed once fClosing is set
-	flags       atomic.Uint32
+	queuedBytes int         // bytes charged for the frames in the outbox (frameCharge each), guarded by mu
+	inflight    int         // bytes charged for the batch the drain is writing, guarded by mu
+	// stall is open while the connection is backlogged (pending output past
+	// OutboxSoftLimit, not overflowing): senders wait on it (Backlog). It
+	// is closed, and set to nil, when the backlog drains, when the
+	// connection overflows (a stuck consumer must not slow its senders for
+	// ever) and when the connection is gone. Guarded by mu.
+	stall chan struct{}
+	// overflowAt is the server clock when a frame was first refused at the
+	// hard limit (or the process-wide limit) since the outbox was last under
+	// its soft limit; 0 when not overflowing. Written under mu, read by the
+	// sweeper (slow-consumer policy after WriteTimeout).
+	overflowAt    atomic.Int64
+	pending       atomic.Int64  // queuedBytes+inflight, mirrored for the sweeper's gauge
+	refused       bool          // a frame was refused since the drain's last batch, guarded by mu
+	refusals      atomic.Uint32 // frames refused at a limit, ever: the sweeper tells a continuing overflow from a past one
+	sweptRefusals uint32        // refusals at the previous sweep; sweeper only
+	closeCode     uint16        // guarded by mu; fixed once fClosing is set
+	cause         closeCause    // guarded by mu
+	closeReason   string        // guarded by mu; fixed once fClosing is set
+	flags         atomic.Uint32
 
 	lastRead   atomic.Int64 // server clock of the last input (accept time before any)
 	phaseAt    atomic.Int64 // server clock of accept (read precisely: gatecast_ws_handshake_seconds measures from it) or of the close/HTTP error flush
@@ -147,16 +163,10 @@ func (c *Conn) push(f *proto.Frame) {
 	t.frames[t.n] = f
 	t.n++
 	c.queued++
-	c.queuedBytes += len(f.B)
-}
-
-// outboxFull reports whether queuing n more bytes would pass a limit:
-// OutboxLimit frames, or OutboxMaxBytes bytes (an empty outbox takes any
-// frame, or a frame larger than the limit could never be sent). c.mu must
-// be held.
-func (c *Conn) outboxFull(n int) bool {
-	return int(c.queued) >= c.srv.cfg.OutboxLimit ||
-		c.queued > 0 && c.queuedBytes+n > c.srv.cfg.OutboxMaxBytes
+	n := frameCharge(f)
+	c.queuedBytes += n
+	c.pending.Store(int64(c.queuedBytes + c.inflight))
+	c.srv.outboxTotal.Add(int64(n))
 }
 
 // releaseSegments releases every frame of a detached outbox chain and
@@ -181,28 +191,31 @@ func releaseSegments(s *outSegment) {
 // was queued is Released once written, or by the close path if the
 // connection dies first.
 func (c *Conn) Send(f *proto.Frame) bool {
+	ok, _ := c.SendBacklog(f)
+	return ok
+}
+
+// SendBacklog is Send that also reports backpressure: backlog is non-nil
+// when, after this frame, the connection's pending output is past its soft
+// limit; it is closed once the backlog drains (or the connection
+// overflows or goes). A sender that can wait — a publisher's goroutine —
+// waits on it for a bounded time before sending more (see outbox.go).
+func (c *Conn) SendBacklog(f *proto.Frame) (ok bool, backlog <-chan struct{}) {
 	c.mu.Lock()
 	fl := c.flags.Load()
 	if fl&(fClosing|fGone) != 0 {
 		c.mu.Unlock()
 		releaseFrame(f)
-		return false
+		return false, nil
 	}
-	if c.outboxFull(len(f.B)) {
-		slowClose := c.srv.cfg.SlowConsumer == CloseSlow
-		start := slowClose && c.beginCloseLocked(1008, "slow consumer", causeServer)
+	if reason := c.admitOutput(frameCharge(f)); reason != nil {
 		c.mu.Unlock()
 		releaseFrame(f)
-		c.srv.m.dropped.Inc()
-		if slowClose {
-			c.srv.m.slowClosed.Inc()
-		}
-		if start {
-			go c.drainFn()
-		}
-		return false
+		reason.Inc()
+		return false, nil
 	}
 	c.push(f)
+	backlog = c.backlogLocked()
 	start := fl&(fDraining|fHold) == 0
 	if start {
 		c.flags.Store(fl | fDraining)
@@ -211,7 +224,7 @@ func (c *Conn) Send(f *proto.Frame) bool {
 	if start {
 		go c.drainFn()
 	}
-	return true
+	return true, backlog
 }
 
 // sendControl queues a ping or pong of our own. Unlike Send, a full outbox
@@ -220,7 +233,7 @@ func (c *Conn) Send(f *proto.Frame) bool {
 func (c *Conn) sendControl(f *proto.Frame) {
 	c.mu.Lock()
 	fl := c.flags.Load()
-	if fl&(fClosing|fGone) != 0 || c.outboxFull(len(f.B)) {
+	if fl&(fClosing|fGone) != 0 || c.queued > 0 && c.queuedBytes+c.inflight+frameCharge(f) > c.srv.cfg.OutboxLimit {
 		c.mu.Unlock()
 		releaseFrame(f)
 		return
@@ -302,10 +315,11 @@ func (c *Conn) drain() {
 	for {
 		c.mu.Lock()
 		fl := c.flags.Load()
-		head := c.head
-		c.head, c.tail, c.queued, c.queuedBytes = nil, nil, 0, 0
+		head, batch := c.detachLocked()
+		c.inflight = batch // still pending until written: backpressure holds
 		writeClose := fl&(fClosing|fCloseWritten) == fClosing
 		if fl&fGone != 0 || (head == nil && !writeClose) {
+			c.wroteLocked(batch)
 			c.flags.Store(fl &^ fDraining)
 			c.mu.Unlock()
 			releaseSegments(head)
@@ -318,8 +332,9 @@ func (c *Conn) drain() {
 		c.mu.Unlock()
 
 		err := c.writeBatch(w, head, writeClose, code, reason)
+		c.mu.Lock()
+		c.wroteLocked(batch)
 		if err != nil {
-			c.mu.Lock()
 			c.flags.Store(c.flags.Load() &^ fDraining)
 			c.mu.Unlock()
 			c.dropTCP(causePeer)
@@ -328,7 +343,6 @@ func (c *Conn) drain() {
 		if writeClose {
 			// Nothing can be queued after the close frame: the drain ends.
 			c.phaseAt.Store(c.srv.now())
-			c.mu.Lock()
 			fl = c.flags.Load() | fCloseFlushed
 			c.flags.Store(fl &^ fDraining)
 			c.mu.Unlock()
@@ -339,7 +353,48 @@ func (c *Conn) drain() {
 			}
 			return
 		}
+		c.mu.Unlock()
 	}
+}
+
+// maxBatch bounds the bytes one Flush writes, so that a slow reader's
+// flushes keep completing (WriteTimeout measures one flush) and a batch
+// never pins the whole outbox in netpoll's buffer at once.
+const maxBatch = 256 << 10
+
+// detachLocked takes whole segments off the head of the outbox, up to about
+// maxBatch bytes (at least one segment), and returns them with their charge.
+// c.mu must be held.
+func (c *Conn) detachLocked() (*outSegment, int) {
+	head := c.head
+	if head == nil || c.queuedBytes <= maxBatch {
+		// The usual case: everything, in O(1).
+		charge := c.queuedBytes
+		c.head, c.tail, c.queued, c.queuedBytes = nil, nil, 0, 0
+		return head, charge
+	}
+	charge, frames := 0, int32(0)
+	last := head
+	for seg := head; seg != nil; seg = seg.next {
+		segCharge := 0
+		for _, f := range seg.frames[:seg.n] {
+			segCharge += frameCharge(f)
+		}
+		if seg != head && charge+segCharge > maxBatch {
+			break
+		}
+		charge += segCharge
+		frames += int32(seg.n)
+		last = seg
+	}
+	c.head = last.next
+	last.next = nil
+	if c.head == nil {
+		c.tail = nil
+	}
+	c.queued -= frames
+	c.queuedBytes -= charge
+	return head, charge
 }
 
 // writeBatch copies a detached outbox chain (and the close frame) into
@@ -396,7 +451,9 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	}
 	c.flags.Store(fl | fGone)
 	head := c.head
+	c.srv.outboxTotal.Add(int64(-c.queuedBytes))
 	c.head, c.tail, c.queued, c.queuedBytes = nil, nil, 0, 0
+	c.settleLocked(true) // releases senders waiting on the backlog
 	cause := c.cause
 	c.mu.Unlock()
 	// A running drain may be copying into netpoll's output buffer, which

@@ -63,6 +63,9 @@ type metrics struct {
 	dropped    prometheus.Counter
 	slowClosed prometheus.Counter
 
+	droppedTotal   prometheus.Counter // frames refused at the process-wide outbox limit
+	backlogged     prometheus.Counter // times a connection's pending output passed its soft limit
+	outboxMax      prometheus.Gauge   // largest pending output of one connection at the last sweep
 	inboundDropped prometheus.Counter // messages refused by the inbound rate limit
 	inputPaused    prometheus.Counter // reads found paused at the input limit
 	acceptPaused   prometheus.Counter // accepts paused near the open-files limit
@@ -100,6 +103,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_ws_frames_dropped_total", Help: "Outgoing frames dropped instead of queued, by reason."}, []string{"reason"})
 	m.dropped = dropped.WithLabelValues("slow_consumer")
+	m.droppedTotal = dropped.WithLabelValues("outbox_total")
+	m.backlogged = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatecast_ws_backlogs_total", Help: "Times a connection's pending output passed --outbox-soft-limit (its publishers are then slowed)."})
+	m.outboxMax = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gatecast_ws_outbox_max_bytes", Help: "Largest pending output (queued plus being written) of one connection, at the last sweep."})
 	inbound := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_ws_inbound_dropped_total", Help: "Client messages (data, ping, pong) dropped on receipt, by reason."}, []string{"reason"})
 	m.inboundDropped = inbound.WithLabelValues("rate_limit")
@@ -115,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes, inbound, m.inputPaused, m.acceptPaused,
+	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes, inbound, m.inputPaused, m.acceptPaused, m.backlogged, m.outboxMax,
 		m.handshakeSeconds, m.eventLoopLag} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	cwnetpoll "github.com/cloudwego/netpoll"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Handler admits upgraded connections.
@@ -100,6 +101,7 @@ type Server struct {
 	// its own buffer (inbound.go); inputPaused lists the connections whose
 	// reads were paused because it passed InputTotalLimit.
 	inputHeld   atomic.Int64
+	outboxTotal atomic.Int64 // pending output of every connection, in charged bytes (outbox.go)
 	inputMu     sync.Mutex
 	inputPaused []*Conn
 	start       time.Time
@@ -158,6 +160,14 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	s.lag.runFn = s.lag.run
 	s.upgrades.New = func() any { return newUpgrader(s) }
 	netpollLog.logger.Store(cfg.Logger)
+	if cfg.Registerer != nil {
+		total := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gatecast_ws_outbox_bytes", Help: "Pending output of all connections (queued plus being written), in bytes."},
+			func() float64 { return float64(s.outboxTotal.Load()) })
+		if err := cfg.Registerer.Register(total); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 

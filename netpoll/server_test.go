@@ -764,7 +764,7 @@ func TestHandlerMisbehaviour(t *testing.T) {
 // Flush; Shutdown must still return at its deadline, dropping it.
 func TestShutdownDeadline(t *testing.T) {
 	h := newTestHandler()
-	cfg := Config{Addr: "127.0.0.1:0", Paths: []string{"/ws"}, WriteTimeout: time.Minute, CloseTimeout: time.Minute, OutboxLimit: 4096}
+	cfg := Config{Addr: "127.0.0.1:0", Paths: []string{"/ws"}, WriteTimeout: time.Minute, CloseTimeout: time.Minute}
 	s, err := NewServer(cfg, h)
 	if err != nil {
 		t.Fatal(err)

@@ -82,10 +82,10 @@ func TestSlowConsumer(t *testing.T) {
 		bursts    = 64
 	)
 	payload := bytes.Repeat([]byte{0xab}, frameSize)
-	for _, policy := range []SlowConsumerPolicy{DropNewest, CloseSlow} {
+	for _, policy := range []SlowConsumerPolicy{DropNewest} {
 		t.Run(policy.String(), func(t *testing.T) {
 			h := newTestHandler()
-			s, reg := startServer(t, Config{OutboxLimit: 32, SlowConsumer: policy, WriteTimeout: time.Minute}, h)
+			s, reg := startServer(t, Config{OutboxLimit: 32 * frameSize, SlowConsumer: policy, WriteTimeout: time.Minute}, h)
 			fast := dialManual(t, s)
 			fastSess := h.waitOpened(t)
 			slow := dialSlow(t, s)
@@ -155,24 +155,6 @@ func TestSlowConsumer(t *testing.T) {
 					t.Fatal("caught-up client still refused")
 				}
 				eventually(t, "new frame", func() bool { return slowGot.Load() == int64(slowAccepted)+1 })
-			case CloseSlow:
-				// One frame overflowed, then the connection was closing.
-				if dropped != 1 || slowClosed != 1 {
-					t.Fatalf("dropped %v, slow closed %v; want 1, 1", dropped, slowClosed)
-				}
-				var slowGot atomic.Int64
-				cf := countFrames(slow, frameSize, &slowGot)
-				if cf == nil {
-					t.Fatal("slow client got no close frame")
-				}
-				if code, reason := closeBody(cf.Payload); code != 1008 || reason != "slow consumer" {
-					t.Fatalf("close %d %q", code, reason)
-				}
-				if slowGot.Load() != int64(slowAccepted) {
-					t.Fatalf("slow client got %d frames before the close, %d were accepted", slowGot.Load(), slowAccepted)
-				}
-				slow.write(clientFrame(true, 0, opClose, []byte{0x03, 0xf0}))
-				slowSess.waitClosed(t)
 			}
 			fast.conn.Close()
 			<-fastDone
@@ -180,9 +162,65 @@ func TestSlowConsumer(t *testing.T) {
 	}
 }
 
+// TestSlowConsumerClosePolicy: a consumer that reads, but slower than it is
+// sent to, stays at its outbox limit; after WriteTimeout there the CloseSlow
+// policy closes it with 1008, after everything that was queued.
+func TestSlowConsumerClosePolicy(t *testing.T) {
+	h := newTestHandler()
+	s, reg := startServer(t, Config{OutboxLimit: 256 << 10, SlowConsumer: CloseSlow, WriteTimeout: time.Second}, h)
+	c := dialManual(t, s)
+	sess := h.waitOpened(t)
+	payload := bytes.Repeat([]byte{7}, 16<<10)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f := proto.AcquireFrame()
+			f.B = AppendFrame(f.B[:0], false, payload)
+			if !sess.c.Send(f) {
+				if sess.c.flags.Load()&fClosing != 0 {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	// Read slowly: 64 KiB every 20 ms.
+	buf := make([]byte, 64<<10)
+	var seen []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.r.Read(buf)
+		if err != nil {
+			break
+		}
+		seen = append(seen, buf[:n]...)
+		seen = seen[max(0, len(seen)-64):] // keep the tail: the close frame ends the stream
+		time.Sleep(20 * time.Millisecond)
+	}
+	if i := bytes.LastIndex(seen, []byte{0x88}); i < 0 || !bytes.Contains(seen[i:], []byte("slow consumer")) {
+		t.Fatalf("no 1008 slow consumer close frame at the end of the stream (last bytes %q); closes: write_timeout %v server %v peer %v; dropped %v",
+			seen[max(0, len(seen)-24):], counterValue(t, reg, "gatecast_ws_closes_total", "reason", "write_timeout"),
+			counterValue(t, reg, "gatecast_ws_closes_total", "reason", "server"), counterValue(t, reg, "gatecast_ws_closes_total", "reason", "peer"),
+			counterValue(t, reg, "gatecast_ws_frames_dropped_total", "reason", "slow_consumer"))
+	}
+	if got := counterValue(t, reg, "gatecast_ws_slow_consumers_closed_total"); got != 1 {
+		t.Fatalf("slow consumers closed = %v", got)
+	}
+	if counterValue(t, reg, "gatecast_ws_frames_dropped_total", "reason", "slow_consumer") == 0 {
+		t.Fatal("no frame dropped at the limit")
+	}
+}
+
 func TestWriteTimeoutDropsStuckClient(t *testing.T) {
 	h := newTestHandler()
-	s, reg := startServer(t, Config{WriteTimeout: 100 * time.Millisecond, OutboxLimit: 4096}, h)
+	s, reg := startServer(t, Config{WriteTimeout: 100 * time.Millisecond}, h)
 	slow := dialSlow(t, s)
 	sess := h.waitOpened(t)
 	payload := bytes.Repeat([]byte{1}, 64<<10)
@@ -204,7 +242,7 @@ func TestWriteTimeoutDropsStuckClient(t *testing.T) {
 // reference handed to Send is released exactly once.
 func TestOnCloseExactlyOnce(t *testing.T) {
 	h := newTestHandler()
-	s, _ := startServer(t, Config{CloseTimeout: 100 * time.Millisecond, OutboxLimit: 64}, h)
+	s, _ := startServer(t, Config{CloseTimeout: 100 * time.Millisecond, OutboxLimit: 64 << 10}, h)
 	const conns = 40
 	type conn struct {
 		c     *client

@@ -86,6 +86,7 @@ const (
 	actWriteTimeout
 	actIdle
 	actPing
+	actSlowConsumer
 )
 
 // sweepLoop is the Server's one timer goroutine: every tick it advances the
@@ -116,6 +117,8 @@ func (s *Server) sweep(now int64, acts []sweepAction) []sweepAction {
 	idle := int64(s.cfg.IdleTimeout)
 	writeTimeout := int64(s.cfg.WriteTimeout)
 	closeTimeout := int64(s.cfg.CloseTimeout)
+	slowClose := s.cfg.SlowConsumer == CloseSlow
+	var maxPending int64
 	for i := range s.reg.shards {
 		sh := &s.reg.shards[i]
 		acts = acts[:0]
@@ -134,8 +137,11 @@ func (s *Server) sweep(now int64, acts []sweepAction) []sweepAction {
 					kind = actLingerDone
 				}
 			default:
+				maxPending = max(maxPending, c.pending.Load())
 				if fs := c.flushStart.Load(); fs != 0 && now-fs >= writeTimeout {
 					kind = actWriteTimeout
+				} else if oa := c.overflowAt.Load(); oa != 0 && c.overflowing() && slowClose && fl&fClosing == 0 && now-oa >= writeTimeout {
+					kind = actSlowConsumer
 				} else if fl&fClosing == 0 {
 					lr := c.lastRead.Load()
 					if now-lr >= idle {
@@ -156,6 +162,7 @@ func (s *Server) sweep(now int64, acts []sweepAction) []sweepAction {
 		}
 		clear(acts) // drop the pointers: a gone Conn must be collectable
 	}
+	s.m.outboxMax.Set(float64(maxPending))
 	return acts
 }
 
@@ -175,6 +182,10 @@ func (s *Server) act(a sweepAction) {
 		c.dropTCP(causeWriteTimeout)
 	case actIdle:
 		c.closeWith(1001, "idle timeout", causeIdle)
+	case actSlowConsumer:
+		// At its outbox limit for WriteTimeout: the CloseSlow policy.
+		s.m.slowClosed.Inc()
+		c.closeWith(1008, "slow consumer", causeServer)
 	case actPing:
 		f := proto.AcquireFrame()
 		f.B = append(f.B[:0], 0x80|opPing, 0)

@@ -49,11 +49,12 @@ type Config struct {
 	IdleTimeout      time.Duration
 	WriteTimeout     time.Duration
 	CloseTimeout     time.Duration
-	OutboxLimit      int
-	OutboxMaxBytes   int
+	OutboxLimit      ByteSize
+	OutboxSoftLimit  ByteSize // 0: half of OutboxLimit
+	OutboxTotalLimit ByteSize // 0: a quarter of the machine's memory
 	SlowConsumer     string
-	MaxInputBuffer   int
-	MaxInputTotal    int64
+	MaxInputBuffer   ByteSize
+	MaxInputTotal    ByteSize
 	MaxInboundRate   int
 	InboundBurst     int
 	FDReserve        int
@@ -81,8 +82,7 @@ func Defaults() Config {
 		IdleTimeout:      75 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		CloseTimeout:     2 * time.Second,
-		OutboxLimit:      4096,
-		OutboxMaxBytes:   netpoll.DefaultOutboxMaxBytes,
+		OutboxLimit:      netpoll.DefaultOutboxLimit,
 		SlowConsumer:     "drop",
 		MaxInputBuffer:   netpoll.DefaultInputBufferLimit,
 		MaxInputTotal:    netpoll.DefaultInputTotalLimit,
@@ -124,11 +124,12 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "a connection that sends nothing (not even a pong) this long is closed with 1001")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "a write that cannot progress this long closes the connection")
 	fs.DurationVar(&c.CloseTimeout, "close-timeout", c.CloseTimeout, "how long to wait for the client's close frame after ours")
-	fs.IntVar(&c.OutboxLimit, "outbox-limit", c.OutboxLimit, "frames queued per connection before the slow-consumer policy applies")
+	fs.Var(&c.OutboxLimit, "outbox-limit", "pending output per connection (bytes: 8MiB, 512KiB, 65536) past which frames are dropped; a consumer still there after --write-timeout is a slow consumer")
+	fs.Var(&c.OutboxSoftLimit, "outbox-soft-limit", "pending output per connection past which the publishers feeding it are slowed (their reads pause); 0 = half of --outbox-limit")
+	fs.Var(&c.OutboxTotalLimit, "outbox-total-limit", "pending output of all connections together past which the slowest consumers are cut first; 0 = a quarter of the machine's memory")
 	fs.StringVar(&c.SlowConsumer, "slow-consumer", c.SlowConsumer, "slow-consumer policy: drop (drop and count) or close (close with 1008)")
-	fs.IntVar(&c.OutboxMaxBytes, "outbox-max-bytes", c.OutboxMaxBytes, "bytes queued per connection before the slow-consumer policy applies")
-	fs.IntVar(&c.MaxInputBuffer, "max-input-buffer", c.MaxInputBuffer, "unread bytes buffered per connection before the broker stops reading its socket (TCP then slows the client)")
-	fs.Int64Var(&c.MaxInputTotal, "max-input-total", c.MaxInputTotal, "unread bytes buffered for all connections together before the broker pauses reading the sockets that hold input")
+	fs.Var(&c.MaxInputBuffer, "max-input-buffer", "unread input buffered per connection (bytes: 256KiB) before the broker stops reading its socket (TCP then slows the client)")
+	fs.Var(&c.MaxInputTotal, "max-input-total", "unread input buffered for all connections together (bytes: 1GiB) before the broker pauses reading the sockets that hold input")
 	fs.IntVar(&c.MaxInboundRate, "max-inbound-rate", c.MaxInboundRate, "messages (incl. pings) per second one connection may send; beyond it they are dropped and counted, sustained for 3s the connection is closed with 1008; 0 = unlimited")
 	fs.IntVar(&c.InboundBurst, "inbound-burst", c.InboundBurst, "burst allowed above --max-inbound-rate, in messages; 0 = twice the rate")
 	fs.IntVar(&c.FDReserve, "fd-reserve", c.FDReserve, "open files kept free for the admin listener, store and Redis: accepting pauses this close to the process limit; 0 = 5% of the limit, 64 to 1024")
@@ -278,11 +279,12 @@ func (c *Config) Validate() error {
 		check(d.v > 0, "%s must be positive", d.name)
 	}
 	check(c.IdleTimeout > c.PingInterval, "--idle-timeout (%s) must be longer than --ping-interval (%s)", c.IdleTimeout, c.PingInterval)
-	check(c.OutboxLimit >= 1 && c.OutboxLimit <= 1<<16, "--outbox-limit %d: want 1 to 65536", c.OutboxLimit)
+	check(c.OutboxLimit >= 4<<10 && c.OutboxLimit <= 4<<30, "--outbox-limit %v: want 4KiB to 4GiB", c.OutboxLimit)
+	check(c.OutboxSoftLimit >= 0 && c.OutboxSoftLimit <= c.OutboxLimit, "--outbox-soft-limit %v: want 0 (half) to --outbox-limit (%v)", c.OutboxSoftLimit, c.OutboxLimit)
+	check(c.OutboxTotalLimit == 0 || c.OutboxTotalLimit >= c.OutboxLimit, "--outbox-total-limit %v: want 0 (automatic) or at least --outbox-limit (%v)", c.OutboxTotalLimit, c.OutboxLimit)
 	check(c.SlowConsumer == "drop" || c.SlowConsumer == "close", "--slow-consumer %q: want drop or close", c.SlowConsumer)
-	check(c.OutboxMaxBytes >= 1024 && c.OutboxMaxBytes <= 4<<30, "--outbox-max-bytes %d: want 1024 to 4294967296", c.OutboxMaxBytes)
-	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %d: want 16384 to 268435456", c.MaxInputBuffer)
-	check(c.MaxInputTotal >= int64(c.MaxInputBuffer) && c.MaxInputTotal <= 1<<40, "--max-input-total %d: want --max-input-buffer (%d) to 1099511627776", c.MaxInputTotal, c.MaxInputBuffer)
+	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %v: want 16KiB to 256MiB", c.MaxInputBuffer)
+	check(c.MaxInputTotal >= c.MaxInputBuffer && c.MaxInputTotal <= 1<<40, "--max-input-total %v: want --max-input-buffer (%v) to 1TiB", c.MaxInputTotal, c.MaxInputBuffer)
 	check(c.MaxInboundRate >= 0 && c.MaxInboundRate <= 1<<30, "--max-inbound-rate %d: want 0 (unlimited) to 1073741824", c.MaxInboundRate)
 	check(c.InboundBurst >= 0 && c.InboundBurst <= 1<<30, "--inbound-burst %d: want 0 (twice the rate) to 1073741824", c.InboundBurst)
 	check(c.FDReserve >= 0 && c.FDReserve <= 1<<20, "--fd-reserve %d: want 0 (automatic) to 1048576", c.FDReserve)
@@ -326,4 +328,40 @@ func redisAddrs(s string) []string {
 		}
 	}
 	return out
+}
+
+// ByteSize is a size flag: a number of bytes with an optional binary unit
+// (KiB, MiB, GiB, TiB; B or none for bytes). It prints in the largest unit
+// that divides it.
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	shift  uint
+}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"B", 0}}
+
+func (b ByteSize) String() string {
+	for _, u := range byteUnits[:4] {
+		if v := int64(b); v != 0 && v%(1<<u.shift) == 0 {
+			return strconv.FormatInt(v>>u.shift, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+func (b *ByteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	shift := uint(0)
+	for _, u := range byteUnits {
+		if len(s) > len(u.suffix) && strings.EqualFold(s[len(s)-len(u.suffix):], u.suffix) {
+			s, shift = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB, GiB or TiB)", s)
+	}
+	*b = ByteSize(n << shift)
+	return nil
 }

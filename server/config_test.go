@@ -77,3 +77,33 @@ func TestServeHelpListsEverySetting(t *testing.T) {
 		}
 	}
 }
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"65536": 65536, "8MiB": 8 << 20, "512KiB": 512 << 10, "1gib": 1 << 30, "2 TiB": 2 << 40, "100B": 100, "0": 0,
+	} {
+		var b ByteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "8MB", "1e6", "99999999999TiB"} {
+		var b ByteSize
+		if err := b.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted as %d", in, b)
+		}
+	}
+	if s := ByteSize(8 << 20).String(); s != "8MiB" {
+		t.Errorf("String = %q", s)
+	}
+	if s := ByteSize(1000).String(); s != "1000" {
+		t.Errorf("String = %q", s)
+	}
+	cfg, err := ParseConfig([]string{"--outbox-limit", "1MiB", "--outbox-soft-limit", "256KiB"}, func(string) string { return "" }, io.Discard)
+	if err != nil || cfg.OutboxLimit != 1<<20 || cfg.OutboxSoftLimit != 256<<10 {
+		t.Fatalf("parse: %+v %v", cfg.OutboxLimit, err)
+	}
+	if _, err := ParseConfig([]string{"--outbox-limit", "1MiB", "--outbox-soft-limit", "2MiB"}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Fatal("soft limit above the hard one accepted")
+	}
+}
