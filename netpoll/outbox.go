@@ -32,7 +32,9 @@ import (
 //     pending output is back under the soft limit.
 //   - All connections together: past OutboxTotalLimit, a backlogged
 //     connection is treated as at its hard limit, so the slowest consumers
-//     are cut first and the process's memory stays bounded.
+//     are cut first; past a quarter more, every connection with output
+//     pending is, so the process's pending output never exceeds 1.25 ×
+//     OutboxTotalLimit plus one frame per connection.
 //
 // An idle connection holds no outbox at all: segments come from a pool
 // when the first frame is queued and go back when it is written.
@@ -53,11 +55,14 @@ func (c *Conn) admitOutput(n int) prometheus.Counter {
 	}
 	s := c.srv
 	var reason prometheus.Counter
+	total := s.outboxTotal.Load() + int64(n)
 	switch {
 	case pending+n > s.cfg.OutboxLimit:
 		reason = s.m.dropped
-	case pending+n > s.cfg.OutboxSoftLimit && s.outboxTotal.Load()+int64(n) > s.cfg.OutboxTotalLimit:
-		reason = s.m.droppedTotal
+	case pending+n > s.cfg.OutboxSoftLimit && total > s.cfg.OutboxTotalLimit:
+		reason = s.m.droppedTotal // the slowest consumers first
+	case total > s.cfg.OutboxTotalLimit+s.cfg.OutboxTotalLimit/4:
+		reason = s.m.droppedTotal // then everyone but a first frame: the bound is hard
 	default:
 		return nil
 	}

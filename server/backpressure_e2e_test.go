@@ -2,15 +2,19 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 )
 
@@ -175,4 +179,64 @@ func (n *testNode) metric(name string, labels ...string) float64 {
 		}
 	}
 	return sum
+}
+
+// TestOutboxTotalLimitHolds: 2,000 subscribers that never read, each able to
+// queue 256 KiB (512 MiB together), cannot make the node hold more pending
+// output than --outbox-total-limit (16 MiB here), and the publisher is
+// released.
+func TestOutboxTotalLimitHolds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2,000 connections")
+	}
+	const limit = 16 << 20
+	n := startNode(t, func(c *Config) {
+		c.OutboxLimit = 256 << 10
+		c.OutboxTotalLimit = limit
+		c.MaxInboundRate = 0
+		c.WriteTimeout = time.Minute // the byte limits act, not the write timeout
+	})
+	tok := n.createToken("fleet", 0)
+	n.grant(tok, n.createTag("tele/#"), "readwrite")
+	const subs = 2000
+	dialer := ws.Dialer{Timeout: 10 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		return d.DialContext(ctx, network, addr)
+	}, Header: ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Token " + tok.Token}, "Tag": {"tele/#"}})}
+	for range subs {
+		conn, _, _, err := dialer.Dial(context.Background(), n.seedURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+	}
+	pub := n.dialOK(t, tok.Token, "tele/pub")
+	done := make(chan error, 1)
+	go func() { done <- publishBurst(t, pub, "tele/x", 0, 400, 4096) }()
+	peak := 0.0
+	deadline := time.After(60 * time.Second)
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		case <-deadline:
+			t.Fatal("the publisher was not released within 60s")
+		case <-time.After(50 * time.Millisecond):
+		}
+		peak = max(peak, n.metric("gatecast_ws_outbox_bytes"))
+	}
+	// The hard bound: 1.25 × the limit, plus one first frame per connection.
+	if bound := float64(limit + limit/4 + subs*(4096+256)); peak > bound {
+		t.Fatalf("pending output peaked at %.1f MiB, over the %d MiB total limit (+ one frame per connection)", peak/(1<<20), limit>>20)
+	}
+	if n.metric("gatecast_ws_frames_dropped_total", "reason", "outbox_total") == 0 {
+		t.Fatal("the total limit never acted")
+	}
+	t.Logf("pending output peaked at %.1f MiB (limit %d MiB); dropped at the total limit: %v", peak/(1<<20), limit>>20,
+		n.metric("gatecast_ws_frames_dropped_total", "reason", "outbox_total"))
 }
