@@ -46,7 +46,7 @@ const (
 	DefaultOutboxLimit      = 8 << 20
 	DefaultInputBufferLimit = 256 << 10
 	DefaultInputTotalLimit  = 1 << 30
-	DefaultMaxInboundRate   = 20000
+	DefaultMaxInboundRate   = 100000
 	DefaultLagProbeInterval = 250 * time.Millisecond
 	DefaultInboundRateGrace = 3 * time.Second
 
