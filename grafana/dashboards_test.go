@@ -260,6 +260,11 @@ scrape_configs:
       - targets: ['%s', '%s']
 `, node.AdminAddr(), other.AdminAddr()))
 
+	// Hostile clients, once Prometheus scrapes: a non-reading subscriber
+	// fed a bulk publish and a ping flood trip the flow-control and
+	// inbound limits (see hostileTraffic).
+	waitHostile := hostileTraffic(t, api, node, fleet.Token)
+
 	type check struct{ where, query string }
 	var checks []check
 	// Liveness first: these prove the traffic above reached Prometheus, so
@@ -285,6 +290,18 @@ scrape_configs:
 		`gatecast_revocation_seconds_count{job="gatecast"} > 0`,
 		`gatecast_redis_request_seconds_count{job="gatecast"} > 0`,
 		`gatecast_revocation_barrier_seconds_count{job="gatecast",outcome="confirmed"} > 0`,
+		// hostileTraffic: the non-reading subscriber and its publisher.
+		`max_over_time(gatecast_ws_outbox_bytes{job="gatecast"}[1m]) > 0`,
+		`max_over_time(gatecast_ws_outbox_max_bytes{job="gatecast"}[1m]) > 0`,
+		`gatecast_ws_backlogs_total{job="gatecast"} > 0`,
+		`gatecast_producer_stalls_total{job="gatecast"} > 0`,
+		`gatecast_producer_stall_seconds_total{job="gatecast"} > 0`,
+		`gatecast_ws_frames_dropped_total{job="gatecast",reason="slow_consumer"} > 0`,
+		`gatecast_deliveries_dropped_total{job="gatecast"} > 0`,
+		`gatecast_ws_input_paused_total{job="gatecast"} > 0`,
+		// hostileTraffic: the ping flood.
+		`gatecast_ws_inbound_dropped_total{job="gatecast",reason="rate_limit"} > 0`,
+		`gatecast_ws_closes_total{job="gatecast",reason="rate_limit"} > 0`,
 	} {
 		checks = append(checks, check{"liveness", q})
 	}
@@ -328,6 +345,7 @@ scrape_configs:
 			t.Errorf("%s: query %s returned no data within %v (targets: %s)", c.where, c.query, queryDeadline, prom.targetsHealth())
 		}
 	}
+	waitHostile()
 	if received.Load() == 0 {
 		t.Error("no client received a published message")
 	}

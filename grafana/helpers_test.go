@@ -228,6 +228,12 @@ func startCluster(t *testing.T) []*server.Node {
 		cfg.CloseTimeout = 500 * time.Millisecond
 		cfg.Store, cfg.Redis, cfg.NodeID = dsn, redis, id
 		cfg.AdminKey = "grafana-test-admin-key"
+		// Small flow-control and inbound limits, so that the live test's
+		// hostile clients (hostileTraffic) really trip them; the regular
+		// traffic stays far below them.
+		cfg.OutboxLimit = testOutboxLimit
+		cfg.MaxInputBuffer = testInputBuffer
+		cfg.MaxInboundRate = testInboundRate
 		n, err := server.Start(cfg, nil)
 		if err != nil {
 			t.Fatalf("start node %s: %v", id, err)
