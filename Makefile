@@ -44,9 +44,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./topic ./proto ./acl ./broker ./netpoll
 
 ## bench-compare: the same scenarios (fan-in 200->1, fan-out 1->2000, 1->1
-## latency, 15,000 idle) against Gatecast, Mosquitto and NATS over WebSocket,
-## each in its own protocol; installs mosquitto and nats-server when missing
-## (root). Table on stdout, JSON in bin/bench-compare.json.
+## latency, 1->1 latency under fan-in load, 15,000 idle) against Gatecast,
+## Mosquitto and NATS over WebSocket, each in its own protocol, brokers and
+## harness pinned to separate CPUs with taskset (2 CPUs or more); installs
+## mosquitto and nats-server when missing (root). Table on stdout, JSON in
+## bin/bench-compare.json.
 bench-compare: build
 	./$(BIN) bench compare --gatecast $(BIN) --json bin/bench-compare.json
 

@@ -24,7 +24,29 @@ type Instance struct {
 	Proto   Protocol // dials this instance
 	PID     int      // the process whose VmRSS and CPU time are read from /proc
 	Version string
-	stop    func() error
+	// CPUs is how many CPUs the process may run on (its affinity, read by
+	// Run from /proc/PID/status): the unit of its CPU percentages.
+	CPUs int
+	stop func() error
+}
+
+// Launcher is how broker processes are started: in throwaway directories
+// under Dir, and, when Taskset and CPUs are set, under `taskset -c CPUs`
+// (taskset sets the affinity and executes the broker, which keeps the PID,
+// so the broker and every thread it starts run on those CPUs only and a Go
+// broker sizes GOMAXPROCS to them).
+type Launcher struct {
+	Dir     string
+	Taskset string // the taskset binary; "" runs unpinned
+	CPUs    string // taskset -c list, e.g. "1"
+}
+
+func (l Launcher) start(name, bin string, args, env []string, dir, logPath string) (*process, error) {
+	if l.Taskset != "" && l.CPUs != "" {
+		args = append([]string{"-c", l.CPUs, bin}, args...)
+		bin = l.Taskset
+	}
+	return startProcess(name, bin, args, env, dir, logPath)
 }
 
 // Stop stops the instance (for a process: SIGTERM to its PID, then
@@ -108,15 +130,15 @@ func probe(ctx context.Context, p Protocol) error {
 }
 
 // GatecastProcess starts `BIN serve` on two random loopback ports (data
-// plane and admin API) with a fresh data directory under workDir and its
+// plane and admin API) with a fresh data directory under l.Dir and its
 // defaults plus extraArgs (e.g. --outbox-limit 1024), creates a token with a
 // readwrite grant on bench/# through the admin API and speaks the seed
 // protocol with it.
-func GatecastProcess(bin, workDir string, extraArgs ...string) Broker {
+func GatecastProcess(bin string, l Launcher, extraArgs ...string) Broker {
 	return Broker{Name: "gatecast", Start: func(ctx context.Context) (*Instance, error) {
 		version := commandOutput(bin, "version")
 		return launch(ctx, "gatecast", func(int) (*process, func(context.Context) (*Instance, error), error) {
-			dir, err := os.MkdirTemp(workDir, "gatecast-")
+			dir, err := os.MkdirTemp(l.Dir, "gatecast-")
 			if err != nil {
 				return nil, nil, err
 			}
@@ -132,7 +154,7 @@ func GatecastProcess(bin, workDir string, extraArgs ...string) Broker {
 			// is not visible in the process list.
 			args := append([]string{"serve", "--data-dir", dir, "--listen", wsAddr,
 				"--admin-listen", "127.0.0.1:" + strconv.Itoa(adminPort), "--log-level", "warn"}, extraArgs...)
-			p, err := startProcess("gatecast", bin, args,
+			p, err := l.start("gatecast", bin, args,
 				append(os.Environ(), "GATECAST_ADMIN_KEY="+key), dir, filepath.Join(dir, "gatecast.log"))
 			if err != nil {
 				return nil, nil, err
@@ -165,11 +187,11 @@ func GatecastProcess(bin, workDir string, extraArgs ...string) Broker {
 // sockets", eclipse-mosquitto/mosquitto#2284), so the configuration also
 // has a plain MQTT listener on another loopback port, unused by the
 // harness. TCP_NODELAY is enabled as Gatecast and NATS do.
-func MosquittoProcess(bin, workDir string) Broker {
+func MosquittoProcess(bin string, l Launcher) Broker {
 	return Broker{Name: "mosquitto", Start: func(ctx context.Context) (*Instance, error) {
 		version := firstLine(commandOutput(bin, "-h"))
 		return launch(ctx, "mosquitto", func(int) (*process, func(context.Context) (*Instance, error), error) {
-			dir, err := os.MkdirTemp(workDir, "mosquitto-")
+			dir, err := os.MkdirTemp(l.Dir, "mosquitto-")
 			if err != nil {
 				return nil, nil, err
 			}
@@ -202,7 +224,7 @@ max_connections -1
 			// Mosquitto started as root drops to the mosquitto user after
 			// reading its configuration; its directory must stay readable.
 			os.Chmod(dir, 0o755)
-			p, err := startProcess("mosquitto", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "mosquitto.log"))
+			p, err := l.start("mosquitto", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "mosquitto.log"))
 			if err != nil {
 				return nil, nil, err
 			}
@@ -221,11 +243,11 @@ max_connections -1
 // WebSocket listener (no TLS) on random loopback ports, a connection limit
 // above any scenario's and a 10 s write deadline; everything else is the
 // server's default.
-func NATSProcess(bin, workDir string) Broker {
+func NATSProcess(bin string, l Launcher) Broker {
 	return Broker{Name: "nats", Start: func(ctx context.Context) (*Instance, error) {
 		version := commandOutput(bin, "--version")
 		return launch(ctx, "nats", func(int) (*process, func(context.Context) (*Instance, error), error) {
-			dir, err := os.MkdirTemp(workDir, "nats-")
+			dir, err := os.MkdirTemp(l.Dir, "nats-")
 			if err != nil {
 				return nil, nil, err
 			}
@@ -247,7 +269,7 @@ websocket {
 			if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 				return nil, nil, err
 			}
-			p, err := startProcess("nats-server", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "nats.log"))
+			p, err := l.start("nats-server", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "nats.log"))
 			if err != nil {
 				return nil, nil, err
 			}

@@ -33,12 +33,16 @@ func RunCompareCLI(ctx context.Context, args []string, stdout, stderr io.Writer)
 	mosquittoBin := fs.String("mosquitto", "", "mosquitto binary (default: found in PATH or /usr/sbin, installed with apt-get when missing)")
 	natsBin := fs.String("nats-server", "", "nats-server binary (default: found in PATH or /usr/sbin, installed with apt-get when missing)")
 	brokersFlag := fs.String("brokers", "gatecast,mosquitto,nats", "brokers to measure, comma-separated")
-	scenarios := fs.String("scenarios", strings.Join(cfg.Scenarios, ","), "scenarios to run, comma-separated: fanout, fanin, latency, idle")
+	scenarios := fs.String("scenarios", strings.Join(cfg.Scenarios, ","), "scenarios to run, comma-separated: fanout, fanin, latency, loaded (latency under fan-in load; needs fanin before it), idle")
 	install := fs.Bool("install", true, "install missing peers with apt-get when running as root")
 	jsonPath := fs.String("json", "", "write every figure as JSON to this file")
 	workDir := fs.String("work-dir", "", "directory for the brokers' throwaway data, configuration and logs (default: a new temporary directory, removed at the end)")
 	keep := fs.Bool("keep", false, "keep the work directory (broker logs) at the end")
 	nofile := fs.Uint64("nofile", 20000, "open-file limit (soft RLIMIT_NOFILE) of the harness and of every broker, capped by the hard limit")
+	allowed, _ := allowedCPUs()
+	pin := fs.Bool("pin", len(allowed) >= 2, "run every broker under taskset on --broker-cpus and the harness on --harness-cpus (default on with 2 CPUs or more; without taskset the run is unpinned and the report says so)")
+	brokerCPUs := fs.String("broker-cpus", "", "with --pin: CPUs of every broker, a taskset list such as 1 or 2-3 (default: the upper half of the CPUs this process may use, rounded down)")
+	harnessCPUs := fs.String("harness-cpus", "", "with --pin: CPUs of the harness (default: the CPUs the brokers do not get)")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "message size in bytes (the JSON payload with the send time)")
 	fs.IntVar(&cfg.DialConcurrency, "dial-concurrency", cfg.DialConcurrency, "connections dialled at once")
 	fs.DurationVar(&cfg.Step, "step", cfg.Step, "publishing time of each step of the fan-out and fan-in rate ladders")
@@ -52,6 +56,7 @@ func RunCompareCLI(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&cfg.FanInMessages, "fanin-messages", cfg.FanInMessages, "fan-in burst: messages of all publishers together, sent as fast as possible")
 	fs.IntVar(&cfg.LatencyRate, "latency-rate", cfg.LatencyRate, "1→1 latency: msg/s")
 	fs.IntVar(&cfg.LatencyMessages, "latency-messages", cfg.LatencyMessages, "1→1 latency: messages")
+	fs.Float64Var(&cfg.LoadShare, "load-share", cfg.LoadShare, "latency under load: the background fan-in runs at this share of the broker's sustained fan-in rate measured by the same run")
 	fs.IntVar(&cfg.IdleConns, "idle-conns", cfg.IdleConns, "idle connections")
 	fs.DurationVar(&cfg.IdleHold, "idle-hold", cfg.IdleHold, "how long the idle connections are held before memory is read")
 	fs.Usage = func() {
@@ -90,6 +95,26 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 	if len(names) == 0 {
 		fmt.Fprintln(stderr, "gatecast bench compare: --brokers is empty")
 		return 2
+	}
+	pinning := &Pinning{}
+	var pinBroker, pinHarnessCPUs []int
+	switch {
+	case *pin:
+		if pinBroker, pinHarnessCPUs, err = choosePinning(allowed, *brokerCPUs, *harnessCPUs); err != nil {
+			fmt.Fprintln(stderr, "gatecast bench compare:", err)
+			return 2
+		}
+		if pinning.Taskset = findTaskset(); pinning.Taskset == "" {
+			pinning.Note = "taskset (util-linux) not found: brokers and harness ran unpinned, sharing every CPU"
+			pinBroker, pinHarnessCPUs = nil, nil
+		}
+	case *brokerCPUs != "" || *harnessCPUs != "":
+		fmt.Fprintln(stderr, "gatecast bench compare: --broker-cpus and --harness-cpus need --pin")
+		return 2
+	case len(allowed) < 2:
+		pinning.Note = "unpinned: this process may use 1 CPU only, shared by the brokers and the harness"
+	default:
+		pinning.Note = "unpinned (--pin=false): brokers and harness shared every CPU"
 	}
 
 	limit, err := SetOpenFileLimit(*nofile)
@@ -133,6 +158,10 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 		fmt.Fprintln(stderr, "gatecast bench compare:", err)
 		return 1
 	}
+	launcher := Launcher{Dir: dir}
+	if pinBroker != nil {
+		launcher.Taskset, launcher.CPUs = pinning.Taskset, formatCPUList(pinBroker)
+	}
 	var brokers []Broker
 	for _, n := range names {
 		switch n {
@@ -146,33 +175,49 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 				fmt.Fprintf(stderr, "gatecast bench compare: %v (build it with `make build`, or pass --gatecast PATH)\n", err)
 				return 1
 			}
-			brokers = append(brokers, GatecastProcess(bin, dir, strings.Fields(*gatecastArgs)...))
+			brokers = append(brokers, GatecastProcess(bin, launcher, strings.Fields(*gatecastArgs)...))
 		case "mosquitto":
 			bin := *mosquittoBin
 			if bin == "" {
 				bin = paths["mosquitto"]
 			}
-			brokers = append(brokers, MosquittoProcess(bin, dir))
+			brokers = append(brokers, MosquittoProcess(bin, launcher))
 		case "nats":
 			bin := *natsBin
 			if bin == "" {
 				bin = paths["nats-server"]
 			}
-			brokers = append(brokers, NATSProcess(bin, dir))
+			brokers = append(brokers, NATSProcess(bin, launcher))
 		default:
 			fmt.Fprintf(stderr, "gatecast bench compare: unknown broker %q (gatecast, mosquitto, nats)\n", n)
 			return 2
 		}
 	}
 
-	fmt.Fprintf(stderr, "open-file limit %d for the harness and every broker; %d CPUs\n", limit, host().CPUs)
+	if pinBroker != nil {
+		restore, err := pinHarness(pinHarnessCPUs)
+		if err != nil {
+			fmt.Fprintln(stderr, "gatecast bench compare: pinning the harness:", err)
+			return 1
+		}
+		defer func() {
+			if err := restore(); err != nil {
+				fmt.Fprintln(stderr, "gatecast bench compare: restoring the CPU affinity:", err)
+			}
+		}()
+		pinning.Enabled = true
+		pinning.BrokerCPUs, pinning.HarnessCPUs = launcher.CPUs, formatCPUList(pinHarnessCPUs)
+	}
+	fmt.Fprintf(stderr, "open-file limit %d for the harness and every broker; %d CPUs; %s\n", limit, host().CPUs, pinning.describe())
 	rep, runErr := Run(ctx, cfg, brokers, stderr)
 	if rep == nil {
 		fmt.Fprintln(stderr, "gatecast bench compare:", runErr)
 		return 1
 	}
+	rep.Host.Pinning = pinning
 	fmt.Fprintf(stdout, "gatecast bench compare — %d CPUs, Linux %s, %s, open-file limit %d, %.0f s, load average %s before, %s after\n",
 		rep.Host.CPUs, rep.Host.Kernel, rep.Host.GoVersion, rep.Host.OpenFileLimit, rep.Seconds, rep.Host.LoadBefore, rep.Host.LoadAfter)
+	fmt.Fprintf(stdout, "  %s\n", pinning.describe())
 	for _, b := range rep.Brokers {
 		fmt.Fprintf(stdout, "  %-10s %-5s %s (max open files %d)\n", b.Broker, b.Protocol, b.Version, b.MaxOpenFiles)
 	}
@@ -210,6 +255,8 @@ func maxConns(cfg Config) int {
 			n = max(n, cfg.FanInPublishers+1)
 		case "latency":
 			n = max(n, 2)
+		case "loaded":
+			n = max(n, cfg.FanInPublishers+1+2)
 		case "idle":
 			n = max(n, cfg.IdleConns)
 		}
@@ -245,4 +292,12 @@ func joinInts(v []int) string {
 		s[i] = strconv.Itoa(x)
 	}
 	return strings.Join(s, ",")
+}
+
+// describe is one line for the report's header.
+func (p *Pinning) describe() string {
+	if p.Enabled {
+		return fmt.Sprintf("pinned with taskset: brokers on CPU %s, harness on CPU %s", p.BrokerCPUs, p.HarnessCPUs)
+	}
+	return p.Note
 }

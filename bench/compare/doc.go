@@ -8,8 +8,13 @@
 // one small interface (Protocol dials and subscribes, Conn publishes and
 // decodes deliveries into topic + payload); the throwaway broker processes
 // of a run (started on random loopback ports in a temporary directory and
-// stopped by their PID); the scenarios (fan-in, fan-out, 1→1 latency, idle
-// connections) and the report (plain-text tables and JSON).
+// stopped by their PID, under taskset on CPUs of their own when the run is
+// pinned, while the harness pins its threads to the others); the scenarios
+// (fan-in, fan-out, 1→1 latency, 1→1 latency under a fan-in load at a share
+// of the capacity the same run measured, idle connections); and the report
+// (plain-text tables and JSON), where every run carries the broker's CPU
+// use and the harness's own, so that a figure the harness could not drive
+// further is marked harness-bound rather than credited to the broker.
 //
 // It must not know Gatecast's internals: Gatecast is reached, like the
 // peers, only over the network (the WebSocket endpoint and the admin HTTP

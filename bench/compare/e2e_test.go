@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,12 +68,12 @@ func inProcessGatecast(t *testing.T) Broker {
 // tinyConfig is every scenario at a scale that runs in seconds.
 func tinyConfig() Config {
 	return Config{
-		Size: 64, DialConcurrency: 8, Warmup: 15 * time.Second, Quiet: 2 * time.Second, Step: 200 * time.Millisecond,
+		Size: 64, DialConcurrency: 8, Warmup: 15 * time.Second, Quiet: 2 * time.Second, Step: 300 * time.Millisecond,
 		FanOutSubscribers: 5, FanOutRates: []int{100, 200}, FanOutMessages: 20,
 		FanInPublishers: 3, FanInRates: []int{300}, FanInMessages: 60,
-		LatencyRate: 200, LatencyMessages: 20,
+		LatencyRate: 200, LatencyMessages: 20, LoadShare: 0.5,
 		IdleConns: 20, IdleHold: 100 * time.Millisecond,
-		Scenarios: []string{"fanout", "fanin", "latency", "idle"},
+		Scenarios: []string{"fanout", "fanin", "latency", "loaded", "idle"},
 	}
 }
 
@@ -103,7 +105,8 @@ func TestCompareAgainstRealBrokers(t *testing.T) {
 	mosq, natsBin := peer(t, "mosquitto"), peer(t, "nats-server")
 	dir := t.TempDir()
 	var tracked pidTracker
-	brokers := []Broker{inProcessGatecast(t), tracked.wrap(MosquittoProcess(mosq, dir)), tracked.wrap(NATSProcess(natsBin, dir))}
+	l := Launcher{Dir: dir}
+	brokers := []Broker{inProcessGatecast(t), tracked.wrap(MosquittoProcess(mosq, l)), tracked.wrap(NATSProcess(natsBin, l))}
 	cfg := tinyConfig()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -125,28 +128,54 @@ func TestCompareAgainstRealBrokers(t *testing.T) {
 				d.Disconnected != 0 || d.P99Ms <= 0 || d.MaxMs < d.P50Ms || d.DeliveredPerSecond <= 0 {
 				t.Fatalf("%s %s: %+v", b.Broker, what, *d)
 			}
+			// The CPU figures of both sides are there (their size is the
+			// machine's business).
+			if d.BrokerCPUs < 1 || d.HarnessCPUs < 1 || d.ActiveSeconds <= 0 || d.PublishSeconds <= 0 ||
+				d.BrokerCPUPercent < 0 || d.HarnessCPUPercent < 0 || d.HarnessCPUSeconds < 0 || d.SentPerSecond <= 0 {
+				t.Fatalf("%s %s: CPU and publishing figures missing: %+v", b.Broker, what, *d)
+			}
 		}
 		if len(b.FanOutSteps) == 0 {
 			t.Fatalf("%s: no fan-out steps", b.Broker)
 		}
-		lossless("fan-out step 1", &b.FanOutSteps[0], 20, 5) // 100 msg/s for 200 ms
+		lossless("fan-out step 1", &b.FanOutSteps[0], 30, 5) // 100 msg/s for 300 ms
 		lossless("fan-out burst", b.FanOutBurst, 20, 5)
-		lossless("fan-in step 1", &b.FanInSteps[0], 60, 1) // 300 msg/s for 200 ms from 3 publishers
+		lossless("fan-in step 1", &b.FanInSteps[0], 90, 1) // 300 msg/s for 300 ms from 3 publishers
 		lossless("fan-in burst", b.FanInBurst, 60, 1)
 		lossless("latency", b.Latency, 20, 1)
+		for _, d := range append(append([]Delivery(nil), b.FanOutSteps...), b.FanInSteps...) {
+			if d.Verdict == "" || d.Sustained != (d.Verdict == "ok") || d.AchievedPercent <= 0 {
+				t.Fatalf("%s: ladder step without a verdict or achieved rate: %+v", b.Broker, d)
+			}
+		}
+		// Latency under load ran at half the fan-in rate the ladder
+		// sustained (300 msg/s): 150 msg/s from 3 publishers for the
+		// 100 ms stream plus 2 × 500 ms around it = 55 messages each.
+		if b.FanInBest == nil || b.FanInBest.OfferedRate != 300 || b.FanInLimit != "top" {
+			t.Fatalf("%s: fan-in ladder %+v, limit %q", b.Broker, b.FanInSteps, b.FanInLimit)
+		}
+		lossless("latency under load", b.LoadedLatency, 20, 1)
+		lossless("background fan-in", b.LoadedFanIn, 165, 1)
+		if b.LoadedFanIn.OfferedRate != 150 || b.LoadedFanIn.Publishers != 3 {
+			t.Fatalf("%s background fan-in: %+v", b.Broker, *b.LoadedFanIn)
+		}
+		// The background ran all along the stream.
+		if b.LoadedFanIn.PublishSeconds <= b.LoadedLatency.PublishSeconds {
+			t.Fatalf("%s: background fan-in published for %.3f s, the stream for %.3f s", b.Broker, b.LoadedFanIn.PublishSeconds, b.LoadedLatency.PublishSeconds)
+		}
 		if b.Idle == nil || b.Idle.Open != 20 || b.Idle.RSSBefore <= 0 || b.Idle.RSSAfter <= 0 {
 			t.Fatalf("%s idle: %+v", b.Broker, b.Idle)
 		}
-		if b.Broker != "gatecast" && (b.MaxOpenFiles <= 0 || b.Version == "") {
-			t.Fatalf("%s: open-file limit %d, version %q", b.Broker, b.MaxOpenFiles, b.Version)
+		if b.Broker != "gatecast" && (b.MaxOpenFiles <= 0 || b.Version == "" || b.CPUs == "") {
+			t.Fatalf("%s: open-file limit %d, version %q, CPUs %q", b.Broker, b.MaxOpenFiles, b.Version, b.CPUs)
 		}
 	}
 	if p := rep.Brokers[1].Protocol + "," + rep.Brokers[2].Protocol; p != "mqtt,nats" {
 		t.Fatalf("protocols %s", p)
 	}
 	// Every peer process was stopped and reaped: its PID no longer exists.
-	if len(tracked.pids) != 2*6 {
-		t.Fatalf("%d peer instances started, want 12 (6 scenario parts × 2 peers)", len(tracked.pids))
+	if len(tracked.pids) != 2*7 {
+		t.Fatalf("%d peer instances started, want 14 (7 scenario parts × 2 peers)", len(tracked.pids))
 	}
 	for _, pid := range tracked.pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
@@ -157,7 +186,9 @@ func TestCompareAgainstRealBrokers(t *testing.T) {
 	var out bytes.Buffer
 	WriteTables(&out, rep)
 	for _, want := range []string{"Fan-out: 1 publisher → 5 subscribers", "Fan-in: 3 publishers", "Latency: 1 → 1",
-		"Idle: 20 connections", "gatecast/mosquitto", "gatecast/nats", "Goals (docs/PERFORMANCE.md)", "×"} {
+		"Latency under load: 1 → 1 at 200 msg/s, 20 messages, while 3 publishers → 1 subscriber run at 50 %",
+		"background fan-in: offered, msg/s", "Fan-in ladder, 300ms per step", "harness CPU, % of its CPUs",
+		"Idle: 20 connections", "gatecast/mosquitto", "gatecast/nats", "gatecast/best peer", "Goals (docs/PERFORMANCE.md)", "×"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("tables lack %q:\n%s", want, out.String())
 		}
@@ -182,8 +213,25 @@ func TestCompareCLI(t *testing.T) {
 	args := []string{"--brokers", "mosquitto,nats", "--scenarios", "fanout,latency", "--fanout-subs", "3",
 		"--fanout-rates", "50", "--fanout-messages", "10", "--step", "200ms", "--quiet", "2s",
 		"--latency-rate", "100", "--latency-messages", "10", "--json", jsonPath}
+	// With two CPUs or more and taskset, the brokers run on the last CPU
+	// and the harness on the first; the harness's affinity is given back
+	// at the end.
+	allowed, err := allowedCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := len(allowed) >= 2 && findTaskset() != ""
+	brokerCPU, harnessCPU := strconv.Itoa(allowed[len(allowed)-1]), strconv.Itoa(allowed[0])
+	if pinned {
+		args = append(args, "--pin", "--broker-cpus", brokerCPU, "--harness-cpus", harnessCPU)
+	} else {
+		args = append(args, "--pin=false")
+	}
 	if code := RunCompareCLI(context.Background(), args, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if after, err := allowedCPUs(); err != nil || !slices.Equal(after, allowed) {
+		t.Fatalf("CPU affinity after the run: %v (%v), before %v", after, err, allowed)
 	}
 	if !strings.Contains(stdout.String(), "Fan-out: 1 publisher → 3 subscribers") || !strings.Contains(stdout.String(), "mosquitto") {
 		t.Fatalf("stdout:\n%s", stdout.String())
@@ -194,8 +242,25 @@ func TestCompareCLI(t *testing.T) {
 	}
 	var rep Report
 	if err := json.Unmarshal(raw, &rep); err != nil || len(rep.Brokers) != 2 || rep.Brokers[1].Latency == nil ||
-		rep.Brokers[1].Latency.Delivered != 10 {
+		rep.Brokers[1].Latency.Delivered != 10 || rep.Host.Pinning == nil {
 		t.Fatalf("JSON report: %v\n%s", err, raw)
+	}
+	if pinned {
+		p := rep.Host.Pinning
+		if !p.Enabled || p.BrokerCPUs != brokerCPU || p.HarnessCPUs != harnessCPU || rep.Host.HarnessCPUs != harnessCPU {
+			t.Fatalf("pinning %+v, harness CPUs %q", *p, rep.Host.HarnessCPUs)
+		}
+		for _, b := range rep.Brokers {
+			// Read from the broker's /proc/PID/status: taskset took effect.
+			if b.CPUs != brokerCPU || b.Latency.BrokerCPUs != 1 || b.Latency.HarnessCPUs != 1 {
+				t.Fatalf("%s ran on CPUs %q (%d), harness on %d; want broker on %s", b.Broker, b.CPUs, b.Latency.BrokerCPUs, b.Latency.HarnessCPUs, brokerCPU)
+			}
+		}
+		if !strings.Contains(stdout.String(), "pinned with taskset: brokers on CPU "+brokerCPU+", harness on CPU "+harnessCPU) {
+			t.Fatalf("stdout does not say how the run was pinned:\n%s", stdout.String())
+		}
+	} else if rep.Host.Pinning.Enabled || !strings.Contains(stdout.String(), "unpinned") {
+		t.Fatalf("pinning %+v\nstdout:\n%s", *rep.Host.Pinning, stdout.String())
 	}
 
 	for _, tc := range []struct {
@@ -210,12 +275,26 @@ func TestCompareCLI(t *testing.T) {
 		{[]string{"--size", "8"}, 2, "message size"},
 		{[]string{"--brokers", "gatecast", "--gatecast", filepath.Join(t.TempDir(), "none")}, 1, "make build"},
 		{[]string{"extra"}, 2, "unexpected argument"},
+		{[]string{"--scenarios", "loaded"}, 2, "loaded needs fanin"},
+		{[]string{"--load-share", "1.5"}, 2, "load share"},
+		{[]string{"--pin=false", "--broker-cpus", "0"}, 2, "need --pin"},
+		{[]string{"--pin", "--broker-cpus", "x"}, 2, pinErr("--broker-cpus: bad CPU list")},
+		{[]string{"--pin", "--broker-cpus", "0", "--harness-cpus", "0"}, 2, pinErr("share CPU 0")},
 	} {
 		stderr.Reset()
 		if code := RunCompareCLI(context.Background(), tc.args, &stdout, &stderr); code != tc.code || !strings.Contains(stderr.String(), tc.msg) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr.String(), tc.code, tc.msg)
 		}
 	}
+}
+
+// pinErr is the error a pinning flag test expects: on one CPU, pinning is
+// refused before the flags' values are looked at.
+func pinErr(msg string) string {
+	if c, err := allowedCPUs(); err == nil && len(c) < 2 {
+		return "pinning needs at least 2 CPUs"
+	}
+	return msg
 }
 
 // The gatecast binary given on the command line — relative, as `make

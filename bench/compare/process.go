@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -129,13 +130,64 @@ func spawn(cmd *exec.Cmd) error {
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago; a
 // broker may still lose the race for it, and its launcher then retries.
+//
+// The port is taken below the kernel's ephemeral range when there is room
+// (from 10,000 up), and only if a socket without SO_REUSEADDR can bind it:
+// a port of the ephemeral range may be the local port of some client
+// connection, and once that connection is in TIME_WAIT a listener that
+// does not set SO_REUSEADDR (Mosquitto's WebSocket listener, through
+// libwebsockets) cannot bind it — on a machine where load tests leave
+// thousands of TIME_WAIT sockets, most random ephemeral ports.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	lo, _ := ephemeralPorts()
+	for attempt := 0; attempt < 200; attempt++ {
+		var port int
+		if lo > minPort+1000 {
+			port = minPort + rand.IntN(lo-minPort)
+		} else {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, err
+			}
+			port = l.Addr().(*net.TCPAddr).Port
+			l.Close()
+		}
+		if bindable(port) {
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free TCP port on 127.0.0.1 found in 200 attempts")
+}
+
+// minPort is the lowest port freePort picks.
+const minPort = 10000
+
+// ephemeralPorts is the kernel's range of local ports for outgoing
+// connections (net.ipv4.ip_local_port_range).
+func ephemeralPorts() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		f := strings.Fields(string(b))
+		if len(f) == 2 {
+			l, err1 := strconv.Atoi(f[0])
+			h, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil && l <= h {
+				return l, h
+			}
+		}
+	}
+	return 32768, 60999
+}
+
+// bindable reports whether a TCP socket without SO_REUSEADDR can bind
+// 127.0.0.1:port (then it is closed at once).
+func bindable(port int) bool {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer syscall.Close(fd)
+	return syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}) == nil
 }
 
 // addrInUse reports whether a broker log says its port was taken.
@@ -145,29 +197,38 @@ func addrInUse(log string) bool {
 		strings.Contains(l, "unable to create websockets listener")
 }
 
-// procStatusKB reads a "Name:   N kB" field of /proc/PID/status in bytes.
-func procStatusKB(pid int, field string) (int64, error) {
+// procStatusField reads the value of a "Name:	value" field of
+// /proc/PID/status, trimmed.
+func procStatusField(pid int, field string) (string, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != field {
-			continue
+		if ok && name == field {
+			return strings.TrimSpace(val), nil
 		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(val), " kB"), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/status %s: %w", pid, field, err)
-		}
-		return kb << 10, nil
 	}
 	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("/proc/%d/status has no %s", pid, field)
+}
+
+// procStatusKB reads a "Name:   N kB" field of /proc/PID/status in bytes.
+func procStatusKB(pid int, field string) (int64, error) {
+	val, err := procStatusField(pid, field)
+	if err != nil {
 		return 0, err
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
+	kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(val, "kB")), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/status %s: %w", pid, field, err)
+	}
+	return kb << 10, nil
 }
 
 // processRSS is the resident set size (VmRSS) of pid in bytes.

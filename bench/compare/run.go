@@ -2,6 +2,7 @@ package compare
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,10 @@ type Host struct {
 	// the figures are only comparable on an otherwise idle machine.
 	LoadBefore string `json:"load_before"`
 	LoadAfter  string `json:"load_after"`
+	// HarnessCPUs is the CPUs the harness ran on (its affinity during the
+	// run); Pinning, set by the command line, how they were chosen.
+	HarnessCPUs string   `json:"harness_cpus"`
+	Pinning     *Pinning `json:"pinning,omitempty"`
 }
 
 // BrokerResult is one broker's figures. A scenario that failed has no
@@ -40,6 +45,7 @@ type BrokerResult struct {
 	Protocol     string `json:"protocol"`
 	Version      string `json:"version"`
 	MaxOpenFiles int64  `json:"max_open_files"` // the broker process's soft limit, from /proc/PID/limits
+	CPUs         string `json:"cpus"`           // CPUs the broker process could run on (Cpus_allowed_list)
 
 	FanOutSteps []Delivery `json:"fanout_steps,omitempty"`
 	FanOutBest  *Delivery  `json:"fanout_sustained,omitempty"` // highest sustained step
@@ -47,8 +53,18 @@ type BrokerResult struct {
 	FanInSteps  []Delivery `json:"fanin_steps,omitempty"`
 	FanInBest   *Delivery  `json:"fanin_sustained,omitempty"`
 	FanInBurst  *Delivery  `json:"fanin_burst,omitempty"`
-	Latency     *Delivery  `json:"latency,omitempty"`
-	Idle        *Idle      `json:"idle,omitempty"`
+	// FanOutLimit and FanInLimit say what ended each ladder: "broker",
+	// "harness" (the first step not sustained was harness-bound: the
+	// sustained figure is the harness's ceiling), "top" (every step was
+	// sustained: a lower bound), "" (unknown).
+	FanOutLimit string    `json:"fanout_limit,omitempty"`
+	FanInLimit  string    `json:"fanin_limit,omitempty"`
+	Latency     *Delivery `json:"latency,omitempty"`
+	// LoadedLatency is the 1→1 stream of latency under load, LoadedFanIn
+	// the background fan-in it ran with.
+	LoadedLatency *Delivery `json:"loaded_latency,omitempty"`
+	LoadedFanIn   *Delivery `json:"loaded_fanin,omitempty"`
+	Idle          *Idle     `json:"idle,omitempty"`
 
 	Errors map[string]string `json:"errors,omitempty"` // scenario part → error
 }
@@ -66,6 +82,7 @@ func unitsOf(scenario string) []unit {
 			{"fanout-sustained", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
 				steps, err := fanOutLadder(ctx, inst, cfg)
 				res.FanOutSteps, res.FanOutBest = steps, best(steps)
+				res.FanOutLimit = ladderLimit(steps, cfg.FanOutRates, err)
 				return ladderSummary(steps), err
 			}},
 			{"fanout-burst", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
@@ -81,6 +98,7 @@ func unitsOf(scenario string) []unit {
 			{"fanin-sustained", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
 				steps, err := fanInLadder(ctx, inst, cfg)
 				res.FanInSteps, res.FanInBest = steps, best(steps)
+				res.FanInLimit = ladderLimit(steps, cfg.FanInRates, err)
 				return ladderSummary(steps), err
 			}},
 			{"fanin-burst", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
@@ -98,6 +116,17 @@ func unitsOf(scenario string) []unit {
 				res.Latency = &d
 			}
 			return deliverySummary(d), err
+		}}}
+	case "loaded":
+		return []unit{{"loaded", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
+			if res.FanInBest == nil {
+				return "", errors.New("no sustained fan-in rate was measured in this run: latency under load runs at a share of it")
+			}
+			stream, load, err := loadedLatency(ctx, inst, cfg, res.FanInBest.OfferedRate)
+			if err == nil {
+				res.LoadedLatency, res.LoadedFanIn = &stream, &load
+			}
+			return fmt.Sprintf("%s; background fan-in %s/s offered: %s", deliverySummary(stream), si(float64(load.OfferedRate)), deliverySummary(load)), err
 		}}}
 	case "idle":
 		return []unit{{"idle", func(ctx context.Context, inst *Instance, cfg *Config, res *BrokerResult) (string, error) {
@@ -127,9 +156,13 @@ func ladderSummary(steps []Delivery) string {
 	for _, d := range steps {
 		mark := "ok"
 		if !d.Sustained {
-			mark = "NOT sustained"
+			mark = "NOT sustained (" + d.Verdict + ")"
 		}
-		parts = append(parts, fmt.Sprintf("%d/s: %s %s", d.OfferedRate, deliverySummary(d), mark))
+		if d.HarnessBound {
+			mark += ", harness-bound"
+		}
+		parts = append(parts, fmt.Sprintf("%d/s: %s/s sent (%.1f %%), %s, broker CPU %.0f %%, harness CPU %.0f %%: %s",
+			d.OfferedRate, si(d.SentPerSecond), d.AchievedPercent, deliverySummary(d), d.BrokerCPUPercent, d.HarnessCPUPercent, mark))
 	}
 	return strings.Join(parts, "\n    ")
 }
@@ -200,6 +233,9 @@ func runUnit(ctx context.Context, b Broker, u unit, cfg *Config, res *BrokerResu
 		}
 	}()
 	res.Protocol = inst.Proto.Name()
+	if list, err := processCPUList(inst.PID); err == nil {
+		res.CPUs, inst.CPUs = list, cpuCount(list)
+	}
 	if inst.Version != "" {
 		res.Version = inst.Version
 	}
@@ -219,6 +255,9 @@ func host() Host {
 		h.OpenFileLimit = rl.Cur
 	}
 	h.LoadBefore = loadAvg()
+	if cpus, err := allowedCPUs(); err == nil {
+		h.HarnessCPUs = formatCPUList(cpus)
+	}
 	return h
 }
 

@@ -29,10 +29,17 @@ type Config struct {
 	LatencyRate     int `json:"latency_rate"`
 	LatencyMessages int `json:"latency_messages"`
 
+	// LoadShare: latency under load ("loaded") runs the 1→1 stream of
+	// LatencyRate and LatencyMessages while FanInPublishers publish to one
+	// subscriber at this share of the broker's sustained fan-in rate,
+	// measured by the fan-in ladder of the same run.
+	LoadShare float64 `json:"load_share"`
+
 	IdleConns int           `json:"idle_conns"`
 	IdleHold  time.Duration `json:"idle_hold_ns"`
 
-	// Scenarios to run, from "fanout", "fanin", "latency", "idle".
+	// Scenarios to run, from "fanout", "fanin", "latency", "loaded",
+	// "idle"; "loaded" needs "fanin" before it.
 	Scenarios []string `json:"scenarios"`
 }
 
@@ -48,13 +55,15 @@ func DefaultConfig() Config {
 		FanOutRates:       []int{50, 100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000},
 		FanOutMessages:    1000,
 		FanInPublishers:   200,
-		FanInRates:        []int{10000, 20000, 40000, 60000, 80000, 100000, 125000, 150000, 200000, 250000, 300000, 400000, 500000, 600000, 800000, 1000000},
-		FanInMessages:     200000,
-		LatencyRate:       1000,
-		LatencyMessages:   5000,
-		IdleConns:         15000,
-		IdleHold:          10 * time.Second,
-		Scenarios:         []string{"fanout", "fanin", "latency", "idle"},
+		FanInRates: []int{10000, 20000, 40000, 60000, 80000, 100000, 125000, 150000, 200000, 250000, 300000, 400000,
+			500000, 600000, 800000, 1000000, 1250000, 1500000, 2000000, 2500000, 3000000},
+		FanInMessages:   200000,
+		LatencyRate:     1000,
+		LatencyMessages: 5000,
+		LoadShare:       0.5,
+		IdleConns:       15000,
+		IdleHold:        10 * time.Second,
+		Scenarios:       []string{"fanout", "fanin", "latency", "loaded", "idle"},
 	}
 }
 
@@ -70,6 +79,7 @@ func (c Config) Validate() error {
 	if c.Warmup <= 0 || c.Quiet <= 0 || c.Step <= 0 {
 		errs = append(errs, errors.New("warm-up limit, quiet time and step must be positive"))
 	}
+	seen := map[string]bool{}
 	for _, s := range c.Scenarios {
 		switch s {
 		case "fanout":
@@ -86,13 +96,24 @@ func (c Config) Validate() error {
 			if c.LatencyRate < 1 || c.LatencyMessages < 1 {
 				errs = append(errs, errors.New("latency needs a positive rate and message count"))
 			}
+		case "loaded":
+			if c.LatencyRate < 1 || c.LatencyMessages < 1 {
+				errs = append(errs, errors.New("loaded needs a positive latency rate and message count"))
+			}
+			if !(c.LoadShare > 0 && c.LoadShare <= 1) {
+				errs = append(errs, fmt.Errorf("load share %v outside (0, 1]", c.LoadShare))
+			}
+			if !seen["fanin"] || len(c.FanInRates) == 0 {
+				errs = append(errs, errors.New("loaded needs fanin (with a ladder) before it in the scenarios: its load is a share of the fan-in rate the same run measured"))
+			}
 		case "idle":
 			if c.IdleConns < 1 || c.IdleHold < 0 {
 				errs = append(errs, errors.New("idle needs at least 1 connection and a hold ≥ 0"))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("unknown scenario %q (fanout, fanin, latency, idle)", s))
+			errs = append(errs, fmt.Errorf("unknown scenario %q (fanout, fanin, latency, loaded, idle)", s))
 		}
+		seen[s] = true
 	}
 	return errors.Join(errs...)
 }
@@ -124,9 +145,36 @@ type Delivery struct {
 	MaxMs              float64 `json:"max_ms"`
 	Disconnected       int64   `json:"disconnected"` // subscribers the broker closed during the run
 	ServerCPUSeconds   float64 `json:"server_cpu_seconds"`
-	// Sustained (ladder steps): every message delivered, no subscriber
-	// lost, and deliveries kept within 90 % of the offered rate.
+
+	// PublishSeconds is first publish → last publish written; paced runs:
+	// AchievedPercent is the rate the publishers achieved (SentPerSecond)
+	// as a share of the offered rate.
+	PublishSeconds  float64 `json:"publish_seconds"`
+	AchievedPercent float64 `json:"achieved_percent,omitempty"`
+	// ActiveSeconds is first publish → the last poll that saw a delivery
+	// (or the end of publishing): the window of the CPU percentages, which
+	// are shares of the CPUs each process may run on (BrokerCPUs,
+	// HarnessCPUs; 100 % = all of them busy).
+	ActiveSeconds     float64 `json:"active_seconds"`
+	BrokerCPUs        int     `json:"broker_cpus"`
+	BrokerCPUPercent  float64 `json:"broker_cpu_percent"`
+	HarnessCPUs       int     `json:"harness_cpus"`
+	HarnessCPUSeconds float64 `json:"harness_cpu_seconds"` // like ServerCPUSeconds: the whole run, wait included
+	HarnessCPUPercent float64 `json:"harness_cpu_percent"`
+	// HarnessBound: the harness used ≥ 95 % of its CPUs during the run, so
+	// the figure may be the harness's ceiling rather than the broker's.
+	HarnessBound bool `json:"harness_bound"`
+
+	// Sustained (ladder steps): at least 99.9 % delivered, no subscriber
+	// lost, the offered rate achieved by the publishers (within 5 %), and
+	// deliveries kept within 90 % of it (both with 20 ms of slack for
+	// scheduling). Verdict says why a step is not: "ok", "harness-bound"
+	// (the harness could not offer the rate), "pushed back" (the
+	// publishers could not write at the rate while the harness had CPU to
+	// spare: the broker slowed them), "lost", "late", "disconnected",
+	// "error".
 	Sustained bool   `json:"sustained"`
+	Verdict   string `json:"verdict,omitempty"`
 	Error     string `json:"error,omitempty"`
 }
 
@@ -138,6 +186,9 @@ type Idle struct {
 	RSSAfter         int64   `json:"rss_after_bytes"`
 	RSSPerConn       float64 `json:"rss_bytes_per_conn"`
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	// HarnessCPUSeconds: the harness's own CPU time over the same period
+	// (dialling, keep-alives).
+	HarnessCPUSeconds float64 `json:"harness_cpu_seconds"`
 }
 
 // readerSet is the reader goroutines of one rig: one per connection,
@@ -301,14 +352,21 @@ func closeConns(conns []*Conn) {
 // the seed protocol requires a subscription on every connection; the same
 // is done on every broker so that the connections are alike.
 func newRig(ctx context.Context, inst *Instance, cfg *Config, nSubs int, subFilter func(int) string, nPubs int, pubTopic func(int) string) (*rig, error) {
+	return newTaggedRig(ctx, inst, cfg, "", nSubs, subFilter, nPubs, pubTopic)
+}
+
+// newTaggedRig is newRig with tag in the client IDs and the publishers'
+// private topics, so that two rigs can share one broker: MQTT brokers
+// close the older of two connections with one client ID.
+func newTaggedRig(ctx context.Context, inst *Instance, cfg *Config, tag string, nSubs int, subFilter func(int) string, nPubs int, pubTopic func(int) string) (*rig, error) {
 	subs, err := dialMany(ctx, inst.Proto, cfg, nSubs,
-		func(i int) string { return "bench-sub-" + strconv.Itoa(i) }, subFilter)
+		func(i int) string { return "bench-sub-" + tag + strconv.Itoa(i) }, subFilter)
 	if err != nil {
 		return nil, fmt.Errorf("subscribers: %w", err)
 	}
 	pubs, err := dialMany(ctx, inst.Proto, cfg, nPubs,
-		func(i int) string { return "bench-pub-" + strconv.Itoa(i) },
-		func(i int) string { return "bench/pub/" + strconv.Itoa(i) })
+		func(i int) string { return "bench-pub-" + tag + strconv.Itoa(i) },
+		func(i int) string { return "bench/pub/" + tag + strconv.Itoa(i) })
 	if err != nil {
 		closeConns(subs)
 		return nil, fmt.Errorf("publishers: %w", err)
@@ -421,7 +479,6 @@ func (r *rig) deliver(ctx context.Context, pc pacing) (Delivery, error) {
 	d := Delivery{OfferedRate: pc.rate, Publishers: len(r.pubs), Subscribers: len(r.subs)}
 	st := &runStats{lat: newLatencyRecorder()}
 	closed0 := r.readers.closedN.Load()
-	cpu0, _ := processCPU(r.inst.PID)
 	r.readers.cur.Store(st)
 	defer r.readers.cur.Store(nil)
 
@@ -439,7 +496,8 @@ func (r *rig) deliver(ctx context.Context, pc pacing) (Delivery, error) {
 	if perRate > 0 {
 		period = max(pc.tick, time.Duration(float64(time.Second)/perRate))
 	}
-	start := time.Now()
+	s0 := r.sample(time.Now())
+	start := s0.at
 	for i, p := range r.pubs {
 		wg.Add(1)
 		offset := period * time.Duration(i) / time.Duration(len(r.pubs))
@@ -461,11 +519,18 @@ func (r *rig) deliver(ctx context.Context, pc pacing) (Delivery, error) {
 	d.Expected = d.Sent * int64(len(r.subs))
 
 	// Wait until everything has arrived, or nothing has for cfg.Quiet.
+	// The CPU times are sampled along the way (at most every 20 ms, when
+	// something arrived): the last sample ends the active window of the CPU
+	// percentages, so a quiet wait after a loss does not dilute them.
+	active := r.sample(pubEnd)
 	lastN, lastChange := st.delivered.Load(), time.Now()
 	for st.delivered.Load() < d.Expected {
 		now := time.Now()
 		if n := st.delivered.Load(); n != lastN {
 			lastN, lastChange = n, now
+			if now.Sub(active.at) >= cpuSampleEvery {
+				active = r.sample(now)
+			}
 		}
 		if now.Sub(lastChange) >= r.cfg.Quiet || now.Sub(pubEnd) >= deliveryBound {
 			break
@@ -474,14 +539,29 @@ func (r *rig) deliver(ctx context.Context, pc pacing) (Delivery, error) {
 			return d, err
 		}
 	}
+	if st.delivered.Load() >= d.Expected && st.delivered.Load() != lastN {
+		active = r.sample(time.Now())
+	}
 	r.readers.cur.Store(nil)
-	cpu1, _ := processCPU(r.inst.PID)
+	end := r.sample(time.Now())
 
 	d.Delivered = st.delivered.Load()
 	d.Disconnected = r.readers.closedN.Load() - closed0
-	d.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
+	d.ServerCPUSeconds = (end.broker - s0.broker).Seconds()
+	d.HarnessCPUSeconds = (end.harness - s0.harness).Seconds()
+	d.BrokerCPUs, d.HarnessCPUs = max(r.inst.CPUs, 1), selfCPUCount()
+	if a := active.at.Sub(start).Seconds(); a > 0 {
+		d.ActiveSeconds = a
+		d.BrokerCPUPercent = 100 * (active.broker - s0.broker).Seconds() / a / float64(d.BrokerCPUs)
+		d.HarnessCPUPercent = 100 * (active.harness - s0.harness).Seconds() / a / float64(d.HarnessCPUs)
+		d.HarnessBound = d.HarnessCPUPercent >= 100*harnessBoundShare
+	}
 	if pub := pubEnd.Sub(start).Seconds(); pub > 0 {
+		d.PublishSeconds = pub
 		d.SentPerSecond = float64(d.Sent) / pub
+		if pc.rate > 0 {
+			d.AchievedPercent = 100 * d.SentPerSecond / float64(pc.rate)
+		}
 	}
 	if last := st.last.Load(); last > 0 {
 		d.Seconds = time.Unix(0, last).Sub(start).Seconds()
@@ -501,6 +581,22 @@ func (r *rig) deliver(ctx context.Context, pc pacing) (Delivery, error) {
 		d.Error = fmt.Sprintf("%d subscribers disconnected, first: %v", d.Disconnected, r.readers.err())
 	}
 	return d, nil
+}
+
+// cpuSampleEvery is the most often deliver reads the CPU times while it
+// waits for deliveries.
+const cpuSampleEvery = 20 * time.Millisecond
+
+// cpuSample is the CPU time used so far by the broker and by the harness at
+// one moment.
+type cpuSample struct {
+	at              time.Time
+	broker, harness time.Duration
+}
+
+func (r *rig) sample(at time.Time) cpuSample {
+	b, _ := processCPU(r.inst.PID)
+	return cpuSample{at: at, broker: b, harness: selfCPU()}
 }
 
 // publishPaced sends count messages on c to topic at rate msg/s from
@@ -561,22 +657,77 @@ const (
 	throughputTick  = 5 * time.Millisecond
 	pacedBatch      = 64
 	unpacedBatch    = 16
-	sustainedShare  = 0.9
 	pauseAfterSteps = 300 * time.Millisecond
 )
+
+// What a sustained ladder step needs (see Delivery.Sustained).
+const (
+	deliveredShare = 0.999                 // of the expected deliveries
+	achievedShare  = 0.95                  // of the offered rate, by the publishers
+	sustainedShare = 0.9                   // of the offered rate, in deliveries
+	scheduleSlack  = 20 * time.Millisecond // added to both time bounds
+)
+
+// judgeStep sets d.Sustained and d.Verdict for a ladder step whose
+// publishers should have sent d.Sent messages in ideal (the step's length
+// at the offered rate).
+func judgeStep(d *Delivery, ideal time.Duration) {
+	bound := func(share float64) float64 { return ideal.Seconds()/share + scheduleSlack.Seconds() }
+	switch {
+	case d.Disconnected > 0:
+		d.Verdict = "disconnected"
+	case d.Error != "":
+		d.Verdict = "error"
+	case d.PublishSeconds > bound(achievedShare):
+		// The publishers wrote late: either the harness had no CPU left
+		// to offer the rate, or their writes were held back by the broker
+		// (TCP flow control).
+		d.Verdict = "pushed back"
+		if d.HarnessBound {
+			d.Verdict = "harness-bound"
+		}
+	case float64(d.Delivered) < deliveredShare*float64(d.Expected):
+		d.Verdict = "lost"
+	case d.Seconds > bound(sustainedShare):
+		d.Verdict = "late"
+	default:
+		d.Verdict = "ok"
+	}
+	d.Sustained = d.Verdict == "ok"
+}
+
+// ladderLimit says what ended a ladder: "top" (every step sustained: the
+// figures are a lower bound), "harness" (the step that was not sustained
+// was harness-bound), "broker", or "" (no step, or the ladder was cut
+// short by an error).
+func ladderLimit(steps []Delivery, rates []int, err error) string {
+	n := len(steps)
+	switch {
+	case n == 0 || err != nil:
+		return ""
+	case steps[n-1].Sustained:
+		if n == len(rates) {
+			return "top"
+		}
+		return ""
+	case steps[n-1].HarnessBound:
+		return "harness"
+	default:
+		return "broker"
+	}
+}
 
 // ladder runs the rate steps on one rig until a step is not sustained and
 // returns every step run.
 func (r *rig) ladder(ctx context.Context, rates []int, perPub func(rate int) int) ([]Delivery, error) {
 	var steps []Delivery
 	for _, rate := range rates {
-		d, err := r.deliver(ctx, pacing{rate: rate, perPub: perPub(rate), tick: throughputTick, batch: pacedBatch})
+		pp := perPub(rate)
+		d, err := r.deliver(ctx, pacing{rate: rate, perPub: pp, tick: throughputTick, batch: pacedBatch})
 		if err != nil {
 			return steps, err
 		}
-		want := float64(rate) * float64(len(r.subs))
-		d.Sustained = d.Error == "" && d.Delivered == d.Expected && d.Disconnected == 0 &&
-			d.DeliveredPerSecond >= sustainedShare*want
+		judgeStep(&d, time.Duration(float64(pp*len(r.pubs))/float64(rate)*float64(time.Second)))
 		steps = append(steps, d)
 		if !d.Sustained {
 			break
@@ -662,6 +813,55 @@ func latency1to1(ctx context.Context, inst *Instance, cfg *Config) (Delivery, er
 	return r.deliver(ctx, pacing{rate: cfg.LatencyRate, perPub: cfg.LatencyMessages, batch: 1})
 }
 
+// loadLead is how long the background fan-in of latency under load runs
+// before the 1→1 stream starts, and goes on after it ends.
+const loadLead = 500 * time.Millisecond
+
+// loadedLatency: the 1→1 stream of latency1to1 while cfg.FanInPublishers
+// publish to one wildcard subscriber at cfg.LoadShare of capacity, the
+// broker's sustained fan-in rate (msg/s). The fan-in starts loadLead
+// before the stream and ends loadLead after it. It returns the stream's
+// figures and the background's.
+func loadedLatency(ctx context.Context, inst *Instance, cfg *Config, capacity int) (stream, load Delivery, err error) {
+	rate := max(1, int(float64(capacity)*cfg.LoadShare))
+	fr, err := fanInRig(ctx, inst, cfg)
+	if err != nil {
+		return stream, load, fmt.Errorf("background fan-in: %w", err)
+	}
+	defer fr.close()
+	lr, err := newTaggedRig(ctx, inst, cfg, "lat-", 1, func(int) string { return latencyTopic }, 1, func(int) string { return latencyTopic })
+	if err != nil {
+		return stream, load, err
+	}
+	defer lr.close()
+	if err := fr.warmup(ctx); err != nil {
+		return stream, load, fmt.Errorf("background fan-in: %w", err)
+	}
+	if err := lr.warmup(ctx); err != nil {
+		return stream, load, err
+	}
+	streamTime := time.Duration(float64(cfg.LatencyMessages) / float64(cfg.LatencyRate) * float64(time.Second))
+	n := cfg.FanInPublishers
+	perPub := max(1, int(float64(rate)*(streamTime+2*loadLead).Seconds())/n)
+
+	var loadErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		load, loadErr = fr.deliver(ctx, pacing{rate: rate, perPub: perPub, tick: throughputTick, batch: pacedBatch})
+	}()
+	if err := sleepCtx(ctx, loadLead); err != nil {
+		<-done
+		return stream, load, err
+	}
+	stream, err = lr.deliver(ctx, pacing{rate: cfg.LatencyRate, perPub: cfg.LatencyMessages, batch: 1})
+	<-done
+	if err == nil && loadErr != nil {
+		err = fmt.Errorf("background fan-in: %w", loadErr)
+	}
+	return stream, load, err
+}
+
 // idleConns opens cfg.IdleConns connections, each subscribed to a topic of
 // its own, holds them, and reads the broker's VmRSS before and after.
 func idleConns(ctx context.Context, inst *Instance, cfg *Config) (Idle, error) {
@@ -675,6 +875,7 @@ func idleConns(ctx context.Context, inst *Instance, cfg *Config) (Idle, error) {
 		return res, err
 	}
 	cpu0, _ := processCPU(inst.PID)
+	self0 := selfCPU()
 	conns, err := dialMany(ctx, inst.Proto, cfg, cfg.IdleConns,
 		func(i int) string { return "bench-idle-" + strconv.Itoa(i) },
 		func(i int) string { return "bench/idle/" + strconv.Itoa(i) })
@@ -703,6 +904,7 @@ func idleConns(ctx context.Context, inst *Instance, cfg *Config) (Idle, error) {
 	}
 	cpu1, _ := processCPU(inst.PID)
 	res.ServerCPUSeconds = (cpu1 - cpu0).Seconds()
+	res.HarnessCPUSeconds = (selfCPU() - self0).Seconds()
 	res.Open = cfg.IdleConns - int(rs.closedN.Load())
 	res.RSSPerConn = float64(res.RSSAfter-res.RSSBefore) / float64(cfg.IdleConns)
 	if res.Open != cfg.IdleConns {
