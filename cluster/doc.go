@@ -2,9 +2,17 @@
 // cluster-wide connection leases (Leases), the registry of live nodes
 // (Registry), the rights-change bus (Rights) and cross-node routing of
 // published messages (Routes: a per-node route table of filters, confirmed
-// by every node before Add returns, and one message per matching node). Every key a script touches lives in one Redis Cluster slot
-// (hash tags), and every expiry is judged by the Redis server's clock, so
-// the same code runs on a standalone Redis and on a Redis Cluster.
+// by every node before Add returns, and each message sent once to each
+// matching node). Every key a script touches lives in one Redis Cluster
+// slot (hash tags), and every expiry is judged by the Redis server's
+// clock, so the same code runs on a standalone Redis and on a Redis
+// Cluster.
+//
+// Forwarding never puts a Redis round trip on the publisher's goroutine:
+// Routes.Forward copies the message into a bounded queue per matching
+// node and returns; one sender goroutine per node sends what piled up,
+// several messages per SPUBLISH. Routes.Backlog tells the caller when to
+// slow its publishers down; a full queue drops (counted per node).
 //
 // It must not know about sessions, WebSockets or the store of record: the
 // broker decides when to call it.

@@ -100,7 +100,8 @@ var ErrUnconfirmed = errors.New("cluster: route not confirmed by every node")
 // Routes is cross-node message routing: each node publishes the filters
 // its local subscribers use (its route table), keeps the route tables of
 // the other nodes in an in-memory topic.Index, and forwards a message only
-// to the nodes with a matching filter, once per node.
+// to the nodes with a matching filter, once per node, through a bounded
+// queue per node.
 //
 // Guarantees:
 //   - Visibility: Add returns nil only after the route is in Redis and
@@ -109,17 +110,51 @@ var ErrUnconfirmed = errors.New("cluster: route not confirmed by every node")
 //     Forward that starts on any such node after Add returned routes to
 //     this node. A node that joins later loads the table on start (Open
 //     returns after that).
-//   - Exactly once per node: a message goes to each matching node in one
-//     SPUBLISH, whatever the number of its matching filters, and never to
-//     the forwarding node itself (its own routes are not in its index).
-//     Redis pub/sub is at most once: a message in flight while a node's
-//     link to Redis is down is lost, never duplicated.
-//   - Order: messages one goroutine forwards to one node arrive in that
-//     order (one connection per Redis server, one subscription per node).
+//   - Once per node, at most: a message goes into each matching node's
+//     queue once, whatever the number of its matching filters, and never
+//     to the forwarding node itself (its own routes are not in its index).
+//     It is lost, never duplicated, when that queue is full (counted:
+//     QueueDropped), when its SPUBLISH fails (counted: SendErrors, Lost)
+//     or while a node's link to Redis is down (Redis pub/sub is at most
+//     once).
+//   - Order: messages forwarded to one node arrive in the order their
+//     Forward calls took that node's queue, so one goroutine's messages in
+//     the order it forwarded them (one queue and one sender per node, one
+//     SPUBLISH at a time, one subscription per node).
+//   - Forward never waits on Redis, whether Redis is slow, down or
+//     hung; backpressure is the caller's choice, through Backlog.
 //
-// Concurrency: Add, Remove, Forward, Purge and Stats may be called from any
-// goroutine. Forward takes no lock. Deliver runs on one goroutine owned by
-// Routes, one call at a time, in arrival order.
+// Goroutines (all owned by Routes, stopped by Close):
+//   - the route goroutine applies route changes, in version order, and
+//     confirms them; it starts a peer's sender when the peer enters the
+//     route table and stops it when the peer leaves (purged, or absent
+//     from a reloaded table);
+//   - two receive goroutines (rueidis' pub/sub readers) hold the
+//     subscriptions to route changes and to this node's channel; the
+//     latter calls Deliver, one call at a time, in arrival order, once
+//     per message of a batch frame;
+//   - one sender per peer waits for its queue to become non-empty, takes
+//     the whole queue (swapping buffers under the queue's lock) and sends
+//     it in SPUBLISH calls of up to BatchBytes each, one at a time, each
+//     with SendTimeout; a failed one is counted and its messages dropped,
+//     and the sender goes on;
+//   - repair, when needed, rewrites this node's routes after a reload.
+//
+// Callers: Add, Remove, Forward, Backlog, Purge, Stats and PeerStats may
+// be called from any goroutine. Forward takes no lock for the match and
+// one short lock per matching peer (its queue).
+//
+// Buffers: each peer has two byte buffers, reused: Forward appends to the
+// pending one (payload is copied; the caller keeps its slice), the sender
+// owns the other while it sends it. The frame of each SPUBLISH is built in
+// place in the sender's buffer and passed to rueidis as a string aliasing
+// it; the buffer is reused only after every SPUBLISH cut from it
+// returned, and abandoned to the GC when one was cut short by its
+// timeout or Close (rueidis may still be writing it). Buffers grown past
+// 1 MiB by a backlog are kept while it lasts and given back to the GC
+// when the queue runs empty. Queued bytes (pending plus in flight)
+// are bounded by PeerQueueBytes per peer. On the receiving side, Deliver's
+// payload aliases the Redis message.
 type Routes struct {
 	c        rueidis.Client
 	cfg      RoutesConfig
@@ -162,7 +197,25 @@ type Routes struct {
 
 	repairing atomic.Bool
 
-	sent, delivered, dropped, unconfirmed, resyncs atomic.Uint64
+	// Forwarding (forward.go). Limits are fixed at Open.
+	hardLimit, softLimit, batchBytes, initCap int
+	// senders: peers with a running sender goroutine (for Close and
+	// Stats); stopping refuses new ones. Guarded by smu.
+	smu      sync.Mutex
+	senders  map[*peer]struct{}
+	stopping bool
+	swg      sync.WaitGroup
+	closing  chan struct{} // closed by Close: senders flush and exit
+	closeMu  sync.Once
+	// Backpressure: overN peers are over their soft limit; blch, made
+	// on demand by Backlog, is closed when overN drops to 0. Guarded by
+	// blmu (overN is also read without it).
+	blmu  sync.Mutex
+	overN atomic.Int32
+	blch  chan struct{}
+
+	sent, batches, queueDropped, sendErrors, lost atomic.Uint64
+	delivered, dropped, unconfirmed, resyncs      atomic.Uint64
 }
 
 // RoutesConfig configures OpenRoutes.
@@ -172,8 +225,9 @@ type RoutesConfig struct {
 	Client rueidis.Client
 	// NodeID names this node; its messages arrive on gc:n:<NodeID>.
 	NodeID string
-	// Deliver receives each message forwarded to this node, once. It runs
-	// on one goroutine, one call at a time; it must not wait on Redis
+	// Deliver receives each message forwarded to this node, once (each
+	// message of a batch frame in turn). It runs on one goroutine, one
+	// call at a time; it must not wait on Redis
 	// (it runs on a pub/sub reader: hand the message to local queues).
 	// payload aliases an immutable string: read it, keep it if needed,
 	// never modify it.
@@ -181,22 +235,66 @@ type RoutesConfig struct {
 	// AckTimeout bounds how long Add waits for the other nodes to confirm
 	// a new route. Default 2s.
 	AckTimeout time.Duration
-	Logger     *slog.Logger
+	// PeerQueueBytes bounds the bytes of messages queued or in flight to
+	// one other node (each message counts its topic, payload and a few
+	// bytes of framing). Over half of it, Backlog reports backpressure;
+	// at it, Forward drops the message for that node and counts it.
+	// Default DefaultPeerQueueBytes (8 MiB).
+	PeerQueueBytes int
+	// BatchBytes bounds the messages one SPUBLISH carries (a message
+	// larger than it goes alone). Default DefaultBatchBytes (64 KiB).
+	// Negative: one message per SPUBLISH, always in the single-message
+	// frame that nodes older than batch frames decode (for a rolling
+	// upgrade from such a version).
+	BatchBytes int
+	// SendTimeout bounds one SPUBLISH of a peer's sender; past it the
+	// messages are dropped and counted. Default DefaultSendTimeout (5s).
+	SendTimeout time.Duration
+	Logger      *slog.Logger
+
+	// sendHook, when set (tests), runs on a peer's sender before each
+	// SPUBLISH, with the peer's node ID.
+	sendHook func(node string)
 }
 
-// RoutesStats are monotonic counters, for metrics.
+// RoutesStats are monotonic counters, for metrics, and two gauges
+// (QueueBytes, Backlogged).
 type RoutesStats struct {
-	Sent        uint64 // messages sent to other nodes (one per node per Forward)
-	Delivered   uint64 // messages received and passed to Deliver
-	Dropped     uint64 // undecodable messages received on the node channel
-	Unconfirmed uint64 // Add calls that timed out waiting for confirmations
-	Resyncs     uint64 // full reloads of the route table
+	Sent         uint64 // messages sent to other nodes (one per node per Forward), SPUBLISH succeeded
+	Batches      uint64 // successful SPUBLISH calls carrying messages (Sent/Batches: messages per call)
+	QueueDropped uint64 // messages not forwarded to a node because its queue was full
+	SendErrors   uint64 // failed SPUBLISH calls of the senders
+	Lost         uint64 // messages in failed (or abandoned) SPUBLISH calls
+	Delivered    uint64 // messages received and passed to Deliver
+	Dropped      uint64 // undecodable frames received on the node channel
+	Unconfirmed  uint64 // Add calls that timed out waiting for confirmations
+	Resyncs      uint64 // full reloads of the route table
+	QueueBytes   int64  // gauge: bytes queued or in flight to all other nodes
+	Backlogged   int    // gauge: nodes whose queue is over its soft limit
 }
 
+// peer is another node with routes. The route fields belong to the route
+// goroutine; the queue is shared by Forward (any goroutine, appends) and
+// the peer's sender goroutine (drains).
 type peer struct {
 	id      string
 	channel string
 	filters map[string]struct{} // route goroutine only
+
+	wake chan struct{} // cap 1: the queue went from empty to non-empty
+	stop chan struct{} // closed when the peer leaves the route table
+
+	mu     sync.Mutex
+	buf    []byte // pending entries after one reserved byte; nil until used
+	bytes  int    // pending + in flight, against the limits
+	over   bool   // bytes >= soft limit (counted in Routes.overN)
+	closed bool   // no more messages: the sender exited or is exiting
+
+	queued     atomic.Int64 // mirror of bytes, for Stats
+	backlogged atomic.Bool  // mirror of over, for PeerStats
+
+	sent, batches, dropped, sendErrors, lost atomic.Uint64
+	lastErrLog                               time.Time // sender only
 }
 
 type routeEvent struct {
@@ -220,7 +318,6 @@ type localRoute struct {
 
 type fwdScratch struct {
 	peers []*peer
-	cmds  rueidis.Commands
 }
 
 // OpenRoutes subscribes to this node's channel and to route changes, loads
@@ -240,6 +337,15 @@ func OpenRoutes(ctx context.Context, cfg RoutesConfig) (*Routes, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.PeerQueueBytes <= 0 {
+		cfg.PeerQueueBytes = DefaultPeerQueueBytes
+	}
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = DefaultBatchBytes
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = DefaultSendTimeout
+	}
 	r := &Routes{
 		c:        cfg.Client,
 		cfg:      cfg,
@@ -252,6 +358,13 @@ func OpenRoutes(ctx context.Context, cfg RoutesConfig) (*Routes, error) {
 		hseed:    maphash.MakeSeed(),
 		ready:    make(chan struct{}),
 		nodeOK:   make(chan struct{}),
+
+		hardLimit:  cfg.PeerQueueBytes,
+		softLimit:  cfg.PeerQueueBytes / 2,
+		batchBytes: cfg.BatchBytes,
+		initCap:    min(DefaultBatchBytes, cfg.PeerQueueBytes+1),
+		senders:    map[*peer]struct{}{},
+		closing:    make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.remote.Store(topic.NewIndex[*peer]())
@@ -274,12 +387,29 @@ func OpenRoutes(ctx context.Context, cfg RoutesConfig) (*Routes, error) {
 	return r, nil
 }
 
-// Close stops receiving. It does not remove this node's routes: a node
-// leaving gracefully calls Purge(ctx, its own ID) first; a crashed node's
-// routes are purged by whoever sees it leave the Registry.
+// Close stops forwarding and receiving. Messages already queued for other
+// nodes are sent first, for at most 2 s; later Forwards send nothing. It
+// does not remove this node's routes: a node leaving gracefully calls
+// Purge(ctx, its own ID) first; a crashed node's routes are purged by
+// whoever sees it leave the Registry. Idempotent.
 func (r *Routes) Close() {
-	r.cancel()
-	r.wg.Wait()
+	r.closeMu.Do(func() {
+		r.smu.Lock()
+		r.stopping = true
+		r.smu.Unlock()
+		close(r.closing)
+		flushed := make(chan struct{})
+		go func() { r.swg.Wait(); close(flushed) }()
+		t := time.NewTimer(closeFlushTimeout)
+		select {
+		case <-flushed:
+		case <-t.C:
+		}
+		t.Stop()
+		r.cancel()
+		<-flushed
+		r.wg.Wait()
+	})
 }
 
 // NodeID returns this node's ID.
@@ -288,8 +418,11 @@ func (r *Routes) NodeID() string { return r.self }
 // Stats returns the counters. Any goroutine.
 func (r *Routes) Stats() RoutesStats {
 	return RoutesStats{
-		Sent: r.sent.Load(), Delivered: r.delivered.Load(), Dropped: r.dropped.Load(),
+		Sent: r.sent.Load(), Batches: r.batches.Load(), QueueDropped: r.queueDropped.Load(),
+		SendErrors: r.sendErrors.Load(), Lost: r.lost.Load(),
+		Delivered: r.delivered.Load(), Dropped: r.dropped.Load(),
 		Unconfirmed: r.unconfirmed.Load(), Resyncs: r.resyncs.Load(),
+		QueueBytes: r.queueBytes(), Backlogged: int(r.overN.Load()),
 	}
 }
 
@@ -362,54 +495,6 @@ func (r *Routes) Purge(ctx context.Context, node string) error {
 	keys := []string{routesNodesKey, filterSetKey(node), routesVersionKey, routesChannel}
 	if err := routePurgeScript.Exec(ctx, r.c, keys, []string{node}).Error(); err != nil {
 		return fmt.Errorf("cluster: purging routes of %q: %w", node, err)
-	}
-	return nil
-}
-
-// Forward sends topic and payload to every other node with a matching
-// route: one SPUBLISH per node, pipelined; none when no node matches.
-// payload is copied before Forward returns. The match itself takes no
-// lock and allocates nothing in steady state; the one allocation is the
-// message rueidis sends.
-func (r *Routes) Forward(ctx context.Context, t string, payload []byte) error {
-	if err := topic.ValidateTopic(t); err != nil {
-		return fmt.Errorf("cluster: forwarding to %q: %w", t, err)
-	}
-	s := r.scratch.Get().(*fwdScratch)
-	defer r.scratch.Put(s)
-	s.peers = r.targets(t, s.peers[:0])
-	if len(s.peers) == 0 {
-		return nil
-	}
-	// Never reused after this, so the string may alias it: rueidis may
-	// still be writing it after a cancelled Do returns.
-	b := appendMessage(make([]byte, 0, 1+binary.MaxVarintLen64+len(t)+len(payload)), t, payload)
-	msg := unsafe.String(unsafe.SliceData(b), len(b))
-	if len(s.peers) == 1 { // the common case: no pipeline bookkeeping
-		p := s.peers[0]
-		clear(s.peers)
-		if err := r.c.Do(ctx, r.c.B().Spublish().Channel(p.channel).Message(msg).Build()).Error(); err != nil {
-			return fmt.Errorf("cluster: forwarding to %q: node %q: %w", t, p.id, err)
-		}
-		r.sent.Add(1)
-		return nil
-	}
-	s.cmds = s.cmds[:0]
-	for _, p := range s.peers {
-		s.cmds = append(s.cmds, r.c.B().Spublish().Channel(p.channel).Message(msg).Build())
-	}
-	var errs []error
-	for i, res := range r.c.DoMulti(ctx, s.cmds...) {
-		if err := res.Error(); err != nil {
-			errs = append(errs, fmt.Errorf("node %q: %w", s.peers[i].id, err))
-		} else {
-			r.sent.Add(1)
-		}
-	}
-	clear(s.cmds)
-	clear(s.peers)
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("cluster: forwarding to %q: %w", t, err)
 	}
 	return nil
 }
@@ -567,12 +652,20 @@ func (r *Routes) onFrame(s string) {
 		r.cfg.Logger.Warn("dropping an undecodable cross-node message", "err", err)
 		return
 	}
-	if f.ack {
+	switch {
+	case f.ack:
 		r.noteAck(f.acker, f.version)
-		return
+	case f.count > 0: // a batch, validated whole by decodeFrame
+		for rest := f.batch; rest != ""; {
+			var t, payload string
+			t, payload, rest, _ = nextEntry(rest)
+			r.delivered.Add(1)
+			r.cfg.Deliver(t, unsafe.Slice(unsafe.StringData(payload), len(payload)))
+		}
+	default:
+		r.delivered.Add(1)
+		r.cfg.Deliver(f.topic, unsafe.Slice(unsafe.StringData(f.payload), len(f.payload)))
 	}
-	r.delivered.Add(1)
-	r.cfg.Deliver(f.topic, unsafe.Slice(unsafe.StringData(f.payload), len(f.payload)))
 }
 
 // routeLoop applies route changes in version order and confirms them.
@@ -623,34 +716,64 @@ func (r *Routes) apply(n note) {
 	if n.node == r.self {
 		return
 	}
-	p := r.peer(n.node)
 	idx := r.remote.Load()
+	if n.op == 'P' {
+		if p := r.peers[n.node]; p != nil {
+			for f := range p.filters {
+				idx.Unsubscribe(f, p)
+			}
+			r.dropPeer(p)
+		}
+		return
+	}
 	switch n.op {
 	case '+':
+		p := r.peer(n.node)
 		if _, ok := p.filters[n.filter]; !ok {
 			p.filters[n.filter] = struct{}{}
 			idx.Subscribe(n.filter, p)
 		}
 	case '-':
-		if _, ok := p.filters[n.filter]; ok {
+		// A peer left without filters keeps its sender (idle) until the
+		// next reload: stopping and restarting it around a quick
+		// remove/add could reorder its messages.
+		if p := r.peers[n.node]; p != nil {
+			if _, ok := p.filters[n.filter]; !ok {
+				break
+			}
 			delete(p.filters, n.filter)
 			idx.Unsubscribe(n.filter, p)
 		}
-	case 'P':
-		for f := range p.filters {
-			idx.Unsubscribe(f, p)
-		}
-		clear(p.filters)
 	}
 }
 
+// peer returns the peer id, creating it and starting its sender when it
+// enters the route table (route goroutine).
 func (r *Routes) peer(id string) *peer {
 	p := r.peers[id]
 	if p == nil {
-		p = &peer{id: id, channel: nodeChannel(id), filters: map[string]struct{}{}}
+		p = newPeer(id)
 		r.peers[id] = p
+		r.startSender(p)
 	}
 	return p
+}
+
+func newPeer(id string) *peer {
+	return &peer{
+		id: id, channel: nodeChannel(id), filters: map[string]struct{}{},
+		wake: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+}
+
+// dropPeer removes a peer that left the route table (purged, or absent
+// from a snapshot) and stops its sender (route goroutine). Its filters
+// must be out of the index already; a Forward still holding the old index
+// finds its queue closed.
+func (r *Routes) dropPeer(p *peer) {
+	clear(p.filters)
+	delete(r.peers, p.id)
+	r.stopSender(p)
 }
 
 // confirm tells the origin of every note just covered that this node has
@@ -744,13 +867,12 @@ func (r *Routes) loadSnapshot() error {
 			idx.Subscribe(f, p)
 		}
 	}
+	r.remote.Store(idx)
 	for id, p := range r.peers {
 		if !seen[id] {
-			clear(p.filters)
-			delete(r.peers, id)
+			r.dropPeer(p)
 		}
 	}
-	r.remote.Store(idx)
 	if r.synced && version < r.applied {
 		// The counter went back: Redis lost its data. Confirmations of
 		// the previous life say nothing about this one.
@@ -862,19 +984,29 @@ func parseNote(s string) (note, error) {
 	return n, nil
 }
 
-// Frames on a node channel:
+// Frames on a node channel (one Redis pub/sub message each):
 //
-//	'm' uvarint(len(topic)) topic payload    a forwarded message
+//	'm' uvarint(len(topic)) topic payload    one forwarded message
+//	'b' entry entry ...                      several forwarded messages, in order
 //	'a' uvarint(version) acker               a route confirmation
+//
+// where entry = uvarint(len(payload)) uvarint(len(topic)) topic payload
+// (at least one). A sender sends a lone message as 'm', so a node that
+// predates batch frames still decodes it; a batch is dropped (as
+// undecodable) by such a node: RoutesConfig.BatchBytes < 0 turns batches
+// off during a rolling upgrade.
 const (
 	frameMessage = 'm'
+	frameBatch   = 'b'
 	frameAck     = 'a'
 )
 
 type frame struct {
 	ack     bool
-	topic   string
-	payload string
+	topic   string // 'm'
+	payload string // 'm'
+	batch   string // 'b': the entries, every one valid
+	count   int    // 'b': how many
 	version uint64
 	acker   string
 }
@@ -893,13 +1025,22 @@ func appendAck(b []byte, version uint64, acker string) []byte {
 }
 
 // decodeFrame parses a node-channel frame. The strings it returns are
-// views of s.
+// views of s. A batch is checked whole: a frame with one bad entry is
+// rejected, none of its messages delivered.
 func decodeFrame(s string) (frame, error) {
 	var f frame
 	if len(s) == 0 {
 		return f, errors.New("frame: empty")
 	}
 	kind, rest := s[0], s[1:]
+	if kind == frameBatch {
+		n, err := validateBatch(rest)
+		if err != nil {
+			return f, err
+		}
+		f.batch, f.count = rest, n
+		return f, nil
+	}
 	// binary.Uvarint wants a []byte; the view is read-only.
 	x, n := binary.Uvarint(unsafe.Slice(unsafe.StringData(rest), len(rest)))
 	if n <= 0 {
