@@ -366,6 +366,13 @@ type clusterEnforcer struct {
 	node *clusterNode
 }
 
+// RefreshGrant shadows broker.Broker's single-node shortcut: in a cluster a
+// grant change must be announced and confirmed like any other, so it is a
+// full RefreshTokens of the token here.
+func (e clusterEnforcer) RefreshGrant(ctx context.Context, tokenID, _ int64) error {
+	return e.RefreshTokens(ctx, tokenID)
+}
+
 func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error {
 	if err := e.Broker.RefreshTokens(ctx, ids...); err != nil {
 		return err
