@@ -663,13 +663,19 @@ func (b *Broker) Publish(t string, message []byte) (int, error) {
 
 // Connections lists live sessions, all of them or those of one token.
 func (b *Broker) Connections(tokenID int64) []ConnectionInfo {
-	var out []ConnectionInfo
+	// Collect under the session table's shard locks (closing a session
+	// needs them, under its token's lock), describe outside: copying each
+	// session's filters is proportional to what its client asked for.
+	var sessions []*Session
 	b.sessions.each(func(s *Session) {
-		if tokenID != 0 && s.token.id != tokenID {
-			return
+		if tokenID == 0 || s.token.id == tokenID {
+			sessions = append(sessions, s)
 		}
-		out = append(out, s.info())
 	})
+	out := make([]ConnectionInfo, 0, len(sessions))
+	for _, s := range sessions {
+		out = append(out, s.info())
+	}
 	slices.SortFunc(out, func(a, b ConnectionInfo) int {
 		switch {
 		case a.ID < b.ID:
