@@ -162,11 +162,17 @@ func openCluster(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*clus
 		return nil, err
 	}
 	c.registry = cluster.NewRegistry(client, cfg.LeaseTTL)
+	batch := int(cfg.ForwardBatch)
+	if batch == 0 {
+		batch = -1 // RoutesConfig: negative = unbatched frames
+	}
 	c.routes, err = cluster.OpenRoutes(ctx, cluster.RoutesConfig{
-		Client:  client,
-		NodeID:  c.id,
-		Deliver: c.deliver,
-		Logger:  log,
+		Client:         client,
+		NodeID:         c.id,
+		Deliver:        c.deliver,
+		Logger:         log,
+		BatchBytes:     batch,
+		PeerQueueBytes: int(cfg.ForwardQueue),
 	})
 	if err != nil {
 		c.rights.Close()

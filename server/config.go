@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/cluster"
 	"github.com/gatecast/gatecast/netpoll"
 	"github.com/gatecast/gatecast/topic"
 )
@@ -33,6 +34,8 @@ type Config struct {
 	OnRedisLoss      string
 	RevocationWait   time.Duration
 	Reconcile        time.Duration
+	ForwardBatch     ByteSize // cluster: bytes one SPUBLISH to another node may carry; 0: one message per SPUBLISH (rolling upgrade)
+	ForwardQueue     ByteSize // cluster: bytes queued per other node
 	Listen           string
 	AdminListen      string
 	AdvertiseAdmin   string
@@ -93,6 +96,8 @@ func Defaults() Config {
 		OnRedisLoss:      "refuse",
 		RevocationWait:   2 * time.Second,
 		Reconcile:        5 * time.Minute,
+		ForwardBatch:     cluster.DefaultBatchBytes,
+		ForwardQueue:     cluster.DefaultPeerQueueBytes,
 	}
 }
 
@@ -107,6 +112,8 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.OnRedisLoss, "on-redis-loss", c.OnRedisLoss, "cluster mode, past --revocation-staleness: refuse (new connections only) or close (also close existing ones with 1013)")
 	fs.DurationVar(&c.RevocationWait, "revocation-wait", c.RevocationWait, "cluster mode: how long an admin rights change waits for every node to confirm it before answering 202 with the nodes that have not")
 	fs.DurationVar(&c.Reconcile, "reconcile-interval", c.Reconcile, "cluster mode: how often every cached token is re-read from the store and enforced, in case a change signal was lost")
+	fs.Var(&c.ForwardBatch, "forward-batch", "cluster mode: bytes of messages one SPUBLISH to another node may carry; 0 = one message per SPUBLISH in the frame nodes before batching decode (set it while a rolling upgrade from such a version runs)")
+	fs.Var(&c.ForwardQueue, "forward-queue", "cluster mode: bytes queued per other node; past half of it publishers forwarding there are slowed, at it messages for that node are dropped and counted")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
 	fs.StringVar(&c.AdvertiseAdmin, "advertise-admin", c.AdvertiseAdmin, "cluster mode: host or host:port at which the other nodes reach this node's admin API (default: the --admin-listen address; the port defaults to the listening one; required when --admin-listen is 0.0.0.0 or ::)")
@@ -235,6 +242,8 @@ func (c *Config) Validate() error {
 	check(c.LeaseTTL >= time.Second, "--lease-ttl must be at least 1s")
 	check(c.RevocationWait > 0, "--revocation-wait must be positive")
 	check(c.Reconcile >= time.Second, "--reconcile-interval must be at least 1s")
+	check(c.ForwardBatch >= 0 && c.ForwardBatch <= 16<<20, "--forward-batch %v: want 0 (no batching) to 16MiB", c.ForwardBatch)
+	check(c.ForwardQueue >= 64<<10 && c.ForwardQueue <= 4<<30, "--forward-queue %v: want 64KiB to 4GiB", c.ForwardQueue)
 	check(c.Staleness >= 100*time.Millisecond, "--revocation-staleness must be at least 100ms")
 	check(c.OnRedisLoss == "refuse" || c.OnRedisLoss == "close", "--on-redis-loss %q: want refuse or close", c.OnRedisLoss)
 	for _, a := range redisAddrs(c.Redis) {

@@ -107,3 +107,20 @@ func TestByteSize(t *testing.T) {
 		t.Fatal("soft limit above the hard one accepted")
 	}
 }
+
+func TestForwardSettings(t *testing.T) {
+	env := func(string) string { return "" }
+	cfg, err := ParseConfig(nil, env, io.Discard)
+	if err != nil || cfg.ForwardBatch != 64<<10 || cfg.ForwardQueue != 8<<20 {
+		t.Fatalf("defaults: batch %v queue %v, %v", cfg.ForwardBatch, cfg.ForwardQueue, err)
+	}
+	cfg, err = ParseConfig([]string{"--forward-batch", "0", "--forward-queue", "1MiB"}, env, io.Discard)
+	if err != nil || cfg.ForwardBatch != 0 || cfg.ForwardQueue != 1<<20 {
+		t.Fatalf("set: batch %v queue %v, %v", cfg.ForwardBatch, cfg.ForwardQueue, err)
+	}
+	for _, bad := range [][]string{{"--forward-queue", "1KiB"}, {"--forward-batch", "1GiB"}} {
+		if _, err := ParseConfig(bad, env, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
