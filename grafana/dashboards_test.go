@@ -280,6 +280,7 @@ scrape_configs:
 		`gatecast_revocations_total{job="gatecast",kind="token"} > 0`,
 		`rate(gatecast_messages_in_total{job="gatecast"}[10s]) > 0`,
 		`gatecast_cluster_forwarded_total{job="gatecast"} > 0`,
+		`gatecast_cluster_forward_batches_total{job="gatecast"} > 0`,
 		`gatecast_cluster_received_total{job="gatecast"} > 0`,
 		`gatecast_cluster_nodes{job="gatecast"} == 2`,
 		`gatecast_ws_handshake_seconds_count{job="gatecast"} > 0`,
