@@ -30,6 +30,14 @@ func flood(conn net.Conn, chunk []byte, stop <-chan struct{}, written *atomic.In
 	for {
 		select {
 		case <-stop:
+			// Finish the frame a partial write left open (the chunk is whole
+			// 6-byte frames), so that every byte written belongs to a frame.
+			if r := len(rest) % 6; r != 0 {
+				_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				n, err := conn.Write(rest[:r])
+				written.Add(int64(n))
+				return err
+			}
 			return nil
 		default:
 		}
@@ -134,6 +142,7 @@ func TestAuthenticatedFloodPushesBack(t *testing.T) {
 			peak = h
 		}
 	}
+	slow.Store(false) // the flooder's last partial frame must be able to go out
 	close(stop)
 	if err := <-errc; err != nil {
 		t.Fatalf("flood: %v", err)
@@ -147,7 +156,6 @@ func TestAuthenticatedFloodPushesBack(t *testing.T) {
 		t.Fatalf("heap grew from %d to %d MiB: input is not bounded", base>>20, peak>>20)
 	}
 	frames := w / 6
-	slow.Store(false)
 	deadline := time.Now().Add(20 * time.Second)
 	for got.Load() != frames && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -339,13 +347,13 @@ func TestInputTotalLimit(t *testing.T) {
 	if counterValue(t, reg, "gatecast_ws_input_paused_total") == 0 {
 		t.Fatal("pause not counted")
 	}
+	slow.Store(false)
 	close(stop)
 	for range 3 {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
 	}
-	slow.Store(false)
 	frames := written.Load() / 6
 	deadline := time.Now().Add(20 * time.Second)
 	for got.Load() != frames && time.Now().Before(deadline) {

@@ -151,20 +151,25 @@ func DefaultOutboxTotalLimit() int64 {
 	return fallback
 }
 
-// overflowing is the sweeper's look at an overflow: it lasts while frames
-// keep being refused, at least one between two sweeps; a sweep that finds
-// none ends it (the consumer caught up, or nothing is sent to it any more).
-// Sweeper only.
-func (c *Conn) overflowing() bool {
+// stillRefusing is the sweeper's look at an overflow: it lasts while frames
+// keep being refused, at least one between two sweeps. Atomic loads only:
+// the sweeper calls it while walking a registry shard. Sweeper only.
+func (c *Conn) stillRefusing() bool {
 	r := c.refusals.Load()
 	if r == c.sweptRefusals {
-		c.mu.Lock()
-		if c.refusals.Load() == r {
-			c.overflowAt.Store(0)
-		}
-		c.mu.Unlock()
 		return false
 	}
 	c.sweptRefusals = r
 	return true
+}
+
+// endOverflow ends an overflow in which no frame was refused for a whole
+// sweep (the consumer caught up, or nothing is sent to it any more), unless
+// one was refused since the sweeper looked. Sweeper only, after the walk.
+func (c *Conn) endOverflow() {
+	c.mu.Lock()
+	if c.refusals.Load() == c.sweptRefusals {
+		c.overflowAt.Store(0)
+	}
+	c.mu.Unlock()
 }

@@ -87,6 +87,7 @@ const (
 	actIdle
 	actPing
 	actSlowConsumer
+	actOverflowEnded
 )
 
 // sweepLoop is the Server's one timer goroutine: every tick it advances the
@@ -140,7 +141,9 @@ func (s *Server) sweep(now int64, acts []sweepAction) []sweepAction {
 				maxPending = max(maxPending, c.pending.Load())
 				if fs := c.flushStart.Load(); fs != 0 && now-fs >= writeTimeout {
 					kind = actWriteTimeout
-				} else if oa := c.overflowAt.Load(); oa != 0 && c.overflowing() && slowClose && fl&fClosing == 0 && now-oa >= writeTimeout {
+				} else if oa := c.overflowAt.Load(); oa != 0 && !c.stillRefusing() {
+					kind = actOverflowEnded
+				} else if oa != 0 && slowClose && fl&fClosing == 0 && now-oa >= writeTimeout {
 					kind = actSlowConsumer
 				} else if fl&fClosing == 0 {
 					lr := c.lastRead.Load()
@@ -182,6 +185,8 @@ func (s *Server) act(a sweepAction) {
 		c.dropTCP(causeWriteTimeout)
 	case actIdle:
 		c.closeWith(1001, "idle timeout", causeIdle)
+	case actOverflowEnded:
+		c.endOverflow()
 	case actSlowConsumer:
 		// At its outbox limit for WriteTimeout: the CloseSlow policy.
 		s.m.slowClosed.Inc()
