@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,6 +128,15 @@ type Config struct {
 	// Handshake.Subprotocol. Empty: never select one (seed clients send none;
 	// the offered list is still reported in Handshake.Protocol).
 	Subprotocols []string
+	// CaptureHeaders names the upgrade request headers whose values the
+	// Handler needs (case-insensitive; e.g. "Tag"): each is reported in
+	// Handshake.Headers at the same index, repeated headers joined with ','.
+	// Authorization is always captured (Handshake.Authorization); the
+	// headers the WebSocket handshake itself consumes (Host, Upgrade,
+	// Connection, Sec-WebSocket-Key, -Version, -Protocol, -Extensions)
+	// cannot be captured (the Sec-WebSocket-Protocol offer is
+	// Handshake.Protocol). Capturing allocates nothing per upgrade.
+	CaptureHeaders []string
 	// LagProbeInterval is how often one read wakeup is timed for
 	// gatecast_eventloop_lag_seconds (see lag.go): at most one observation
 	// per interval, none while no connection has input.
@@ -153,6 +163,20 @@ func (cfg Config) withDefaults() (Config, error) {
 		if p == "" || strings.ContainsAny(p, ", \t\r\n") {
 			return cfg, fmt.Errorf("netpoll: Config.Subprotocols: %q is not a token", p)
 		}
+	}
+	if len(cfg.CaptureHeaders) > 0 {
+		names := make([]string, len(cfg.CaptureHeaders)) // the caller's slice stays as it was
+		for i, name := range cfg.CaptureHeaders {
+			canon, err := captureName(name)
+			if err != nil {
+				return cfg, err
+			}
+			if slices.Contains(names[:i], canon) {
+				return cfg, fmt.Errorf("netpoll: Config.CaptureHeaders: %q is listed twice", name)
+			}
+			names[i] = canon
+		}
+		cfg.CaptureHeaders = names
 	}
 	if err := defaultInt(&cfg.MaxFrameSize, DefaultMaxFrameSize, 1, maxMaxFrameSize, "MaxFrameSize"); err != nil {
 		return cfg, err
@@ -230,6 +254,36 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg, nil
+}
+
+// captureName validates a header name of Config.CaptureHeaders and returns
+// it in the canonical form gobwas hands header keys to Upgrader.OnHeader
+// ("sec-foo-bar" → "Sec-Foo-Bar").
+func captureName(name string) (string, error) {
+	if name == "" {
+		return "", errors.New("netpoll: Config.CaptureHeaders: empty header name")
+	}
+	b := []byte(name)
+	upper := true
+	for i, c := range b {
+		if !isTokenChar(c) {
+			return "", fmt.Errorf("netpoll: Config.CaptureHeaders: %q is not a header name", name)
+		}
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+		upper = c == '-'
+	}
+	canon := string(b)
+	switch canon {
+	case "Host", "Upgrade", "Connection", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions":
+		// gobwas handles these itself and never passes them to OnHeader.
+		return "", fmt.Errorf("netpoll: Config.CaptureHeaders: %q is consumed by the WebSocket handshake", name)
+	}
+	return canon, nil
 }
 
 func defaultInt(v *int, def, lo, hi int, name string) error {

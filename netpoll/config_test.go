@@ -76,6 +76,21 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 			want:   "SlowConsumer",
 		},
 		{
+			name:   "captured header with a space",
+			mutate: func(c *Config) { c.CaptureHeaders = []string{"X Tag"} },
+			want:   "CaptureHeaders",
+		},
+		{
+			name:   "captured header twice",
+			mutate: func(c *Config) { c.CaptureHeaders = []string{"Tag", "tag"} },
+			want:   "CaptureHeaders",
+		},
+		{
+			name:   "captured handshake header",
+			mutate: func(c *Config) { c.CaptureHeaders = []string{"sec-websocket-key"} },
+			want:   "CaptureHeaders",
+		},
+		{
 			name:   "subprotocol with a comma",
 			mutate: func(c *Config) { c.Subprotocols = []string{"a,b"} },
 			want:   "Subprotocols",

@@ -54,9 +54,10 @@
 //     after copying it, before the flush. Frames still queued when a
 //     connection dies are Released by the close path.
 //   - The upgrade request is parsed straight from netpoll's buffer (or from
-//     the stash when it arrived in pieces); path, query, Authorization, Tag
-//     and Sec-WebSocket-Protocol are copied into a pooled scratch that lives
-//     only until Handler.Open returns.
+//     the stash when it arrived in pieces); path, query, Authorization, the
+//     headers named in Config.CaptureHeaders and Sec-WebSocket-Protocol are
+//     copied into a pooled scratch that lives only until Handler.Open
+//     returns.
 //
 // # Memory of an idle connection
 //

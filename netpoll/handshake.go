@@ -16,10 +16,13 @@ type Handshake struct {
 	Path          []byte // request path, without the query
 	RawQuery      []byte // query string without '?', nil when absent
 	Authorization []byte // Authorization header value (the first one), nil when absent
-	Tag           []byte // Tag header value; repeated headers are joined with ','
-	Protocol      []byte // Sec-WebSocket-Protocol as offered by the client, nil when absent
-	Subprotocol   string // the offered protocol the server selected (one of Config.Subprotocols), "" when none
-	RemoteAddr    string // peer "ip:port"
+	// Headers holds the values of the headers named in Config.CaptureHeaders,
+	// index-aligned with it: Headers[i] is the value of CaptureHeaders[i],
+	// repeated headers joined with ',', nil when absent.
+	Headers     [][]byte
+	Protocol    []byte // Sec-WebSocket-Protocol as offered by the client, nil when absent
+	Subprotocol string // the offered protocol the server selected (one of Config.Subprotocols), "" when none
+	RemoteAddr  string // peer "ip:port"
 }
 
 // span locates a captured value in upgrader.arena.
@@ -42,16 +45,19 @@ type upgrader struct {
 	in   bytes.Reader
 	resp []byte // the response gobwas writes, copied out in one batch
 
-	arena                          []byte // captured values; offsets survive its growth
-	path, query, auth, tag, offers span
-	notFound                       bool
-	hs                             Handshake
+	arena                     []byte // captured values; offsets survive its growth
+	path, query, auth, offers span
+	headers                   []span   // Config.CaptureHeaders, index-aligned
+	values                    [][]byte // backs hs.Headers: allocated once per upgrader
+	notFound                  bool
+	hs                        Handshake
 }
 
 var errNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("not found"))
 
 func newUpgrader(s *Server) any {
-	u := &upgrader{srv: s}
+	n := len(s.cfg.CaptureHeaders)
+	u := &upgrader{srv: s, headers: make([]span, n), values: make([][]byte, n)}
 	u.u = ws.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 512,
@@ -76,7 +82,9 @@ func (u *upgrader) reset() {
 	u.in.Reset(nil)
 	u.resp = u.resp[:0]
 	u.arena = u.arena[:0]
-	u.path, u.query, u.auth, u.tag, u.offers = span{}, span{}, span{}, span{}, span{}
+	u.path, u.query, u.auth, u.offers = span{}, span{}, span{}, span{}
+	clear(u.headers)
+	clear(u.values)
 	u.notFound = false
 	u.hs = Handshake{}
 }
@@ -116,14 +124,17 @@ func (u *upgrader) onRequest(uri []byte) error {
 	return nil
 }
 
+// onHeader sees every header gobwas does not handle itself, with its key
+// canonicalised (as Config.CaptureHeaders is, by withDefaults).
 func (u *upgrader) onHeader(key, value []byte) error {
-	switch string(key) { // gobwas canonicalised the key
-	case "Authorization":
-		if u.auth.end == 0 {
-			u.auth = u.capture(span{}, "", value)
+	if string(key) == "Authorization" && u.auth.end == 0 {
+		u.auth = u.capture(span{}, "", value)
+	}
+	for i, name := range u.srv.cfg.CaptureHeaders {
+		if string(key) == name {
+			u.headers[i] = u.capture(u.headers[i], ",", value)
+			break
 		}
-	case "Tag":
-		u.tag = u.capture(u.tag, ",", value)
 	}
 	return nil
 }
@@ -143,6 +154,24 @@ func (u *upgrader) onProtocol(v []byte) (string, bool) {
 		}
 	}
 	return "", true
+}
+
+// handshake fills u.hs from what the parser captured. It allocates
+// nothing: Headers is the upgrader's own slice.
+func (u *upgrader) handshake(subprotocol, remote string) *Handshake {
+	for i, sp := range u.headers {
+		u.values[i] = sp.of(u.arena)
+	}
+	u.hs = Handshake{
+		Path:          u.path.of(u.arena),
+		RawQuery:      u.query.of(u.arena),
+		Authorization: u.auth.of(u.arena),
+		Headers:       u.values,
+		Protocol:      u.offers.of(u.arena),
+		Subprotocol:   subprotocol,
+		RemoteAddr:    remote,
+	}
+	return &u.hs
 }
 
 func (s *Server) pathAllowed(path []byte) bool {
@@ -291,16 +320,7 @@ func (c *Conn) upgrade(req []byte) bool {
 	s.m.connections.Inc()
 	s.wsConns.Add(1)
 
-	u.hs = Handshake{
-		Path:          u.path.of(u.arena),
-		RawQuery:      u.query.of(u.arena),
-		Authorization: u.auth.of(u.arena),
-		Tag:           u.tag.of(u.arena),
-		Protocol:      u.offers.of(u.arena),
-		Subprotocol:   hs.Protocol,
-		RemoteAddr:    c.RemoteAddr(),
-	}
-	sess := s.h.Open(c, &u.hs)
+	sess := s.h.Open(c, u.handshake(hs.Protocol, c.RemoteAddr()))
 	c.sess = sess
 
 	// Hand the writer over: from now on drains write, and one must start

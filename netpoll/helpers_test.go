@@ -85,7 +85,7 @@ func (h *testHandler) Open(c *Conn, hs *Handshake) Session {
 		Path:          clone(hs.Path),
 		RawQuery:      clone(hs.RawQuery),
 		Authorization: clone(hs.Authorization),
-		Tag:           clone(hs.Tag),
+		Headers:       cloneAll(hs.Headers),
 		Protocol:      clone(hs.Protocol),
 		Subprotocol:   hs.Subprotocol,
 		RemoteAddr:    hs.RemoteAddr,
@@ -95,6 +95,17 @@ func (h *testHandler) Open(c *Conn, hs *Handshake) Session {
 	h.mu.Unlock()
 	h.opened <- s
 	return s
+}
+
+func cloneAll(bs [][]byte) [][]byte {
+	if bs == nil {
+		return nil
+	}
+	out := make([][]byte, len(bs))
+	for i, b := range bs {
+		out[i] = clone(b)
+	}
+	return out
 }
 
 func clone(b []byte) []byte {

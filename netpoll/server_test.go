@@ -20,7 +20,7 @@ import (
 
 func TestUpgradeAndEcho(t *testing.T) {
 	h := newTestHandler()
-	s, reg := startServer(t, Config{Paths: []string{"/ws", "/ws/brocker/"}}, h)
+	s, reg := startServer(t, Config{Paths: []string{"/ws", "/ws/brocker/"}, CaptureHeaders: []string{"tag", "X-Absent"}}, h)
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Token s3cret")
 	hdr.Add("Tag", "a/b")
@@ -37,8 +37,8 @@ func TestUpgradeAndEcho(t *testing.T) {
 	if got := string(sess.hs.Authorization); got != "Token s3cret" {
 		t.Errorf("Authorization = %q", got)
 	}
-	if got := string(sess.hs.Tag); got != "a/b,c/#" {
-		t.Errorf("Tag = %q", got)
+	if len(sess.hs.Headers) != 2 || string(sess.hs.Headers[0]) != "a/b,c/#" || sess.hs.Headers[1] != nil {
+		t.Errorf("Headers = %q, want [\"a/b,c/#\" nil]", sess.hs.Headers)
 	}
 	if sess.hs.Protocol != nil || sess.hs.Subprotocol != "" {
 		t.Errorf("Protocol = %q, Subprotocol = %q, want none", sess.hs.Protocol, sess.hs.Subprotocol)
@@ -87,6 +87,47 @@ func TestSubprotocolSelection(t *testing.T) {
 	sess2 := h2.waitOpened(t)
 	if hs2.Protocol != "" || sess2.hs.Subprotocol != "" || string(sess2.hs.Protocol) != "chat" {
 		t.Errorf("selected %q / %q, offered %q", hs2.Protocol, sess2.hs.Subprotocol, sess2.hs.Protocol)
+	}
+}
+
+// TestSeveralPathsCapturedHeadersAndMQTTSubprotocol: one Server accepts the
+// seed paths and /mqtt side by side; a client offering "mqtt" gets it back
+// in Sec-WebSocket-Protocol, the configured headers are captured for any
+// path, and a path outside Config.Paths still gets 404.
+func TestSeveralPathsCapturedHeadersAndMQTTSubprotocol(t *testing.T) {
+	h := newTestHandler()
+	s, _ := startServer(t, Config{
+		Paths:          []string{"/ws/brocker/", "/ws/brocker", "/mqtt"},
+		Subprotocols:   []string{"mqtt"},
+		CaptureHeaders: []string{"Tag", "X-Client"},
+	}, h)
+
+	hdr := http.Header{}
+	hdr.Add("X-Client", "sensor-7")
+	c, hs := dial(t, s, "/mqtt", hdr, "mqtt")
+	sess := h.waitOpened(t)
+	if hs.Protocol != "mqtt" || sess.hs.Subprotocol != "mqtt" || string(sess.hs.Protocol) != "mqtt" {
+		t.Errorf("client saw %q, session selected %q (offered %q); want mqtt", hs.Protocol, sess.hs.Subprotocol, sess.hs.Protocol)
+	}
+	if string(sess.hs.Path) != "/mqtt" || sess.hs.Headers[0] != nil || string(sess.hs.Headers[1]) != "sensor-7" {
+		t.Errorf("path %q, headers %q", sess.hs.Path, sess.hs.Headers)
+	}
+	c.send(false, []byte{0xc0, 0x00}) // an MQTT PINGREQ in a binary message: netpoll does not look inside
+	if f := c.expectMessage(); f.Header.OpCode != ws.OpBinary || !bytes.Equal(f.Payload, []byte{0xc0, 0x00}) {
+		t.Fatalf("echo = op %v %x", f.Header.OpCode, f.Payload)
+	}
+
+	hdr = http.Header{}
+	hdr.Add("Tag", "a/b")
+	hdr.Add("Tag", "c/d")
+	_, hs = dial(t, s, "/ws/brocker", hdr)
+	sess = h.waitOpened(t)
+	if hs.Protocol != "" || sess.hs.Subprotocol != "" || string(sess.hs.Path) != "/ws/brocker" ||
+		string(sess.hs.Headers[0]) != "a/b,c/d" || sess.hs.Headers[1] != nil {
+		t.Errorf("seed path: protocol %q/%q, path %q, headers %q", hs.Protocol, sess.hs.Subprotocol, sess.hs.Path, sess.hs.Headers)
+	}
+	if got := httpExchange(t, s, upgradeRequest("/mqtt/", "Sec-WebSocket-Protocol: mqtt\r\n")); !strings.HasPrefix(got, "HTTP/1.1 404") {
+		t.Errorf("unlisted path: %q, want 404", got)
 	}
 }
 

@@ -123,6 +123,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	n.ws, err = netpoll.NewServer(netpoll.Config{
 		Addr:             cfg.Listen,
 		Paths:            SeedPaths,
+		CaptureHeaders:   []string{"Tag"}, // hs.Headers[0] in seedHandler.Open
 		MaxFrameSize:     cfg.MaxFrameSize,
 		MaxHeaderBytes:   cfg.MaxHeaderBytes,
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -377,7 +378,7 @@ type seedHandler struct {
 // slice.
 func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Session {
 	secret := proto.SeedSecret(hs.Authorization)
-	tags := proto.AppendTags(nil, hs.Tag)
+	tags := proto.AppendTags(nil, hs.Headers[0]) // the Tag header (Config.CaptureHeaders)
 	if len(secret) == 0 || len(tags) == 0 {
 		// Browsers cannot set headers: accept ?token= and ?tags= as well.
 		qToken, qTags, err := proto.ParseQuery(hs.RawQuery)
