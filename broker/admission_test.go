@@ -95,7 +95,7 @@ func TestRevocationUnderConnectStorm(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					var open []*Session
+					var open []*SeedSession
 					for !stop.Load() && time.Now().Before(deadline) {
 						s, err := e.b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: tags, Protocol: "seed"})
 						if err == nil {
@@ -124,8 +124,8 @@ func TestRevocationUnderConnectStorm(t *testing.T) {
 			var liveInIndex int
 			for g := range loops {
 				for _, topic := range []string{fmt.Sprintf("dev/%d/0", g), fmt.Sprintf("dev/%d/%d", g, tc.tags-1)} {
-					for _, s := range e.b.index.Match(topic, nil) {
-						if !s.closed.Load() {
+					for _, sub := range e.b.index.Match(topic, nil) {
+						if !sub.s.closed.Load() {
 							liveInIndex++
 						}
 					}

@@ -45,15 +45,6 @@ import (
 	"github.com/gatecast/gatecast/topic"
 )
 
-// Conn is the transport side of a session. netpoll.Conn implements it. All
-// methods are safe for concurrent use and never block.
-type Conn interface {
-	// Send queues f and takes ownership of one reference to it, in every case.
-	Send(f *proto.Frame) bool
-	// Close queues a close frame with code and reason, then drops the link.
-	Close(code uint16, reason string)
-}
-
 // Store is what the broker reads from the store of record. acl.Store
 // implements it.
 type Store interface {
@@ -88,12 +79,12 @@ type ConnectionLimiter interface {
 
 // Router carries messages between the nodes of a cluster (cluster.Routes
 // implements it). Add returns once every node routes filter here; Forward
-// sends an encoded frame once to each other node with a matching route,
-// and must not keep frame after it returns.
+// sends a message's forwarded form (see appendForward) once to each other
+// node with a matching route, and must not keep msg after it returns.
 type Router interface {
 	Add(ctx context.Context, filter string) error
 	Remove(ctx context.Context, filter string) error
-	Forward(ctx context.Context, topic string, frame []byte) error
+	Forward(ctx context.Context, topic string, msg []byte) error
 }
 
 // Config configures a Broker.
@@ -148,7 +139,7 @@ type Broker struct {
 	background   chan func()
 	log          *slog.Logger
 	storeTimeout time.Duration
-	index        *topic.Index[*Session]
+	index        *topic.Index[*Subscription]
 	tokens       tokenCache
 	sessions     sessionTable
 	nextID       atomic.Uint64
@@ -163,7 +154,7 @@ type Broker struct {
 	// Test hooks, nil outside tests: they let a test act at the exact
 	// points where an admission races a rights change or a close.
 	hookChecked     func()                  // grants checked, token lock not taken yet
-	hookSubscribing func(s *Session, i int) // before filter i enters the index; i == len: all in
+	hookSubscribing func(s *Session, i int) // before admission's filter i enters the index; i == len: all in
 }
 
 // New returns a Broker reading tokens and grants from cfg.Store.
@@ -205,7 +196,7 @@ func New(cfg Config) (*Broker, error) {
 		available:    cfg.Available,
 		log:          cfg.Logger,
 		storeTimeout: cfg.StoreTimeout,
-		index:        topic.NewIndex[*Session](),
+		index:        topic.NewIndex[*Subscription](),
 		metrics:      m,
 
 		maxSubs:        cfg.MaxSubscriptions,
@@ -220,7 +211,7 @@ func New(cfg Config) (*Broker, error) {
 	b.routerBacklog, _ = cfg.Router.(backlogger)
 	b.tokens.init()
 	b.sessions.init()
-	b.scratch.New = func() any { return &matchScratch{subs: make([]*Session, 0, 64)} }
+	b.scratch.New = func() any { return &matchScratch{subs: make([]*Subscription, 0, 64)} }
 	m.bindIndex(b.index)
 	m.bindTokenCache(&b.tokens)
 	if b.limiter != nil || b.router != nil {
@@ -251,57 +242,61 @@ func (b *Broker) later(fn func()) {
 // ConnectRequest is what a client presented when it connected.
 type ConnectRequest struct {
 	Secret     []byte   // token secret; empty = missing
-	Tags       []string // requested subscriptions; empty = missing
+	Tags       []string // subscriptions requested at connect (seed: the Tag header); may be empty for Open
 	RemoteAddr string
-	Protocol   string // "seed"
+	Protocol   string // "seed", "mqtt3", "mqtt5": the connections gauge's label and the admin listing
+	ClientID   string // MQTT client identifier, shown by the admin API
+	Username   string // MQTT user name: a free label, shown by the admin API
+	// NoLocal applies to the subscriptions requested at connect.
+	NoLocal bool
+	// OnRevoke is what enforcement does when a rights change uncovers one
+	// of the session's subscriptions.
+	OnRevoke RevokePolicy
+
+	seed bool // the seed protocol's tag rule applies to Tags
 }
 
-// Rejection says why a connection was refused: a WebSocket close code and a
-// short reason for the client.
-type Rejection struct {
-	Code   uint16
-	Reason string
-}
-
-func (r *Rejection) Error() string { return fmt.Sprintf("rejected %d: %s", r.Code, r.Reason) }
-
-// Connect admits a client: it authenticates the secret, checks every
-// requested subscription against the token's grants, takes a connection slot
-// and subscribes. On success the returned Session receives c's messages; on
-// refusal the error is a *Rejection (or a store error, for which the caller
-// closes with 1011) and nothing was kept.
-//
-// Everything proportional to the request (validation, deduplication, the
-// grant checks, subscribing) happens outside the token's mutex; see the
-// package documentation.
-func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
-	if len(req.Secret) == 0 {
-		b.metrics.connects[resultBadRequest].Inc()
-		return nil, &Rejection{CloseBadRequest, "missing Authorization header"}
+// Open admits a client of any protocol through its adapter's endpoint: it
+// authenticates the secret, checks the subscriptions requested at connect
+// (if any) against the token's grants, takes a connection slot and
+// subscribes. On refusal the error is a *Rejection (or a store error, for
+// which the adapter answers "unavailable") and nothing was kept. More
+// subscriptions come with Session.Subscribe.
+func (b *Broker) Open(ep Endpoint, req ConnectRequest) (*Session, error) {
+	s := &Session{}
+	if err := b.open(s, ep, req); err != nil {
+		return nil, err
 	}
-	if len(req.Tags) == 0 {
-		b.metrics.connects[resultBadRequest].Inc()
-		return nil, &Rejection{CloseBadRequest, "missing Tag header"}
+	return s, nil
+}
+
+// open admits into s, which the adapter allocated (the seed adapter embeds
+// it). Everything proportional to the request (validation, deduplication,
+// the grant checks, subscribing) happens outside the token's mutex; see the
+// package documentation.
+func (b *Broker) open(s *Session, ep Endpoint, req ConnectRequest) error {
+	if len(req.Secret) == 0 {
+		b.metrics.connects[resultAuth].Inc()
+		return reject(CauseBadCredentials, "missing token")
 	}
 	// The cap comes first, before any per-tag work: whatever the request,
 	// a refusal costs O(1).
 	if len(req.Tags) > b.maxSubs {
-		return nil, b.refuseCap(req, "too many tags: "+strconv.Itoa(len(req.Tags))+" > "+strconv.Itoa(b.maxSubs))
+		return b.refuseCap(req, "too many tags: "+strconv.Itoa(len(req.Tags))+" > "+strconv.Itoa(b.maxSubs))
 	}
-	seed := protocolIndex(req.Protocol) == 0
 	for _, f := range req.Tags {
-		if reason, overCap := b.checkFilter(f, seed); reason != "" {
+		if reason, overCap := b.checkFilter(f, req.seed); reason != "" {
 			if overCap {
-				return nil, b.refuseCap(req, reason)
+				return b.refuseCap(req, reason)
 			}
 			b.metrics.connects[resultForbidden].Inc()
-			return nil, &Rejection{CloseForbidden, reason}
+			return reject(CauseInvalid, reason)
 		}
 	}
 	filters := dedupFilters(req.Tags)
 	if b.available != nil && !b.available() {
 		b.metrics.connects[resultError].Inc()
-		return nil, &Rejection{CloseTryAgain, "node cannot verify rights right now, retry"}
+		return reject(CauseTryAgain, "node cannot verify rights right now, retry")
 	}
 	hash := acl.HashSecret(req.Secret)
 	for attempt := 0; ; attempt++ {
@@ -309,27 +304,27 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*Session, error) {
 		if err != nil {
 			if errors.Is(err, acl.ErrNotFound) {
 				b.metrics.connects[resultAuth].Inc()
-				return nil, &Rejection{CloseForbidden, "invalid token"}
+				return reject(CauseBadCredentials, "invalid token")
 			}
 			b.metrics.connects[resultError].Inc()
-			return nil, fmt.Errorf("broker: loading token: %w", err)
+			return fmt.Errorf("broker: loading token: %w", err)
 		}
-		s, rej, retry := b.admit(ts, hash, c, req, filters)
+		ok, rej, retry := b.admit(s, ep, ts, hash, req, filters)
 		if retry && attempt < 3 {
 			continue // the cached token changed under us: read it again
 		}
 		if rej != nil {
-			return nil, rej
+			return rej
 		}
-		if s == nil {
+		if !ok {
 			b.metrics.connects[resultAuth].Inc()
-			return nil, &Rejection{CloseForbidden, "invalid token"}
+			return reject(CauseBadCredentials, "invalid token")
 		}
 		if err := b.subscribe(s); err != nil {
 			b.log.Warn("cluster route unavailable; refusing the connection", "err", err)
-			return nil, &Rejection{CloseUnavailable, "cluster routing unavailable, retry"}
+			return reject(CauseUnavailable, "cluster routing unavailable, retry")
 		}
-		return s, nil
+		return nil
 	}
 }
 
@@ -365,7 +360,7 @@ func (b *Broker) refuseCap(req ConnectRequest, reason string) *Rejection {
 	reason = closeReason(reason)
 	b.capLog.log(b.log, slog.LevelWarn, "connection refused: over a subscription cap (--max-subscriptions, --max-topic-bytes, --max-topic-levels)",
 		"remote", req.RemoteAddr, "reason", reason)
-	return &Rejection{CloseForbidden, reason}
+	return reject(CauseInvalid, reason)
 }
 
 // admitAttempts bounds how often admission re-checks grants that changed
@@ -375,37 +370,47 @@ const admitAttempts = 8
 // admit checks filters against the token's grants, then takes the token's
 // lock only to re-check that the token and its grants are the ones checked,
 // check the limit and register the session. retry reports that ts was
-// replaced meanwhile. The session is not in the index yet: the caller
-// subscribes it.
-func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest, filters []string) (s *Session, rej *Rejection, retry bool) {
-	s = &Session{
+// replaced meanwhile. The session's filters are not in the index yet: the
+// caller subscribes it.
+func (b *Broker) admit(s *Session, ep Endpoint, ts *tokenState, hash acl.Hash, req ConnectRequest, filters []string) (ok bool, rej *Rejection, retry bool) {
+	*s = Session{
 		id:          b.nextID.Add(1),
 		b:           b,
-		conn:        c,
+		ep:          ep,
 		token:       ts,
-		filters:     filters,
-		multi:       len(filters) > 1,
 		remote:      req.RemoteAddr,
-		protocol:    req.Protocol,
+		clientID:    req.ClientID,
+		username:    req.Username,
 		proto:       protocolIndex(req.Protocol),
+		policy:      req.OnRevoke,
 		connectedAt: time.Now(),
 	}
-	s.bsend, _ = c.(backlogSender)
+	if len(filters) > 0 {
+		// Visible to enforcement from registration on, before they enter
+		// the index (see subscribe).
+		s.subs = make([]*Subscription, len(filters))
+		for i, f := range filters {
+			s.subs[i] = newSubscription(s, f, SubOptions{NoLocal: req.NoLocal})
+		}
+		if len(filters) > 1 {
+			s.multi.Store(true)
+		}
+	}
 	g := ts.grants.Load()
 	for attempt := 1; ; attempt++ {
-		denied, ok := firstUncovered(g, filters)
+		denied, uncovered := firstUncovered(g, filters)
 		if b.hookChecked != nil {
 			b.hookChecked()
 		}
 		ts.mu.Lock()
 		if ts.gone {
 			ts.mu.Unlock()
-			return nil, nil, true
+			return false, nil, true
 		}
 		if ts.hash != hash || ts.disabled {
 			ts.mu.Unlock()
 			b.metrics.connects[resultAuth].Inc()
-			return nil, &Rejection{CloseForbidden, "invalid token"}, false
+			return false, reject(CauseBadCredentials, "invalid token"), false
 		}
 		if cur := ts.grants.Load(); cur != g {
 			// RefreshTokens swapped the grants while we checked: check the
@@ -415,22 +420,22 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 			ts.mu.Unlock()
 			if attempt == admitAttempts {
 				b.metrics.connects[resultError].Inc()
-				return nil, &Rejection{CloseTryAgain, "rights are being changed, retry"}, false
+				return false, reject(CauseTryAgain, "rights are being changed, retry"), false
 			}
 			g = cur
 			continue
 		}
-		if ok {
+		if uncovered {
 			ts.mu.Unlock()
 			b.metrics.connects[resultForbidden].Inc()
-			return nil, &Rejection{CloseForbidden, tagReason("tag not permitted: ", denied, "")}, false
+			return false, reject(CauseNotAuthorized, tagReason("tag not permitted: ", denied, "")), false
 		}
 		break
 	}
 	defer ts.mu.Unlock()
 	if ts.maxConns > 0 && len(ts.sessions) >= ts.maxConns {
 		b.metrics.connects[resultLimit].Inc()
-		return nil, &Rejection{CloseLimit, "connection limit reached"}, false
+		return false, reject(CauseLimit, "connection limit reached"), false
 	}
 	if ts.maxConns > 0 && b.limiter != nil {
 		// Under ts.mu: this node's connects of one token take their
@@ -445,10 +450,10 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 		case err != nil:
 			b.metrics.connects[resultError].Inc()
 			b.log.Warn("cluster connection lease unavailable; refusing the connection", "token_id", ts.id, "err", err)
-			return nil, &Rejection{CloseUnavailable, "connection limit unavailable, retry"}, false
+			return false, reject(CauseUnavailable, "connection limit unavailable, retry"), false
 		case !ok:
 			b.metrics.connects[resultLimit].Inc()
-			return nil, &Rejection{CloseLimit, "connection limit reached"}, false
+			return false, reject(CauseLimit, "connection limit reached"), false
 		}
 		s.leased = true
 	}
@@ -456,8 +461,7 @@ func (b *Broker) admit(ts *tokenState, hash acl.Hash, c Conn, req ConnectRequest
 	b.sessions.put(s)
 	b.metrics.connects[resultAccepted].Inc()
 	b.metrics.connections[s.proto].Inc()
-	b.metrics.subscriptions.Add(float64(len(s.filters)))
-	return s, nil, false
+	return true, nil, false
 }
 
 // firstUncovered returns a filter g does not allow.
@@ -470,55 +474,65 @@ func firstUncovered(g *acl.Grants, filters []string) (string, bool) {
 	return "", false
 }
 
-// subscribe puts a registered session's filters in the index, then (cluster
-// mode) makes them routable from every node, outside the token's lock.
+// subscribe puts the filters admission registered with s in the index, one
+// at a time under s.subMu, then (cluster mode) makes them routable from
+// every node, outside every lock.
 //
-// A revocation (or a kick) may close s meanwhile. Whoever closes a session
-// removes its subscriptions - unless it finds them still being added: then
-// it marks the session abandoned and leaves the removal to us (subState).
-// The handoff is one compare-and-swap on each side, so exactly one of the
-// two removes, and only once everything was added: nothing is left in the
-// index or the route table, and nothing is removed twice (a route's removal
-// is counted per filter by the cluster). Until then dispatch already skips
-// s, since closed is set before the closer gets there.
+// A revocation (or a kick) may close s meanwhile. The filters were visible
+// to enforcement from registration on (s.subs), so a rights change judged
+// them; whoever closes s removes from the index what was inserted so far
+// (subs[:inIndex]) and marks the list done, which stops the insertion here:
+// nothing is left behind and nothing is removed twice. Until then dispatch
+// already skips s, since closed is set before the closer gets there.
 func (b *Broker) subscribe(s *Session) error {
-	for i, f := range s.filters {
+	n := len(s.subs)
+	for i := 0; i < n; i++ {
 		if b.hookSubscribing != nil {
 			b.hookSubscribing(s, i)
 		}
-		b.index.Subscribe(f, s)
+		s.subMu.Lock()
+		if s.subsDone {
+			s.subMu.Unlock()
+			return nil
+		}
+		b.index.Subscribe(s.subs[i].filter, s.subs[i])
+		s.inIndex++
+		s.subMu.Unlock()
+		b.metrics.subscriptions.Inc()
 	}
 	if b.hookSubscribing != nil {
-		b.hookSubscribing(s, len(s.filters))
+		b.hookSubscribing(s, n)
 	}
 	var err error
-	if b.router != nil {
+	if b.router != nil && n > 0 {
 		err = b.route(s)
 	}
-	if !s.subState.CompareAndSwap(subPending, subReady) {
-		s.unsubscribe() // closed while we subscribed: its closer left this to us
+	if s.closed.Load() {
+		// Closed meanwhile: its closer's cleanup may still be queued; do
+		// it now (the first call does it), so an admission that returns
+		// leaves nothing of a closed session in the index.
+		s.unsubscribeAll()
 	}
 	return err
 }
 
-// route makes s's subscriptions routable from every node before the
-// connection is admitted. On failure it undoes what it did and ends s
-// without a close frame (the caller answers with the rejection).
+// route makes s's connect-time subscriptions routable from every node
+// before the connection is admitted. On failure it ends s without a close
+// frame (the caller answers with the rejection); ending it gives back the
+// routes taken so far.
 func (b *Broker) route(s *Session) error {
-	ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
-	defer cancel()
-	for i, f := range s.filters {
-		if err := b.router.Add(ctx, f); err != nil {
-			for _, done := range s.filters[:i] {
-				if rerr := b.router.Remove(ctx, done); rerr != nil {
-					b.log.Warn("removing a route failed", "err", rerr)
-				}
-			}
-			s.end(0, "", revokeNone) // routed is still false: no second removal
+	s.subMu.Lock()
+	filters := make([]string, s.inIndex)
+	for i, sub := range s.subs[:s.inIndex] {
+		filters[i] = sub.filter
+	}
+	s.subMu.Unlock()
+	for _, f := range filters {
+		if err := s.addRoute(f); err != nil {
+			s.end(CauseNone, "", revokeNone)
 			return err
 		}
 	}
-	s.routed.Store(true)
 	return nil
 }
 
@@ -548,49 +562,53 @@ func dedupFilters(tags []string) []string {
 
 // matchScratch is a publisher's reusable buffer for index results.
 type matchScratch struct {
-	subs  []*Session
-	multi []*Session
+	subs  []*Subscription
+	multi []*Subscription
+	ids   []uint32 // merged subscription identifiers
+	fwd   []byte   // the forwarded form of the message
 }
 
-// publish routes one message from `from` (nil: from no session) to every
-// other session subscribed to a filter matching t. The message is encoded
-// once; every recipient shares the same frame. Allocation-free in steady state.
-func (b *Broker) publish(from *Session, t string, message []byte) (delivered int, backlog <-chan struct{}) {
-	f := proto.AcquireFrame()
-	f.B = proto.AppendSeedFrame(f.B, t, message)
-	return b.dispatch(from, t, f, true)
+// DeliverRemote hands a message another node forwarded (its forwarded
+// form, see appendForward) to the local subscribers of topic t. It is what
+// the cluster router calls; msg is only read during the call.
+func (b *Broker) DeliverRemote(t string, msg []byte) {
+	m := AcquireMessage()
+	var dec proto.SeedDecoder
+	if !parseForward(msg, m, &dec) {
+		ReleaseMessage(m)
+		b.metrics.forwardErrors.Inc()
+		return
+	}
+	m.Topic = t
+	b.dispatch(m, false)
+	ReleaseMessage(m)
 }
 
-// DeliverRemote hands a frame another node forwarded to the local
-// subscribers of topic t. It is what the cluster router calls; frame is
-// copied once into a shared frame.
-func (b *Broker) DeliverRemote(t string, frame []byte) {
-	f := proto.AcquireFrame()
-	f.B = append(f.B[:0], frame...)
-	b.dispatch(nil, t, f, false)
-}
-
-// dispatch delivers f (and releases the caller's reference) to every local
-// session subscribed to t except from, then, when forward is set (the
-// message was published on this node), to the other nodes that route t.
-func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool) (delivered int, backlog <-chan struct{}) {
+// dispatch delivers m to every local subscription matching its topic (the
+// publisher's own only where the subscription allows it: seed never, MQTT
+// unless No Local), once per session, then, when forward is set (the
+// message was published on this node), to the other nodes that route it.
+// Each protocol's encoding is made once, on first use, and shared.
+func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-chan struct{}) {
 	sc := b.scratch.Get().(*matchScratch)
-	sc.subs = b.index.Match(t, sc.subs[:0])
+	sc.subs = b.index.Match(m.Topic, sc.subs[:0])
 	sc.multi = sc.multi[:0]
-	dropped := 0
-	for _, s := range sc.subs {
-		if s == from || s.closed.Load() {
+	dropped, bytes := 0, 0
+	for _, sub := range sc.subs {
+		s := sub.s
+		if s.closed.Load() || (s == m.from && sub.opts.NoLocal) {
 			continue
 		}
-		if s.multi {
-			// a session with several filters may match more than once:
-			// deliver those after removing duplicates.
-			sc.multi = append(sc.multi, s)
+		if s.multi.Load() {
+			// a session with several subscriptions may match more than
+			// once: deliver those after merging their matches.
+			sc.multi = append(sc.multi, sub)
 			continue
 		}
-		ok, bl := s.deliver(f)
+		n, ok, bl := s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), RetainAsPublished: sub.opts.RetainAsPublished, SubIDs: sub.subIDs()})
 		if ok {
 			delivered++
+			bytes += n
 		} else {
 			dropped++
 		}
@@ -600,17 +618,25 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool)
 	}
 	if len(sc.multi) > 0 {
 		if len(sc.multi) > 1 {
-			slices.SortFunc(sc.multi, compareSessions)
+			slices.SortFunc(sc.multi, compareSubscriptions)
 		}
-		var prev *Session
-		for _, s := range sc.multi {
-			if s == prev {
-				continue
+		for i := 0; i < len(sc.multi); {
+			s := sc.multi[i].s
+			d := Delivery{}
+			sc.ids = sc.ids[:0]
+			for ; i < len(sc.multi) && sc.multi[i].s == s; i++ {
+				o := sc.multi[i].opts
+				d.QoS = max(d.QoS, min(m.QoS, o.QoS))
+				d.RetainAsPublished = d.RetainAsPublished || o.RetainAsPublished
+				if o.ID != 0 {
+					sc.ids = append(sc.ids, o.ID)
+				}
 			}
-			prev = s
-			ok, bl := s.deliver(f)
+			d.SubIDs = sc.ids
+			n, ok, bl := s.ep.Deliver(m, d)
 			if ok {
 				delivered++
+				bytes += n
 			} else {
 				dropped++
 			}
@@ -619,21 +645,24 @@ func (b *Broker) dispatch(from *Session, t string, f *proto.Frame, forward bool)
 			}
 		}
 	}
-	n := len(f.B)
 	if forward && b.router != nil {
-		if err := b.router.Forward(context.Background(), t, f.B); err != nil {
+		sc.fwd = appendForward(sc.fwd[:0], m)
+		if err := b.router.Forward(context.Background(), m.Topic, sc.fwd); err != nil {
 			b.metrics.forwardErrors.Inc()
 		}
 		if backlog == nil && b.routerBacklog != nil {
 			backlog = b.routerBacklog.Backlog()
 		}
 	}
-	f.Release()
+	m.releaseFrames()
 	clear(sc.subs) // do not keep sessions reachable from the pool
 	clear(sc.multi)
+	if cap(sc.fwd) > 64<<10 {
+		sc.fwd = nil
+	}
 	b.scratch.Put(sc)
 	b.metrics.deliveries.Add(float64(delivered))
-	b.metrics.bytesOut.Add(float64(delivered * n))
+	b.metrics.bytesOut.Add(float64(bytes))
 	if dropped > 0 {
 		b.metrics.dropped.Add(float64(dropped))
 	}
@@ -650,14 +679,21 @@ func compareSessions(a, b *Session) int {
 	return 0
 }
 
-// Publish delivers a message to every matching session, as if published by
-// no client (used by tests and server-side publishers). The topic must be a
-// valid publish topic and message valid JSON.
+func compareSubscriptions(a, b *Subscription) int { return compareSessions(a.s, b.s) }
+
+// Publish delivers a message to every matching session, on every node, as
+// if published by no client (server-side publishers). The topic must be a
+// valid publish topic; message is embedded as JSON for seed subscribers
+// when it is JSON text, as a JSON string otherwise.
 func (b *Broker) Publish(t string, message []byte) (int, error) {
 	if err := topic.ValidateTopic(t); err != nil {
 		return 0, err
 	}
-	n, _ := b.publish(nil, t, message)
+	m := AcquireMessage()
+	m.Topic = t
+	m.Payload = message
+	n, _ := b.dispatch(m, true)
+	ReleaseMessage(m)
 	return n, nil
 }
 
@@ -690,12 +726,12 @@ func (b *Broker) Connections(tokenID int64) []ConnectionInfo {
 
 // CloseAll closes every live session with code and reason (cluster mode,
 // --on-redis-loss=close) and returns how many it closed.
-func (b *Broker) CloseAll(code uint16, reason string) int {
+func (b *Broker) CloseAll(cause Cause, reason string) int {
 	var all []*Session
 	b.sessions.each(func(s *Session) { all = append(all, s) })
 	n := 0
 	for _, s := range all {
-		if s.end(code, reason, revokeNone) {
+		if s.end(cause, reason, revokeNone) {
 			n++
 		}
 	}
@@ -708,7 +744,7 @@ func (b *Broker) Kick(id uint64) bool {
 	if s == nil {
 		return false
 	}
-	return s.end(CloseKicked, "closed by administrator", revokeKick)
+	return s.end(CauseKicked, "closed by administrator", revokeKick)
 }
 
 // SessionCount is the number of live sessions.
@@ -797,7 +833,7 @@ func (b *Broker) trimClusterLocked(ctx context.Context, ts *tokenState, unsub []
 		}
 		s.leased = false // the trim took its slot already
 		cut--
-		if s.closeLocked(CloseLimit, reasonLimitLowered, revokeLimit) {
+		if s.closeLocked(CauseLimit, reasonLimitLowered, revokeLimit) {
 			unsub = append(unsub, s)
 		}
 	}
@@ -850,7 +886,7 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 			b.watcher.Unwatch(ts.id)
 		}
 		for s := range ts.sessions {
-			if s.closeLocked(CloseTokenChanged, reason, revokeToken) {
+			if s.closeLocked(CauseTokenChanged, reason, revokeToken) {
 				unsub = append(unsub, s)
 			}
 		}
@@ -883,6 +919,10 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 		if s.closed.Load() {
 			continue
 		}
+		if s.policy == RevokeUnsubscribe {
+			b.dropRevoked(s, g)
+			continue
+		}
 		if f, ok := s.uncovered(g); ok {
 			uncovered = append(uncovered, cut{s, tagReason("tag no longer permitted: ", f, "")})
 		}
@@ -892,7 +932,7 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	// Uncovered sessions go first, then the limit applies to what is left,
 	// so a session closed for its subscriptions does not count against it.
 	for _, u := range uncovered {
-		if u.s.closeLocked(CloseForbidden, u.reason, revokeSubscription) {
+		if u.s.closeLocked(CauseNotAuthorized, u.reason, revokeSubscription) {
 			unsub = append(unsub, u.s)
 		}
 	}
@@ -901,7 +941,7 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	}
 	if over := len(ts.sessions) - ts.maxConns; ts.maxConns > 0 && over > 0 {
 		for _, s := range newestFirst(ts)[:over] {
-			if s.closeLocked(CloseLimit, reasonLimitLowered, revokeLimit) {
+			if s.closeLocked(CauseLimit, reasonLimitLowered, revokeLimit) {
 				unsub = append(unsub, s)
 			}
 		}
@@ -983,6 +1023,10 @@ func (b *Broker) RefreshGrant(ctx context.Context, tokenID, tagID int64) error {
 		if s.closed.Load() {
 			continue
 		}
+		if s.policy == RevokeUnsubscribe {
+			b.dropRevoked(s, g)
+			continue
+		}
 		if f, ok := s.uncovered(g); ok {
 			closing = append(closing, s)
 			reasons = append(reasons, tagReason("tag no longer permitted: ", f, ""))
@@ -993,7 +1037,7 @@ func (b *Broker) RefreshGrant(ctx context.Context, tokenID, tagID int64) error {
 	}
 	ts.mu.Lock()
 	for i, s := range closing {
-		if s.closeLocked(CloseForbidden, reasons[i], revokeSubscription) {
+		if s.closeLocked(CauseNotAuthorized, reasons[i], revokeSubscription) {
 			unsub = append(unsub, s)
 		}
 	}
@@ -1008,23 +1052,25 @@ func (b *Broker) RefreshGrant(ctx context.Context, tokenID, tagID int64) error {
 // hold up the rights change: removing their subscriptions from the index is
 // O(sessions × filters), which a token's clients choose (thousands of
 // half-closed sessions with a thousand tags each, say), so it runs on its
-// own goroutine. The handoff with a Connect still subscribing (release's
-// first step) and the lease release are O(1) and stay here.
+// own goroutine. The lease release is O(1) and stays here.
 func (b *Broker) released(id int64, closed []*Session) {
-	var unsub []*Session
 	for _, s := range closed {
-		if s.releaseSlot() {
-			unsub = append(unsub, s)
-		}
-	}
-	if len(unsub) > 0 {
-		go func() {
-			for _, s := range unsub {
-				s.unsubscribe()
-			}
-		}()
+		s.releaseSlot()
 	}
 	if len(closed) > 0 {
+		go func() {
+			for _, s := range closed {
+				s.unsubscribeAll()
+			}
+		}()
 		b.log.Info("rights change enforced", "token_id", id, "sessions_closed", len(closed))
+	}
+}
+
+// dropRevoked removes the subscriptions of a RevokeUnsubscribe session that
+// g no longer covers; the session stays.
+func (b *Broker) dropRevoked(s *Session, g *acl.Grants) {
+	if n := s.dropUncovered(g); n > 0 {
+		b.metrics.revocations[revokeSubscription].Add(float64(n))
 	}
 }

@@ -108,7 +108,7 @@ func (e *env) token(tb testing.TB, maxConns int, grants map[string]acl.Permissio
 	return tok, secret
 }
 
-func (e *env) connect(tb testing.TB, secret string, tags ...string) (*Session, *recConn) {
+func (e *env) connect(tb testing.TB, secret string, tags ...string) (*SeedSession, *recConn) {
 	tb.Helper()
 	c := &recConn{keep: true}
 	s, err := e.b.Connect(c, ConnectRequest{Secret: []byte(secret), Tags: tags, Protocol: "seed"})

@@ -105,7 +105,7 @@ func rightsFor(t *testing.T, redisAddr string, b **Broker) *cluster.Rights {
 	return r
 }
 
-func connectTo(t *testing.T, b *Broker, secret string, tags ...string) (*Session, *recConn) {
+func connectTo(t *testing.T, b *Broker, secret string, tags ...string) (*SeedSession, *recConn) {
 	t.Helper()
 	c := &recConn{keep: true}
 	s, err := b.Connect(c, ConnectRequest{Secret: []byte(secret), Tags: tags, Protocol: "seed"})
@@ -147,7 +147,7 @@ func TestConnectionLimitExactAcrossNodes(t *testing.T) {
 	}
 	_, secret := e.token(t, 5, map[string]acl.Permission{"sensors/#": acl.PermRead})
 	var mu sync.Mutex
-	var admitted []*Session
+	var admitted []*SeedSession
 	codes := map[uint16]int{}
 	var wg sync.WaitGroup
 	for i := range 200 {

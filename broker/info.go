@@ -8,6 +8,8 @@ type ConnectionInfo struct {
 	TokenID       int64     `json:"token_id"`
 	RemoteAddr    string    `json:"remote_addr"`
 	Protocol      string    `json:"protocol"`
+	ClientID      string    `json:"client_id,omitempty"`
+	Username      string    `json:"username,omitempty"`
 	Subscriptions []string  `json:"subscriptions"`
 	ConnectedAt   time.Time `json:"connected_since"`
 }

@@ -47,13 +47,18 @@ const (
 
 // Protocols a session may speak, for gatecast_connections{protocol}.
 // Anything else is counted as "other" (a wiring mistake, not client input).
-var protocolNames = [...]string{"seed", "other"}
+var protocolNames = [...]string{"seed", "mqtt3", "mqtt5", "other"}
 
 func protocolIndex(p string) uint8 {
-	if p == "seed" || p == "" {
+	switch p {
+	case "seed", "":
 		return 0
+	case "mqtt3":
+		return 1
+	case "mqtt5":
+		return 2
 	}
-	return 1
+	return 3
 }
 
 var revokeKindNames = [numRevokes]string{"", "token", "subscription", "limit", "kick"}
@@ -136,7 +141,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 // bindIndex exports the subscription index's own counters.
-func (m *metrics) bindIndex(x *topic.Index[*Session]) {
+func (m *metrics) bindIndex(x *topic.Index[*Subscription]) {
 	if m.reg == nil {
 		return
 	}

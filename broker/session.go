@@ -2,129 +2,385 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"strings"
-	"time"
-	"unsafe"
-
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gatecast/gatecast/acl"
-	"github.com/gatecast/gatecast/proto"
 	"github.com/gatecast/gatecast/topic"
 )
 
-// Session is one admitted client connection.
+// Endpoint is a protocol adapter's side of a session: how the core hands it
+// messages and ends it. The seed adapter (SeedSession) and the MQTT adapter
+// implement it.
+type Endpoint interface {
+	// Deliver hands the endpoint a message matched by its subscriptions.
+	// It is called on publishers' goroutines, concurrently, and must not
+	// block; m is valid only during the call (take shared bytes with
+	// m.Frame, copy anything else). It returns the bytes queued (0 when
+	// dropped), whether the message was queued, and a backlog channel
+	// when the endpoint's transport is past its soft output limit (the
+	// publisher then stalls; see stall.go).
+	Deliver(m *Message, d Delivery) (n int, ok bool, backlog <-chan struct{})
+	// End is called at most once, when the core ends the session for
+	// cause (a rights change, a kick, a limit, a takeover): the endpoint
+	// answers in its protocol and closes its transport. It is called under
+	// the token's lock, so it must be O(1) and must not call back into
+	// the session. It is not called when the client ended the session
+	// (Session.Close).
+	End(cause Cause, reason string)
+}
+
+// RevokePolicy says what enforcement does to a live session whose
+// subscription a rights change no longer covers.
+type RevokePolicy uint8
+
+const (
+	// RevokeClose ends the session with CauseNotAuthorized (seed 4003,
+	// MQTT DISCONNECT 0x87): the default.
+	RevokeClose RevokePolicy = iota
+	// RevokeUnsubscribe drops only the uncovered subscriptions and keeps
+	// the session (MQTT --mqtt-on-revoke=unsubscribe).
+	RevokeUnsubscribe
+)
+
+// SubOptions are one subscription's options.
+type SubOptions struct {
+	QoS               byte // the granted maximum QoS
+	NoLocal           bool // never deliver the session's own publishes
+	RetainAsPublished bool
+	RetainHandling    byte   // MQTT 5: 0 send retained, 1 only if new, 2 never
+	ID                uint32 // MQTT 5 subscription identifier; 0 none
+}
+
+// Subscription is one (session, filter) entry of the topic index.
+type Subscription struct {
+	s      *Session
+	filter string
+	opts   SubOptions
+	ids    [1]uint32 // opts.ID as a slice for Delivery.SubIDs
+}
+
+// Filter is the subscription's topic filter.
+func (sub *Subscription) Filter() string { return sub.filter }
+
+// Options are the subscription's options.
+func (sub *Subscription) Options() SubOptions { return sub.opts }
+
+func (sub *Subscription) subIDs() []uint32 {
+	if sub.opts.ID == 0 {
+		return nil
+	}
+	return sub.ids[:]
+}
+
+func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
+	sub := &Subscription{s: s, filter: filter, opts: opts}
+	sub.ids[0] = opts.ID
+	return sub
+}
+
+// Session is one admitted client connection, in protocol-neutral terms: its
+// token, its subscriptions, and the endpoint its protocol adapter provides.
 //
-// The transport calls OnMessage serially and OnClose once; every other
-// method may be called from any goroutine. Fields set at admission are
-// immutable; closed is atomic; membership in the token's session set is
-// guarded by the token's mutex.
+// Concurrency: Publish is called by the adapter serially (its transport's
+// goroutine); Subscribe, Unsubscribe and Close may be called from any
+// goroutine. Fields set at admission are immutable; closed is atomic;
+// membership in the token's session set is guarded by the token's mutex;
+// the subscription list by subMu, the cluster routes by routeMu.
 type Session struct {
 	id          uint64
 	b           *Broker
-	conn        Conn
+	ep          Endpoint
 	token       *tokenState
-	filters     []string    // the subscriptions, fixed for the seed protocol
-	multi       bool        // several filters: one message may match more than once
-	leased      bool        // holds a cluster connection lease, given back on close
-	proto       uint8       // index into protocolNames, for the connections gauge
-	routed      atomic.Bool // its filters were added to the cluster route table
+	leased      bool  // holds a cluster connection lease, given back on close; guarded by token.mu
+	proto       uint8 // index into protocolNames
+	policy      RevokePolicy
 	remote      string
-	protocol    string
+	clientID    string
+	username    string
 	connectedAt time.Time
 
 	closed atomic.Bool
-	// subState hands the removal of the session's subscriptions over
-	// between Connect, which adds them after registering the session, and
-	// whoever closes it (see Broker.subscribe).
-	subState atomic.Int32
+	// multi is set, before its second subscription enters the index, on a
+	// session that ever had more than one: a message may then match it
+	// more than once, and dispatch merges its matches.
+	multi atomic.Bool
 
-	// dec is used only by the transport's goroutine inside OnMessage.
-	dec proto.SeedDecoder
-	// bsend is conn's backpressure-aware send, when the transport has one
-	// (netpoll does); set at admission.
-	bsend backlogSender
+	// subMu guards subs, inIndex and subsDone. Enforcement takes it to
+	// judge a session's subscriptions, so it is held for O(1) index work
+	// at a time, never across a store or cluster call.
+	subMu    sync.Mutex
+	subs     []*Subscription
+	inIndex  int  // subs[:inIndex] are in the index (admission inserts them one by one)
+	subsDone bool // released: nothing may be added
+
+	// routeMu serializes the session's cluster route changes (Router
+	// calls, one round trip each); enforcement never takes it.
+	routeMu    sync.Mutex
+	routed     []string // filters added to the cluster route table
+	routesDone bool
+
 	// stallTimer bounds the producer stalls of this session's publishes;
-	// made on the first stall, used only inside OnMessage.
+	// made on the first stall, used only by Publish's caller.
 	stallTimer *time.Timer
 }
 
 // ID is the session's node-unique identifier.
 func (s *Session) ID() uint64 { return s.id }
 
-// OnMessage handles one client message. Binary messages, invalid JSON, a
-// missing tag or message, a wildcard or invalid topic (one over
-// Config.MaxTopicBytes or MaxTopicLevels included) and a publish the token
-// may not make are dropped and counted; the connection stays open, as the
-// seed protocol specifies.
-//
-// payload is only valid during the call: nothing here keeps it. The topic is
-// viewed in place (no copy) because the index does not retain it and the
-// frame encoder copies it.
-func (s *Session) OnMessage(text bool, payload []byte) {
+// TokenID is the ID of the token the session authenticated with.
+func (s *Session) TokenID() int64 { return s.token.id }
+
+// Closed reports whether the session has ended.
+func (s *Session) Closed() bool { return s.closed.Load() }
+
+// PublishResult is the outcome of Session.Publish.
+type PublishResult uint8
+
+const (
+	Published           PublishResult = iota
+	PublishNotAuthorized              // the token may not publish to the topic
+	PublishInvalidTopic               // malformed, a wildcard, or over a cap
+	PublishClosed                     // the session has ended
+)
+
+// Publish authorizes m (filled by the adapter; Topic must be set) and
+// routes it to every matching subscription, on this node and, in cluster
+// mode, on the others. Rejections are counted. When a subscriber was
+// backlogged it then stalls, at most Config.MaxStall, so the caller (the
+// publisher's transport goroutine) reads its next message later.
+// Allocation-free in steady state.
+func (s *Session) Publish(m *Message) PublishResult {
 	if s.closed.Load() {
-		return
+		return PublishClosed
 	}
-	m := s.b.metrics
-	m.bytesIn.Add(float64(len(payload)))
-	if !text {
-		m.rejected[rejectBinary].Inc()
-		return
+	return s.publish(m, true)
+}
+
+// PublishFinal publishes the last message of a session that has ended (an
+// MQTT will): authorized by the token's grants as they are now, exactly as
+// Publish would, but not refused because the session is closed, and
+// refused when the token is gone or disabled. It never stalls.
+func (s *Session) PublishFinal(m *Message) PublishResult {
+	ts := s.token
+	ts.mu.Lock()
+	dead := ts.gone || ts.disabled
+	ts.mu.Unlock()
+	if dead {
+		s.b.metrics.rejected[rejectDenied].Inc()
+		return PublishNotAuthorized
 	}
-	tag, msg, err := s.dec.Decode(payload)
-	if err != nil {
-		m.rejected[rejectInvalid].Inc()
-		return
-	}
-	t := unsafe.String(unsafe.SliceData(tag), len(tag))
+	return s.publish(m, false)
+}
+
+func (s *Session) publish(m *Message, stall bool) PublishResult {
+	b := s.b
+	t := m.Topic
 	// The configured caps count as topic syntax, as the topic package's own
 	// (larger) limits do; the length is checked before anything reads t.
-	if len(t) > s.b.maxTopicBytes || strings.Count(t, "/") >= s.b.maxTopicLevels || topic.ValidateTopic(t) != nil {
-		m.rejected[rejectTopic].Inc()
-		return
+	if len(t) > b.maxTopicBytes || strings.Count(t, "/") >= b.maxTopicLevels || topic.ValidateTopic(t) != nil {
+		b.metrics.rejected[rejectTopic].Inc()
+		return PublishInvalidTopic
 	}
 	// The grants pointer is swapped by RefreshTokens before it returns, so
 	// a downgrade refuses the very next publish.
 	if !s.token.grants.Load().CanPublish(t) {
-		m.rejected[rejectDenied].Inc()
+		b.metrics.rejected[rejectDenied].Inc()
+		return PublishNotAuthorized
+	}
+	b.metrics.messagesIn.Inc()
+	m.from = s
+	if _, backlog := b.dispatch(m, true); backlog != nil && stall {
+		s.stall(backlog)
+	}
+	return Published
+}
+
+// SubResult is the outcome of Session.Subscribe.
+type SubResult uint8
+
+const (
+	SubGranted       SubResult = iota
+	SubNotAuthorized           // no read grant covers the filter
+	SubInvalid                 // malformed filter, or over the byte or level cap
+	SubQuota                   // the session holds Config.MaxSubscriptions already
+	SubUnavailable             // cluster routing did not answer; nothing was kept
+	SubClosed                  // the session has ended
+)
+
+// Subscribe adds (or, for a filter the session holds, replaces the options
+// of) one subscription, if a read grant of the token covers filter.
+//
+// A rights change racing it cannot leave an uncovered subscription behind:
+// the filter is checked against the grants outside every lock, then, under
+// subMu, added only if the grants are still the ones checked. Enforcement
+// installs new grants before it takes subMu to judge the session, so it
+// either sees the subscription or makes this call check again.
+func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
+	if s.closed.Load() {
+		return SubClosed
+	}
+	b := s.b
+	if reason, _ := b.checkFilter(filter, false); reason != "" {
+		return SubInvalid
+	}
+	ts := s.token
+	g := ts.grants.Load()
+	for attempt := 1; ; attempt++ {
+		if !g.CanSubscribe(filter) {
+			return SubNotAuthorized
+		}
+		s.subMu.Lock()
+		if cur := ts.grants.Load(); cur != g {
+			s.subMu.Unlock()
+			if attempt == admitAttempts {
+				return SubUnavailable
+			}
+			g = cur
+			continue
+		}
+		break
+	}
+	// s.subMu held
+	if s.subsDone {
+		s.subMu.Unlock()
+		return SubClosed
+	}
+	i := slices.IndexFunc(s.subs[:s.inIndex], func(sub *Subscription) bool { return sub.filter == filter })
+	if i < 0 && s.inIndex >= b.maxSubs {
+		s.subMu.Unlock()
+		return SubQuota
+	}
+	if i < 0 && s.inIndex > 0 {
+		s.multi.Store(true)
+	}
+	sub := newSubscription(s, strings.Clone(filter), opts)
+	if i >= 0 {
+		// Replace: the new entry goes in before the old one leaves, so no
+		// message falls between; multi makes dispatch merge the two.
+		s.multi.Store(true)
+		old := s.subs[i]
+		b.index.Subscribe(sub.filter, sub)
+		b.index.Unsubscribe(old.filter, old)
+		s.subs[i] = sub
+		s.subMu.Unlock()
+		return SubGranted
+	}
+	b.index.Subscribe(sub.filter, sub)
+	s.subs = slices.Insert(s.subs, s.inIndex, sub)
+	s.inIndex++
+	s.subMu.Unlock()
+	b.metrics.subscriptions.Inc()
+	if b.router != nil {
+		if err := s.addRoute(sub.filter); err != nil {
+			b.log.Warn("cluster route unavailable; subscription refused", "err", err)
+			s.Unsubscribe(filter)
+			return SubUnavailable
+		}
+	}
+	return SubGranted
+}
+
+// Unsubscribe removes the session's subscription to filter and reports
+// whether it had one.
+func (s *Session) Unsubscribe(filter string) bool {
+	s.subMu.Lock()
+	i := slices.IndexFunc(s.subs[:s.inIndex], func(sub *Subscription) bool { return sub.filter == filter })
+	if i < 0 || s.subsDone {
+		s.subMu.Unlock()
+		return false
+	}
+	sub := s.subs[i]
+	s.b.index.Unsubscribe(sub.filter, sub)
+	s.subs = slices.Delete(s.subs, i, i+1)
+	s.inIndex--
+	s.subMu.Unlock()
+	s.b.metrics.subscriptions.Dec()
+	if s.b.router != nil {
+		s.removeRoute(sub.filter)
+	}
+	return true
+}
+
+// Subscriptions returns a copy of the session's subscriptions' filters.
+func (s *Session) Subscriptions() []string {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	out := make([]string, len(s.subs))
+	for i, sub := range s.subs {
+		out[i] = sub.filter
+	}
+	return out
+}
+
+// addRoute makes filter routable to this node from every node, unless the
+// session already routes it or has ended.
+func (s *Session) addRoute(filter string) error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	if s.routesDone || slices.Contains(s.routed, filter) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+	defer cancel()
+	if err := s.b.router.Add(ctx, filter); err != nil {
+		return err
+	}
+	s.routed = append(s.routed, filter)
+	return nil
+}
+
+// removeRoute gives back the session's route for filter.
+func (s *Session) removeRoute(filter string) {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	i := slices.Index(s.routed, filter)
+	if i < 0 {
 		return
 	}
-	m.messagesIn.Inc()
-	if _, backlog := s.b.publish(s, t, msg); backlog != nil {
-		s.stall(backlog)
+	s.routed = slices.Delete(s.routed, i, i+1)
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+	defer cancel()
+	if err := s.b.router.Remove(ctx, filter); err != nil {
+		s.b.log.Warn("removing a cluster route failed", "err", err)
 	}
 }
 
-// OnClose releases the session's connection slot and subscriptions. The
-// transport may call it from any of its goroutines, its timer sweeper
-// included, so it never waits for the token's lock: when a rights change or
-// a cluster lease call holds it, the end is finished on another goroutine.
-func (s *Session) OnClose() {
+// Close ends the session from the client's side (its connection is gone):
+// it releases the connection slot and subscriptions, without calling the
+// endpoint's End. The transport may call it from any of its goroutines, its
+// timer sweeper included, so it never waits for the token's lock: when a
+// rights change or a cluster lease call holds it, the end is finished on
+// another goroutine.
+func (s *Session) Close() {
 	ts := s.token
 	if !ts.mu.TryLock() {
-		go s.end(0, "", revokeNone)
+		go s.end(CauseNone, "", revokeNone)
 		return
 	}
-	first := s.closeLocked(0, "", revokeNone)
+	first := s.closeLocked(CauseNone, "", revokeNone)
 	ts.mu.Unlock()
 	if first {
 		s.release()
 	}
 }
 
-// Values of Session.subState.
-const (
-	subPending   = iota // Connect is adding the subscriptions
-	subReady            // all added: the closer removes them
-	subAbandoned        // closed while pending: Connect removes them when done
-)
+// End ends the session for cause, as enforcement does: the endpoint's End
+// answers the client. It reports whether this call ended it. Adapters use
+// it for a session another connection took over.
+func (s *Session) End(cause Cause, reason string) bool {
+	return s.end(cause, reason, revokeNone)
+}
 
 // end closes the session under its token's lock (see closeLocked) and, if
 // this call closed it, removes its subscriptions outside the lock.
-func (s *Session) end(code uint16, reason string, why revokeKind) bool {
+func (s *Session) end(cause Cause, reason string, why revokeKind) bool {
 	ts := s.token
 	ts.mu.Lock()
-	first := s.closeLocked(code, reason, why)
+	first := s.closeLocked(cause, reason, why)
 	ts.mu.Unlock()
 	if first {
 		s.release()
@@ -132,23 +388,13 @@ func (s *Session) end(code uint16, reason string, why revokeKind) bool {
 	return first
 }
 
-// deliver hands a shared frame to the session's connection. backlog is
-// non-nil when the connection is backlogged (see stall.go).
-func (s *Session) deliver(f *proto.Frame) (ok bool, backlog <-chan struct{}) {
-	f.Retain() // the connection's reference, released by it in every case
-	if s.bsend != nil {
-		return s.bsend.SendBacklog(f)
-	}
-	return s.conn.Send(f), nil
-}
-
 // closeLocked ends the session once: it frees the connection slot at once
 // (so a reconnect is not refused while the close handshake runs) and, when
-// code is not 0, asks the transport to close with it. The token's mutex must
-// be held; the work is O(1) (the subscriptions are removed afterwards by
-// release, outside the lock). It reports whether this call was the one that
-// closed.
-func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
+// cause is not CauseNone, asks the endpoint to answer and close. The token's
+// mutex must be held; the work is O(1) (the subscriptions are removed
+// afterwards by release, outside the lock). It reports whether this call
+// was the one that closed.
+func (s *Session) closeLocked(cause Cause, reason string, why revokeKind) bool {
 	if !s.closed.CompareAndSwap(false, true) {
 		return false
 	}
@@ -156,73 +402,129 @@ func (s *Session) closeLocked(code uint16, reason string, why revokeKind) bool {
 	s.b.sessions.del(s.id)
 	m := s.b.metrics
 	m.connections[s.proto].Dec()
-	m.subscriptions.Sub(float64(len(s.filters)))
 	if why != revokeNone {
 		m.revocations[why].Inc()
 	}
-	if code != 0 {
-		s.conn.Close(code, closeReason(reason))
+	if cause != CauseNone {
+		s.ep.End(cause, reason)
 	}
 	return true
 }
 
 // release runs once, outside the token's lock, after closeLocked closed the
-// session: it removes the subscriptions (or, if Connect is still adding
-// them, leaves that to Connect) and gives the cluster slot back. Publishers
-// skip a closed session, so the index may lag behind the close.
+// session: it gives the cluster slot back and removes the subscriptions.
+// Publishers skip a closed session, so the index may lag behind the close.
 func (s *Session) release() {
-	if s.releaseSlot() {
-		s.unsubscribe()
-	}
+	s.releaseSlot()
+	s.unsubscribeAll()
 }
 
-// releaseSlot is release without the removal from the index, which it
-// reports is the caller's to do (false: Connect is still subscribing and
-// will remove everything itself). It gives the cluster slot back.
-func (s *Session) releaseSlot() (unsubscribe bool) {
-	unsubscribe = !s.subState.CompareAndSwap(subPending, subAbandoned)
-	if s.leased {
-		id := s.token.id
-		s.b.later(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
-			defer cancel()
-			if err := s.b.limiter.Release(ctx, id); err != nil {
-				s.b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
-			}
-		})
+// releaseSlot gives the cluster connection slot back (on the broker's
+// background goroutine: it is a Redis call).
+func (s *Session) releaseSlot() {
+	if !s.leased {
+		return
 	}
-	return unsubscribe
+	id := s.token.id
+	s.b.later(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+		defer cancel()
+		if err := s.b.limiter.Release(ctx, id); err != nil {
+			s.b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
+		}
+	})
 }
 
-// unsubscribe removes the session's filters from the index and, if they
-// were routed, from the cluster's route table. Exactly one of Connect and
-// the session's closer calls it (see Broker.subscribe).
-func (s *Session) unsubscribe() {
-	for _, f := range s.filters {
-		s.b.index.Unsubscribe(f, s)
+// unsubscribeAll removes every subscription from the index and gives the
+// cluster routes back (in the background), once: the first call does it.
+// After it nothing can be added: an admission still inserting its filters
+// stops, and what it inserted is removed here.
+func (s *Session) unsubscribeAll() {
+	s.subMu.Lock()
+	if s.subsDone {
+		s.subMu.Unlock()
+		return // done by the closer or by the admission that saw the close
 	}
-	if s.routed.Load() {
-		filters := s.filters
-		s.b.later(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
-			defer cancel()
-			for _, f := range filters {
-				if err := s.b.router.Remove(ctx, f); err != nil {
-					s.b.log.Warn("removing a cluster route failed", "err", err)
-				}
+	s.subsDone = true
+	// Under subMu, so that a second caller returns only once the entries
+	// are gone. The session is closed: enforcement no longer judges it, so
+	// holding its lock for O(filters) delays no rights change.
+	in := s.subs[:s.inIndex]
+	for _, sub := range in {
+		s.b.index.Unsubscribe(sub.filter, sub)
+	}
+	s.subMu.Unlock()
+	if len(in) > 0 {
+		s.b.metrics.subscriptions.Sub(float64(len(in)))
+	}
+	if s.b.router == nil {
+		return
+	}
+	s.b.later(func() {
+		s.routeMu.Lock()
+		if s.routesDone {
+			s.routeMu.Unlock()
+			return
+		}
+		s.routesDone = true
+		routed := s.routed
+		s.routed = nil
+		s.routeMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+		defer cancel()
+		for _, f := range routed {
+			if err := s.b.router.Remove(ctx, f); err != nil {
+				s.b.log.Warn("removing a cluster route failed", "err", err)
 			}
-		})
-	}
+		}
+	})
 }
 
 // uncovered returns a subscription that g no longer allows.
 func (s *Session) uncovered(g *acl.Grants) (string, bool) {
-	for _, f := range s.filters {
-		if !g.CanSubscribe(f) {
-			return f, true
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	for _, sub := range s.subs {
+		if !g.CanSubscribe(sub.filter) {
+			return sub.filter, true
 		}
 	}
 	return "", false
+}
+
+// dropUncovered removes the subscriptions g no longer allows (RevokeUnsubscribe)
+// and returns how many it removed.
+func (s *Session) dropUncovered(g *acl.Grants) int {
+	var dropped []string
+	s.subMu.Lock()
+	if s.subsDone {
+		s.subMu.Unlock()
+		return 0
+	}
+	for i := 0; i < s.inIndex; {
+		sub := s.subs[i]
+		if g.CanSubscribe(sub.filter) {
+			i++
+			continue
+		}
+		s.b.index.Unsubscribe(sub.filter, sub)
+		s.subs = slices.Delete(s.subs, i, i+1)
+		s.inIndex--
+		dropped = append(dropped, sub.filter)
+	}
+	s.subMu.Unlock()
+	if len(dropped) == 0 {
+		return 0
+	}
+	s.b.metrics.subscriptions.Sub(float64(len(dropped)))
+	if s.b.router != nil {
+		s.b.later(func() {
+			for _, f := range dropped {
+				s.removeRoute(f)
+			}
+		})
+	}
+	return len(dropped)
 }
 
 func (s *Session) info() ConnectionInfo {
@@ -230,8 +532,10 @@ func (s *Session) info() ConnectionInfo {
 		ID:            s.id,
 		TokenID:       s.token.id,
 		RemoteAddr:    s.remote,
-		Protocol:      s.protocol,
-		Subscriptions: append([]string(nil), s.filters...),
+		Protocol:      protocolNames[s.proto],
+		ClientID:      s.clientID,
+		Username:      s.username,
+		Subscriptions: s.Subscriptions(),
 		ConnectedAt:   s.connectedAt,
 	}
 }

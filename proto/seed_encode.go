@@ -3,6 +3,7 @@ package proto
 import (
 	"encoding/binary"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 )
@@ -175,3 +176,32 @@ func appendQuoted(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// SeedTextPayloadLen returns the exact length of the payload
+// AppendSeedFrameText writes (without the WebSocket header).
+func SeedTextPayloadLen(topic string, payload []byte) int {
+	return len(seedPrefix) + quotedLen(topic) + len(seedMiddle) + quotedLen(unsafeString(payload)) + len(seedSuffix)
+}
+
+// AppendSeedFrameText is AppendSeedFrame for a message that is not JSON (an
+// MQTT payload, say): the payload becomes a JSON string,
+// {"tag":<topic>,"message":"<payload, escaped>"}, with the same escaping as
+// the topic (bytes that are not UTF-8 become \ufffd). Allocation-free when
+// dst has room (see SeedTextPayloadLen).
+func AppendSeedFrameText(dst []byte, topic string, payload []byte) []byte {
+	n := SeedTextPayloadLen(topic, payload)
+	if need := frameHeaderLen(n) + n; cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	dst = AppendFrameHeader(dst, ws.OpText, n)
+	dst = append(dst, seedPrefix...)
+	dst = appendQuoted(dst, topic)
+	dst = append(dst, seedMiddle...)
+	dst = appendQuoted(dst, unsafeString(payload))
+	return append(dst, seedSuffix...)
+}
+
+// unsafeString views b as a string for the read-only escaping helpers.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

@@ -96,7 +96,7 @@ func (c *clusterNode) probe() {
 		if c.stale.CompareAndSwap(false, true) {
 			c.log.Error("Redis unreachable past --revocation-staleness: refusing new connections", "staleness", c.staleness, "err", err)
 			if b := c.currentBroker(); b != nil && c.closeOnLoss {
-				n := b.CloseAll(broker.CloseTryAgain, "node lost its cluster link, reconnect")
+				n := b.CloseAll(broker.CauseTryAgain, "node lost its cluster link, reconnect")
 				c.log.Error("closed every session (--on-redis-loss=close)", "sessions", n)
 			}
 		}

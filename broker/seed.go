@@ -1,0 +1,120 @@
+package broker
+
+import (
+	"unsafe"
+
+	"github.com/gatecast/gatecast/proto"
+)
+
+// The seed protocol's adapter: JSON {"tag","message"} text frames over a
+// WebSocket, subscriptions fixed at connect, close codes 4001-4005. It
+// implements Endpoint over a Conn, the transport.
+
+// Conn is the transport side of a seed session. netpoll.Conn implements
+// it. All methods are safe for concurrent use and never block.
+type Conn interface {
+	// Send queues f and takes ownership of one reference to it, in every case.
+	Send(f *proto.Frame) bool
+	// Close queues a close frame with code and reason, then drops the link.
+	Close(code uint16, reason string)
+}
+
+// SeedSession is a seed-protocol session: the core Session (embedded, one
+// allocation per connection) and its transport.
+type SeedSession struct {
+	Session
+	conn Conn
+	// bsend is conn's backpressure-aware send, when the transport has one
+	// (netpoll does).
+	bsend backlogSender
+	// dec is used only by the transport's goroutine inside OnMessage.
+	dec proto.SeedDecoder
+}
+
+// Connect admits a seed client: it authenticates the secret, checks every
+// requested subscription (the Tag header) against the token's grants, takes
+// a connection slot and subscribes. On success the returned session
+// receives c's messages; on refusal the error is a *Rejection (or a store
+// error, for which the caller closes with 1011) and nothing was kept.
+func (b *Broker) Connect(c Conn, req ConnectRequest) (*SeedSession, error) {
+	if len(req.Secret) == 0 {
+		b.metrics.connects[resultBadRequest].Inc()
+		return nil, reject(CauseBadRequest, "missing Authorization header")
+	}
+	if len(req.Tags) == 0 {
+		b.metrics.connects[resultBadRequest].Inc()
+		return nil, reject(CauseBadRequest, "missing Tag header")
+	}
+	if req.Protocol == "" {
+		req.Protocol = "seed"
+	}
+	ss := &SeedSession{conn: c}
+	ss.bsend, _ = c.(backlogSender)
+	req.seed = true // the seed's own tag rule applies too
+	req.NoLocal = true // the seed protocol never echoes a publish to its publisher
+	if err := b.open(&ss.Session, ss, req); err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+// OnMessage handles one client message. Binary messages, invalid JSON, a
+// missing tag or message, a wildcard or invalid topic (one over
+// Config.MaxTopicBytes or MaxTopicLevels included) and a publish the token
+// may not make are dropped and counted; the connection stays open, as the
+// seed protocol specifies.
+//
+// payload is only valid during the call: nothing here keeps it. The topic is
+// viewed in place (no copy) because the index does not retain it and the
+// frame encoders copy it.
+func (ss *SeedSession) OnMessage(text bool, payload []byte) {
+	if ss.closed.Load() {
+		return
+	}
+	met := ss.b.metrics
+	met.bytesIn.Add(float64(len(payload)))
+	if !text {
+		met.rejected[rejectBinary].Inc()
+		return
+	}
+	tag, msg, err := ss.dec.Decode(payload)
+	if err != nil {
+		met.rejected[rejectInvalid].Inc()
+		return
+	}
+	m := AcquireMessage()
+	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
+	m.Payload = msg
+	m.SetJSON()
+	ss.Publish(m)
+	ReleaseMessage(m)
+}
+
+// OnClose is the transport's report that the connection is gone.
+func (ss *SeedSession) OnClose() { ss.Close() }
+
+// Deliver queues the message's seed frame, encoded once per message and
+// shared by every seed subscriber.
+func (ss *SeedSession) Deliver(m *Message, _ Delivery) (int, bool, <-chan struct{}) {
+	f := m.Frame(EncodingSeed, appendSeed)
+	f.Retain() // the connection's reference, released by it in every case
+	if ss.bsend != nil {
+		ok, backlog := ss.bsend.SendBacklog(f)
+		return len(f.B), ok, backlog
+	}
+	return len(f.B), ss.conn.Send(f), nil
+}
+
+// End closes the connection with the seed close code for cause.
+func (ss *SeedSession) End(cause Cause, reason string) {
+	ss.conn.Close(cause.SeedCode(), closeReason(reason))
+}
+
+// appendSeed encodes m as a seed text frame: the payload embedded as JSON
+// when it is JSON text, as a JSON string otherwise (docs/protocol-mqtt.md).
+func appendSeed(dst []byte, m *Message) []byte {
+	if m.PayloadIsJSON() {
+		return proto.AppendSeedFrame(dst, m.Topic, m.Payload)
+	}
+	return proto.AppendSeedFrameText(dst, m.Topic, m.Payload)
+}
