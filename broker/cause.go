@@ -84,7 +84,9 @@ type Rejection struct {
 	Reason string
 }
 
-func (r *Rejection) Error() string { return fmt.Sprintf("rejected %d (%s): %s", r.Code, r.Cause, r.Reason) }
+func (r *Rejection) Error() string {
+	return fmt.Sprintf("rejected %d (%s): %s", r.Code, r.Cause, r.Reason)
+}
 
 func reject(c Cause, reason string) *Rejection {
 	return &Rejection{Cause: c, Code: c.SeedCode(), Reason: reason}

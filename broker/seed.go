@@ -50,7 +50,7 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*SeedSession, error) {
 	}
 	ss := &SeedSession{conn: c}
 	ss.bsend, _ = c.(backlogSender)
-	req.seed = true // the seed's own tag rule applies too
+	req.seed = true    // the seed's own tag rule applies too
 	req.NoLocal = true // the seed protocol never echoes a publish to its publisher
 	if err := b.open(&ss.Session, ss, req); err != nil {
 		return nil, err

@@ -141,10 +141,10 @@ func (s *Session) Closed() bool { return s.closed.Load() }
 type PublishResult uint8
 
 const (
-	Published           PublishResult = iota
-	PublishNotAuthorized              // the token may not publish to the topic
-	PublishInvalidTopic               // malformed, a wildcard, or over a cap
-	PublishClosed                     // the session has ended
+	Published            PublishResult = iota
+	PublishNotAuthorized               // the token may not publish to the topic
+	PublishInvalidTopic                // malformed, a wildcard, or over a cap
+	PublishClosed                      // the session has ended
 )
 
 // Publish authorizes m (filled by the adapter; Topic must be set) and
