@@ -1,0 +1,208 @@
+package mqtt
+
+import (
+	"github.com/gobwas/ws"
+
+	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/proto"
+	packet "github.com/gatecast/gatecast/proto/mqtt"
+)
+
+// The shared encodings of a QoS 0 PUBLISH without per-subscriber parts (no
+// subscription identifier, retain flag cleared): one per protocol version
+// and framing. Every subscriber of one variant gets the same bytes.
+var (
+	encV3TCP = broker.NewEncoding()
+	encV3WS  = broker.NewEncoding()
+	encV5TCP = broker.NewEncoding()
+	encV5WS  = broker.NewEncoding()
+)
+
+func sharedV3TCP(dst []byte, m *broker.Message) []byte {
+	return appendPublish(dst, packet.Version311, false, m, 0, 0, false, false, nil)
+}
+func sharedV3WS(dst []byte, m *broker.Message) []byte {
+	return appendPublish(dst, packet.Version311, true, m, 0, 0, false, false, nil)
+}
+func sharedV5TCP(dst []byte, m *broker.Message) []byte {
+	return appendPublish(dst, packet.Version5, false, m, 0, 0, false, false, nil)
+}
+func sharedV5WS(dst []byte, m *broker.Message) []byte {
+	return appendPublish(dst, packet.Version5, true, m, 0, 0, false, false, nil)
+}
+
+// sharedEncoding returns the encoding slot and encoder of a connection's
+// variant.
+func sharedEncoding(version byte, wsFraming bool) (broker.Encoding, func([]byte, *broker.Message) []byte) {
+	switch {
+	case version == packet.Version5 && wsFraming:
+		return encV5WS, sharedV5WS
+	case version == packet.Version5:
+		return encV5TCP, sharedV5TCP
+	case wsFraming:
+		return encV3WS, sharedV3WS
+	}
+	return encV3TCP, sharedV3TCP
+}
+
+// publishLen is the size of the PUBLISH packet appendPublish writes, and
+// of its remaining length.
+func publishLen(version byte, m *broker.Message, qos byte, subIDs []uint32) (total, body, props int) {
+	body = 2 + len(m.Topic) + len(m.Payload)
+	if qos > 0 {
+		body += 2
+	}
+	if version == packet.Version5 {
+		props = len(m.Props)
+		for _, id := range subIDs {
+			props += 1 + varintLen(int(id))
+		}
+		body += varintLen(props) + props
+	}
+	return 1 + varintLen(body) + body, body, props
+}
+
+// appendPublish appends one PUBLISH packet for m — in a WebSocket binary
+// frame when wsFraming — growing dst at most once. In MQTT 5 the message's
+// travelling properties are copied as they are and the subscription
+// identifiers appended; MQTT 3.1.1 has no properties.
+func appendPublish(dst []byte, version byte, wsFraming bool, m *broker.Message, qos byte, id uint16, retain, dup bool, subIDs []uint32) []byte {
+	total, body, props := publishLen(version, m, qos, subIDs)
+	need := total
+	if wsFraming {
+		need += wsHeaderLen(total)
+	}
+	if cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	if wsFraming {
+		dst = proto.AppendFrameHeader(dst, ws.OpBinary, total)
+	}
+	b0 := packet.PUBLISH<<4 | qos<<1
+	if retain {
+		b0 |= 1
+	}
+	if dup {
+		b0 |= 8
+	}
+	dst = append(dst, b0)
+	dst = appendVarint(dst, body)
+	dst = append(dst, byte(len(m.Topic)>>8), byte(len(m.Topic)))
+	dst = append(dst, m.Topic...)
+	if qos > 0 {
+		dst = append(dst, byte(id>>8), byte(id))
+	}
+	if version == packet.Version5 {
+		dst = appendVarint(dst, props)
+		dst = append(dst, m.Props...)
+		for _, sid := range subIDs {
+			dst = append(dst, packet.PropSubscriptionIdentifier)
+			dst = appendVarint(dst, int(sid))
+		}
+	}
+	return append(dst, m.Payload...)
+}
+
+// appendFramed appends pkt, in a WebSocket binary frame when wsFraming.
+func appendFramed(dst []byte, wsFraming bool, pkt []byte) []byte {
+	if wsFraming {
+		dst = proto.AppendFrameHeader(dst, ws.OpBinary, len(pkt))
+	}
+	return append(dst, pkt...)
+}
+
+func wsHeaderLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xFFFF:
+		return 4
+	}
+	return 10
+}
+
+// appendVarint appends an MQTT variable byte integer.
+func appendVarint(b []byte, v int) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+func varintLen(v int) int {
+	switch {
+	case v < 1<<7:
+		return 1
+	case v < 1<<14:
+		return 2
+	case v < 1<<21:
+		return 3
+	}
+	return 4
+}
+
+// travelling are the MQTT 5 PUBLISH properties that travel with a message
+// to its subscribers (MQTT 5.0 §3.3.2.3); topic aliases and subscription
+// identifiers are per connection.
+var travelling = [...]byte{packet.PropPayloadFormatIndicator, packet.PropMessageExpiryInterval,
+	packet.PropContentType, packet.PropResponseTopic, packet.PropCorrelationData}
+
+// appendTravelling appends the properties of p that travel, in wire form
+// without the length prefix, and reports whether there were any.
+func appendTravelling(dst []byte, p *packet.Properties) ([]byte, bool) {
+	any := p.Has(packet.PropUserProperty)
+	for _, id := range travelling {
+		if p.Has(id) {
+			any = true
+		}
+	}
+	if !any {
+		return dst, false
+	}
+	var t packet.Properties
+	for _, id := range travelling {
+		if p.Has(id) {
+			t.Set(id)
+		}
+	}
+	t.PayloadFormatIndicator = p.PayloadFormatIndicator
+	t.MessageExpiryInterval = p.MessageExpiryInterval
+	t.ContentType = p.ContentType
+	t.ResponseTopic = p.ResponseTopic
+	t.CorrelationData = p.CorrelationData
+	for k, v := range p.UserProperties {
+		t.AddUserProperty(k, v)
+	}
+	start := len(dst)
+	dst = packet.AppendProperties(dst, &t)
+	// drop the length prefix AppendProperties wrote
+	l, k := readVarint(dst[start:])
+	if k <= 0 || l != len(dst)-start-k {
+		return dst[:start], false
+	}
+	copy(dst[start:], dst[start+k:])
+	return dst[:len(dst)-k], true
+}
+
+// readVarint reads an MQTT variable byte integer; k is its size, 0 when b
+// is too short, -1 when it is malformed.
+func readVarint(b []byte) (v, k int) {
+	mult := 1
+	for i := 0; i < 4; i++ {
+		if i >= len(b) {
+			return 0, 0
+		}
+		v += int(b[i]&0x7f) * mult
+		if b[i]&0x80 == 0 {
+			return v, i + 1
+		}
+		mult <<= 7
+	}
+	return 0, -1
+}

@@ -1,0 +1,149 @@
+package mqtt
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/proto"
+)
+
+// Transport is the connection under an MQTT session. netpoll.Conn
+// implements it; its methods are safe for concurrent use and never block.
+type Transport interface {
+	// SendBacklog queues f (taking one reference in every case) and
+	// reports whether it was queued and, when the connection's pending
+	// output is past its soft limit, a channel closed when it drains.
+	SendBacklog(f *proto.Frame) (ok bool, backlog <-chan struct{})
+	// CloseAfter writes final (one reference taken; nil for none) after
+	// everything queued, then closes: with a WebSocket close frame (code,
+	// reason) or, on a TCP stream, by closing the connection.
+	CloseAfter(final *proto.Frame, code uint16, reason string)
+	// Established marks the end of the connection's handshake (CONNECT
+	// accepted): the idle timeout replaces the handshake timeout.
+	Established()
+	// SetIdleTimeout sets the connection's idle timeout (keep alive × 1.5).
+	SetIdleTimeout(d time.Duration)
+	// AdmitInbound takes one message from the connection's inbound rate
+	// budget; false: drop it (the transport closes a connection that stays
+	// over its rate).
+	AdmitInbound() bool
+}
+
+// Config configures a Server.
+type Config struct {
+	Broker *broker.Broker
+	// OnRevoke: what a rights change does to a live session whose
+	// subscription it uncovers (--mqtt-on-revoke): close it with
+	// DISCONNECT 0x87 (default) or drop just those subscriptions.
+	OnRevoke broker.RevokePolicy
+	// MaxPacketSize bounds an inbound packet (Maximum Packet Size in
+	// CONNACK); larger ones close the connection (0x95). Default 1 MiB.
+	MaxPacketSize int
+	// ReceiveMaximum bounds the client's QoS 2 publishes awaiting PUBREL
+	// (Receive Maximum in CONNACK). Default 64.
+	ReceiveMaximum int
+	// MaxInflight bounds the QoS 1 and 2 deliveries awaiting the client's
+	// acknowledgement (lowered to the client's Receive Maximum). Default 64.
+	MaxInflight int
+	// MaxQueued bounds the QoS 1 and 2 deliveries waiting for an in-flight
+	// slot; past it the oldest is dropped and counted. Default 1000.
+	MaxQueued int
+	// TopicAliasMaximum is the number of topic aliases a client may set
+	// (Topic Alias Maximum in CONNACK). Default 16.
+	TopicAliasMaximum int
+	// DefaultKeepAlive is the keep alive, in seconds, imposed on an MQTT 5
+	// client that asks for none (Server Keep Alive). Default 60.
+	DefaultKeepAlive int
+	Logger           *slog.Logger
+	Registerer       prometheus.Registerer
+}
+
+// Server is the MQTT adapter of one node: its configuration, the client
+// identifiers of live sessions (for takeover) and its metrics.
+type Server struct {
+	cfg     Config
+	b       *broker.Broker
+	log     *slog.Logger
+	metrics *metrics
+	clients clientTable
+}
+
+// NewServer returns an MQTT adapter over cfg.Broker.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxPacketSize, 1<<20)
+	def(&cfg.ReceiveMaximum, 64)
+	def(&cfg.MaxInflight, 64)
+	def(&cfg.MaxQueued, 1000)
+	def(&cfg.TopicAliasMaximum, 16)
+	def(&cfg.DefaultKeepAlive, 60)
+	cfg.ReceiveMaximum = min(cfg.ReceiveMaximum, 65535)
+	cfg.MaxInflight = min(cfg.MaxInflight, 65535)
+	cfg.TopicAliasMaximum = min(cfg.TopicAliasMaximum, 65535)
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, metrics: m}
+	s.clients.m = make(map[clientKey]*Conn)
+	return s, nil
+}
+
+// NewConn returns the session of a new connection; wsFraming: its packets
+// travel in WebSocket binary messages (the /mqtt path), else in a TCP byte
+// stream. The transport calls its OnMessage and OnClose.
+func (s *Server) NewConn(t Transport, wsFraming bool, remote string) *Conn {
+	return &Conn{srv: s, t: t, ws: wsFraming, remote: remote}
+}
+
+// clientKey names a live session by client identifier. Identifiers are
+// scoped to a token: a client can take over only a session of its own
+// token, so one device's credentials cannot knock another's off.
+type clientKey struct {
+	token int64
+	id    string
+}
+
+// clientTable maps client identifiers to live connections.
+type clientTable struct {
+	mu sync.Mutex
+	m  map[clientKey]*Conn
+}
+
+// claim registers c under k and returns the connection it replaces.
+func (t *clientTable) claim(k clientKey, c *Conn) *Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.m[k]
+	t.m[k] = c
+	return old
+}
+
+// drop unregisters c, if k is still its own.
+func (t *clientTable) drop(k clientKey, c *Conn) {
+	t.mu.Lock()
+	if t.m[k] == c {
+		delete(t.m, k)
+	}
+	t.mu.Unlock()
+}
+
+// assignedID makes a client identifier for a client that sent none.
+func assignedID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "gatecast-" + hex.EncodeToString(b[:])
+}
