@@ -225,6 +225,7 @@ func startCluster(t *testing.T) []*server.Node {
 		cfg.DataDir = t.TempDir()
 		cfg.Listen = "127.0.0.1:0"
 		cfg.AdminListen = "127.0.0.1:0"
+		cfg.MQTTListen = "127.0.0.1:0"
 		cfg.CloseTimeout = 500 * time.Millisecond
 		cfg.Store, cfg.Redis, cfg.NodeID = dsn, redis, id
 		cfg.AdminKey = "grafana-test-admin-key"

@@ -24,6 +24,7 @@ func testNode(t *testing.T) *server.Node {
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AdminListen = "127.0.0.1:0"
+	cfg.MQTTListen = "127.0.0.1:0"
 	cfg.LogLevel = "error"
 	n, err := server.Start(cfg, nil)
 	if err != nil {

@@ -38,6 +38,11 @@ type Config struct {
 	ForwardQueue     ByteSize // cluster: bytes queued per other node
 	Listen           string
 	AdminListen      string
+	MQTTListen       string   // MQTT over TCP; "" disables it
+	MQTTOnRevoke     string   // close | unsubscribe
+	MQTTMaxPacket    ByteSize // largest inbound MQTT packet
+	MQTTMaxInflight  int      // QoS 1/2 deliveries awaiting acknowledgement, per connection
+	SessionQueueMax  int      // QoS 1/2 deliveries queued behind them, per session
 	AdvertiseAdmin   string
 	AdminKey         string
 	LogLevel         string
@@ -73,6 +78,11 @@ func Defaults() Config {
 		DataDir:          "./data",
 		Listen:           "127.0.0.1:8080",
 		AdminListen:      "127.0.0.1:8081",
+		MQTTListen:       "127.0.0.1:1883",
+		MQTTOnRevoke:     "close",
+		MQTTMaxPacket:    1 << 20,
+		MQTTMaxInflight:  64,
+		SessionQueueMax:  1000,
 		LogLevel:         "info",
 		LogFormat:        "text",
 		MaxFrameSize:     64 << 10,
@@ -116,6 +126,11 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.Var(&c.ForwardQueue, "forward-queue", "cluster mode: bytes queued per other node; past half of it publishers forwarding there are slowed, at it messages for that node are dropped and counted")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "admin API, /metrics and /healthz listener address (host:port)")
+	fs.StringVar(&c.MQTTListen, "mqtt-listen", c.MQTTListen, "MQTT 3.1.1/5 over TCP listener address (host:port); empty disables it (MQTT over WebSocket is on --listen at /mqtt)")
+	fs.StringVar(&c.MQTTOnRevoke, "mqtt-on-revoke", c.MQTTOnRevoke, "what a rights change does to an MQTT session whose subscription it no longer covers: close (DISCONNECT 0x87) or unsubscribe (drop only those subscriptions)")
+	fs.Var(&c.MQTTMaxPacket, "mqtt-max-packet", "largest MQTT packet a client may send (Maximum Packet Size); larger closes with 0x95")
+	fs.IntVar(&c.MQTTMaxInflight, "mqtt-max-inflight", c.MQTTMaxInflight, "QoS 1/2 deliveries awaiting a client's acknowledgement, per connection (lowered to the client's Receive Maximum)")
+	fs.IntVar(&c.SessionQueueMax, "session-queue-max", c.SessionQueueMax, "QoS 1/2 deliveries queued for an MQTT session behind its in-flight window; past it the oldest is dropped and counted")
 	fs.StringVar(&c.AdvertiseAdmin, "advertise-admin", c.AdvertiseAdmin, "cluster mode: host or host:port at which the other nodes reach this node's admin API (default: the --admin-listen address; the port defaults to the listening one; required when --admin-listen is 0.0.0.0 or ::)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
 	fs.StringVar(&c.AdminAllowedHosts, "admin-allowed-hosts", c.AdminAllowedHosts, "DNS-rebinding protection: comma-separated host names or host:port the admin listener answers for (Host header); others get 421 on every admin route, /metrics, /healthz and /debug/pprof included; its own listen and advertised addresses are always allowed (default empty: any Host)")
@@ -255,6 +270,11 @@ func (c *Config) Validate() error {
 		_, _, err := net.SplitHostPort(a.v)
 		check(err == nil, "%s %q: want host:port", a.name, a.v)
 	}
+	if c.MQTTListen != "" {
+		_, _, err := net.SplitHostPort(c.MQTTListen)
+		check(err == nil, "--mqtt-listen %q: want host:port, or empty to disable MQTT over TCP", c.MQTTListen)
+		check(c.MQTTListen != c.Listen && c.MQTTListen != c.AdminListen || strings.HasSuffix(c.MQTTListen, ":0"), "--mqtt-listen must differ from --listen and --admin-listen")
+	}
 	if c.AdvertiseAdmin != "" {
 		host, port := c.AdvertiseAdmin, ""
 		if h, p, err := net.SplitHostPort(c.AdvertiseAdmin); err == nil {
@@ -292,6 +312,10 @@ func (c *Config) Validate() error {
 	check(c.OutboxSoftLimit >= 0 && c.OutboxSoftLimit <= c.OutboxLimit, "--outbox-soft-limit %v: want 0 (half) to --outbox-limit (%v)", c.OutboxSoftLimit, c.OutboxLimit)
 	check(c.OutboxTotalLimit == 0 || c.OutboxTotalLimit >= c.OutboxLimit, "--outbox-total-limit %v: want 0 (automatic) or at least --outbox-limit (%v)", c.OutboxTotalLimit, c.OutboxLimit)
 	check(c.SlowConsumer == "drop" || c.SlowConsumer == "close", "--slow-consumer %q: want drop or close", c.SlowConsumer)
+	check(c.MQTTOnRevoke == "close" || c.MQTTOnRevoke == "unsubscribe", "--mqtt-on-revoke %q: want close or unsubscribe", c.MQTTOnRevoke)
+	check(c.MQTTMaxPacket >= 64 && c.MQTTMaxPacket <= 256<<20, "--mqtt-max-packet %d: want 64 B to 256 MiB", c.MQTTMaxPacket)
+	check(c.MQTTMaxInflight >= 1 && c.MQTTMaxInflight <= 65535, "--mqtt-max-inflight %d: want 1 to 65535", c.MQTTMaxInflight)
+	check(c.SessionQueueMax >= 0 && c.SessionQueueMax <= 1<<20, "--session-queue-max %d: want 0 to 1048576", c.SessionQueueMax)
 	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %v: want 16KiB to 256MiB", c.MaxInputBuffer)
 	check(c.MaxInputTotal >= c.MaxInputBuffer && c.MaxInputTotal <= 1<<40, "--max-input-total %v: want --max-input-buffer (%v) to 1TiB", c.MaxInputTotal, c.MaxInputBuffer)
 	check(c.MaxInboundRate >= 0 && c.MaxInboundRate <= 1<<30, "--max-inbound-rate %d: want 0 (unlimited) to 1073741824", c.MaxInboundRate)

@@ -39,6 +39,7 @@ func startNodeLogged(t *testing.T, log *slog.Logger, mutate ...func(*Config)) *t
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.AdminListen = "127.0.0.1:0"
+	cfg.MQTTListen = "127.0.0.1:0"
 	cfg.CloseTimeout = 500 * time.Millisecond
 	for _, m := range mutate {
 		m(&cfg)

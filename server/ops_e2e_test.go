@@ -92,6 +92,7 @@ func TestLogsNeverContainSecrets(t *testing.T) {
 	cfg := Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.MQTTListen = "127.0.0.1:0"
 	cfg.LogLevel = "debug"
 	n0, err := Start(cfg, NewLogger(cfg, &syncWriter{w: &logs}))
 	if err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/gatecast/gatecast/acl/sqlite"
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/broker/mqtt"
 	"github.com/gatecast/gatecast/cluster"
 	"github.com/gatecast/gatecast/netpoll"
 	"github.com/gatecast/gatecast/proto"
@@ -53,6 +54,8 @@ type Node struct {
 	keyPath   string
 	registry  *prometheus.Registry
 	cluster   *clusterNode // nil on a single node
+	mqtt      *mqtt.Server
+	mqttLn    net.Listener // --mqtt-listen; nil when disabled
 	serveErr  chan error
 	closeOnce sync.Once
 }
@@ -115,6 +118,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.mqtt, err = newMQTT(cfg, n); err != nil {
+		return nil, err
+	}
 
 	policy := netpoll.DropNewest
 	if cfg.SlowConsumer == "close" {
@@ -122,7 +128,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n.ws, err = netpoll.NewServer(netpoll.Config{
 		Addr:             cfg.Listen,
-		Paths:            SeedPaths,
+		Paths:            append(append([]string(nil), SeedPaths...), MQTTPath),
+		Subprotocols:     []string{"mqtt"},
 		CaptureHeaders:   []string{"Tag"}, // hs.Headers[0] in seedHandler.Open
 		MaxFrameSize:     cfg.MaxFrameSize,
 		MaxHeaderBytes:   cfg.MaxHeaderBytes,
@@ -142,12 +149,15 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		FDReserve:        cfg.FDReserve,
 		Logger:           log.With("component", "ws"),
 		Registerer:       n.registry,
-	}, &seedHandler{b: n.broker, log: log.With("component", "seed")})
+	}, &seedHandler{b: n.broker, mqtt: n.mqtt, log: log.With("component", "seed")})
 	if err != nil {
 		return nil, err
 	}
 	if err := n.ws.Listen(); err != nil {
 		return nil, fmt.Errorf("WebSocket listener %s: %w", cfg.Listen, err)
+	}
+	if err := n.listenMQTT(); err != nil {
+		return nil, err
 	}
 
 	n.adminLn, err = net.Listen("tcp", cfg.AdminListen)
@@ -280,6 +290,9 @@ func (n *Node) closeResources() {
 	if n.adminLn != nil {
 		n.adminLn.Close()
 	}
+	if n.mqttLn != nil {
+		n.mqttLn.Close()
+	}
 	if n.cluster != nil {
 		n.cluster.close()
 	}
@@ -333,8 +346,20 @@ Try it from another terminal:
 
 Seed clients connect unchanged with headers 'Authorization: Token <secret>' and 'Tag: a,b';
 browsers use ws://%[1]s/ws/brocker/?token=<secret>&tags=a,b
-Stop with Ctrl-C.
-`, n.WSAddr(), n.AdminAddr(), keyHint, keyExport)
+%[5]sStop with Ctrl-C.
+`, n.WSAddr(), n.AdminAddr(), keyHint, keyExport, n.mqttBanner())
+}
+
+// mqttBanner is the banner's MQTT paragraph.
+func (n *Node) mqttBanner() string {
+	ws := "MQTT over WebSocket: ws://" + n.WSAddr() + MQTTPath + " (subprotocol mqtt, e.g. MQTT.js)\n"
+	addr := n.MQTTAddr()
+	if addr == "" {
+		return ws + "\n"
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	return "MQTT 3.1.1/5 on " + addr + ", the token secret as the password:\n" +
+		"  mosquitto_sub -h " + host + " -p " + port + " -V mqttv5 -u device -P <secret> -t 'sensors/#'\n" + ws + "\n"
 }
 
 // withProfiling serves Go's pprof endpoints under /debug/pprof/ on the admin
@@ -367,16 +392,21 @@ func withProfiling(key string, next http.Handler) http.Handler {
 	})
 }
 
-// seedHandler maps the seed protocol's handshake onto broker admission.
+// seedHandler maps the seed protocol's handshake onto broker admission,
+// and hands connections to MQTTPath to the MQTT adapter.
 type seedHandler struct {
-	b   *broker.Broker
-	log *slog.Logger
+	b    *broker.Broker
+	mqtt *mqtt.Server
+	log  *slog.Logger
 }
 
 // Open runs on the connection's event goroutine with hs valid only during
 // the call: Connect hashes the secret and copies the tags, keeping neither
 // slice.
 func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Session {
+	if string(hs.Path) == MQTTPath {
+		return h.mqtt.NewConn(c, true, hs.RemoteAddr)
+	}
 	secret := proto.SeedSecret(hs.Authorization)
 	tags := proto.AppendTags(nil, hs.Headers[0]) // the Tag header (Config.CaptureHeaders)
 	if len(secret) == 0 || len(tags) == 0 {

@@ -58,6 +58,7 @@ func TestStoreURLValidated(t *testing.T) {
 	// An unreachable Postgres is a start-up error naming the store, not a hang.
 	cfg.DataDir = t.TempDir()
 	cfg.Listen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.MQTTListen = "127.0.0.1:0"
 	_, err := Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err == nil || !strings.Contains(err.Error(), "opening the store") || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("start with unreachable Postgres: %v", err)

@@ -152,7 +152,7 @@ func GatecastProcess(bin string, l Launcher, extraArgs ...string) Broker {
 			adminURL := "http://127.0.0.1:" + strconv.Itoa(adminPort)
 			// The admin key goes through the environment, not argv, so it
 			// is not visible in the process list.
-			args := append([]string{"serve", "--data-dir", dir, "--listen", wsAddr,
+			args := append([]string{"serve", "--data-dir", dir, "--listen", wsAddr, "--mqtt-listen", "",
 				"--admin-listen", "127.0.0.1:" + strconv.Itoa(adminPort), "--log-level", "warn"}, extraArgs...)
 			p, err := l.start("gatecast", bin, args,
 				append(os.Environ(), "GATECAST_ADMIN_KEY="+key), dir, filepath.Join(dir, "gatecast.log"))

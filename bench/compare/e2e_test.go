@@ -46,6 +46,7 @@ func inProcessGatecast(t *testing.T) Broker {
 		cfg.DataDir = t.TempDir()
 		cfg.Listen = "127.0.0.1:0"
 		cfg.AdminListen = "127.0.0.1:0"
+		cfg.MQTTListen = "127.0.0.1:0"
 		n, err := server.Start(cfg, nil)
 		if err != nil {
 			return nil, err

@@ -41,7 +41,7 @@ start_broker() {
   GATECAST_ADMIN_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')
   export GATECAST_ADMIN_KEY
   # shellcheck disable=SC2086
-  "$BROKER" serve --data-dir "$DIR" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 ${BROKER_FLAGS:-} \
+  "$BROKER" serve --data-dir "$DIR" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --mqtt-listen 127.0.0.1:0 ${BROKER_FLAGS:-} \
     >"$DIR/broker.log" 2>&1 &
   PID=$!
   for _ in $(seq 100); do

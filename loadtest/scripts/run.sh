@@ -37,7 +37,7 @@ start_broker() {
   # command line, where ps shows it); the load tool reads the same variable.
   GATECAST_ADMIN_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')
   export GATECAST_ADMIN_KEY
-  "$BIN" serve --data-dir "$DIR" --listen 127.0.0.1:$WS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT \
+  "$BIN" serve --data-dir "$DIR" --listen 127.0.0.1:$WS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT --mqtt-listen "" \
     --log-level warn >"$DIR/broker.log" 2>&1 &
   BROKER=$!
   for _ in $(seq 100); do
