@@ -187,3 +187,127 @@ func BenchmarkSendFlush(b *testing.B) {
 		})
 	}
 }
+
+// TestStreamReceiveAllocs: handing a stream's input to its Session (the
+// whole per-connection read path of a stream: chunk, Conn, metrics)
+// allocates nothing, from the same netpoll LinkBuffer type as a
+// connection's Reader.
+func TestStreamReceiveAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts need a build without -race")
+	}
+	s, err := NewServer(Config{Addr: "127.0.0.1:0", Paths: []string{"/ws"}}, newTestHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := newStreamHandler()
+	sh.noRecord = true
+	delivered := 0
+	sh.onData = func(ss *streamSession, p []byte) {
+		delivered += len(p)
+		ss.c.AdmitInbound()
+	}
+	c := &Conn{srv: s, mode: modeStream}
+	c.sess = &streamSession{h: sh, c: c, closed: make(chan struct{})}
+	c.flags.Store(fUpgraded | fEstablished | fStream)
+	chunk := []byte("\x30\x2a\x00\x1fsensors/room1/temperature21.5 celsius")
+	lb := cwnetpoll.NewLinkBuffer()
+	recv := func() {
+		buf, _ := lb.Malloc(len(chunk))
+		copy(buf, chunk)
+		_ = lb.Flush()
+		c.readStream(lb)
+		_ = lb.Release()
+	}
+	for range 100 {
+		recv()
+	}
+	if allocs := testing.AllocsPerRun(1000, recv); allocs != 0 {
+		t.Fatalf("stream receive: %v allocations per chunk, want 0", allocs)
+	}
+	if delivered != (100+1000+1)*len(chunk) || c.mode != modeStream || lb.Len() != 0 {
+		t.Fatalf("delivered %d, mode %d, %d bytes left", delivered, c.mode, lb.Len())
+	}
+}
+
+// TestStreamSendDrainAllocs: Send of raw bytes to a stream and its drain
+// allocate nothing in steady state, over a real loopback connection.
+func TestStreamSendDrainAllocs(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("real socket; allocation counts need a build without -race")
+	}
+	sh := newStreamHandler()
+	sh.noRecord = true
+	sh.onData = func(*streamSession, []byte) {}
+	_, _, addr := startStream(t, Config{}, sh, nil)
+	conn := dialStream(t, addr)
+	writeAll(t, conn, []byte("x"))
+	sess := sh.waitOpened(t)
+	packet := []byte("\x30\x2a\x00\x1fsensors/room1/temperature21.5 celsius")
+	got := make(chan struct{}, 16)
+	go frameCounter(conn, len(packet), got)
+	timeout := time.NewTimer(time.Hour) // reused: time.After would allocate
+	send := func() {
+		f := proto.AcquireFrame()
+		f.B = append(f.B[:0], packet...)
+		if !sess.c.Send(f) {
+			t.Fatal("Send refused")
+		}
+		timeout.Reset(5 * time.Second)
+		select {
+		case <-got:
+		case <-timeout.C:
+			t.Fatal("packet not received")
+		}
+	}
+	for range 200 {
+		send()
+	}
+	if allocs := testing.AllocsPerRun(500, send); allocs != 0 {
+		t.Fatalf("stream Send + drain: %v allocations per packet, want 0", allocs)
+	}
+}
+
+// TestStreamEchoAllocsSocket: a chunk read from a real socket, delivered to
+// the Session and echoed back (Send + drain) allocates only netpoll's own
+// closure per wakeup (see TestReceiveAllocsSocket).
+func TestStreamEchoAllocsSocket(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("real socket; allocation counts need a build without -race")
+	}
+	sh := newStreamHandler()
+	sh.noRecord = true
+	sh.onData = func(s *streamSession, p []byte) {
+		s.c.AdmitInbound()
+		f := proto.AcquireFrame()
+		f.B = append(f.B[:0], p...)
+		s.c.Send(f)
+	}
+	_, _, addr := startStream(t, Config{}, sh, nil)
+	conn := dialStream(t, addr)
+	packet := []byte("\x30\x2a\x00\x1fsensors/room1/temperature21.5 celsius")
+	writeAll(t, conn, packet)
+	sh.waitOpened(t)
+	got := make(chan struct{}, 16)
+	go frameCounter(conn, len(packet), got)
+	<-got
+	timeout := time.NewTimer(time.Hour)
+	echo := func() {
+		if _, err := conn.Write(packet); err != nil {
+			t.Fatal(err)
+		}
+		timeout.Reset(5 * time.Second)
+		select {
+		case <-got:
+		case <-timeout.C:
+			t.Fatal("echo not received")
+		}
+	}
+	for range 200 {
+		echo()
+	}
+	const netpollPerWakeup = 1
+	if allocs := testing.AllocsPerRun(500, echo); allocs > netpollPerWakeup {
+		t.Fatalf("stream echo over a socket: %v allocations per packet, want at most %d (netpoll's own)", allocs, netpollPerWakeup)
+	}
+}

@@ -3,9 +3,11 @@ package netpoll
 import (
 	"context"
 	"encoding/binary"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	cwnetpoll "github.com/cloudwego/netpoll"
@@ -16,23 +18,28 @@ import (
 // Conn flags. Written only under Conn.mu (so read-modify-write is safe),
 // read with atomic loads from anywhere.
 const (
-	fHold         uint32 = 1 << iota // the event goroutine owns the writer (handshake); no drain may start
+	fHold         uint32 = 1 << iota // the event goroutine owns the writer (handshake, OpenStream); no drain may start
 	fDraining                        // a drain goroutine owns the writer
-	fUpgraded                        // the WebSocket handshake succeeded
+	fUpgraded                        // a Session is open: the WebSocket handshake succeeded, or OpenStream ran
+	fEstablished                     // the handshake timeout no longer applies: set with fUpgraded (WebSocket), by Established (stream)
+	fStream                          // a raw byte stream (ServeStream): no WebSocket framing, no pings, no close frame; fixed at accept
 	fRejected                        // an HTTP error was sent; waiting for the peer's EOF
-	fClosing                         // our close frame is queued: Send refuses, OnMessage is no longer called
-	fCloseWritten                    // the close frame was handed to the writer
-	fCloseFlushed                    // the close frame reached the socket
+	fClosing                         // our close is queued: Send refuses, OnMessage is no longer called
+	fCloseWritten                    // the close frame (stream: the end of output) was handed to the writer
+	fCloseFlushed                    // the close frame reached the socket (stream: everything did, and the write side is shut)
 	fPeerClosed                      // the peer's close frame arrived
 	fGone                            // netpoll closed the connection; the close callback ran
 )
 
-// Read modes, owned by the event goroutine.
+// Read modes, owned by the event goroutine. The order matters: from
+// modeSkim on, the connection is closing (onRequest counts closingRead).
 const (
-	modeHandshake uint8 = iota
-	modeFrames
-	modeSkim    // after a protocol error: frames are skipped, watching for the peer's close
-	modeDiscard // peer close or HTTP rejection: input is skipped
+	modeHandshake  uint8 = iota // WebSocket: waiting for the upgrade request
+	modeFrames                  // WebSocket: frames to the Session
+	modeStreamOpen              // stream: no Session yet (OpenStream runs at the first bytes)
+	modeStream                  // stream: raw chunks to the Session
+	modeSkim                    // after a protocol error: frames are skipped, watching for the peer's close
+	modeDiscard                 // peer close, HTTP rejection, stream closing: input is skipped
 )
 
 // netpollPageSize is netpoll's page size: on Flush, netpoll releases an
@@ -72,8 +79,19 @@ func writeNow(w cwnetpoll.Writer, p []byte) error {
 	return w.Flush()
 }
 
-// Conn is one client connection. Its methods are safe for concurrent use
-// from any goroutine and never block.
+// shutdownWrite half-closes nc: the peer reads EOF once it has read what was
+// written, and can still send (its close, or the rest of its input). Only
+// the writer's owner may call it, so that netpoll cannot close (and the
+// kernel reuse) the fd meanwhile.
+func shutdownWrite(nc cwnetpoll.Connection) {
+	if fd, ok := nc.(interface{ Fd() int }); ok {
+		_ = syscall.Shutdown(fd.Fd(), syscall.SHUT_WR)
+	}
+}
+
+// Conn is one client connection: a WebSocket, or a raw byte stream
+// (Stream). Its methods are safe for concurrent use from any goroutine and
+// never block, except where a method says otherwise.
 type Conn struct {
 	srv     *Server
 	nc      cwnetpoll.Connection
@@ -85,6 +103,7 @@ type Conn struct {
 	rd        frameReader // event goroutine only
 	mode      uint8       // event goroutine only
 	shard     uint8
+	handler   uint8       // stream connections: 1 + index of their StreamHandler in Server.streams; fixed at accept
 	pauses    uint32      // netpoll's count of input-limit pauses when last looked; event goroutine only
 	held      int         // this connection's share of Server.inputHeld; event goroutine (and the close callback)
 	heldPause bool        // reads paused for the process-wide input limit, guarded by Server.inputMu
@@ -119,6 +138,10 @@ type Conn struct {
 	cause         closeCause    // guarded by mu
 	closeReason   string        // guarded by mu; fixed once fClosing is set
 	flags         atomic.Uint32
+	// idleMs is the per-connection idle timeout in milliseconds
+	// (SetIdleTimeout), 0 for the server's; read by the sweeper. It fills
+	// the padding after flags, so Conn stays in its size class.
+	idleMs atomic.Uint32
 
 	lastRead   atomic.Int64 // server clock of the last input (accept time before any)
 	phaseAt    atomic.Int64 // server clock of accept (read precisely: gatecast_ws_handshake_seconds measures from it) or of the close/HTTP error flush
@@ -185,7 +208,9 @@ func releaseSegments(s *outSegment) {
 }
 
 // Send queues f for writing and takes ownership of one reference of it: the
-// caller Retains first if it keeps its own. It never blocks. It returns
+// caller Retains first if it keeps its own. f.B is written as it is: a
+// complete WebSocket frame (AppendFrame) on a WebSocket connection, raw
+// bytes of the protocol above on a stream (Stream). It never blocks. It returns
 // false, having Released f, when the connection is closing or gone, or when
 // the outbox is full (then the slow-consumer policy applies). A frame that
 // was queued is Released once written, or by the close path if the
@@ -255,8 +280,42 @@ func (c *Conn) sendControl(f *proto.Frame) {
 // or CloseTimeout after our close frame was flushed. Idempotent: only the
 // first call's code and reason are sent. Code 0 sends a close frame without
 // a body. A reason longer than 123 bytes is truncated.
+//
+// On a stream connection (Stream) no close frame exists: code and reason are
+// only recorded. Everything queued is written, then the write side of the
+// TCP connection is shut (the peer reads EOF after the last byte), input is
+// skipped, and the connection is closed at the peer's EOF or CloseTimeout
+// after the flush.
 func (c *Conn) Close(code uint16, reason string) {
 	c.closeWith(code, reason, causeServer)
+}
+
+// CloseAfter is Close with a last frame: final (for instance a protocol's
+// disconnect message, encoded for the connection's framing — a complete
+// WebSocket frame, or raw bytes on a stream) is written after every frame
+// already queued and before the close frame (stream: before the write side
+// is shut). It is queued whatever the outbox limits, even at the hard
+// limit: there is at most one per connection, so it stays bounded.
+// CloseAfter takes ownership of one reference of final in every case: when
+// the connection is already closing or gone, final is Released unwritten.
+// A nil final makes it Close.
+func (c *Conn) CloseAfter(final *proto.Frame, code uint16, reason string) {
+	if final == nil {
+		c.closeWith(code, reason, causeServer)
+		return
+	}
+	c.mu.Lock()
+	if c.flags.Load()&(fClosing|fGone) != 0 {
+		c.mu.Unlock()
+		releaseFrame(final)
+		return
+	}
+	c.push(final) // past admitOutput on purpose: the last frame, and only one
+	start := c.beginCloseLocked(code, reason, causeServer)
+	c.mu.Unlock()
+	if start {
+		go c.drainFn()
+	}
 }
 
 func (c *Conn) closeWith(code uint16, reason string, cause closeCause) {
@@ -288,6 +347,66 @@ func (c *Conn) beginCloseLocked(code uint16, reason string, cause closeCause) (s
 	return startDrain
 }
 
+// Stream reports whether c is a raw byte stream (accepted by ServeStream):
+// Send writes frames' bytes as they are, and the Session receives raw
+// chunks. Otherwise c is a WebSocket connection.
+func (c *Conn) Stream() bool { return c.flags.Load()&fStream != 0 }
+
+// Established ends a stream connection's handshake phase: until it is
+// called, HandshakeTimeout (counted from accept) closes the connection;
+// from then on the idle timeout applies. A stream's Session calls it once
+// the protocol above has accepted the client (for MQTT, after a successful
+// CONNECT). WebSocket connections are established by their upgrade, so for
+// them it does nothing. Safe from any goroutine; idempotent.
+func (c *Conn) Established() {
+	if c.flags.Load()&fEstablished != 0 {
+		return
+	}
+	c.lastRead.Store(c.srv.now()) // the idle timeout counts from here at the latest
+	c.mu.Lock()
+	c.flags.Store(c.flags.Load() | fEstablished)
+	c.mu.Unlock()
+}
+
+// SetIdleTimeout overrides Config.IdleTimeout for this connection: once
+// established, it is closed when it has sent nothing for d (for a stream,
+// the keep alive of the protocol above, e.g. MQTT's × 1.5). d <= 0 restores
+// the server's setting. With an override the sweeper sends no WebSocket
+// pings to the connection (the protocol above has its own keep alive, and a
+// pong would count as input); streams never get pings. The timeout is
+// enforced at the sweeper's granularity (a quarter of the shortest
+// configured timeout, at most 1 s) and in whole milliseconds, up to about
+// 49 days. One atomic store: cheap, and safe from any goroutine.
+func (c *Conn) SetIdleTimeout(d time.Duration) {
+	var ms uint32
+	if d > 0 {
+		ms = uint32(min((d+time.Millisecond-1)/time.Millisecond, math.MaxUint32))
+	}
+	c.idleMs.Store(ms)
+}
+
+// AdmitInbound takes one token of the connection's inbound rate limit
+// (Config.MaxInboundRate) for a message its Session found in a stream's
+// input: netpoll sees bytes there, not messages, so the Session asks, once
+// per message (for MQTT, per control packet). It returns false when the
+// message must be dropped (counted in gatecast_ws_inbound_dropped_total); a
+// connection still over the rate InboundRateGrace after its first drop is
+// closed, on a stream by a TCP close after what is queued. Admitted
+// messages count in gatecast_ws_messages_received_total. On a WebSocket
+// connection netpoll already took the token when the message arrived,
+// before OnMessage, so AdmitInbound takes none and reports true. Event
+// goroutine only (call it from OnMessage).
+func (c *Conn) AdmitInbound() bool {
+	if c.flags.Load()&fStream == 0 {
+		return true
+	}
+	if !c.admitInbound() {
+		return false
+	}
+	c.msgCount++
+	return true
+}
+
 // RemoteAddr is the peer's address ("ip:port").
 func (c *Conn) RemoteAddr() string {
 	if a := c.nc.RemoteAddr(); a != nil {
@@ -317,7 +436,10 @@ func (c *Conn) drain() {
 		fl := c.flags.Load()
 		head, batch := c.detachLocked()
 		c.inflight = batch // still pending until written: backpressure holds
-		writeClose := fl&(fClosing|fCloseWritten) == fClosing
+		// The close goes after the last queued frame: only with the batch
+		// that empties the outbox (Send refuses once closing, so nothing
+		// can be queued after it).
+		writeClose := fl&(fClosing|fCloseWritten) == fClosing && c.head == nil
 		if fl&fGone != 0 || (head == nil && !writeClose) {
 			c.wroteLocked(batch)
 			c.flags.Store(fl &^ fDraining)
@@ -331,7 +453,14 @@ func (c *Conn) drain() {
 		code, reason := c.closeCode, c.closeReason
 		c.mu.Unlock()
 
-		err := c.writeBatch(w, head, writeClose, code, reason)
+		stream := fl&fStream != 0
+		err := c.writeBatch(w, head, writeClose && !stream, code, reason)
+		if err == nil && writeClose && stream {
+			// Everything is out: the peer reads EOF after the last byte.
+			// Still the writer's owner (fDraining), so netpoll cannot have
+			// closed the fd (onClosed waits for us).
+			shutdownWrite(c.nc)
+		}
 		c.mu.Lock()
 		c.wroteLocked(batch)
 		if err != nil {
@@ -373,20 +502,7 @@ func (c *Conn) detachLocked() (*outSegment, int) {
 		c.head, c.tail, c.queued, c.queuedBytes = nil, nil, 0, 0
 		return head, charge
 	}
-	charge, frames := 0, int32(0)
-	last := head
-	for seg := head; seg != nil; seg = seg.next {
-		segCharge := 0
-		for _, f := range seg.frames[:seg.n] {
-			segCharge += frameCharge(f)
-		}
-		if seg != head && charge+segCharge > maxBatch {
-			break
-		}
-		charge += segCharge
-		frames += int32(seg.n)
-		last = seg
-	}
+	last, charge, frames := c.firstBatchLocked()
 	c.head = last.next
 	last.next = nil
 	if c.head == nil {
@@ -395,6 +511,47 @@ func (c *Conn) detachLocked() (*outSegment, int) {
 	c.queued -= frames
 	c.queuedBytes -= charge
 	return head, charge
+}
+
+// firstBatchLocked measures the whole segments at the head of a non-empty
+// outbox that make up about maxBatch bytes (at least one segment): their
+// last segment, charge and frame count. c.mu must be held.
+func (c *Conn) firstBatchLocked() (last *outSegment, charge int, frames int32) {
+	last = c.head
+	for seg := c.head; seg != nil; seg = seg.next {
+		segCharge := 0
+		for _, f := range seg.frames[:seg.n] {
+			segCharge += frameCharge(f)
+		}
+		if seg != c.head && charge+segCharge > maxBatch {
+			break
+		}
+		charge += segCharge
+		frames += int32(seg.n)
+		last = seg
+	}
+	return last, charge, frames
+}
+
+// closeSlow closes a slow consumer (the CloseSlow policy) promptly: of what
+// it has queued, only about one batch is kept ahead of the close frame, the
+// rest is released unwritten (it may never read it).
+func (c *Conn) closeSlow() {
+	c.mu.Lock()
+	var rest *outSegment
+	if c.flags.Load()&(fClosing|fGone) == 0 && c.head != nil && c.queuedBytes > maxBatch {
+		last, charge, frames := c.firstBatchLocked()
+		rest, last.next, c.tail = last.next, nil, last
+		c.srv.outboxTotal.Add(int64(charge - c.queuedBytes))
+		c.queued, c.queuedBytes = frames, charge
+		c.settleLocked(false)
+	}
+	start := c.beginCloseLocked(1008, "slow consumer", causeServer)
+	c.mu.Unlock()
+	releaseSegments(rest)
+	if start {
+		go c.drainFn()
+	}
 }
 
 // writeBatch copies a detached outbox chain (and the close frame) into
@@ -472,7 +629,7 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	s.reg.remove(c)
 	defer c.recoverHandler("OnClose")
 	if fl&fUpgraded != 0 {
-		s.m.connections.Dec()
+		s.m.connections[transportOf(fl)].Dec()
 		s.wsConns.Add(-1)
 		s.m.closes[cause].Inc()
 		if c.sess != nil {

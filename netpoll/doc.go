@@ -1,16 +1,35 @@
-// Package netpoll is Gatecast's network layer: it accepts TCP connections on
-// cloudwego/netpoll event loops, upgrades them to WebSocket (gobwas/ws
-// handshake parser), reads and validates RFC 6455 frames from the event loop
-// without a goroutine per connection, and writes outgoing frames through a
-// bounded per-connection outbox flushed in batches. It owns every network
-// timeout: handshake (slowloris), ping interval, idle timeout, write timeout
-// and the close handshake.
+// Package netpoll is Gatecast's connection core: it accepts TCP connections
+// on cloudwego/netpoll event loops, without a goroutine per connection, and
+// owns everything a connection costs or may do to the process — the
+// open-files reserve, input limits and read pauses, the per-turn read
+// budget, the bounded per-connection outbox flushed in batches (byte
+// limits, backlog channel, slow-consumer policy), every network timeout
+// (handshake, idle, write, close; pings), the registry, the metrics and
+// graceful shutdown.
 //
-// It knows nothing of topics, tokens, grants or the JSON protocols: it hands
-// the upgrade request's path, query and a few headers to a Handler, and each
-// complete text or binary message to the Session the Handler returned. The
-// only other Gatecast package it imports is proto, for the shared, refcounted
-// outgoing frame type proto.Frame.
+// On that core it offers two framings:
+//
+//   - WebSocket (Server.Serve): the upgrade (strict request check, gobwas
+//     handshake parser, Config.Paths, Config.Subprotocols,
+//     Config.CaptureHeaders), then RFC 6455 frames read and validated on
+//     the event loop; a Handler opens a Session with the Handshake, and the
+//     Session receives each complete text or binary message.
+//   - Raw TCP byte streams (Server.ServeStream): no upgrade and no framing;
+//     a StreamHandler opens a Session at the first bytes, the Session
+//     receives raw chunks and reassembles its own packets, and tells
+//     netpoll when the client is accepted (Conn.Established), what keep
+//     alive it has (Conn.SetIdleTimeout) and when a message arrived
+//     (Conn.AdmitInbound). See stream.go.
+//
+// Either way Conn.Send writes the bytes of a proto.Frame as they are (a
+// complete WebSocket frame, or raw bytes), and Conn.Close / Conn.CloseAfter
+// end the connection (with a close frame on a WebSocket).
+//
+// It must not know any protocol above these framings: no topics, tokens or
+// grants, no seed header names, no MQTT packets. What a Handler needs from
+// the upgrade request it names in Config (paths, subprotocols, captured
+// headers). The only other Gatecast package it imports is proto, for the
+// shared, refcounted outgoing frame type proto.Frame.
 //
 // # Goroutines
 //
@@ -18,8 +37,9 @@
 //     run Server.onPrepare and netpoll's close callbacks.
 //   - A connection's "event goroutine" is whichever pooled goroutine netpoll
 //     starts when bytes arrive; it exists only while there is input to
-//     process. Handler.Open, Session.OnMessage and Session.OnClose run there,
-//     serially per connection. An idle connection has no goroutine.
+//     process. Handler.Open, StreamHandler.OpenStream, Session.OnMessage and
+//     Session.OnClose run there, serially per connection. An idle connection
+//     has no goroutine.
 //   - A "drain" goroutine runs only while a connection has queued output: the
 //     first Send to an empty outbox starts it, it copies every queued frame
 //     into netpoll's output buffer, flushes once per batch and exits when the
@@ -29,17 +49,20 @@
 //   - One lag-probe goroutine per Server arms, once per
 //     Config.LagProbeInterval, the timing of the next read wakeup for
 //     gatecast_eventloop_lag_seconds (lag.go). It and the sweeper run from
-//     Serve until Shutdown returns.
+//     the first Serve or ServeStream until Shutdown returns.
 //
-// Conn.Send and Conn.Close are safe from any goroutine and never block.
+// Conn.Send, Conn.Close, Conn.CloseAfter, Conn.Established and
+// Conn.SetIdleTimeout are safe from any goroutine and never block;
+// Conn.AdmitInbound belongs to the event goroutine (call it from OnMessage).
 //
 // # Buffer lifetimes
 //
 //   - Input: netpoll reads into its per-connection LinkBuffer. A complete
 //     frame is taken with Next (zero-copy when it lies in one buffer node),
-//     unmasked in place and delivered; the payload slice passed to
-//     Session.OnMessage is valid only during that call, because the reader
-//     is Released when the event goroutine returns.
+//     unmasked in place and delivered; a stream's chunk is taken the same
+//     way. The payload slice passed to Session.OnMessage is valid only
+//     during that call, because the reader is Released when the event
+//     goroutine returns.
 //   - A partial frame (or partial HTTP request) is never left in netpoll's
 //     buffer (netpoll re-runs OnRequest while unread input remains, which
 //     would spin): its bytes are copied into a per-connection "stash" taken
@@ -67,8 +90,10 @@
 // connection's input node as soon as it is read, and the drain writes each
 // batch into a node netpoll drops once it is sent (mallocBatch). What
 // remains is netpoll's per-connection bookkeeping (about 2.9 KiB, of which
-// 1.3 KiB is its iovec barrier) and this package's Conn (256 bytes):
-// 3400 bytes per connection measured at 15,000 connections, against about
-// 12 KiB with netpoll's defaults. The measurement is
-// TestIdleConnectionMemory (GATECAST_MEASURE_IDLE=1).
+// 1.3 KiB is its iovec barrier) and this package's Conn (344 bytes, in the
+// 352-byte size class; TestConnSizeClass keeps it there): 3400 bytes per
+// connection measured at 15,000 connections, against about 12 KiB with
+// netpoll's defaults. The measurement is TestIdleConnectionMemory
+// (GATECAST_MEASURE_IDLE=1). A stream connection is the same Conn; its
+// state is flag bits and padding, so it costs nothing more.
 package netpoll

@@ -314,17 +314,28 @@ func (c *Conn) upgrade(req []byte) bool {
 	}
 	s.m.hsOK.Inc()
 	c.mode = modeFrames
+	c.opened(fUpgraded | fEstablished)
+	c.handOver(s.h.Open(c, u.handshake(hs.Protocol, c.RemoteAddr())))
+	return true
+}
+
+// opened records that the connection's Session is being opened (with fl:
+// fUpgraded, and fEstablished for a WebSocket). Event goroutine only.
+func (c *Conn) opened(fl uint32) {
 	c.mu.Lock()
-	c.flags.Store(c.flags.Load() | fUpgraded)
+	fl |= c.flags.Load()
+	c.flags.Store(fl)
 	c.mu.Unlock()
-	s.m.connections.Inc()
-	s.wsConns.Add(1)
+	c.srv.m.connections[transportOf(fl)].Inc()
+	c.srv.wsConns.Add(1)
+}
 
-	sess := s.h.Open(c, u.handshake(hs.Protocol, c.RemoteAddr()))
+// handOver installs the Session that Open (or OpenStream) returned and
+// hands the writer over: from now on drains write, and one must start if
+// the Handler queued frames or closed. A nil Session without a close
+// closes with 1011. Event goroutine only.
+func (c *Conn) handOver(sess Session) {
 	c.sess = sess
-
-	// Hand the writer over: from now on drains write, and one must start
-	// if Open queued frames or closed.
 	c.mu.Lock()
 	fl := c.flags.Load() &^ fHold
 	c.flags.Store(fl)
@@ -341,5 +352,4 @@ func (c *Conn) upgrade(req []byte) bool {
 	if start {
 		go c.drainFn()
 	}
-	return true
 }

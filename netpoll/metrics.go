@@ -48,10 +48,29 @@ func causeOf(code uint16) closeCause {
 	return causeProtocol
 }
 
+// Transports: the transport label of gatecast_ws_connections.
+const (
+	transportWS  = 0 // WebSocket (Serve)
+	transportTCP = 1 // raw TCP stream (ServeStream)
+)
+
+var transportLabels = [2]string{transportWS: "ws", transportTCP: "tcp"}
+
+func transportOf(flags uint32) int {
+	if flags&fStream != 0 {
+		return transportTCP
+	}
+	return transportWS
+}
+
 // metrics holds every collector, children bound at construction so the hot
-// paths never look up a label.
+// paths never look up a label. The gatecast_ws_* names predate stream
+// connections and are kept (dashboards use them): every series counts both
+// kinds of connection, except gatecast_ws_handshakes_total and
+// gatecast_ws_handshake_seconds (WebSocket upgrades only), and
+// gatecast_ws_connections tells them apart with its transport label.
 type metrics struct {
-	connections prometheus.Gauge
+	connections [2]prometheus.Gauge // by transport
 
 	hsOK, hsNotFound, hsBadRequest, hsTooLarge, hsTimeout prometheus.Counter
 	handshakeSeconds                                      prometheus.Histogram
@@ -74,14 +93,12 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gatecast_ws_connections", Help: "Open (upgraded) WebSocket connections."}),
 		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_ws_messages_received_total", Help: "Complete text and binary messages received from clients."}),
+			Name: "gatecast_ws_messages_received_total", Help: "Complete text and binary messages received from WebSocket clients, plus the messages stream sessions admitted (AdmitInbound)."}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_ws_bytes_received_total", Help: "Bytes read from client sockets (handshakes and frames)."}),
+			Name: "gatecast_ws_bytes_received_total", Help: "Bytes read from client sockets (handshakes, frames, raw streams)."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_ws_bytes_sent_total", Help: "Bytes of WebSocket frames handed to client sockets."}),
+			Name: "gatecast_ws_bytes_sent_total", Help: "Bytes handed to client sockets (WebSocket frames, raw stream output)."}),
 		slowClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_ws_slow_consumers_closed_total", Help: "Connections closed with 1008 because their outbox was full (CloseSlow policy)."}),
 		handshakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -92,6 +109,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name:    "gatecast_eventloop_lag_seconds",
 			Help:    "Delay between netpoll handing a connection's read task to the runner and the task starting, sampled on one real wakeup per probe interval.",
 			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
+	}
+	connections := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gatecast_ws_connections", Help: "Open connections with a session, by transport: upgraded WebSocket connections (ws), raw TCP streams from their first bytes on (tcp)."}, []string{"transport"})
+	for t, label := range transportLabels {
+		m.connections[t] = connections.WithLabelValues(label)
 	}
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_ws_handshakes_total", Help: "WebSocket upgrade attempts by result."}, []string{"result"})
@@ -116,14 +138,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.acceptPaused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gatecast_ws_accept_paused_total", Help: "Times accepting new connections was paused because open files neared the process limit minus the reserve."})
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gatecast_ws_closes_total", Help: "Connections gone (upgraded ones, plus handshake timeouts), by first cause."}, []string{"reason"})
+		Name: "gatecast_ws_closes_total", Help: "Connections gone (those with a session, WebSocket or stream, plus handshake timeouts), by first cause."}, []string{"reason"})
 	for c := range numCauses {
 		m.closes[c] = closes.WithLabelValues(causeLabels[c])
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes, inbound, m.inputPaused, m.acceptPaused, m.backlogged, m.outboxMax,
+	for _, c := range []prometheus.Collector{connections, handshakes, m.messagesIn, m.bytesIn, m.bytesOut, dropped, m.slowClosed, closes, inbound, m.inputPaused, m.acceptPaused, m.backlogged, m.outboxMax,
 		m.handshakeSeconds, m.eventLoopLag} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	cwnetpoll "github.com/cloudwego/netpoll"
@@ -26,6 +25,19 @@ type Handler interface {
 	Open(c *Conn, hs *Handshake) Session
 }
 
+// StreamHandler opens sessions for raw TCP connections (ServeStream: no
+// WebSocket upgrade, no framing).
+type StreamHandler interface {
+	// OpenStream is called once per connection, on its event goroutine,
+	// when its first bytes arrive (a connection that never sends any is
+	// closed at HandshakeTimeout without a Session), right before those
+	// bytes are delivered to the returned Session's OnMessage. It returns
+	// nil after having called c.Close, or nil without closing, which closes
+	// the connection too. Until the Session calls c.Established, the
+	// handshake timeout (from accept) applies.
+	OpenStream(c *Conn) Session
+}
+
 // Session receives one connection's messages.
 type Session interface {
 	// OnMessage is called for each complete text or binary message,
@@ -33,6 +45,12 @@ type Session interface {
 	// connection's event goroutine. payload is only valid during the call
 	// (it points into netpoll's input buffer or a pooled assembly buffer).
 	// It is not called once the connection is closing.
+	//
+	// On a stream connection (Conn.Stream), text is false and payload is
+	// the next chunk of raw input, in order, at most 64 KiB (the per-turn
+	// read budget) per call; chunk boundaries are wherever the reads fell,
+	// so the Session reassembles its own messages, which may span chunks
+	// (it copies what it keeps of a partial one).
 	OnMessage(text bool, payload []byte)
 	// OnClose is called exactly once when the connection is gone (any
 	// reason), after the last OnMessage and never concurrently with it.
@@ -89,13 +107,17 @@ func tuneNetpoll() {
 // ErrServerClosed is returned by Listen after Shutdown.
 var ErrServerClosed = errors.New("netpoll: server closed")
 
-// Server is a WebSocket server on netpoll event loops.
+// Server is a connection core on netpoll event loops with two framings:
+// WebSocket (Serve, on Config.Addr) and raw TCP streams (ServeStream, on
+// listeners of the caller's). Every connection, either kind, shares the
+// same limits, timeouts, registry, metrics and shutdown.
 type Server struct {
-	cfg Config
-	h   Handler
-	m   *metrics
-	reg registry
-	fds fdWatch
+	cfg     Config
+	h       Handler
+	streams atomic.Pointer[[]StreamHandler] // ServeStream's handlers, copied on write; Conn.handler-1 indexes it
+	m       *metrics
+	reg     registry
+	fds     fdWatch
 
 	// inputHeld is the unread input of every connection, as each last saw
 	// its own buffer (inbound.go); inputPaused lists the connections whose
@@ -107,15 +129,15 @@ type Server struct {
 	start       time.Time
 	clock       atomic.Int64 // nanoseconds since start, updated by the sweeper (coarse on purpose: reading it is one load)
 
-	wsConns  atomic.Int64 // upgraded connections not yet gone
+	wsConns  atomic.Int64 // connections with an open Session (upgraded, or streams past OpenStream) not yet gone
 	upgrades sync.Pool    // *upgrader
 
 	mu           sync.Mutex
 	ln           *listener
-	evl          cwnetpoll.EventLoop
-	serving      bool
+	serving      bool         // Serve was called
+	loops        []*serveLoop // every event loop started (Serve, ServeStream)
+	background   bool         // the sweeper and the lag probe were started
 	closed       bool
-	serveDone    chan struct{} // closed when Serve returns
 	shutdownDone chan struct{} // closed when the first Shutdown returns
 	shutdownErr  error
 	stopSweep    chan struct{} // closed by Shutdown: stops the sweeper and the lag probe
@@ -149,7 +171,6 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 		h:            h,
 		m:            m,
 		start:        time.Now(),
-		serveDone:    make(chan struct{}),
 		shutdownDone: make(chan struct{}),
 		stopSweep:    make(chan struct{}),
 		sweepDone:    make(chan struct{}),
@@ -219,12 +240,19 @@ func (s *Server) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// ConnCount is the number of upgraded connections not yet gone.
+// ConnCount is the number of connections with an open Session not yet
+// gone: upgraded WebSocket connections, and streams past OpenStream.
 func (s *Server) ConnCount() int { return int(s.wsConns.Load()) }
 
-// Serve accepts and serves connections until Shutdown, then returns nil
-// (at once if Shutdown came first). It binds first if Listen was not
-// called. At most one Serve per Server.
+// serveLoop is one netpoll event loop serving one listener.
+type serveLoop struct {
+	evl  cwnetpoll.EventLoop
+	done chan struct{} // closed when its Serve returned
+}
+
+// Serve accepts WebSocket connections on Config.Addr and serves them until
+// Shutdown, then returns nil (at once if Shutdown came first). It binds
+// first if Listen was not called. At most one Serve per Server.
 func (s *Server) Serve() error {
 	if err := s.Listen(); err != nil {
 		if errors.Is(err, ErrServerClosed) {
@@ -232,26 +260,90 @@ func (s *Server) Serve() error {
 		}
 		return err
 	}
-	evl, err := cwnetpoll.NewEventLoop(s.onRequest, cwnetpoll.WithOnPrepare(s.onPrepare))
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	return s.run(ln, s.onPrepare, true)
+}
+
+// maxStreamHandlers bounds ServeStream calls per Server (Conn.handler is a
+// byte).
+const maxStreamHandlers = 255
+
+// ServeStream accepts raw TCP connections on ln and serves them with h until
+// Shutdown, then returns nil (at once, having closed ln, if Shutdown came
+// first). It takes ln over: Shutdown closes it. ln must be a
+// *net.TCPListener (or a *net.UnixListener). Stream connections get no
+// WebSocket upgrade and no framing: h.OpenStream runs at a connection's
+// first bytes, its Session receives raw chunks, and Conn.Send writes raw
+// bytes; everything else — the fd reserve, input limits and read pauses,
+// the per-turn read budget, the outbox and its limits, the timeouts (the
+// handshake timeout until Conn.Established), the metrics, Shutdown — is
+// shared with the WebSocket connections of Serve. It may be called
+// several times, with other listeners, alongside Serve.
+func (s *Server) ServeStream(ln net.Listener, h StreamHandler) error {
+	if ln == nil || h == nil {
+		return errors.New("netpoll: ServeStream needs a listener and a StreamHandler")
+	}
+	npl, err := cwnetpoll.ConvertListener(ln)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	if s.serving {
+	var hs []StreamHandler
+	if p := s.streams.Load(); p != nil {
+		hs = *p
+	}
+	if len(hs) == maxStreamHandlers {
+		s.mu.Unlock()
+		npl.Close()
+		return errors.New("netpoll: too many ServeStream calls")
+	}
+	hs = append(hs[:len(hs):len(hs)], h) // a new array: connections of earlier calls read the old one
+	s.streams.Store(&hs)
+	idx := uint8(len(hs))
+	if s.fds.limit.Load() == 0 {
+		s.initFDWatch() // no Listen before: the watch starts here
+	}
+	s.mu.Unlock()
+	return s.run(&listener{Listener: npl, srv: s}, func(nc cwnetpoll.Connection) context.Context {
+		return s.prepare(nc, idx)
+	}, false)
+}
+
+// run serves ln on a new event loop until Shutdown. The first loop starts
+// the sweeper and the lag probe.
+func (s *Server) run(ln *listener, prepare func(cwnetpoll.Connection) context.Context, ws bool) error {
+	evl, err := cwnetpoll.NewEventLoop(s.onRequest, cwnetpoll.WithOnPrepare(prepare))
+	if err != nil {
+		return err
+	}
+	l := &serveLoop{evl: evl, done: make(chan struct{})}
+	s.mu.Lock()
+	if ws && s.serving {
 		s.mu.Unlock()
 		return errors.New("netpoll: Serve called twice")
 	}
 	if s.closed {
 		s.mu.Unlock()
+		if !ws {
+			ln.Close() // Shutdown closes Config.Addr's listener itself
+		}
 		return nil
 	}
-	s.serving, s.evl = true, evl
-	ln := s.ln
+	if ws {
+		s.serving = true
+	}
+	s.loops = append(s.loops, l)
+	startBackground := !s.background
+	s.background = true
 	s.mu.Unlock()
-	defer close(s.serveDone)
+	defer close(l.done)
 
-	go s.sweepLoop()
-	go s.lagLoop()
+	if startBackground {
+		go s.sweepLoop()
+		go s.lagLoop()
+	}
 	err = evl.Serve(ln)
 	s.mu.Lock()
 	closed := s.closed
@@ -263,11 +355,13 @@ func (s *Server) Serve() error {
 }
 
 // Shutdown stops accepting (connections that arrive meanwhile are closed at
-// once), closes every connection with 1001 "server shutting down", lets
-// their outboxes flush and waits until all are gone or ctx is done, then
-// closes the listener and makes Serve return. It returns ctx.Err() when
-// connections remained at the deadline (they are then dropped). A second
-// call waits for the first one (or its own ctx) and returns its result.
+// once), closes every connection with 1001 "server shutting down" (streams:
+// Close, no close frame), lets their outboxes flush and waits until all are
+// gone or ctx is done, then closes the listeners and makes Serve and
+// ServeStream return. Connections without a Session yet are dropped at
+// once. It returns ctx.Err() when connections remained at the deadline
+// (they are then dropped). A second call waits for the first one (or its
+// own ctx) and returns its result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -288,17 +382,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	evl, serving, ln := s.evl, s.serving, s.ln
+	loops, serving, ln := s.loops, s.serving, s.ln
 	s.mu.Unlock()
-	if !serving {
-		if ln != nil {
-			ln.Close()
-		}
+	if !serving && ln != nil {
+		ln.Close() // bound but never served
+	}
+	if len(loops) == 0 {
 		return nil
 	}
 
 	for _, c := range s.reg.snapshot() {
 		if c.flags.Load()&fUpgraded != 0 {
+			// A stream gets no close frame: what is queued is flushed, then
+			// its TCP connection is closed (Close).
 			c.closeWith(1001, "server shutting down", causeServer)
 		} else {
 			c.dropTCP(causeServer)
@@ -326,18 +422,22 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// netpoll's Shutdown closes the listener and any idle connection left,
 	// and makes Serve return; with ctx done it does so without waiting for
 	// busy ones. It is a no-op when Serve has not yet handed the listener
-	// to netpoll, so retry until Serve has returned.
-	for {
-		_ = evl.Shutdown(ctx)
-		select {
-		case <-s.serveDone:
-			close(s.stopSweep)
-			<-s.sweepDone
-			<-s.lagDone
-			return waitErr
-		case <-time.After(10 * time.Millisecond):
+	// to netpoll, so retry until Serve has returned. No loop is added once
+	// closed is set.
+	for _, l := range loops {
+		for stopped := false; !stopped; {
+			_ = l.evl.Shutdown(ctx)
+			select {
+			case <-l.done:
+				stopped = true
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
+	close(s.stopSweep)
+	<-s.sweepDone
+	<-s.lagDone
+	return waitErr
 }
 
 // listener wraps netpoll's listener so that connections accepted during
@@ -347,12 +447,21 @@ type listener struct {
 	srv *Server
 }
 
-// onPrepare runs on a poller goroutine for each accepted connection, before
-// netpoll registers it for reads.
-func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context {
-	c := &Conn{srv: s, nc: nc}
+// onPrepare runs on a poller goroutine for each accepted WebSocket
+// connection, before netpoll registers it for reads.
+func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context { return s.prepare(nc, 0) }
+
+// prepare builds the Conn of an accepted connection: a WebSocket when
+// handler is 0, else a stream served by Server.streams[handler-1].
+func (s *Server) prepare(nc cwnetpoll.Connection, handler uint8) context.Context {
+	c := &Conn{srv: s, nc: nc, handler: handler}
 	c.drainFn = c.drain
-	c.flags.Store(fHold)
+	fl := fHold
+	if handler != 0 {
+		fl |= fStream
+		c.mode = modeStreamOpen
+	}
+	c.flags.Store(fl)
 	c.lastRead.Store(s.now())
 	// Precise, not the sweeper's coarse clock: the handshake histogram
 	// measures from here (the sweeper's timeout check works on either).
@@ -402,6 +511,10 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 		c.readHandshake(rd)
 	case modeFrames:
 		c.readFrames(rd)
+	case modeStreamOpen:
+		c.openStream(rd)
+	case modeStream:
+		c.readStream(rd)
 	case modeSkim:
 		c.skim(rd)
 	}
@@ -496,7 +609,5 @@ func (c *Conn) lingerAfterHTTPError() {
 	c.mu.Lock()
 	c.flags.Store(c.flags.Load() | fRejected)
 	c.mu.Unlock()
-	if fd, ok := c.nc.(interface{ Fd() int }); ok {
-		_ = syscall.Shutdown(fd.Fd(), syscall.SHUT_WR)
-	}
+	shutdownWrite(c.nc) // the event goroutine owns the writer (fHold)
 }

@@ -59,7 +59,7 @@ func TestUpgradeAndEcho(t *testing.T) {
 	if got := counterValue(t, reg, "gatecast_ws_handshakes_total", "result", "ok"); got != 1 {
 		t.Errorf("handshakes ok = %v", got)
 	}
-	if got := counterValue(t, reg, "gatecast_ws_connections"); got != 1 || s.ConnCount() != 1 {
+	if got := counterValue(t, reg, "gatecast_ws_connections", "transport", "ws"); got != 1 || s.ConnCount() != 1 {
 		t.Errorf("connections gauge = %v, ConnCount = %d", got, s.ConnCount())
 	}
 	// Counted after OnMessage returns, so possibly after the echo arrived.

@@ -129,14 +129,17 @@ func (s *Server) sweep(now int64, acts []sweepAction) []sweepAction {
 			var kind uint8
 			switch {
 			case fl&fGone != 0:
-			case fl&(fUpgraded|fRejected) == 0:
-				if now-c.phaseAt.Load() >= hsTimeout {
-					kind = actHandshakeTimeout
-				}
 			case fl&(fRejected|fCloseFlushed) != 0:
 				if now-c.phaseAt.Load() >= closeTimeout {
 					kind = actLingerDone
 				}
+			case fl&fEstablished == 0 && now-c.phaseAt.Load() >= hsTimeout:
+				// A WebSocket that never upgraded, a stream whose Session
+				// never called Established (phaseAt is the accept time).
+				kind = actHandshakeTimeout
+			case fl&fUpgraded == 0:
+				// Before the upgrade (a stream: before its first bytes)
+				// nothing can be queued.
 			default:
 				maxPending = max(maxPending, c.pending.Load())
 				if fs := c.flushStart.Load(); fs != 0 && now-fs >= writeTimeout {
@@ -145,11 +148,17 @@ func (s *Server) sweep(now int64, acts []sweepAction) []sweepAction {
 					kind = actOverflowEnded
 				} else if oa != 0 && slowClose && fl&fClosing == 0 && now-oa >= writeTimeout {
 					kind = actSlowConsumer
-				} else if fl&fClosing == 0 {
+				} else if fl&(fClosing|fEstablished) == fEstablished {
 					lr := c.lastRead.Load()
-					if now-lr >= idle {
+					connIdle, ping := idle, fl&fStream == 0
+					if ms := c.idleMs.Load(); ms != 0 {
+						// SetIdleTimeout: the protocol above keeps the
+						// connection alive, not our pings.
+						connIdle, ping = int64(ms)*int64(time.Millisecond), false
+					}
+					if now-lr >= connIdle {
 						kind = actIdle
-					} else if now-max(lr, c.lastPing) >= pingEvery {
+					} else if ping && now-max(lr, c.lastPing) >= pingEvery {
 						kind = actPing
 						c.lastPing = now
 					}
@@ -173,10 +182,13 @@ func (s *Server) act(a sweepAction) {
 	c := a.c
 	switch a.kind {
 	case actHandshakeTimeout:
-		if c.flags.Load()&(fUpgraded|fRejected) != 0 {
+		fl := c.flags.Load()
+		if fl&(fEstablished|fRejected|fCloseFlushed) != 0 {
 			return // the handshake finished since the walk
 		}
-		s.m.hsTimeout.Inc()
+		if fl&fStream == 0 {
+			s.m.hsTimeout.Inc() // a WebSocket upgrade's result; streams have none
+		}
 		c.dropTCP(causeHandshakeTimeout)
 	case actLingerDone:
 		c.dropTCP(causeNone)
@@ -190,7 +202,7 @@ func (s *Server) act(a sweepAction) {
 	case actSlowConsumer:
 		// At its outbox limit for WriteTimeout: the CloseSlow policy.
 		s.m.slowClosed.Inc()
-		c.closeWith(1008, "slow consumer", causeServer)
+		c.closeSlow()
 	case actPing:
 		f := proto.AcquireFrame()
 		f.B = append(f.B[:0], 0x80|opPing, 0)
