@@ -375,3 +375,44 @@ func TestMQTTWill(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// Cluster: a PUBLISH on one node reaches seed and MQTT subscribers on the
+// others exactly once (nodes forward the neutral message), and a revocation
+// on one node's admin API cuts an MQTT session on another before it returns.
+func TestMQTTCluster(t *testing.T) {
+	nodes, _ := startCluster(t, false)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	tok := a.createToken("fleet", 0)
+	tag := a.createTag("fleet/#")
+	a.grant(tok, tag, "readwrite")
+
+	v5, _, err := v5Client(t, b.MQTTAddr(), "on-b", tok.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := v5.subscribe(t, "fleet/+/cmd", 1); code != 1 {
+		t.Fatalf("SUBACK %#x", code)
+	}
+	v3, v3msgs := v3Client(t, "tcp://"+c.MQTTAddr(), "on-c", tok.Token)
+	v3Subscribe(t, v3, "fleet/#", 0)
+	seed := c.dialOK(t, tok.Token, "fleet/#")
+	// The subscriptions are routed to every node before SUBACK: publish on A.
+	pub, _ := v3Client(t, "tcp://"+a.MQTTAddr(), "on-a", tok.Token)
+	if tk := pub.Publish("fleet/d1/cmd", 1, false, `{"reboot":true}`); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatal(tk.Error())
+	}
+	v5.expect(t, "fleet/d1/cmd", `{"reboot":true}`)
+	expectV3(t, v3msgs, "fleet/d1/cmd", `{"reboot":true}`)
+	seed.expectMessage("fleet/d1/cmd", `{"reboot":true}`)
+	select {
+	case p := <-v5.msgs:
+		t.Fatalf("delivered twice: %s", p.Topic)
+	case m := <-v3msgs:
+		t.Fatalf("delivered twice: %s", m.Topic())
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	// revoke on A: the MQTT 5 session on B is disconnected with 0x87
+	a.mustAPI("DELETE", "/api/v1/tokens/"+itoa(tok.ID)+"/permissions/"+itoa(tag.ID), nil, nil)
+	v5.expectDisconnect(t, 0x87)
+}
