@@ -62,6 +62,36 @@ type Token struct {
 	MaxConnections int // 0 = unlimited
 	Disabled       bool
 	CreatedAt      time.Time
+	// WeakSecret marks a token whose secret was imported and is weak (see
+	// IsWeakSecret): it authenticates like any other, but should be
+	// rotated. A rotation (SetTokenHash) clears it.
+	WeakSecret bool
+}
+
+// NewToken is a token to create with Store.CreateTokenWith.
+type NewToken struct {
+	Name           string
+	MaxConnections int
+	Hash           Hash
+	WeakSecret     bool
+	// Origin, when set, records in the same transaction where the token
+	// was imported from (see Store.ListImported). The record outlives the
+	// token: an importer uses it not to re-create a token that was deleted
+	// or rotated since it was imported.
+	Origin *Origin
+}
+
+// Origin names a token's row in the system it was imported from.
+type Origin struct {
+	Source string // e.g. "seed"
+	ID     int64  // the row's ID there, positive
+}
+
+// Imported is one import record: the token an Origin was imported as.
+type Imported struct {
+	Origin
+	TokenID    int64 // the token as created; it may since have been deleted
+	ImportedAt time.Time
 }
 
 // Tag is a named MQTT-style topic pattern that permissions refer to.
@@ -108,6 +138,7 @@ var (
 //   - List methods return a non-nil slice ordered by ID ascending.
 //   - GetTokenByHash returns disabled tokens too; enforcement is the caller's.
 //   - CreatedAt has microsecond precision and is the same on every read.
+//   - SetTokenHash clears WeakSecret: a rotation installs a generated secret.
 //   - A ctx already done when the call starts fails it with an error
 //     wrapping ctx.Err() and changes nothing; one that ends during the call
 //     aborts it with an error.
@@ -142,6 +173,23 @@ type Store interface {
 	GetGrant(ctx context.Context, tokenID, tagID int64) (Grant, error)
 	// TokensWithTag returns the IDs of tokens holding a permission on tag.
 	TokensWithTag(ctx context.Context, tagID int64) ([]int64, error)
+
+	// CreateTokenWith is CreateToken with every field of a new token: the
+	// weak-secret flag and an import origin. A second token with the same
+	// Origin is ErrConflict (as is one with the same hash), and nothing is
+	// written then.
+	CreateTokenWith(ctx context.Context, t NewToken) (Token, error)
+	// ListImported returns the import records of source, ordered by
+	// Origin.ID, including those whose token was deleted since.
+	ListImported(ctx context.Context, source string) ([]Imported, error)
+	// CountWeakSecrets returns how many tokens have WeakSecret set.
+	CountWeakSecrets(ctx context.Context) (int, error)
+
+	// AppendAudit stores an audit entry (see AuditEntry) and returns it
+	// with its ID, and its time when e.At was zero. IDs only grow.
+	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
+	// ListAudit returns the entries q selects, newest (highest ID) first.
+	ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
 
 	Close() error
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"math"
 )
 
 // SecretPrefix starts every secret made by NewSecret, so that a leaked
@@ -55,4 +56,49 @@ func (h Hash) Equal(o Hash) bool {
 // what a forgotten HashSecret looks like, not a real hash.
 func (h Hash) IsZero() bool {
 	return h == Hash{}
+}
+
+// The weak-secret rule (IsWeakSecret). Secrets made by NewSecret are never
+// weak; imported ones may be: the seed stored whatever its operators typed,
+// down to 3 characters.
+const (
+	// MinStrongSecretLen is the shortest secret that is not weak, in bytes.
+	MinStrongSecretLen = 16
+	// MinStrongSecretBits is the least estimated entropy (SecretBits) of a
+	// secret that is not weak. A random 16-character secret of letters and
+	// digits scores about 60; "aaaaaaaaaaaaaaaaaaaa" scores 0.
+	MinStrongSecretBits = 56
+)
+
+// SecretBits estimates a secret's entropy in bits: its length times the
+// Shannon entropy of its bytes' frequencies. Repetition and a small set of
+// distinct characters lower it; it is an estimate from one sample, never
+// more than len × log2(len), and cannot see dictionary words.
+func SecretBits(secret string) float64 {
+	if secret == "" {
+		return 0
+	}
+	var counts [256]int
+	for i := 0; i < len(secret); i++ {
+		counts[secret[i]]++
+	}
+	n := float64(len(secret))
+	var h float64
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h * n
+}
+
+// IsWeakSecret reports whether a secret is weak: shorter than
+// MinStrongSecretLen bytes, or with SecretBits below MinStrongSecretBits.
+// A weak secret still authenticates (devices in the field present it);
+// the token is flagged so that an operator rotates it. Note that the
+// stored SHA-256 of a weak secret does not protect it: anyone who can read
+// the store can find a 3-character secret from its hash at once.
+func IsWeakSecret(secret string) bool {
+	return len(secret) < MinStrongSecretLen || SecretBits(secret) < MinStrongSecretBits
 }

@@ -134,3 +134,28 @@ func TestPermissionNames(t *testing.T) {
 		}
 	}
 }
+
+func TestIsWeakSecret(t *testing.T) {
+	for _, weak := range []string{"", "abc", "1234", "short-secret", "15-characters!!", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababababababababab", "0000000011111111"} {
+		if !IsWeakSecret(weak) {
+			t.Errorf("IsWeakSecret(%q) = false (%.1f bits), want true", weak, SecretBits(weak))
+		}
+	}
+	for _, strong := range []string{"3f7a9c1e5b2d4f6a8c0e1b3d5f7a9c1e", "Xk9pQ2mZr7Lw4TbN", "seed-device-token-2024-north-field"} {
+		if IsWeakSecret(strong) {
+			t.Errorf("IsWeakSecret(%q) = true (%.1f bits), want false", strong, SecretBits(strong))
+		}
+	}
+	for range 2000 {
+		s, err := NewSecret()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if IsWeakSecret(s) {
+			t.Fatalf("a generated secret is weak: %.1f bits", SecretBits(s))
+		}
+	}
+	if b := SecretBits("abcd"); b != 8 {
+		t.Errorf("SecretBits(abcd) = %v, want 8", b)
+	}
+}

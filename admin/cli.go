@@ -65,8 +65,11 @@ const tokenUsage = `Usage: gatecast token SUBCOMMAND
   token create --name NAME [--max-connections N] [--token SECRET | --token-file FILE]
         create a token and print its secret (shown only this once);
         --max-connections 0 (the default) means unlimited; --token or
-        --token-file imports an existing secret (at least 8 printable
-        characters), e.g. from the seed's database; --token-file - reads stdin
+        --token-file imports an existing secret (printable ASCII without
+        spaces), e.g. from the seed's database; --token-file - reads stdin.
+        A secret shorter than 16 characters or repetitive is accepted but
+        flagged "weak secret: rotate" (gatecast import seed imports a whole
+        seed database)
   token list
         list tokens (never their secrets)
   token show TOKEN
@@ -371,6 +374,9 @@ func (c *cli) tokenCreate(args []string) error {
 	} else {
 		fmt.Fprintln(c.stdout, "secret: the one you gave (imported)")
 	}
+	if t.WeakSecret {
+		fmt.Fprintf(c.stderr, "gatecast: warning: %s — the imported secret is short or repetitive; it works, but replace it with \"gatecast token rotate %d\" once its devices can take a new one\n", WeakSecretWarning, t.ID)
+	}
 	return nil
 }
 
@@ -415,9 +421,9 @@ func (c *cli) tokenList(args []string) error {
 	if c.json {
 		return c.printJSON(ts)
 	}
-	tw := c.table("ID\tNAME\tMAX_CONNECTIONS\tDISABLED\tCREATED")
+	tw := c.table("ID\tNAME\tMAX_CONNECTIONS\tDISABLED\tCREATED\tWARNING")
 	for _, t := range ts {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled), t.CreatedAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled), t.CreatedAt.UTC().Format(time.RFC3339), t.Warning)
 	}
 	return tw.Flush()
 }
@@ -444,6 +450,9 @@ func (c *cli) tokenShow(args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "token %d %q\n  max connections: %s\n  disabled: %s\n  created: %s\n",
 		t.ID, t.Name, limitText(t.MaxConnections), yesNo(t.Disabled), t.CreatedAt.UTC().Format(time.RFC3339))
+	if t.WeakSecret {
+		fmt.Fprintf(c.stdout, "  %s (gatecast token rotate %d)\n", WeakSecretWarning, t.ID)
+	}
 	if len(gs) == 0 {
 		fmt.Fprintln(c.stdout, "  no permissions")
 		return nil

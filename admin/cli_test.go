@@ -144,9 +144,9 @@ func TestCLITokenCommands(t *testing.T) {
 	if !strings.Contains(errOut, "token 999 not found") {
 		t.Fatalf("missing id: %s", errOut)
 	}
-	errOut = f.cliFail(1, "token", "create", "--name", "short", "--token", "short")
-	if !strings.Contains(errOut, "token must be 8 to 512 characters") || strings.Contains(errOut, "HTTP 500") {
-		t.Fatalf("short secret: %s", errOut)
+	errOut = f.cliFail(1, "token", "create", "--name", "spaced", "--token", "has space")
+	if !strings.Contains(errOut, "printable ASCII without spaces") || strings.Contains(errOut, "HTTP 500") {
+		t.Fatalf("secret with a space: %s", errOut)
 	}
 }
 

@@ -274,12 +274,14 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 		}
 		secret = s
 	}
-	tok, err := h.store.CreateToken(r.Context(), req.Name, req.MaxConnections, acl.HashSecret([]byte(secret)))
+	weak := imported && acl.IsWeakSecret(secret)
+	tok, err := h.store.CreateTokenWith(r.Context(), acl.NewToken{Name: req.Name, MaxConnections: req.MaxConnections,
+		Hash: acl.HashSecret([]byte(secret)), WeakSecret: weak})
 	if err != nil {
 		h.storeError(w, r, err, "token", "a token with this secret already exists")
 		return
 	}
-	audit(r, "token_id", tok.ID, "imported_secret", imported)
+	audit(r, "token_id", tok.ID, "imported_secret", imported, "weak_secret", weak)
 	out := tokenJSON(tok)
 	out.Secret = secret
 	writeJSON(w, http.StatusCreated, out)

@@ -61,10 +61,10 @@ func TestSlowEnforcementAnswersPending(t *testing.T) {
 	}
 	for _, rt := range []func(tok Token, tag Tag) route{
 		func(tok Token, tag Tag) route {
-			return route{"disable", "PATCH", fmt.Sprintf("/api/v1/tokens/%d", tok.ID), `{"disabled":true}`, []string{"id", "name", "max_connections", "disabled", "created_at"}}
+			return route{"disable", "PATCH", fmt.Sprintf("/api/v1/tokens/%d", tok.ID), `{"disabled":true}`, []string{"id", "name", "max_connections", "disabled", "created_at", "weak_secret"}}
 		},
 		func(tok Token, tag Tag) route {
-			return route{"rotate", "POST", fmt.Sprintf("/api/v1/tokens/%d/rotate", tok.ID), ``, []string{"id", "name", "max_connections", "disabled", "created_at", "token"}}
+			return route{"rotate", "POST", fmt.Sprintf("/api/v1/tokens/%d/rotate", tok.ID), ``, []string{"id", "name", "max_connections", "disabled", "created_at", "weak_secret", "token"}}
 		},
 		func(tok Token, tag Tag) route {
 			return route{"delete token", "DELETE", fmt.Sprintf("/api/v1/tokens/%d", tok.ID), ``, nil}

@@ -25,8 +25,16 @@ type Token struct {
 	MaxConnections int       `json:"max_connections"`
 	Disabled       bool      `json:"disabled"`
 	CreatedAt      time.Time `json:"created_at"`
-	Secret         string    `json:"token,omitempty"`
+	// WeakSecret: the token's secret was imported and is weak
+	// (acl.IsWeakSecret); it authenticates, but should be rotated.
+	WeakSecret bool `json:"weak_secret"`
+	// Warning is WeakSecretWarning for a weak secret, else empty.
+	Warning string `json:"warning,omitempty"`
+	Secret  string `json:"token,omitempty"`
 }
+
+// WeakSecretWarning is the Warning of a token with a weak secret.
+const WeakSecretWarning = "weak secret: rotate"
 
 // Tag is a topic pattern that permissions refer to.
 type Tag struct {
@@ -81,7 +89,7 @@ const (
 	maxBodyBytes      = 1 << 20
 	maxNameBytes      = acl.MaxTokenNameLen
 	maxConnectionsCap = 1_000_000_000
-	minSecretLen      = 8
+	minSecretLen      = 1 // shorter than acl.MinStrongSecretLen is accepted, flagged weak
 	maxSecretLen      = 512
 )
 
@@ -300,7 +308,9 @@ func checkMaxConnections(n int) *apiError {
 }
 
 // checkSecret validates an imported secret: something a client can send in
-// an Authorization header or a query parameter, long enough not to guess.
+// an Authorization header or a query parameter. A short or repetitive one
+// is accepted (devices in the field present it) and the token is flagged
+// weak (acl.IsWeakSecret).
 func checkSecret(s string) *apiError {
 	if len(s) < minSecretLen || len(s) > maxSecretLen {
 		return invalid("token must be %d to %d characters long", minSecretLen, maxSecretLen)
@@ -392,13 +402,18 @@ func decodePermission(body []byte) (acl.Permission, *apiError) {
 }
 
 func tokenJSON(t acl.Token) Token {
-	return Token{
+	out := Token{
 		ID:             t.ID,
 		Name:           t.Name,
 		MaxConnections: t.MaxConnections,
 		Disabled:       t.Disabled,
 		CreatedAt:      t.CreatedAt.UTC(),
+		WeakSecret:     t.WeakSecret,
 	}
+	if t.WeakSecret {
+		out.Warning = WeakSecretWarning
+	}
+	return out
 }
 
 func grantJSON(g acl.Grant) Grant {

@@ -88,6 +88,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("opening the store %s: %w", storeName(cfg), err)
 	}
 	n.store = store
+	n.registry.MustRegister(newWeakSecrets(store))
 
 	n.adminKey = cfg.AdminKey
 	if n.adminKey == "" {

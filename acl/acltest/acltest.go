@@ -49,6 +49,12 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) acl.Store) {
 		{"CancelledContext", testCancelledContext},
 		{"Concurrent", testConcurrent},
 		{"ConcurrentSameTag", testConcurrentSameTag},
+		{"WeakSecretFlag", testWeakSecretFlag},
+		{"CreateTokenWithOrigin", testCreateTokenWithOrigin},
+		{"AuditAppendList", testAuditAppendList},
+		{"AuditFilters", testAuditFilters},
+		{"AuditInvalid", testAuditInvalid},
+		{"AuditConcurrent", testAuditConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,7 +129,7 @@ func sameToken(t *testing.T, what string, got, want acl.Token) {
 	t.Helper()
 	if got.ID != want.ID || got.Name != want.Name || got.Hash != want.Hash ||
 		got.MaxConnections != want.MaxConnections || got.Disabled != want.Disabled ||
-		!got.CreatedAt.Equal(want.CreatedAt) {
+		got.WeakSecret != want.WeakSecret || !got.CreatedAt.Equal(want.CreatedAt) {
 		t.Errorf("%s: got %+v, want %+v", what, got, want)
 	}
 }
@@ -785,6 +791,17 @@ func testCancelledContext(t *testing.T, s acl.Store) {
 		"ListGrants":       func() error { _, err := s.ListGrants(ctx, tok.ID); return err },
 		"GetGrant":         func() error { _, err := s.GetGrant(ctx, tok.ID, tag.ID); return err },
 		"TokensWithTag":    func() error { _, err := s.TokensWithTag(ctx, tag.ID); return err },
+		"CreateTokenWith": func() error {
+			_, err := s.CreateTokenWith(ctx, acl.NewToken{Name: "x", Hash: hash("ctx3"), Origin: &acl.Origin{Source: "ctx", ID: 1}})
+			return err
+		},
+		"ListImported":     func() error { _, err := s.ListImported(ctx, "ctx"); return err },
+		"CountWeakSecrets": func() error { _, err := s.CountWeakSecrets(ctx); return err },
+		"AppendAudit": func() error {
+			_, err := s.AppendAudit(ctx, acl.AuditEntry{Action: "ctx.test", Status: 200})
+			return err
+		},
+		"ListAudit": func() error { _, err := s.ListAudit(ctx, acl.AuditQuery{Limit: 10}); return err },
 	}
 	for name, call := range calls {
 		wantErr(t, name+" with a cancelled context", call(), context.Canceled)
@@ -804,6 +821,12 @@ func testCancelledContext(t *testing.T, s acl.Store) {
 	}
 	if tags, _ := s.ListTags(bg); len(tags) != 1 {
 		t.Errorf("tags after cancelled calls: %d, want 1", len(tags))
+	}
+	if ims, _ := s.ListImported(bg, "ctx"); len(ims) != 0 {
+		t.Errorf("imports after cancelled calls: %+v", ims)
+	}
+	if es, _ := s.ListAudit(bg, acl.AuditQuery{Limit: 10}); len(es) != 0 {
+		t.Errorf("audit entries after cancelled calls: %+v", es)
 	}
 }
 

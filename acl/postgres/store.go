@@ -12,7 +12,7 @@ import (
 	"github.com/gatecast/gatecast/acl/internal/storemetrics"
 )
 
-const tokenColumns = "id, name, hash, max_connections, disabled, created_at"
+const tokenColumns = "id, name, hash, max_connections, disabled, created_at, weak_secret"
 
 const selectToken = "SELECT " + tokenColumns + " FROM tokens"
 
@@ -32,7 +32,7 @@ func scanToken(r pgx.Row) (acl.Token, error) {
 		hash     []byte
 		maxConns int64
 	)
-	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &t.Disabled, &t.CreatedAt); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &t.Disabled, &t.CreatedAt, &t.WeakSecret); err != nil {
 		return acl.Token{}, err
 	}
 	if len(hash) != len(t.Hash) {
@@ -159,7 +159,7 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ ac
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	t, err := scanToken(s.pool.QueryRow(ctx,
-		"UPDATE tokens SET hash = $1 WHERE id = $2 RETURNING "+tokenColumns, hash[:], id))
+		"UPDATE tokens SET hash = $1, weak_secret = false WHERE id = $2 RETURNING "+tokenColumns, hash[:], id))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return acl.Token{}, tokenNotFound(id)

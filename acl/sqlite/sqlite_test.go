@@ -374,3 +374,43 @@ func TestMetricsStoreFailures(t *testing.T) {
 		t.Fatalf("migrate: %d calls, %v errors; want 2 calls (both Opens), 1 error", calls, errs)
 	}
 }
+
+// A database at schema version 1 (before weak secrets, imports and the
+// audit log) is migrated in place: its tokens keep working, not weak.
+func TestMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.db")
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1, err := migrationFiles.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := acl.HashSecret([]byte("abc"))
+	for _, q := range []string{
+		string(v1),
+		"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT",
+		"INSERT INTO schema_migrations VALUES (1, 'init', 0)",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec("INSERT INTO tokens (name, hash, max_connections, created_at) VALUES ('old', ?, 2, 1)", h[:]); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.GetTokenByHash(context.Background(), h)
+	if err != nil || got.Name != "old" || got.MaxConnections != 2 || got.WeakSecret {
+		t.Fatalf("token after migration = %+v, %v", got, err)
+	}
+	if _, err := s.AppendAudit(context.Background(), acl.AuditEntry{Action: "x"}); err != nil {
+		t.Fatal(err)
+	}
+}

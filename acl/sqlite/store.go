@@ -11,7 +11,7 @@ import (
 	"github.com/gatecast/gatecast/acl/internal/storemetrics"
 )
 
-const selectToken = "SELECT id, name, hash, max_connections, disabled, created_at FROM tokens"
+const selectToken = "SELECT " + tokenColumns + " FROM tokens"
 
 // listGrantsSQL reads the token row and its grants in one statement (one
 // snapshot): a token without grants yields one row with NULL grant columns,
@@ -39,8 +39,9 @@ func scanToken(r scanner) (acl.Token, error) {
 		maxConns int64
 		disabled int64
 		created  int64
+		weak     int64
 	)
-	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &disabled, &created); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &disabled, &created, &weak); err != nil {
 		return acl.Token{}, err
 	}
 	if len(hash) != len(t.Hash) {
@@ -49,6 +50,7 @@ func scanToken(r scanner) (acl.Token, error) {
 	copy(t.Hash[:], hash)
 	t.MaxConnections = int(maxConns)
 	t.Disabled = disabled != 0
+	t.WeakSecret = weak != 0
 	t.CreatedAt = time.UnixMicro(created).UTC()
 	return t, nil
 }
@@ -74,20 +76,31 @@ func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int
 		return acl.Token{}, err
 	}
 	defer s.unlockWrite()
+	return insertToken(ctx, s.db, acl.NewToken{Name: name, MaxConnections: maxConnections, Hash: hash})
+}
+
+const tokenColumns = "id, name, hash, max_connections, disabled, created_at, weak_secret"
+
+// queryRower is the database or a transaction.
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// insertToken inserts t's token row (not its origin); the caller holds the
+// writer slot.
+func insertToken(ctx context.Context, db queryRower, t acl.NewToken) (acl.Token, error) {
 	created := time.Now().UnixMicro()
-	row := s.db.QueryRowContext(ctx, `INSERT INTO tokens (name, hash, max_connections, disabled, created_at)
-		VALUES (?, ?, ?, 0, ?) RETURNING `+tokenColumns, name, hash[:], maxConnections, created)
-	t, err := scanToken(row)
+	row := db.QueryRowContext(ctx, `INSERT INTO tokens (name, hash, max_connections, disabled, created_at, weak_secret)
+		VALUES (?, ?, ?, 0, ?, ?) RETURNING `+tokenColumns, t.Name, t.Hash[:], t.MaxConnections, created, boolInt(t.WeakSecret))
+	tok, err := scanToken(row)
 	if isUnique(err) {
 		return acl.Token{}, fmt.Errorf("%w: a token with this hash exists", acl.ErrConflict)
 	}
 	if err != nil {
 		return acl.Token{}, fmt.Errorf("acl/sqlite: creating token: %w", err)
 	}
-	return t, nil
+	return tok, nil
 }
-
-const tokenColumns = "id, name, hash, max_connections, disabled, created_at"
 
 // GetToken returns the token with id, or acl.ErrNotFound.
 func (s *Store) GetToken(ctx context.Context, id int64) (_ acl.Token, err error) {
@@ -188,7 +201,7 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ ac
 		return acl.Token{}, err
 	}
 	defer s.unlockWrite()
-	row := s.db.QueryRowContext(ctx, "UPDATE tokens SET hash = ? WHERE id = ? RETURNING "+tokenColumns, hash[:], id)
+	row := s.db.QueryRowContext(ctx, "UPDATE tokens SET hash = ?, weak_secret = 0 WHERE id = ? RETURNING "+tokenColumns, hash[:], id)
 	t, err := scanToken(row)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/gatecast/gatecast/acl/seedimport"
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/bench/compare"
 	"github.com/gatecast/gatecast/loadtest"
@@ -29,6 +30,9 @@ Usage:
   gatecast token|tag|grant|revoke|conn ...
                                   manage tokens, tags, permissions and connections through the admin API
                                   (gatecast help admin)
+  gatecast import seed --from SOURCE
+                                  import the seed's database (tokens, tags, permissions) into the store
+                                  (gatecast import seed --help, docs/import.md)
   gatecast sub|pub ...            a small WebSocket client for trying the broker (gatecast sub --help)
   gatecast loadtest SCENARIO ...  fleet simulator against a running broker: connect, idle, telemetry,
                                   command, churn, revoke, mixed, fanout, fanin; hostile clients: flood,
@@ -60,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "import":
+		return seedimport.RunCLI(ctx, args[1:], stdout, stderr)
 	case "sub", "pub":
 		return loadtest.RunClientCLI(ctx, args, stdout, stderr)
 	case "loadtest":

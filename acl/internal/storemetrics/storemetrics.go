@@ -41,10 +41,12 @@ const (
 	// LoadGrants is ListGrants: a token's permissions, read on a token
 	// cache miss and on every rights refresh.
 	LoadGrants
-	// Read is every other read: ListTokens, GetTag, ListTags, TokensWithTag.
+	// Read is every other read: ListTokens, GetTag, ListTags, GetGrant,
+	// TokensWithTag, ListImported, CountWeakSecrets, ListAudit.
 	Read
-	// Write is every change: the Create, Update, Delete, SetTokenHash,
-	// SetPermission and DeletePermission methods.
+	// Write is every change: the Create (CreateTokenWith included),
+	// Update, Delete, SetTokenHash, SetPermission, DeletePermission and
+	// AppendAudit methods.
 	Write
 	// Migrate is the schema check and migration run when a store opens.
 	Migrate
