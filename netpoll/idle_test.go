@@ -31,6 +31,11 @@ type idleHandler struct{}
 
 func (idleHandler) Open(*Conn, *Handshake) Session { return idleSession{} }
 
+func (idleHandler) OpenStream(c *Conn) Session {
+	c.Established()
+	return idleSession{}
+}
+
 // userSpaceBytes is the memory the Go runtime holds for live objects and
 // goroutine stacks, plus its span and per-P cache metadata.
 func userSpaceBytes() (total, heapLive uint64) {
@@ -49,6 +54,9 @@ func userSpaceBytes() (total, heapLive uint64) {
 //
 //	GATECAST_MEASURE_IDLE=1 GATECAST_IDLE_CONNS=15000 go test -run TestIdleConnectionMemory -v ./netpoll/
 //
+// With GATECAST_IDLE_STREAM=1 the connections are raw TCP streams
+// (ServeStream) that sent one byte, instead of upgraded WebSockets.
+//
 // The goal (issue 2) is at most 4 KiB per connection; the test fails above it.
 func TestIdleConnectionMemory(t *testing.T) {
 	if os.Getenv("GATECAST_MEASURE_IDLE") != "1" {
@@ -62,11 +70,20 @@ func TestIdleConnectionMemory(t *testing.T) {
 		}
 	}
 	// No pings or idle closes during the measurement.
-	s, _ := startServer(t, Config{PingInterval: time.Hour, IdleTimeout: 2 * time.Hour}, idleHandler{})
+	cfg := Config{PingInterval: time.Hour, IdleTimeout: 2 * time.Hour}
+	var s *Server
+	addr, kind := "", "ws"
+	if os.Getenv("GATECAST_IDLE_STREAM") == "1" {
+		s, _, addr = startStream(t, cfg, idleHandler{}, idleHandler{})
+		kind = "stream"
+	} else {
+		s, _ = startServer(t, cfg, idleHandler{})
+		addr = s.Addr().String()
+	}
 	before, beforeLive := userSpaceBytes()
 
 	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d", idleClientEnv, s.Addr(), n))
+	child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%d,%s", idleClientEnv, addr, n, kind))
 	stdin, err := child.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -97,17 +114,19 @@ func TestIdleConnectionMemory(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let event goroutines finish
 	after, afterLive := userSpaceBytes()
 	per := float64(after-before) / float64(n)
-	t.Logf("%d idle connections: %.0f bytes/connection (HeapInuse+StackInuse+MSpanInuse+MCacheInuse), live heap %.0f bytes/connection, goroutines %d",
-		n, per, float64(afterLive-beforeLive)/float64(n), runtime.NumGoroutine())
+	t.Logf("%d idle %s connections: %.0f bytes/connection (HeapInuse+StackInuse+MSpanInuse+MCacheInuse), live heap %.0f bytes/connection, goroutines %d",
+		n, kind, per, float64(afterLive-beforeLive)/float64(n), runtime.NumGoroutine())
 	if per > 4096 {
 		t.Errorf("%.0f bytes per idle connection, goal is at most 4096", per)
 	}
 }
 
 // runIdleClient is the client process: it opens count upgraded connections
-// to addr, prints "ready", and holds them until stdin closes.
+// (or, with kind "stream", raw streams that send one byte) to addr, prints
+// "ready", and holds them until stdin closes.
 func runIdleClient() int {
-	addr, countStr, _ := strings.Cut(os.Getenv(idleClientEnv), ",")
+	addr, rest, _ := strings.Cut(os.Getenv(idleClientEnv), ",")
+	countStr, kind, _ := strings.Cut(rest, ",")
 	count, err := strconv.Atoi(countStr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "idle client: bad count", countStr)
@@ -126,6 +145,14 @@ func runIdleClient() int {
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "idle client: dial %d: %v\n", i, err)
 			return 1
+		}
+		if kind == "stream" {
+			if _, err := c.Write([]byte{0}); err != nil {
+				fmt.Fprintf(os.Stderr, "idle client: write %d: %v\n", i, err)
+				return 1
+			}
+			conns = append(conns, c)
+			continue
 		}
 		if _, err := c.Write(req); err != nil {
 			fmt.Fprintf(os.Stderr, "idle client: write %d: %v\n", i, err)
