@@ -93,3 +93,58 @@ func TestDecodePublishErrorAllocs(t *testing.T) {
 		t.Errorf("%v allocs per refused decode", n)
 	}
 }
+
+func TestDecodeSubscribeAllocs(t *testing.T) {
+	var filters []SubscribeFilter
+	for _, f := range []string{"a/#", "b/+/c", "$share/g/d"} {
+		filters = append(filters, SubscribeFilter{Filter: []byte(f), QoS: 1, NoLocal: true})
+	}
+	var props Properties
+	props.AddSubscriptionIdentifier(42)
+	props.AddUserProperty([]byte("k"), []byte("v"))
+	b := AppendSubscribe(nil, Version5, 9, &props, filters)
+	var s Subscribe
+	n := testing.AllocsPerRun(1000, func() {
+		h, body, _, err := ReadPacket(b, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := DecodeSubscribe(h, body, Version5, &s); err != nil {
+			t.Fatal(err)
+		}
+		count := 0
+		for f := range s.Filters {
+			count += int(f.QoS)
+		}
+		if count != 3 || s.Props.SubscriptionIdentifier() != 42 {
+			t.Fatal("filters")
+		}
+	})
+	if n != 0 {
+		t.Errorf("%v allocs per SUBSCRIBE decode", n)
+	}
+}
+
+func TestAckAllocs(t *testing.T) {
+	buf := make([]byte, 0, 64)
+	var a Ack
+	var props Properties
+	props.ReasonString = []byte("quota")
+	props.Set(PropReasonString)
+	n := testing.AllocsPerRun(1000, func() {
+		buf = AppendAck(buf[:0], PUBACK, Version5, 7, QuotaExceeded, &props)
+		h, body, _, err := ReadPacket(buf, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := DecodeAck(h, body, Version5, &a); err != nil || a.Code != QuotaExceeded {
+			t.Fatal(err)
+		}
+		buf = AppendSuback(buf[:0], Version5, 7, nil, []byte{1, 2})
+		buf = AppendPingresp(buf[:0])
+		buf = AppendDisconnect(buf[:0], Version5, ServerShuttingDown, nil)
+	})
+	if n != 0 {
+		t.Errorf("%v allocs", n)
+	}
+}

@@ -65,6 +65,7 @@ var (
 	errWillFlags           = malformed("will QoS or will retain set without the will flag")
 	errPasswordNoUser      = protocol("password flag without user name flag")
 	errClientIDEmpty       = &Error{Code: ClientIdentifierNotValid, Reason: "empty client identifier without clean session"}
+	errClientIDEmpty31     = &Error{Code: ClientIdentifierNotValid, Reason: "empty client identifier in MQTT 3.1"}
 	errWillTopicWildcard   = &Error{Code: TopicNameInvalid, Reason: "will topic contains a wildcard"}
 	errWillTopicEmpty      = &Error{Code: TopicNameInvalid, Reason: "empty will topic"}
 

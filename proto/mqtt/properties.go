@@ -212,10 +212,14 @@ type Properties struct {
 	SharedSubscriptionAvailable     byte   // 0x2A
 
 	// list holds encoded property entries; only its User Property and
-	// Subscription Identifier entries count (after decoding it is the whole
-	// property section, whose other entries are also in the fields).
-	list  []byte
-	owned bool // list is this value's own buffer, not a view of the input
+	// Subscription Identifier entries count (after decoding it is the part
+	// of the property section from the first to the last of those, whose
+	// other entries are also in the fields). multiLen is the encoded size
+	// of the entries that count: equal to len(list) when nothing else is in
+	// between, which lets the encoder copy list in one piece.
+	list     []byte
+	multiLen int
+	owned    bool // list is this value's own buffer, not a view of the input
 }
 
 // Has reports whether property id is present (for User Property and
@@ -255,7 +259,7 @@ func (p *Properties) Clear(id byte) {
 		}
 		i += n
 	}
-	p.list, p.owned = out, out != nil
+	p.list, p.owned, p.multiLen = out, out != nil, len(out)
 }
 
 // Empty reports whether no property is present.
@@ -283,9 +287,11 @@ func (p *Properties) own() {
 // allows repeated keys and keeps their order). It copies k and v.
 func (p *Properties) AddUserProperty(k, v []byte) {
 	p.own()
+	n := len(p.list)
 	p.list = append(p.list, PropUserProperty)
 	p.list = appendBinary(p.list, k)
 	p.list = appendBinary(p.list, v)
+	p.multiLen += len(p.list) - n
 	p.present |= propBit(PropUserProperty)
 }
 
@@ -294,8 +300,10 @@ func (p *Properties) AddUserProperty(k, v []byte) {
 // carries one per matching subscription that had one.
 func (p *Properties) AddSubscriptionIdentifier(id uint32) {
 	p.own()
+	n := len(p.list)
 	p.list = append(p.list, PropSubscriptionIdentifier)
 	p.list = appendVarint(p.list, int(id))
+	p.multiLen += len(p.list) - n
 	p.present |= propBit(PropSubscriptionIdentifier)
 }
 
@@ -413,6 +421,7 @@ func decodeProperties(r *reader, allowed uint64, p *Properties) *Error {
 	end := r.i + int(plen)
 	sec := r.b[r.i:end:end]
 	r.i = end
+	first, last := -1, 0 // span of the multi-valued entries
 	for i := 0; i < len(sec); {
 		id := sec[i]
 		if id > maxPropID || propKinds[id] == kindNone {
@@ -432,6 +441,13 @@ func decodeProperties(r *reader, allowed uint64, p *Properties) *Error {
 				return varintErr(n)
 			}
 			return errPropTruncated
+		}
+		if bit&multiMask != 0 {
+			if first < 0 {
+				first = i
+			}
+			last = i + n
+			p.multiLen += n
 		}
 		i += n
 		switch propKinds[id] {
@@ -469,8 +485,8 @@ func decodeProperties(r *reader, allowed uint64, p *Properties) *Error {
 			p.setField(id, e.num, e.v1)
 		}
 	}
-	if p.present&multiMask != 0 {
-		p.list = sec
+	if first >= 0 {
+		p.list = sec[first:last:last]
 	}
 	if p.present&propBit(PropAuthenticationData) != 0 && p.present&propBit(PropAuthenticationMethod) == 0 {
 		return errPropAuthData
@@ -610,16 +626,7 @@ func (p *Properties) contentLen() int {
 		}
 	}
 	if p.present&multiMask != 0 {
-		for i := 0; i < len(p.list); {
-			e, en := scanProp(p.list[i:])
-			if en <= 0 {
-				break
-			}
-			if propBit(e.id)&multiMask != 0 {
-				n += en
-			}
-			i += en
-		}
+		n += p.multiLen
 	}
 	return n
 }
@@ -660,6 +667,9 @@ func appendProperties(b []byte, p *Properties, n int) []byte {
 		case kindString, kindBinary:
 			b = appendBinary(b, v)
 		}
+	}
+	if p.present&multiMask != 0 && p.multiLen == len(p.list) {
+		return append(b, p.list...)
 	}
 	if p.present&multiMask != 0 {
 		for i := 0; i < len(p.list); {

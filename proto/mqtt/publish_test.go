@@ -210,3 +210,30 @@ func TestPropertiesSetClear(t *testing.T) {
 		t.Fatal("clear")
 	}
 }
+
+func TestPropertiesAddAfterInterleavedDecode(t *testing.T) {
+	b := hx(t, `30 14 0001 "t" 10 260001 "a" 0001 "1" 0101 260001 "b" 0001 "2"`)
+	orig := append([]byte(nil), b...)
+	h, body, _, _ := ReadPacket(b, 0)
+	var p Publish
+	if err := DecodePublish(h, body, Version5, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Props.AddUserProperty([]byte("c"), []byte("3"))
+	if !bytes.Equal(b, orig) {
+		t.Fatal("input modified")
+	}
+	want := hx(t, `30 1b 0001 "t" 17 0101 260001 "a" 0001 "1" 260001 "b" 0001 "2" 260001 "c" 0001 "3"`)
+	if got := AppendPublish(nil, Version5, &p); !bytes.Equal(got, want) {
+		t.Fatalf("\n got % x\nwant % x", got, want)
+	}
+	if PublishLen(Version5, &p) != len(want) {
+		t.Fatal("PublishLen")
+	}
+	p.Props.Clear(PropUserProperty)
+	p.Props.AddUserProperty([]byte("d"), []byte("4"))
+	want = hx(t, `30 0d 0001 "t" 09 0101 260001 "d" 0001 "4"`)
+	if got := AppendPublish(nil, Version5, &p); !bytes.Equal(got, want) {
+		t.Fatalf("after clear\n got % x\nwant % x", got, want)
+	}
+}
