@@ -117,14 +117,20 @@ type Config struct {
 	// next message is read (see stall.go). 0 means DefaultMaxStall;
 	// negative turns producer stalls off.
 	MaxStall time.Duration
+	// MaxOfflineSessions caps the offline (persistent) sessions one token
+	// may hold on this node: past it a departing client's session ends
+	// instead of persisting, so a token's clients cannot pile up state with
+	// fresh client identifiers. 0 means DefaultMaxOfflineSessions.
+	MaxOfflineSessions int
 }
 
 // Defaults of the Config caps.
 const (
-	DefaultMaxSubscriptions = 100
-	DefaultMaxTopicBytes    = 1024
-	DefaultMaxTopicLevels   = 32
-	DefaultMaxStall         = 50 * time.Millisecond
+	DefaultMaxSubscriptions   = 100
+	DefaultMaxTopicBytes      = 1024
+	DefaultMaxTopicLevels     = 32
+	DefaultMaxStall           = 50 * time.Millisecond
+	DefaultMaxOfflineSessions = 1000
 )
 
 // Broker is one node's session manager and router.
@@ -149,6 +155,7 @@ type Broker struct {
 	maxSubs, maxTopicBytes, maxTopicLevels int
 	capLog                                 logSampler // refusals over the caps
 	maxStall                               time.Duration
+	maxOffline                             int
 	routerBacklog                          backlogger // b.router's, when it has one
 
 	// Test hooks, nil outside tests: they let a test act at the exact
@@ -207,6 +214,10 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if b.maxStall == 0 {
 		b.maxStall = DefaultMaxStall
+	}
+	b.maxOffline = cfg.MaxOfflineSessions
+	if b.maxOffline <= 0 {
+		b.maxOffline = DefaultMaxOfflineSessions
 	}
 	b.routerBacklog, _ = cfg.Router.(backlogger)
 	b.tokens.init()
@@ -374,17 +385,16 @@ const admitAttempts = 8
 // caller subscribes it.
 func (b *Broker) admit(s *Session, ep Endpoint, ts *tokenState, hash acl.Hash, req ConnectRequest, filters []string) (ok bool, rej *Rejection, retry bool) {
 	*s = Session{
-		id:          b.nextID.Add(1),
-		b:           b,
-		ep:          ep,
-		token:       ts,
-		remote:      req.RemoteAddr,
-		clientID:    req.ClientID,
-		username:    req.Username,
-		proto:       protocolIndex(req.Protocol),
-		policy:      req.OnRevoke,
-		connectedAt: time.Now(),
+		id:       b.nextID.Add(1),
+		b:        b,
+		ep:       ep,
+		token:    ts,
+		clientID: req.ClientID,
+		username: req.Username,
+		proto:    protocolIndex(req.Protocol),
+		policy:   req.OnRevoke,
 	}
+	s.attach.Store(&attachInfo{remote: req.RemoteAddr, at: time.Now()})
 	if len(filters) > 0 {
 		// Visible to enforcement from registration on, before they enter
 		// the index (see subscribe).
@@ -890,6 +900,11 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 				unsub = append(unsub, s)
 			}
 		}
+		for s := range ts.offline { // persistent sessions are discarded too
+			if s.closeLocked(CauseTokenChanged, reason, revokeToken) {
+				unsub = append(unsub, s)
+			}
+		}
 		ts.mu.Unlock()
 		b.released(id, unsub)
 		return nil
@@ -904,7 +919,11 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	for s := range ts.sessions {
 		open = append(open, s)
 	}
+	offline := offlineOf(ts)
 	ts.mu.Unlock()
+	for _, s := range offline {
+		b.dropRevoked(s, g) // nobody to disconnect: the uncovered subscriptions go
+	}
 
 	// Which sessions does g no longer cover? Outside the lock: it reads
 	// every filter of every session. Sessions admitted from here on were
@@ -1005,16 +1024,20 @@ func (b *Broker) RefreshGrant(ctx context.Context, tokenID, tagID int64) error {
 	prev, had := old.Grant(tagID)
 	ts.grants.Store(g) // from here on every publish and every admission is judged by g
 	narrowed := had && (removed || prev.Pattern != grant.Pattern)
-	var open []*Session
+	var open, offline []*Session
 	if narrowed {
 		open = make([]*Session, 0, len(ts.sessions))
 		for s := range ts.sessions {
 			open = append(open, s)
 		}
+		offline = offlineOf(ts)
 	}
 	ts.mu.Unlock()
 	if !narrowed {
 		return nil // a grant added, widened or downgraded: nothing to close
+	}
+	for _, s := range offline {
+		b.dropRevoked(s, g)
 	}
 	var unsub []*Session
 	var closing []*Session
@@ -1073,4 +1096,16 @@ func (b *Broker) dropRevoked(s *Session, g *acl.Grants) {
 	if n := s.dropUncovered(g); n > 0 {
 		b.metrics.revocations[revokeSubscription].Add(float64(n))
 	}
+}
+
+// offlineOf copies the token's offline sessions. Caller holds ts.mu.
+func offlineOf(ts *tokenState) []*Session {
+	if len(ts.offline) == 0 {
+		return nil
+	}
+	out := make([]*Session, 0, len(ts.offline))
+	for s := range ts.offline {
+		out = append(out, s)
+	}
+	return out
 }

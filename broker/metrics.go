@@ -67,6 +67,7 @@ type metrics struct {
 	connections   [len(protocolNames)]prometheus.Gauge
 	enforce       prometheus.Histogram
 	subscriptions prometheus.Gauge
+	offline       prometheus.Gauge
 	connects      [numResults]prometheus.Counter
 	messagesIn    prometheus.Counter
 	bytesIn       prometheus.Counter
@@ -91,6 +92,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatecast_subscriptions", Help: "Live subscriptions (filters) of all sessions."}),
+		offline: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatecast_sessions_offline", Help: "Persistent sessions whose client is away (MQTT clean session 0 / session expiry): their subscriptions stay, their QoS 1/2 messages queue."}),
 		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_messages_in_total", Help: "Messages published by clients and accepted for routing."}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
@@ -130,7 +133,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	if reg != nil {
-		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.messagesIn, m.bytesIn,
+		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.offline, m.messagesIn, m.bytesIn,
 			m.deliveries, m.bytesOut, m.dropped, m.forwardErrors, m.stalls, m.stallSeconds, connects, rejected, revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err

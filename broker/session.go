@@ -91,17 +91,17 @@ func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
 // membership in the token's session set is guarded by the token's mutex;
 // the subscription list by subMu, the cluster routes by routeMu.
 type Session struct {
-	id          uint64
-	b           *Broker
-	ep          Endpoint
-	token       *tokenState
-	leased      bool  // holds a cluster connection lease, given back on close; guarded by token.mu
-	proto       uint8 // index into protocolNames
-	policy      RevokePolicy
-	remote      string
-	clientID    string
-	username    string
-	connectedAt time.Time
+	id       uint64
+	b        *Broker
+	ep       Endpoint
+	token    *tokenState
+	leased   bool  // holds a cluster connection lease, given back on close; guarded by token.mu
+	offline  bool  // detached (offline.go); guarded by token.mu
+	proto    uint8 // index into protocolNames
+	policy   RevokePolicy
+	clientID string
+	username string
+	attach   atomic.Pointer[attachInfo] // the current connection's address and time
 
 	closed atomic.Bool
 	// multi is set, before its second subscription enters the index, on a
@@ -126,6 +126,12 @@ type Session struct {
 	// stallTimer bounds the producer stalls of this session's publishes;
 	// made on the first stall, used only by Publish's caller.
 	stallTimer *time.Timer
+}
+
+// attachInfo describes the connection a session has (had) last.
+type attachInfo struct {
+	remote string
+	at     time.Time
 }
 
 // ID is the session's node-unique identifier.
@@ -398,10 +404,15 @@ func (s *Session) closeLocked(cause Cause, reason string, why revokeKind) bool {
 	if !s.closed.CompareAndSwap(false, true) {
 		return false
 	}
-	delete(s.token.sessions, s)
-	s.b.sessions.del(s.id)
 	m := s.b.metrics
-	m.connections[s.proto].Dec()
+	if s.offline {
+		delete(s.token.offline, s)
+		m.offline.Dec()
+	} else {
+		delete(s.token.sessions, s)
+		s.b.sessions.del(s.id)
+		m.connections[s.proto].Dec()
+	}
 	if why != revokeNone {
 		m.revocations[why].Inc()
 	}
@@ -528,14 +539,15 @@ func (s *Session) dropUncovered(g *acl.Grants) int {
 }
 
 func (s *Session) info() ConnectionInfo {
+	at := s.attach.Load()
 	return ConnectionInfo{
 		ID:            s.id,
 		TokenID:       s.token.id,
-		RemoteAddr:    s.remote,
+		RemoteAddr:    at.remote,
 		Protocol:      protocolNames[s.proto],
 		ClientID:      s.clientID,
 		Username:      s.username,
 		Subscriptions: s.Subscriptions(),
-		ConnectedAt:   s.connectedAt,
+		ConnectedAt:   at.at,
 	}
 }

@@ -31,6 +31,10 @@ type tokenState struct {
 	disabled bool
 	gone     bool // removed from the cache: admission must look the token up again
 	sessions map[*Session]struct{}
+	// offline holds the detached sessions (see offline.go): they count
+	// against no limit, and enforcement judges them too. Nil until the
+	// first Detach.
+	offline map[*Session]struct{}
 }
 
 const cacheShards = 64 // power of two

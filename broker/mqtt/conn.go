@@ -3,7 +3,6 @@ package mqtt
 import (
 	"errors"
 	"strings"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -19,9 +18,9 @@ const (
 	stClosed // answered and closing: input is ignored
 )
 
-// Conn is one MQTT connection: the per-connection protocol state over a
-// broker session. It is the transport's session (OnMessage, OnClose) and
-// the broker's endpoint (Deliver, End).
+// Conn is one MQTT connection: the per-connection protocol state (packet
+// reassembly, topic aliases, keep alive) over a session, which may outlive
+// it. It is the transport's session (OnMessage, OnClose).
 type Conn struct {
 	srv    *Server
 	t      Transport
@@ -29,19 +28,16 @@ type Conn struct {
 	remote string
 
 	// Event goroutine only (OnMessage, OnClose).
-	state      uint8
-	sess       *broker.Session
-	key        clientKey
-	registered bool
-	stash      []byte              // a packet split across reads
-	aliases    []string            // inbound topic aliases (MQTT 5), index = alias
-	awaitRel   map[uint16]struct{} // inbound QoS 2 packet identifiers awaiting PUBREL
-	ctl        []byte              // scratch for control packets
-	propBuf    []byte              // scratch for a publish's travelling properties
-	pub        packet.Publish
-	ack        packet.Ack
-	will       *will
-	graceful   bool // the client sent DISCONNECT without will
+	state    uint8
+	s        *session
+	stash    []byte   // a packet split across reads
+	aliases  []string // inbound topic aliases (MQTT 5), index = alias
+	ctl      []byte   // scratch for control packets
+	propBuf  []byte   // scratch for a publish's travelling properties
+	pub      packet.Publish
+	ack      packet.Ack
+	will     *will
+	graceful bool // the client sent DISCONNECT without will
 
 	// Set while handling CONNECT, before the session can receive anything;
 	// read-only afterwards (Deliver reads them from other goroutines).
@@ -50,35 +46,16 @@ type Conn struct {
 	encFn   func([]byte, *broker.Message) []byte
 	maxOut  int // the client's Maximum Packet Size; 0 none
 	window  int // outbound QoS 1/2 in flight, at most
-
-	// mu guards the outbound QoS 1 and 2 state, shared by the publishers'
-	// Deliver calls and the event goroutine's acknowledgements. Held for
-	// O(1) work, never across a broker or transport call that may wait.
-	mu       sync.Mutex
-	nextID   uint16
-	inflight map[uint16]byte // packet identifier → the acknowledgement awaited (PUBACK, PUBREC or PUBCOMP)
-	queued   []queuedMsg     // waiting for an in-flight slot, oldest first
-	ended    bool            // End was called: deliver nothing more
-	revoked  bool            // ended by a rights change: no will
 }
 
-// will is a CONNECT's will message, kept until the session ends.
+// will is a CONNECT's will message, kept until the connection ends.
 type will struct {
 	topic   string
 	payload []byte
 	props   []byte
 	qos     byte
 	retain  bool
-}
-
-// queuedMsg is a copy of a QoS 1/2 delivery waiting for an in-flight slot.
-type queuedMsg struct {
-	topic   string
-	payload []byte
-	props   []byte
-	qos     byte
-	retain  bool
-	subIDs  []uint32
+	delay   time.Duration // MQTT 5 Will Delay Interval
 }
 
 // OnMessage takes the connection's input: a chunk of the TCP stream, or one
@@ -294,33 +271,15 @@ func (c *Conn) connect(body []byte) {
 			if props, ok := appendTravelling(nil, &p.WillProps); ok {
 				w.props = props
 			}
+			w.delay = time.Duration(p.WillProps.WillDelayInterval) * time.Second
 		}
 		c.will = w
 	}
-	protocol := "mqtt3"
-	if c.version == packet.Version5 {
-		protocol = "mqtt5"
-	}
-	sess, err := c.srv.b.Open(c, broker.ConnectRequest{
-		Secret:     p.Password,
-		RemoteAddr: c.remote,
-		Protocol:   protocol,
-		ClientID:   clientID,
-		Username:   string(p.Username),
-		OnRevoke:   c.srv.cfg.OnRevoke,
-	})
-	if err != nil {
+	present, ok := c.openSession(&p, clientID)
+	if !ok {
 		c.will = nil
-		c.refused(err)
 		return
 	}
-	c.sess = sess
-	c.key = clientKey{token: sess.TokenID(), id: clientID}
-	if old := c.srv.clients.claim(c.key, c); old != nil {
-		c.srv.metrics.takeovers.Inc()
-		old.takenOver()
-	}
-	c.registered = true
 	keepAlive := int(p.KeepAlive)
 	var props packet.Properties
 	if c.version == packet.Version5 {
@@ -352,7 +311,113 @@ func (c *Conn) connect(body []byte) {
 	c.state = stConnected
 	c.t.Established()
 	c.srv.metrics.connects[connAccepted].Inc()
-	c.send(packet.AppendConnack(c.ctl[:0], c.version, false, packet.Success, &props))
+	c.send(packet.AppendConnack(c.ctl[:0], c.version, present, packet.Success, &props))
+	if present {
+		c.srv.metrics.resumed.Inc()
+		c.s.resend(c)
+		c.s.pump(c)
+	}
+}
+
+// openSession finds or makes the client's session: a persistent session
+// of the same token and client identifier is resumed (Clean Start 0),
+// taken over from another connection if it has one; anything else starts
+// afresh, ending (and taking over) what the identifier had. It answers
+// CONNACK itself on refusal.
+func (c *Conn) openSession(p *packet.Connect, clientID string) (present, ok bool) {
+	b := c.srv.b
+	persistent := !p.CleanStart
+	expiry := c.srv.cfg.MaxSessionExpiry
+	if c.version == packet.Version5 {
+		e := p.Props.SessionExpiryInterval // absent: 0, the session ends with the connection
+		persistent = e > 0
+		if e != 0xFFFFFFFF {
+			expiry = min(expiry, time.Duration(e)*time.Second)
+		}
+	}
+	tokenID, err := b.TokenOf(p.Password)
+	if err != nil {
+		c.refused(err)
+		return false, false
+	}
+	key := clientKey{token: tokenID, id: clientID}
+	if old := c.srv.sessions.get(key); old != nil {
+		if !p.CleanStart && c.resume(old, p.Password, persistent, expiry) {
+			return true, true
+		}
+		if c.state == stClosed {
+			return false, false // refused while resuming
+		}
+		c.srv.metrics.takeovers.Inc()
+		old.bs.End(broker.CauseTakenOver, "session taken over")
+	}
+	protocol := "mqtt3"
+	if c.version == packet.Version5 {
+		protocol = "mqtt5"
+	}
+	s := &session{srv: c.srv, key: key, conn: c, persistent: persistent, expiry: expiry}
+	bs, err := b.Open(s, broker.ConnectRequest{
+		Secret:     p.Password,
+		RemoteAddr: c.remote,
+		Protocol:   protocol,
+		ClientID:   clientID,
+		Username:   string(p.Username),
+		OnRevoke:   c.srv.cfg.OnRevoke,
+	})
+	if err != nil {
+		c.refused(err)
+		return false, false
+	}
+	s.bs = bs
+	c.s = s
+	if prev := c.srv.sessions.put(key, s); prev != nil && prev != s {
+		// another connection with this identifier got in meanwhile
+		c.srv.metrics.takeovers.Inc()
+		prev.bs.End(broker.CauseTakenOver, "session taken over")
+	}
+	return false, true
+}
+
+// resume attaches c to the client's existing session, if it is persistent
+// and still there: an offline one takes a connection slot again (refused:
+// CONNACK, and the session stays offline); a live one is taken over from
+// its connection (DISCONNECT 0x8E). It reports false when there is nothing
+// to resume.
+func (c *Conn) resume(s *session, secret []byte, persistent bool, expiry time.Duration) bool {
+	s.mu.Lock()
+	if s.ended || !s.persistent {
+		s.mu.Unlock()
+		return false
+	}
+	prev := s.conn
+	s.mu.Unlock()
+	if prev == nil {
+		if err := c.srv.b.Reattach(s.bs, secret, c.remote); err != nil {
+			c.refused(err)
+			return false
+		}
+	}
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return false
+	}
+	prev = s.conn
+	s.conn = c
+	s.persistent, s.expiry = persistent, expiry
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	if s.willTimer != nil {
+		s.willTimer.Stop() // the client is back in time: no will (MQTT-3.1.3-9)
+	}
+	s.mu.Unlock()
+	c.s = s
+	if prev != nil {
+		c.srv.metrics.takeovers.Inc()
+		prev.ended(broker.CauseTakenOver, "session taken over")
+	}
+	return true
 }
 
 // refused answers a broker refusal with CONNACK.
@@ -439,13 +504,18 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 		}
 	}
 	if p.QoS == 2 {
-		if _, dup := c.awaitRel[p.PacketID]; dup {
+		s := c.s
+		s.mu.Lock()
+		_, dup := s.awaitRel[p.PacketID]
+		n := len(s.awaitRel)
+		s.mu.Unlock()
+		if dup {
 			// A retransmission of a publish we already took: acknowledge,
 			// do not deliver twice (MQTT-4.3.3-9).
 			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREC, c.version, p.PacketID, packet.Success, nil))
 			return nil
 		}
-		if len(c.awaitRel) >= c.srv.cfg.ReceiveMaximum {
+		if n >= c.srv.cfg.ReceiveMaximum {
 			c.protocolError(packet.ReceiveMaximumExceeded, "too many QoS 2 publishes awaiting PUBREL")
 			return nil
 		}
@@ -467,7 +537,7 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 			m.Props = c.propBuf
 		}
 	}
-	switch c.sess.Publish(m) {
+	switch c.s.bs.Publish(m) {
 	case broker.PublishNotAuthorized:
 		c.srv.metrics.refused[refusedNotAuthorized].Inc()
 		code = packet.NotAuthorized
@@ -484,10 +554,13 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 		c.send(packet.AppendAck(c.ctl[:0], packet.PUBACK, c.version, p.PacketID, code, nil))
 	case 2:
 		if code < 0x80 {
-			if c.awaitRel == nil {
-				c.awaitRel = make(map[uint16]struct{})
+			s := c.s
+			s.mu.Lock()
+			if s.awaitRel == nil {
+				s.awaitRel = make(map[uint16]struct{})
 			}
-			c.awaitRel[p.PacketID] = struct{}{}
+			s.awaitRel[p.PacketID] = struct{}{}
+			s.mu.Unlock()
 		}
 		c.send(packet.AppendAck(c.ctl[:0], packet.PUBREC, c.version, p.PacketID, code, nil))
 	}
@@ -500,40 +573,33 @@ func (c *Conn) acknowledged(h packet.Header, body []byte) error {
 	if err := packet.DecodeAck(h, body, c.version, a); err != nil {
 		return err
 	}
+	s := c.s
 	switch h.Type {
 	case packet.PUBREL: // inbound QoS 2, step 2
 		code := packet.Success
-		if _, ok := c.awaitRel[a.PacketID]; ok {
-			delete(c.awaitRel, a.PacketID)
-		} else if c.version == packet.Version5 {
+		s.mu.Lock()
+		_, ok := s.awaitRel[a.PacketID]
+		delete(s.awaitRel, a.PacketID)
+		s.mu.Unlock()
+		if !ok && c.version == packet.Version5 {
 			code = packet.PacketIdentifierNotFound
 		}
 		c.send(packet.AppendAck(c.ctl[:0], packet.PUBCOMP, c.version, a.PacketID, code, nil))
 		return nil
 	case packet.PUBREC: // outbound QoS 2, step 1
-		c.mu.Lock()
-		st, ok := c.inflight[a.PacketID]
-		if ok && st == packet.PUBREC {
-			if a.Code >= 0x80 {
-				delete(c.inflight, a.PacketID) // the client refused it: the flow ends
-			} else {
-				c.inflight[a.PacketID] = packet.PUBCOMP
+		failed := c.version == packet.Version5 && a.Code >= 0x80
+		switch {
+		case s.acked(packet.PUBREC, a.PacketID, failed):
+			if !failed {
+				c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, a.PacketID, packet.Success, nil))
 			}
-		}
-		c.mu.Unlock()
-		if ok && st == packet.PUBREC && a.Code < 0x80 {
-			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, a.PacketID, packet.Success, nil))
-		} else if !ok && c.version == packet.Version5 {
+		case c.version == packet.Version5:
 			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, a.PacketID, packet.PacketIdentifierNotFound, nil))
 		}
 	case packet.PUBACK, packet.PUBCOMP:
-		c.mu.Lock()
-		if st, ok := c.inflight[a.PacketID]; ok && st == h.Type {
-			delete(c.inflight, a.PacketID)
-		}
-		c.mu.Unlock()
+		s.acked(h.Type, a.PacketID, false)
 	}
-	c.pump()
+	s.pump(c)
 	return nil
 }
 
@@ -574,7 +640,7 @@ func (c *Conn) subscribeOne(f packet.SubscribeFilter, subID uint32) byte {
 		opts.RetainAsPublished = f.RetainAsPublished
 		opts.RetainHandling = f.RetainHandling
 	}
-	switch c.sess.Subscribe(filter, opts) {
+	switch c.s.bs.Subscribe(filter, opts) {
 	case broker.SubGranted:
 		return qos
 	case broker.SubNotAuthorized:
@@ -596,7 +662,7 @@ func (c *Conn) unsubscribe(h packet.Header, body []byte) error {
 	codes := make([]byte, 0, u.Count)
 	for f := range u.Filters {
 		code := packet.Success
-		if !c.sess.Unsubscribe(string(f)) {
+		if !c.s.bs.Unsubscribe(string(f)) {
 			code = packet.NoSubscriptionExisted
 		}
 		codes = append(codes, code)
@@ -623,39 +689,16 @@ func (c *Conn) disconnected(body []byte) {
 	c.t.CloseAfter(nil, 1000, "")
 }
 
-// OnClose is the transport's report that the connection is gone. The will,
-// if any, is published unless the client disconnected normally or a rights
-// change ended the session, and only if the token may still publish to its
-// topic (the broker judges it, as any publish).
+// OnClose is the transport's report that the connection is gone. The
+// session stays if it is persistent; the will, if any, is published unless
+// the client disconnected normally or a rights change ended the session,
+// and only if the token may still publish to its topic (the broker judges
+// it, as any publish).
 func (c *Conn) OnClose() {
 	c.state = stClosed
-	if c.sess == nil {
-		return
+	if c.s != nil {
+		c.s.detached(c, c.will, c.graceful)
 	}
-	if c.registered {
-		c.srv.clients.drop(c.key, c)
-	}
-	c.mu.Lock()
-	revoked := c.revoked
-	c.ended = true
-	c.queued = nil
-	c.mu.Unlock()
-	if w := c.will; w != nil && !c.graceful && !revoked {
-		m := broker.AcquireMessage()
-		m.Topic = w.topic
-		m.Payload = w.payload
-		m.QoS = w.qos
-		m.Props = w.props
-		c.sess.PublishFinal(m)
-		broker.ReleaseMessage(m)
-	}
-	c.sess.Close()
-}
-
-// takenOver ends the session a new connection with the same client
-// identifier replaced (MQTT-3.1.4-3).
-func (c *Conn) takenOver() {
-	c.sess.End(broker.CauseTakenOver, "session taken over")
 }
 
 // causeCodes maps the core's causes to MQTT 5 DISCONNECT reason codes.
@@ -670,16 +713,10 @@ var causeCodes = map[broker.Cause]byte{
 	broker.CauseUnavailable:   packet.ServerBusy,
 }
 
-// End is the broker ending the session (a rights change, a kick, a limit,
-// a takeover): MQTT 5 gets DISCONNECT with the reason code and a reason
-// string, 3.1.1 (whose server never sends DISCONNECT) a close. Called under
-// the token's lock: O(1).
-func (c *Conn) End(cause broker.Cause, reason string) {
-	c.mu.Lock()
-	c.ended = true
-	c.revoked = cause == broker.CauseTokenChanged || cause == broker.CauseNotAuthorized
-	c.queued = nil
-	c.mu.Unlock()
+// ended closes the connection for a cause the broker (or a takeover) gave:
+// MQTT 5 gets DISCONNECT with the reason code and a reason string, 3.1.1
+// (whose server never sends DISCONNECT) a close. O(1); any goroutine.
+func (c *Conn) ended(cause broker.Cause, reason string) {
 	if c.version == packet.Version5 {
 		code, ok := causeCodes[cause]
 		if !ok {
@@ -691,50 +728,14 @@ func (c *Conn) End(cause broker.Cause, reason string) {
 	c.t.CloseAfter(nil, 1000, "")
 }
 
-// Deliver queues one message for the client (broker.Endpoint). QoS 0
-// without per-subscriber parts shares one encoding per protocol variant;
-// QoS 1 and 2 take a packet identifier and an in-flight slot, or wait in a
-// bounded queue for one.
-func (c *Conn) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-chan struct{}) {
-	retain := d.RetainAsPublished && m.Retain
-	if d.QoS == 0 {
-		var f *proto.Frame
-		if len(d.SubIDs) == 0 && !retain {
-			f = m.Frame(c.enc, c.encFn)
-			f.Retain() // the transport's reference
-		} else {
-			f = proto.AcquireFrame()
-			f.B = appendPublish(f.B, c.version, c.ws, m, 0, 0, retain, false, d.SubIDs)
-		}
-		return c.sendDelivery(f)
-	}
-	c.mu.Lock()
-	if c.ended {
-		c.mu.Unlock()
-		return 0, false, nil
-	}
-	if len(c.queued) == 0 && len(c.inflight) < c.window {
-		id := c.takeIDLocked(d.QoS)
-		c.mu.Unlock()
-		f := proto.AcquireFrame()
-		f.B = appendPublish(f.B, c.version, c.ws, m, d.QoS, id, retain, false, d.SubIDs)
-		return c.sendDelivery(f)
-	}
-	if len(c.queued) >= c.srv.cfg.MaxQueued {
-		c.queued[0] = queuedMsg{}
-		c.queued = c.queued[1:]
-		c.srv.metrics.dropped[dropQueueFull].Inc()
-	}
-	c.queued = append(c.queued, queuedMsg{
-		topic:   strings.Clone(m.Topic),
-		payload: append([]byte(nil), m.Payload...),
-		props:   append([]byte(nil), m.Props...),
-		qos:     d.QoS,
-		retain:  retain,
-		subIDs:  append([]uint32(nil), d.SubIDs...),
-	})
-	c.mu.Unlock()
-	return 0, true, nil
+// queuedFrame encodes a queued (or in-flight, dup) delivery.
+func (c *Conn) queuedFrame(q *queuedMsg, id uint16, dup bool) *proto.Frame {
+	m := broker.AcquireMessage()
+	m.Topic, m.Payload, m.Props = q.topic, q.payload, q.props
+	f := proto.AcquireFrame()
+	f.B = appendPublish(f.B, c.version, c.ws, m, q.qos, id, q.retain, dup, q.subIDs)
+	broker.ReleaseMessage(m)
+	return f
 }
 
 // sendDelivery hands a PUBLISH to the transport, unless it exceeds the
@@ -763,49 +764,4 @@ func (c *Conn) sendDelivery(f *proto.Frame) (int, bool, <-chan struct{}) {
 		return 0, false, backlog
 	}
 	return n, true, backlog
-}
-
-// takeIDLocked assigns a free packet identifier to a new QoS 1/2 delivery.
-func (c *Conn) takeIDLocked(qos byte) uint16 {
-	if c.inflight == nil {
-		c.inflight = make(map[uint16]byte)
-	}
-	for {
-		c.nextID++
-		if c.nextID == 0 {
-			continue
-		}
-		if _, used := c.inflight[c.nextID]; !used {
-			break
-		}
-	}
-	awaited := packet.PUBACK
-	if qos == 2 {
-		awaited = packet.PUBREC
-	}
-	c.inflight[c.nextID] = awaited
-	return c.nextID
-}
-
-// pump sends queued deliveries while in-flight slots are free. Event
-// goroutine (after an acknowledgement).
-func (c *Conn) pump() {
-	for {
-		c.mu.Lock()
-		if c.ended || len(c.queued) == 0 || len(c.inflight) >= c.window {
-			c.mu.Unlock()
-			return
-		}
-		q := c.queued[0]
-		c.queued[0] = queuedMsg{}
-		c.queued = c.queued[1:]
-		id := c.takeIDLocked(q.qos)
-		c.mu.Unlock()
-		m := broker.AcquireMessage()
-		m.Topic, m.Payload, m.Props = q.topic, q.payload, q.props
-		f := proto.AcquireFrame()
-		f.B = appendPublish(f.B, c.version, c.ws, m, q.qos, id, q.retain, false, q.subIDs)
-		broker.ReleaseMessage(m)
-		c.sendDelivery(f)
-	}
 }

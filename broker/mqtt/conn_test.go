@@ -333,9 +333,9 @@ func TestSubscribePublishQoS(t *testing.T) {
 			t.Fatalf("v%d want PUBREL, got %+v", v, rel)
 		}
 		sub.write(packet.AppendAck(nil, packet.PUBCOMP, v, got[2].PacketID, 0, nil))
-		sub.c.mu.Lock()
-		n := len(sub.c.inflight)
-		sub.c.mu.Unlock()
+		sub.c.s.mu.Lock()
+		n := len(sub.c.s.inflight)
+		sub.c.s.mu.Unlock()
 		if n != 0 {
 			t.Errorf("v%d %d deliveries still in flight", v, n)
 		}
@@ -401,7 +401,7 @@ func TestRevocationAndKick(t *testing.T) {
 	_, secret2 := e.token(t, 0, map[string]acl.Permission{"k/#": acl.PermRead})
 	k := e.dial(t, packet.Version5)
 	k.connect(secret2, "k", nil, nil)
-	if !e.b.Kick(k.c.sess.ID()) {
+	if !e.b.Kick(k.c.s.bs.ID()) {
 		t.Fatal("kick: no session")
 	}
 	got = k.tr.packets(t)

@@ -46,6 +46,8 @@ type metrics struct {
 	dropped    [numDrops]prometheus.Counter
 	takeovers  prometheus.Counter
 	protoError prometheus.Counter
+	expired    prometheus.Counter
+	resumed    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -69,8 +71,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "gatecast_mqtt_takeovers_total", Help: "MQTT sessions taken over by a new connection with the same client identifier."})
 	m.protoError = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gatecast_mqtt_protocol_errors_total", Help: "MQTT connections closed for a malformed packet or a protocol violation."})
+	m.expired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatecast_mqtt_sessions_expired_total", Help: "Persistent MQTT sessions discarded because their client stayed away past the session expiry."})
+	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatecast_mqtt_sessions_resumed_total", Help: "MQTT connections that resumed a persistent session (CONNACK Session Present 1)."})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{connects, refused, dropped, m.takeovers, m.protoError} {
+		for _, c := range []prometheus.Collector{connects, refused, dropped, m.takeovers, m.protoError, m.expired, m.resumed} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

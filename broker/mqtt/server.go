@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +59,10 @@ type Config struct {
 	// DefaultKeepAlive is the keep alive, in seconds, imposed on an MQTT 5
 	// client that asks for none (Server Keep Alive). Default 60.
 	DefaultKeepAlive int
+	// MaxSessionExpiry bounds how long a persistent session outlives its
+	// connection (3.1.1 sessions have no expiry of their own; MQTT 5
+	// Session Expiry Interval is capped to it). Default 2 h.
+	MaxSessionExpiry time.Duration
 	Logger           *slog.Logger
 	Registerer       prometheus.Registerer
 }
@@ -67,11 +70,11 @@ type Config struct {
 // Server is the MQTT adapter of one node: its configuration, the client
 // identifiers of live sessions (for takeover) and its metrics.
 type Server struct {
-	cfg     Config
-	b       *broker.Broker
-	log     *slog.Logger
-	metrics *metrics
-	clients clientTable
+	cfg      Config
+	b        *broker.Broker
+	log      *slog.Logger
+	metrics  *metrics
+	sessions sessionTable
 }
 
 // NewServer returns an MQTT adapter over cfg.Broker.
@@ -90,6 +93,9 @@ func NewServer(cfg Config) (*Server, error) {
 	def(&cfg.MaxQueued, 1000)
 	def(&cfg.TopicAliasMaximum, 16)
 	def(&cfg.DefaultKeepAlive, 60)
+	if cfg.MaxSessionExpiry <= 0 {
+		cfg.MaxSessionExpiry = 2 * time.Hour
+	}
 	cfg.ReceiveMaximum = min(cfg.ReceiveMaximum, 65535)
 	cfg.MaxInflight = min(cfg.MaxInflight, 65535)
 	cfg.TopicAliasMaximum = min(cfg.TopicAliasMaximum, 65535)
@@ -98,7 +104,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, metrics: m}
-	s.clients.m = make(map[clientKey]*Conn)
+	s.sessions.m = make(map[clientKey]*session)
 	return s, nil
 }
 
@@ -115,30 +121,6 @@ func (s *Server) NewConn(t Transport, wsFraming bool, remote string) *Conn {
 type clientKey struct {
 	token int64
 	id    string
-}
-
-// clientTable maps client identifiers to live connections.
-type clientTable struct {
-	mu sync.Mutex
-	m  map[clientKey]*Conn
-}
-
-// claim registers c under k and returns the connection it replaces.
-func (t *clientTable) claim(k clientKey, c *Conn) *Conn {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	old := t.m[k]
-	t.m[k] = c
-	return old
-}
-
-// drop unregisters c, if k is still its own.
-func (t *clientTable) drop(k clientKey, c *Conn) {
-	t.mu.Lock()
-	if t.m[k] == c {
-		delete(t.m, k)
-	}
-	t.mu.Unlock()
 }
 
 // assignedID makes a client identifier for a client that sent none.

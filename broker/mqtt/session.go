@@ -1,0 +1,357 @@
+package mqtt
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatecast/gatecast/broker"
+	"github.com/gatecast/gatecast/proto"
+	packet "github.com/gatecast/gatecast/proto/mqtt"
+)
+
+// session is the MQTT session state, which outlives a connection when the
+// client asked for a persistent session (3.1.1 Clean Session 0, MQTT 5
+// Session Expiry Interval > 0): the broker session (its subscriptions stay
+// in the index while the client is away, so QoS 1 and 2 messages queue),
+// packet identifiers, the QoS 1/2 deliveries in flight and queued, and the
+// client's QoS 2 publishes awaiting PUBREL. It is the broker's endpoint.
+//
+// mu guards everything mutable; it is held for O(1) work, never across a
+// broker call or a transport call that may wait.
+type session struct {
+	srv *Server
+	key clientKey
+	bs  *broker.Session
+
+	mu         sync.Mutex
+	conn       *Conn // attached connection; nil while the client is away
+	persistent bool
+	expiry     time.Duration // how long the session outlives its connection
+	expire     *time.Timer   // running while offline
+	willTimer  *time.Timer   // a delayed will (MQTT 5 Will Delay Interval), running while offline
+	nextID     uint16
+	inflight   map[uint16]*flight // packet identifier → delivery awaiting acknowledgement
+	queued     []queuedMsg        // waiting for an in-flight slot, oldest first
+	awaitRel   map[uint16]struct{}
+	ended      bool // the broker ended the session, or it expired: deliver nothing more
+	revoked    bool // ended by a rights change: no will
+}
+
+// flight is a QoS 1/2 delivery awaiting the client's acknowledgement. The
+// message is kept for a persistent session, to be sent again (DUP) when the
+// client comes back.
+type flight struct {
+	awaited byte // PUBACK, PUBREC or PUBCOMP
+	msg     *queuedMsg
+}
+
+// queuedMsg is a copy of a QoS 1/2 delivery.
+type queuedMsg struct {
+	topic   string
+	payload []byte
+	props   []byte
+	qos     byte
+	retain  bool
+	subIDs  []uint32
+}
+
+func copyMsg(m *broker.Message, d broker.Delivery, retain bool) queuedMsg {
+	return queuedMsg{
+		topic:   strings.Clone(m.Topic),
+		payload: append([]byte(nil), m.Payload...),
+		props:   append([]byte(nil), m.Props...),
+		qos:     d.QoS,
+		retain:  retain,
+		subIDs:  append([]uint32(nil), d.SubIDs...),
+	}
+}
+
+// Deliver queues one message for the client (broker.Endpoint). QoS 0
+// without per-subscriber parts shares one encoding per protocol variant and
+// is dropped while the client is away; QoS 1 and 2 take a packet identifier
+// and an in-flight slot, or wait in a bounded queue.
+func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-chan struct{}) {
+	retain := d.RetainAsPublished && m.Retain
+	s.mu.Lock()
+	c := s.conn
+	if s.ended || (c == nil && d.QoS == 0) {
+		s.mu.Unlock()
+		return 0, false, nil
+	}
+	if d.QoS == 0 {
+		s.mu.Unlock()
+		var f *proto.Frame
+		if len(d.SubIDs) == 0 && !retain {
+			f = m.Frame(c.enc, c.encFn)
+			f.Retain() // the transport's reference
+		} else {
+			f = proto.AcquireFrame()
+			f.B = appendPublish(f.B, c.version, c.ws, m, 0, 0, retain, false, d.SubIDs)
+		}
+		return c.sendDelivery(f)
+	}
+	if c != nil && len(s.queued) == 0 && len(s.inflight) < c.window {
+		fl := &flight{}
+		if s.persistent {
+			q := copyMsg(m, d, retain)
+			fl.msg = &q
+		}
+		id := s.takeIDLocked(d.QoS, fl)
+		s.mu.Unlock()
+		f := proto.AcquireFrame()
+		f.B = appendPublish(f.B, c.version, c.ws, m, d.QoS, id, retain, false, d.SubIDs)
+		return c.sendDelivery(f)
+	}
+	if len(s.queued) >= s.srv.cfg.MaxQueued {
+		if len(s.queued) == 0 { // MaxQueued 0: nothing waits
+			s.mu.Unlock()
+			s.srv.metrics.dropped[dropQueueFull].Inc()
+			return 0, false, nil
+		}
+		s.queued[0] = queuedMsg{}
+		s.queued = s.queued[1:]
+		s.srv.metrics.dropped[dropQueueFull].Inc()
+	}
+	s.queued = append(s.queued, copyMsg(m, d, retain))
+	s.mu.Unlock()
+	return 0, true, nil
+}
+
+// takeIDLocked assigns a free packet identifier to a new QoS 1/2 delivery.
+func (s *session) takeIDLocked(qos byte, fl *flight) uint16 {
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]*flight)
+	}
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			continue
+		}
+		if _, used := s.inflight[s.nextID]; !used {
+			break
+		}
+	}
+	fl.awaited = packet.PUBACK
+	if qos == 2 {
+		fl.awaited = packet.PUBREC
+	}
+	s.inflight[s.nextID] = fl
+	return s.nextID
+}
+
+// acked ends (or advances) an outbound flow. It reports whether the
+// identifier was awaiting that acknowledgement.
+func (s *session) acked(typ byte, id uint16, failed bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl, ok := s.inflight[id]
+	if !ok || fl.awaited != typ {
+		return false
+	}
+	if typ == packet.PUBREC && !failed {
+		fl.awaited = packet.PUBCOMP
+		fl.msg = nil // from here on only PUBREL is resent
+		return true
+	}
+	delete(s.inflight, id)
+	return true
+}
+
+// pump sends queued deliveries while in-flight slots are free, skipping
+// those the token may no longer read (a revoked right never delivers a
+// queued message). Event goroutine.
+func (s *session) pump(c *Conn) {
+	for {
+		s.mu.Lock()
+		if s.ended || s.conn != c || len(s.queued) == 0 || len(s.inflight) >= c.window {
+			s.mu.Unlock()
+			return
+		}
+		q := s.queued[0]
+		s.queued[0] = queuedMsg{}
+		s.queued = s.queued[1:]
+		if !s.bs.MayRead(q.topic) {
+			s.mu.Unlock()
+			continue
+		}
+		fl := &flight{}
+		if s.persistent {
+			fl.msg = &q
+		}
+		id := s.takeIDLocked(q.qos, fl)
+		s.mu.Unlock()
+		c.sendDelivery(c.queuedFrame(&q, id, false))
+	}
+}
+
+// resend sends again, after a reconnect, what was in flight: PUBLISH with
+// DUP for deliveries awaiting PUBACK or PUBREC, PUBREL for those awaiting
+// PUBCOMP (MQTT-4.4.0-1), in the order they were first sent.
+func (s *session) resend(c *Conn) {
+	s.mu.Lock()
+	type re struct {
+		id uint16
+		fl flight
+	}
+	var out []re
+	for id, fl := range s.inflight {
+		out = append(out, re{id, *fl})
+	}
+	s.mu.Unlock()
+	// identifiers were assigned in order; sort by distance from the next
+	// one, which handles the wrap at 65535
+	next := s.nextID
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].id-next-1 < out[j-1].id-next-1; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	for _, r := range out {
+		switch {
+		case r.fl.awaited == packet.PUBCOMP:
+			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, r.id, packet.Success, nil))
+		case r.fl.msg != nil && s.bs.MayRead(r.fl.msg.topic):
+			c.sendDelivery(c.queuedFrame(r.fl.msg, r.id, true))
+		default: // revoked meanwhile: the flow ends here
+			s.mu.Lock()
+			delete(s.inflight, r.id)
+			s.mu.Unlock()
+		}
+	}
+}
+
+// End is the broker ending the session (a rights change, a kick, a limit,
+// a takeover): the attached client gets DISCONNECT (MQTT 5) or a close
+// (3.1.1), and the session's state is discarded. Called under the token's
+// lock: O(1).
+func (s *session) End(cause broker.Cause, reason string) {
+	s.mu.Lock()
+	s.ended = true
+	s.revoked = cause == broker.CauseTokenChanged || cause == broker.CauseNotAuthorized
+	c := s.conn
+	s.discardLocked()
+	s.mu.Unlock()
+	s.srv.sessions.drop(s.key, s)
+	if c != nil {
+		c.ended(cause, reason)
+	}
+}
+
+// discardLocked drops the queued state and stops the timers.
+func (s *session) discardLocked() {
+	s.queued = nil
+	s.inflight = nil
+	if s.expire != nil {
+		s.expire.Stop()
+	}
+	if s.willTimer != nil {
+		s.willTimer.Stop()
+	}
+}
+
+// detached is called when the session's connection c is gone: a persistent
+// session stays, offline, until it expires; any other session ends. The
+// will is published now, or after its delay while the session is offline.
+func (s *session) detached(c *Conn, w *will, graceful bool) {
+	s.mu.Lock()
+	if s.conn != c {
+		s.mu.Unlock()
+		return // taken over: the new connection owns the session
+	}
+	s.conn = nil
+	keep := s.persistent && !s.ended
+	revoked := s.revoked
+	s.mu.Unlock()
+	publishWill := w != nil && !graceful && !revoked
+	if keep && s.bs.Detach() {
+		s.mu.Lock()
+		s.expire = time.AfterFunc(s.expiry, s.expired)
+		if publishWill && w.delay > 0 && w.delay < s.expiry {
+			s.willTimer = time.AfterFunc(w.delay, func() { s.delayedWill(w) })
+			publishWill = false
+		}
+		s.mu.Unlock()
+		if publishWill {
+			s.publishWill(w)
+		}
+		return
+	}
+	if publishWill {
+		s.publishWill(w)
+	}
+	s.mu.Lock()
+	s.ended = true
+	s.discardLocked()
+	s.mu.Unlock()
+	s.srv.sessions.drop(s.key, s)
+	s.bs.Close()
+}
+
+// publishWill publishes a will through the broker, which judges it by the
+// token's grants as they are now (a revoked device leaves no will).
+func (s *session) publishWill(w *will) {
+	m := broker.AcquireMessage()
+	m.Topic = w.topic
+	m.Payload = w.payload
+	m.QoS = w.qos
+	m.Props = w.props
+	s.bs.PublishFinal(m)
+	broker.ReleaseMessage(m)
+}
+
+// delayedWill publishes the will once its delay passed, if the client did
+// not come back meanwhile.
+func (s *session) delayedWill(w *will) {
+	s.mu.Lock()
+	live := s.conn != nil || s.ended
+	s.mu.Unlock()
+	if !live {
+		s.publishWill(w)
+	}
+}
+
+// expired ends an offline session whose expiry passed.
+func (s *session) expired() {
+	s.mu.Lock()
+	if s.conn != nil || s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.discardLocked()
+	s.mu.Unlock()
+	s.srv.metrics.expired.Inc()
+	s.srv.sessions.drop(s.key, s)
+	s.bs.Close()
+}
+
+// sessionTable maps client identifiers to sessions, live or offline.
+type sessionTable struct {
+	mu sync.Mutex
+	m  map[clientKey]*session
+}
+
+func (t *sessionTable) get(k clientKey) *session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[k]
+}
+
+// put registers s under k and returns the session it replaces.
+func (t *sessionTable) put(k clientKey, s *session) *session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.m[k]
+	t.m[k] = s
+	return old
+}
+
+// drop unregisters s, if k is still its own.
+func (t *sessionTable) drop(k clientKey, s *session) {
+	t.mu.Lock()
+	if t.m[k] == s {
+		delete(t.m, k)
+	}
+	t.mu.Unlock()
+}

@@ -1,0 +1,207 @@
+package mqtt
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gatecast/gatecast/acl"
+	packet "github.com/gatecast/gatecast/proto/mqtt"
+)
+
+// connectPersistent connects with Clean Session/Start 0 (and, in MQTT 5, a
+// session expiry) and returns the CONNACK.
+func (cl *client) connectPersistent(secret, clientID string, expiry uint32) packet.Connack {
+	cl.t.Helper()
+	p := packet.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: cl.version, KeepAlive: 30, ClientID: []byte(clientID),
+		UsernameFlag: true, Username: []byte("d"), PasswordFlag: true, Password: []byte(secret)}
+	if cl.version == packet.Version5 {
+		p.Props.SessionExpiryInterval = expiry
+		p.Props.Set(packet.PropSessionExpiryInterval)
+	}
+	cl.write(packet.AppendConnect(nil, &p))
+	got := cl.tr.packets(cl.t)
+	if len(got) == 0 || got[0].h.Type != packet.CONNACK {
+		cl.t.Fatalf("want CONNACK first, got %+v", got)
+	}
+	var ca packet.Connack
+	if err := packet.DecodeConnack(got[0].body, cl.version, &ca); err != nil {
+		cl.t.Fatal(err)
+	}
+	// what followed CONNACK (a resumed session's deliveries) stays readable
+	cl.tr.mu.Lock()
+	for _, r := range got[1:] {
+		cl.tr.out = appendRaw(cl.tr.out, r)
+	}
+	cl.tr.mu.Unlock()
+	return ca
+}
+
+func appendRaw(b []byte, r rx) []byte {
+	b = append(b, r.h.Type<<4|r.h.Flags)
+	b = appendVarint(b, len(r.body))
+	return append(b, r.body...)
+}
+
+// An offline persistent session keeps its subscriptions and queues QoS 1
+// messages; the client resumes it (Session Present), gets what was in
+// flight again with DUP, then what was queued.
+func TestPersistentSessionResume(t *testing.T) {
+	for _, v := range []byte{packet.Version311, packet.Version5} {
+		e := newEnv(t, Config{MaxInflight: 1})
+		_, secret := e.token(t, 1, map[string]acl.Permission{"cmd/#": acl.PermReadWrite})
+		dev := e.dial(t, v)
+		if ca := dev.connectPersistent(secret, "dev", 3600); ca.SessionPresent {
+			t.Fatal("a new session is not present")
+		}
+		dev.subscribe(1, 1, "cmd/dev")
+		backend := e.dial(t, v)
+		_, bsecret := e.token(t, 0, map[string]acl.Permission{"cmd/#": acl.PermReadWrite})
+		backend.connect(bsecret, "backend", nil, nil)
+		backend.publish("cmd/dev", "c1", 1, 1) // in flight, never acknowledged
+		dev.c.OnClose()                        // the link drops
+		if n := e.b.SessionCount(); n != 1 {
+			t.Fatalf("%d live sessions, want the backend only (the offline one frees its slot)", n)
+		}
+		backend.publish("cmd/dev", "c2", 1, 2)
+		backend.publish("cmd/dev", "c3", 1, 3)
+		backend.publish("cmd/dev", "q0", 0, 0) // QoS 0 is not kept for an offline client
+		// The token's limit is 1: the offline session does not hold it.
+		again := e.dial(t, v)
+		ca := again.connectPersistent(secret, "dev", 3600)
+		if !ca.SessionPresent || ca.Code != 0 {
+			t.Fatalf("v%d resume: present %v code %#x", v, ca.SessionPresent, ca.Code)
+		}
+		got := publishes(t, v, again.tr.packets(t))
+		if len(got) != 1 || string(got[0].Payload) != "c1" || !got[0].Dup {
+			t.Fatalf("v%d after resume: %+v, want c1 again with DUP (window 1)", v, got)
+		}
+		for _, want := range []string{"c2", "c3"} {
+			again.write(packet.AppendAck(nil, packet.PUBACK, v, got[0].PacketID, 0, nil))
+			got = publishes(t, v, again.tr.packets(t))
+			if len(got) != 1 || string(got[0].Payload) != want || got[0].Dup {
+				t.Fatalf("v%d next: %+v, want %s", v, got, want)
+			}
+		}
+		// Clean Start 1 discards the session.
+		again.c.OnClose()
+		fresh := e.dial(t, v)
+		if ca := fresh.connect(secret, "dev", nil, nil); ca.SessionPresent {
+			t.Fatalf("v%d clean start resumed the session", v)
+		}
+		backend.publish("cmd/dev", "after", 1, 4)
+		if got := publishes(t, v, fresh.tr.packets(t)); len(got) != 0 {
+			t.Fatalf("v%d the discarded session's subscription delivered %+v", v, got)
+		}
+	}
+}
+
+// Offline sessions are judged by rights changes too: a removed grant
+// removes the uncovered subscription and its queued messages are never
+// delivered; a deleted token discards the session.
+func TestOfflineSessionRevocation(t *testing.T) {
+	e := newEnv(t, Config{})
+	tok, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermRead, "b/#": acl.PermRead})
+	_, bsecret := e.token(t, 0, map[string]acl.Permission{"#": acl.PermReadWrite})
+	backend := e.dial(t, packet.Version5)
+	backend.connect(bsecret, "backend", nil, nil)
+	dev := e.dial(t, packet.Version5)
+	dev.connectPersistent(secret, "dev", 3600)
+	dev.subscribe(1, 1, "a/x", "b/x")
+	dev.c.OnClose()
+	backend.publish("a/x", "queued before the revocation", 1, 1)
+	backend.publish("b/x", "still allowed", 1, 2)
+	ctx := context.Background()
+	tags, _ := e.store.ListTags(ctx)
+	for _, tg := range tags {
+		if tg.Pattern == "a/#" {
+			e.store.DeletePermission(ctx, tok.ID, tg.ID)
+		}
+	}
+	if err := e.b.RefreshTokens(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	backend.publish("a/x", "after the revocation", 1, 3)
+	again := e.dial(t, packet.Version5)
+	if ca := again.connectPersistent(secret, "dev", 3600); !ca.SessionPresent {
+		t.Fatal("session lost")
+	}
+	var payloads []string
+	for _, p := range publishes(t, 5, again.tr.packets(t)) {
+		payloads = append(payloads, string(p.Payload))
+		again.write(packet.AppendAck(nil, packet.PUBACK, 5, p.PacketID, 0, nil))
+	}
+	for _, p := range publishes(t, 5, again.tr.packets(t)) {
+		payloads = append(payloads, string(p.Payload))
+	}
+	if len(payloads) != 1 || payloads[0] != "still allowed" {
+		t.Fatalf("delivered %q, want only the b/x message", payloads)
+	}
+	again.c.OnClose()
+
+	// delete the token: the offline session is discarded
+	if err := e.store.DeleteToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.RefreshTokens(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.srv.sessions.get(clientKey{tok.ID, "dev"}); s != nil {
+		t.Fatal("the deleted token's offline session is still there")
+	}
+	if n := e.b.SessionCount(); n != 1 {
+		t.Fatalf("%d sessions", n)
+	}
+}
+
+func TestSessionExpiry(t *testing.T) {
+	e := newEnv(t, Config{})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermRead})
+	dev := e.dial(t, packet.Version5)
+	dev.connectPersistent(secret, "dev", 1) // one second
+	dev.subscribe(1, 1, "a/#")
+	dev.c.OnClose()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.sessions.get(clientKey{dev.c.s.key.token, "dev"}) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not expire")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	again := e.dial(t, packet.Version5)
+	if ca := again.connectPersistent(secret, "dev", 1); ca.SessionPresent {
+		t.Fatal("an expired session was resumed")
+	}
+}
+
+// MQTT 5 Will Delay Interval: a client back within the delay publishes no
+// will; one that stays away does, once the delay passed.
+func TestWillDelay(t *testing.T) {
+	e := newEnv(t, Config{})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"will/#": acl.PermReadWrite})
+	watcher := e.dial(t, packet.Version5)
+	watcher.connect(secret, "w", nil, nil)
+	watcher.subscribe(1, 0, "will/#")
+	connect := func(id string) *client {
+		cl := e.dial(t, packet.Version5)
+		p := packet.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 5, KeepAlive: 30, ClientID: []byte(id),
+			PasswordFlag: true, Password: []byte(secret), WillFlag: true, WillTopic: []byte("will/" + id), WillPayload: []byte("gone")}
+		p.Props.SessionExpiryInterval = 60
+		p.Props.Set(packet.PropSessionExpiryInterval)
+		p.WillProps.WillDelayInterval = 1
+		p.WillProps.Set(packet.PropWillDelayInterval)
+		cl.write(packet.AppendConnect(nil, &p))
+		cl.tr.packets(t)
+		return cl
+	}
+	back := connect("back")
+	away := connect("away")
+	back.c.OnClose()
+	away.c.OnClose()
+	connect("back") // back within the delay
+	time.Sleep(1500 * time.Millisecond)
+	got := publishes(t, 5, watcher.tr.packets(t))
+	if len(got) != 1 || string(got[0].Topic) != "will/away" {
+		t.Fatalf("wills %+v, want only will/away", got)
+	}
+}
