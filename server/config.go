@@ -38,11 +38,12 @@ type Config struct {
 	ForwardQueue     ByteSize // cluster: bytes queued per other node
 	Listen           string
 	AdminListen      string
-	MQTTListen       string   // MQTT over TCP; "" disables it
-	MQTTOnRevoke     string   // close | unsubscribe
-	MQTTMaxPacket    ByteSize // largest inbound MQTT packet
-	MQTTMaxInflight  int      // QoS 1/2 deliveries awaiting acknowledgement, per connection
-	SessionQueueMax  int      // QoS 1/2 deliveries queued behind them, per session
+	MQTTListen       string        // MQTT over TCP; "" disables it
+	MQTTOnRevoke     string        // close | unsubscribe
+	MQTTMaxPacket    ByteSize      // largest inbound MQTT packet
+	MQTTMaxInflight  int           // QoS 1/2 deliveries awaiting acknowledgement, per connection
+	SessionQueueMax  int           // QoS 1/2 deliveries queued behind them, per session
+	SessionExpiryMax time.Duration // how long a persistent MQTT session outlives its connection, at most
 	AdvertiseAdmin   string
 	AdminKey         string
 	LogLevel         string
@@ -83,6 +84,7 @@ func Defaults() Config {
 		MQTTMaxPacket:    1 << 20,
 		MQTTMaxInflight:  64,
 		SessionQueueMax:  1000,
+		SessionExpiryMax: 2 * time.Hour,
 		LogLevel:         "info",
 		LogFormat:        "text",
 		MaxFrameSize:     64 << 10,
@@ -130,7 +132,8 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.MQTTOnRevoke, "mqtt-on-revoke", c.MQTTOnRevoke, "what a rights change does to an MQTT session whose subscription it no longer covers: close (DISCONNECT 0x87) or unsubscribe (drop only those subscriptions)")
 	fs.Var(&c.MQTTMaxPacket, "mqtt-max-packet", "largest MQTT packet a client may send (Maximum Packet Size); larger closes with 0x95")
 	fs.IntVar(&c.MQTTMaxInflight, "mqtt-max-inflight", c.MQTTMaxInflight, "QoS 1/2 deliveries awaiting a client's acknowledgement, per connection (lowered to the client's Receive Maximum)")
-	fs.IntVar(&c.SessionQueueMax, "session-queue-max", c.SessionQueueMax, "QoS 1/2 deliveries queued for an MQTT session behind its in-flight window; past it the oldest is dropped and counted")
+	fs.IntVar(&c.SessionQueueMax, "session-queue-max", c.SessionQueueMax, "QoS 1/2 deliveries queued for an MQTT session behind its in-flight window or while its client is away; past it the oldest is dropped and counted")
+	fs.DurationVar(&c.SessionExpiryMax, "session-expiry-max", c.SessionExpiryMax, "how long a persistent MQTT session (3.1.1 clean session 0, MQTT 5 session expiry) outlives its connection, at most")
 	fs.StringVar(&c.AdvertiseAdmin, "advertise-admin", c.AdvertiseAdmin, "cluster mode: host or host:port at which the other nodes reach this node's admin API (default: the --admin-listen address; the port defaults to the listening one; required when --admin-listen is 0.0.0.0 or ::)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
 	fs.StringVar(&c.AdminAllowedHosts, "admin-allowed-hosts", c.AdminAllowedHosts, "DNS-rebinding protection: comma-separated host names or host:port the admin listener answers for (Host header); others get 421 on every admin route, /metrics, /healthz and /debug/pprof included; its own listen and advertised addresses are always allowed (default empty: any Host)")
@@ -315,7 +318,8 @@ func (c *Config) Validate() error {
 	check(c.MQTTOnRevoke == "close" || c.MQTTOnRevoke == "unsubscribe", "--mqtt-on-revoke %q: want close or unsubscribe", c.MQTTOnRevoke)
 	check(c.MQTTMaxPacket >= 64 && c.MQTTMaxPacket <= 256<<20, "--mqtt-max-packet %d: want 64 B to 256 MiB", c.MQTTMaxPacket)
 	check(c.MQTTMaxInflight >= 1 && c.MQTTMaxInflight <= 65535, "--mqtt-max-inflight %d: want 1 to 65535", c.MQTTMaxInflight)
-	check(c.SessionQueueMax >= 0 && c.SessionQueueMax <= 1<<20, "--session-queue-max %d: want 0 to 1048576", c.SessionQueueMax)
+	check(c.SessionQueueMax >= 1 && c.SessionQueueMax <= 1<<20, "--session-queue-max %d: want 1 to 1048576", c.SessionQueueMax)
+	check(c.SessionExpiryMax >= time.Second, "--session-expiry-max %v: want at least 1s", c.SessionExpiryMax)
 	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %v: want 16KiB to 256MiB", c.MaxInputBuffer)
 	check(c.MaxInputTotal >= c.MaxInputBuffer && c.MaxInputTotal <= 1<<40, "--max-input-total %v: want --max-input-buffer (%v) to 1TiB", c.MaxInputTotal, c.MaxInputBuffer)
 	check(c.MaxInboundRate >= 0 && c.MaxInboundRate <= 1<<30, "--max-inbound-rate %d: want 0 (unlimited) to 1073741824", c.MaxInboundRate)

@@ -19,13 +19,14 @@ func newMQTT(cfg Config, n *Node) (*mqtt.Server, error) {
 		policy = broker.RevokeUnsubscribe
 	}
 	return mqtt.NewServer(mqtt.Config{
-		Broker:        n.broker,
-		OnRevoke:      policy,
-		MaxPacketSize: int(cfg.MQTTMaxPacket),
-		MaxInflight:   cfg.MQTTMaxInflight,
-		MaxQueued:     cfg.SessionQueueMax,
-		Logger:        n.log.With("component", "mqtt"),
-		Registerer:    n.registry,
+		Broker:           n.broker,
+		OnRevoke:         policy,
+		MaxPacketSize:    int(cfg.MQTTMaxPacket),
+		MaxInflight:      cfg.MQTTMaxInflight,
+		MaxQueued:        cfg.SessionQueueMax,
+		MaxSessionExpiry: cfg.SessionExpiryMax,
+		Logger:           n.log.With("component", "mqtt"),
+		Registerer:       n.registry,
 	})
 }
 
