@@ -40,6 +40,8 @@ Admin commands (they call the admin API of a running broker):
   revoke TOKEN TAG
   conn list [--token TOKEN]
   conn kick ID
+  audit [--token TOKEN] [--tag TAG] [--action ACTION] [--actor ACTOR] [--source SOURCE]
+        [--since TIME|DURATION] [--until TIME] [--limit N]
 
 TOKEN is a token's id or its exact name, TAG a tag's id or its exact pattern;
 an argument made only of digits is an id. grant creates a TAG pattern that
@@ -117,6 +119,25 @@ const connUsage = `Usage: gatecast conn SUBCOMMAND
   conn list [--token TOKEN]   list live connections, all or one token's
                               (every page: the API answers at most 1000 a page)
   conn kick ID                close a connection with 4005
+`
+
+const auditUsage = `Usage: gatecast audit [--token TOKEN] [--tag TAG] [--action ACTION] [--actor ACTOR]
+                      [--source SOURCE] [--since TIME|DURATION] [--until TIME] [--limit N]
+
+Lists the audit log, newest first: every admin write (API, CLI, import) with
+its time, credential (admin_key, console:<session>, import — never a secret),
+source (cli, api, peer, import), action, target, HTTP status and enforcement
+outcome (enforced, pending, unconfirmed, failed, none, deferred).
+
+  --token TOKEN     entries about a token (its id, or exact name if it still exists)
+  --tag TAG         entries about a tag (its id, or exact pattern)
+  --action ACTION   one action (token.create, permission.delete, publish, import.seed, …),
+                    or every action starting with it when it ends with "." (token.)
+  --actor ACTOR     admin_key, import, console:<session id>
+  --source SOURCE   cli, api, peer, import
+  --since TIME      entries at or after TIME (RFC 3339) or this long ago (1h, 30m)
+  --until TIME      entries before TIME (RFC 3339)
+  --limit N         at most N entries (default 50; 0 = all)
 `
 
 // errHelp means help was printed on request: exit 0.
@@ -207,6 +228,8 @@ func (c *cli) run(args []string) error {
 		return c.revoke(rest)
 	case "conn":
 		return c.conn(rest)
+	case "audit":
+		return c.audit(rest)
 	}
 	return &usageError{fmt.Sprintf("unknown command %q", cmd), cliUsage}
 }
@@ -220,6 +243,7 @@ func envOr(getenv func(string) string, name, def string) string {
 
 var helpTexts = map[string]string{
 	"token": tokenUsage, "tag": tagUsage, "grant": grantUsage, "revoke": revokeUsage, "conn": connUsage,
+	"audit": auditUsage,
 }
 
 func (c *cli) help(args []string) error {
@@ -302,7 +326,7 @@ func (c *cli) client() (*Client, error) {
 		}
 		key = k
 	}
-	c.api = &Client{BaseURL: c.url, Key: key}
+	c.api = &Client{BaseURL: c.url, Key: key, UserAgent: cliUserAgent}
 	return c.api, nil
 }
 
@@ -821,6 +845,109 @@ func (c *cli) connKick(args []string) error {
 	}
 	fmt.Fprintf(c.stdout, "kicked connection %d (closed with 4005)\n", id)
 	return nil
+}
+
+// ---- audit ----
+
+// DefaultAuditCLILimit is how many entries gatecast audit lists by default.
+const DefaultAuditCLILimit = 50
+
+func (c *cli) audit(args []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(c.stdout, auditUsage)
+		return errHelp
+	}
+	fs := c.flags("audit")
+	var q AuditQuery
+	var tokenArg, tagArg, since, until string
+	limit := DefaultAuditCLILimit
+	fs.StringVar(&tokenArg, "token", "", "")
+	fs.StringVar(&tagArg, "tag", "", "")
+	fs.StringVar(&q.Action, "action", "", "")
+	fs.StringVar(&q.Actor, "actor", "", "")
+	fs.StringVar(&q.Source, "source", "", "")
+	fs.StringVar(&since, "since", "", "")
+	fs.StringVar(&until, "until", "", "")
+	fs.IntVar(&limit, "limit", limit, "")
+	if _, err := c.parse(fs, args, auditUsage, 0, 0); err != nil {
+		return err
+	}
+	if limit < 0 {
+		return &usageError{"--limit must be 0 (all) or more", auditUsage}
+	}
+	var err error
+	if q.Since, err = parseSince(since); err != nil {
+		return &usageError{err.Error(), auditUsage}
+	}
+	if until != "" {
+		if q.Until, err = time.Parse(time.RFC3339Nano, until); err != nil {
+			return &usageError{fmt.Sprintf("--until %q is not an RFC 3339 time", until), auditUsage}
+		}
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	if tokenArg != "" {
+		// An id is taken as is: the entries of a deleted token stay listed.
+		id, isID, err := parseID(tokenArg)
+		if err != nil {
+			return err
+		}
+		if !isID {
+			t, err := c.resolveToken(tokenArg)
+			if err != nil {
+				return err
+			}
+			id = t.ID
+		}
+		q.TokenID = id
+	}
+	if tagArg != "" {
+		id, isID, err := parseID(tagArg)
+		if err != nil {
+			return err
+		}
+		if !isID {
+			t, err := c.resolveTag(tagArg)
+			if err != nil {
+				return err
+			}
+			id = t.ID
+		}
+		q.TagID = id
+	}
+	es, err := api.ListAudit(c.ctx, q, limit)
+	if err != nil {
+		return err
+	}
+	if es == nil {
+		es = []AuditEntry{}
+	}
+	if c.json {
+		return c.printJSON(es)
+	}
+	tw := c.table("ID\tTIME\tACTOR\tSOURCE\tACTION\tTARGET\tSTATUS\tENFORCEMENT")
+	for _, e := range es {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, e.At.UTC().Format(time.RFC3339), e.Actor, e.Source,
+			e.Action, e.Target, e.Status, e.Enforcement)
+	}
+	return tw.Flush()
+}
+
+// parseSince reads --since: an RFC 3339 time, or a duration before now.
+func parseSince(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("--since %q is neither an RFC 3339 time nor a duration such as 1h", s)
+	}
+	return time.Now().Add(-d), nil
 }
 
 // ---- resolution of TOKEN and TAG arguments ----

@@ -25,7 +25,19 @@ type Client struct {
 	BaseURL string // e.g. http://127.0.0.1:8081
 	Key     string // the admin key
 	HTTP    *http.Client
+	// UserAgent is sent as the User-Agent header; empty sends
+	// "gatecast-client". The audit log tells the CLI ("gatecast-cli…")
+	// from other API clients by it.
+	UserAgent string
 }
+
+// The User-Agent prefixes of Gatecast's own admin clients, which the
+// audit log records as the source "cli" and "peer" (another node).
+const (
+	cliUserAgent    = "gatecast-cli"
+	peerUserAgent   = "gatecast-peer"
+	clientUserAgent = "gatecast-client"
+)
 
 // APIError is an error answer of the admin API.
 type APIError struct {
@@ -100,6 +112,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	ua := c.UserAgent
+	if ua == "" {
+		ua = clientUserAgent
+	}
+	req.Header.Set("User-Agent", ua)
 	if c.Key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Key)
 	}
@@ -328,4 +345,74 @@ func (c *Client) KickConnection(ctx context.Context, connID uint64) error {
 // Health calls GET /healthz; nil means healthy.
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, "GET", "/healthz", nil, nil)
+}
+
+// AuditQuery selects a page of GET /api/v1/audit. Zero fields are left
+// out: every entry, the newest DefaultAuditLimit first.
+type AuditQuery struct {
+	Actor   string
+	Source  string
+	Action  string // exact, or a prefix ending with '.' ("token.")
+	TokenID int64
+	TagID   int64
+	Since   time.Time
+	Until   time.Time
+	Limit   int
+	Cursor  string // a previous page's NextCursor (with the same filters)
+}
+
+// ListAuditPage lists one page of the audit log, newest first.
+func (c *Client) ListAuditPage(ctx context.Context, q AuditQuery) (AuditPage, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"actor": q.Actor, "source": q.Source, "action": q.Action, "cursor": q.Cursor} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.TokenID != 0 {
+		v.Set("token_id", id(q.TokenID))
+	}
+	if q.TagID != 0 {
+		v.Set("tag_id", id(q.TagID))
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.UTC().Format(time.RFC3339Nano))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	p := "/api/v1/audit"
+	if len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	var pg AuditPage
+	err := c.do(ctx, "GET", p, nil, &pg)
+	return pg, err
+}
+
+// ListAudit lists up to max entries of the audit log (0: all), newest
+// first, following the pages' cursors.
+func (c *Client) ListAudit(ctx context.Context, q AuditQuery, max int) ([]AuditEntry, error) {
+	var out []AuditEntry
+	for {
+		q.Limit = MaxAuditLimit
+		if max > 0 {
+			q.Limit = min(MaxAuditLimit, max-len(out))
+		}
+		pg, err := c.ListAuditPage(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pg.Entries...)
+		if pg.NextCursor == "" || (max > 0 && len(out) >= max) {
+			return out, nil
+		}
+		if pg.NextCursor == q.Cursor || len(pg.Entries) == 0 {
+			return nil, fmt.Errorf("GET /api/v1/audit: the listing does not advance (cursor %q)", pg.NextCursor)
+		}
+		q.Cursor = pg.NextCursor
+	}
 }

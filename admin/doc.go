@@ -1,8 +1,13 @@
 // Package admin owns Gatecast's administration surface: the HTTP admin API
-// (tokens, tags, permissions, live connections, /healthz and /metrics on the
-// admin listener), its admin key, the Go client of that API and the admin
-// commands of the gatecast binary (token, tag, grant, revoke, conn), which
-// are nothing but that client with flags and tables.
+// (tokens, tags, permissions, live connections, the audit log, server-side
+// publish, /healthz and /metrics on the admin listener), its admin key, the
+// Go client of that API and the admin commands of the gatecast binary
+// (token, tag, grant, revoke, conn, audit, publish), which are nothing but
+// that client with flags and tables.
+//
+// Every write that presented the key is recorded in the store's audit log
+// (audit.go) before its answer is flushed: action, target, credential
+// (never the key or a secret), status and enforcement outcome.
 //
 // The API writes to the acl.Store and then asks an Enforcer (the broker) to
 // apply the change to live sessions before it answers, so a 200 or 204

@@ -176,6 +176,7 @@ func NewHandler(cfg Config) http.Handler {
 	m.HandleFunc("GET /api/v1/connections", h.listConnections)
 	m.HandleFunc("DELETE /api/v1/connections/{id}", h.kickConnection)
 	m.HandleFunc("GET /api/v1/nodes", h.listNodes)
+	m.HandleFunc("GET /api/v1/audit", h.listAudit)
 	m.HandleFunc("GET /healthz", h.healthz)
 	m.HandleFunc("GET /metrics", h.serveMetrics)
 	return h
@@ -213,14 +214,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.mux.ServeHTTP(w, r.WithContext(ctx))
 		return
 	}
-	aw := &auditWriter{ResponseWriter: w}
-	h.mux.ServeHTTP(aw, r.WithContext(context.WithValue(r.Context(), auditKey{}, aw)))
+	aw := &auditWriter{ResponseWriter: w, entryID: make(chan int64, 1)}
+	rr := r.WithContext(context.WithValue(r.Context(), auditKey{}, aw))
+	h.mux.ServeHTTP(aw, rr)
 	attrs := append([]any{"method", r.Method, "route", route, "status", aw.status, "remote", r.RemoteAddr}, aw.attrs...)
 	if aw.status >= 500 {
 		h.log.Error("admin write failed", attrs...)
 	} else {
 		h.log.Info("admin write", attrs...)
 	}
+	// Before the answer is flushed (when ServeHTTP returns): a caller that
+	// reads the audit log after its write finds the write there.
+	h.record(rr, route, aw)
 }
 
 // noRoute answers 404 or 405 in the API's error shape, keeping the Allow
@@ -901,7 +906,7 @@ func (h *handler) enforceGrant(ws *writeScope, w http.ResponseWriter, r *http.Re
 
 func (h *handler) enforceWith(ws *writeScope, w http.ResponseWriter, r *http.Request, result any, ids []int64, refresh func(context.Context) error) bool {
 	if len(ids) == 0 {
-		audit(r, "refreshed_tokens", "")
+		audit(r, "refreshed_tokens", "", "enforcement", "none")
 		return true
 	}
 	audit(r, "refreshed_tokens", joinIDs(ids))
@@ -914,16 +919,22 @@ func (h *handler) enforceWith(ws *writeScope, w http.ResponseWriter, r *http.Req
 	select {
 	case err := <-done:
 		cancel()
+		audit(r, "enforce_ms", time.Since(start).Milliseconds())
 		return h.enforced(w, r, err, result, ids)
 	case <-deadline.C:
 	}
 	ws.handedOff = true
 	route := r.Pattern
+	aw, _ := r.Context().Value(auditKey{}).(*auditWriter)
 	go func() {
 		err := <-done
 		cancel()
 		ws.release()
-		h.lateEnforcement(route, ids, time.Since(start), err)
+		took := time.Since(start)
+		outcome, nodes := h.lateEnforcement(route, ids, took, err)
+		if aw != nil {
+			h.recordLate(aw, route, ids, took, outcome, nodes)
+		}
 	}()
 	audit(r, "enforcement", "pending")
 	h.log.Warn("rights change answered 202 before its enforcement finished; it goes on in the background",
@@ -935,19 +946,21 @@ func (h *handler) enforceWith(ws *writeScope, w http.ResponseWriter, r *http.Req
 // enforced answers an enforcement that ended before the deadline.
 func (h *handler) enforced(w http.ResponseWriter, r *http.Request, err error, result any, ids []int64) bool {
 	if err == nil {
+		audit(r, "enforcement", "enforced")
 		return true
 	}
 	var pending *PendingError
 	if errors.As(err, &pending) {
 		h.log.Warn("rights change not confirmed by every node in time",
 			"route", r.Pattern, "token_ids", joinIDs(ids), "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
-		audit(r, "enforcement", "unconfirmed")
+		audit(r, "enforcement", "unconfirmed", "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
 		writeJSON(w, http.StatusAccepted, pendingBody{Status: "pending", Message: msgUnconfirmedNodes,
 			UnconfirmedNodes: pending.Nodes, TokenIDs: ids, Result: result})
 		return false
 	}
 	h.log.Error("enforcing an admin change on live sessions failed",
 		"route", r.Pattern, "token_ids", joinIDs(ids), "err", err)
+	audit(r, "enforcement", "failed")
 	writeError(w, &apiError{500, codeEnforcementFailed,
 		"the change was saved, but applying it to live connections failed; " +
 			"repeat the request, or kick the affected connections"})
@@ -955,18 +968,22 @@ func (h *handler) enforced(w http.ResponseWriter, r *http.Request, err error, re
 }
 
 // lateEnforcement logs the end of an enforcement answered 202 before it
-// finished: nobody else hears how it ended.
-func (h *handler) lateEnforcement(route string, ids []int64, took time.Duration, err error) {
+// finished (nobody else hears how it ended) and returns its outcome for
+// the audit log: "enforced", "unconfirmed" (with the nodes) or "failed".
+func (h *handler) lateEnforcement(route string, ids []int64, took time.Duration, err error) (string, []string) {
 	var pending *PendingError
 	switch {
 	case err == nil:
 		h.log.Info("rights change enforced after its 202 answer", "route", route, "token_ids", joinIDs(ids), "took", took)
+		return "enforced", nil
 	case errors.As(err, &pending):
 		h.log.Warn("rights change enforced after its 202 answer, but not confirmed by every node in time",
 			"route", route, "token_ids", joinIDs(ids), "took", took, "unconfirmed_nodes", strings.Join(pending.Nodes, ","))
+		return "unconfirmed", pending.Nodes
 	default:
 		h.log.Error("enforcing an admin change on live sessions failed after its 202 answer; repeat the request or kick the affected connections",
 			"route", route, "token_ids", joinIDs(ids), "took", took, "err", err)
+		return "failed", nil
 	}
 }
 
@@ -1082,6 +1099,9 @@ type auditWriter struct {
 	http.ResponseWriter
 	status int
 	attrs  []any
+	// entryID receives the ID of the request's audit entry once stored
+	// (0 if it was not), for an enforcement that ends after the answer.
+	entryID chan int64
 }
 
 func (a *auditWriter) WriteHeader(code int) {

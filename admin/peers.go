@@ -38,6 +38,7 @@ func (h *handler) peerCall(ctx context.Context, p Peer, method, path string, out
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+h.peerKey)
+	req.Header.Set("User-Agent", peerUserAgent+"/"+h.nodeID)
 	resp, err := peerHTTP.Do(req)
 	if err != nil {
 		return err

@@ -147,6 +147,51 @@ func TestImportSeedSQLiteIntoRunningNode(t *testing.T) {
 	if again.Changes != 0 {
 		t.Fatalf("second import changed %d rows: %+v", again.Changes, again)
 	}
+
+	// The import is in the node's audit log; so is an API write, with its
+	// enforcement: rotating the gateway's weak secret closes its session.
+	type entry struct {
+		ID          int64           `json:"id"`
+		Actor       string          `json:"actor"`
+		Source      string          `json:"source"`
+		Action      string          `json:"action"`
+		TokenID     int64           `json:"token_id"`
+		Status      int             `json:"status"`
+		Enforcement string          `json:"enforcement"`
+		Detail      json.RawMessage `json:"detail"`
+	}
+	var page struct {
+		Entries []entry `json:"entries"`
+	}
+	n.mustAPI("GET", "/api/v1/audit?actor=import", nil, &page)
+	if len(page.Entries) != 11 || page.Entries[0].Action != "import.seed" || page.Entries[0].Source != "import" {
+		t.Fatalf("the import's audit entries: %+v", page.Entries)
+	}
+	gateway := n.dialOK(t, "z9k4", "commands/+")
+	var imported []struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	}
+	n.mustAPI("GET", "/api/v1/tokens", nil, &imported)
+	gw := imported[1] // seed id 2, imported second
+	var rotated struct {
+		WeakSecret bool   `json:"weak_secret"`
+		Token      string `json:"token"`
+	}
+	n.mustAPI("POST", fmt.Sprintf("/api/v1/tokens/%d/rotate", gw.ID), nil, &rotated)
+	if rotated.WeakSecret || rotated.Token == "" {
+		t.Fatalf("rotation: %+v", rotated)
+	}
+	gateway.expectClose(4002)
+	n.dialOK(t, rotated.Token, "commands/+")
+	n.mustAPI("GET", "/api/v1/audit?limit=1", nil, &page)
+	if e := page.Entries[0]; e.Action != "token.rotate" || e.Actor != "admin_key" || e.Status != 200 ||
+		e.Enforcement != "enforced" || e.TokenID != gw.ID || gw.Name != "" || strings.Contains(string(e.Detail), rotated.Token) {
+		t.Fatalf("rotation's audit entry: %+v", e)
+	}
+	if v := metricValue(t, n, "gatecast_tokens_weak_secret"); v != 2 && v != 1 { // cached for up to 5 s
+		t.Errorf("gatecast_tokens_weak_secret after a rotation = %v", v)
+	}
 }
 
 // The seed's Postgres database imported into the Postgres store of a
