@@ -111,7 +111,7 @@ func TestSubscribeResults(t *testing.T) {
 		{"dev/+/cmd", SubGranted},
 		{"dev/#", SubNotAuthorized}, // wider than the grant
 		{"other", SubNotAuthorized},
-		{"dev/1/cmd", SubGranted}, // again: replaces, no quota used
+		{"dev/1/cmd", SubReplaced}, // again: replaces, no quota used
 		{"a/#/b", SubInvalid},
 		{"", SubInvalid},
 		{"tele/x", SubGranted},

@@ -210,6 +210,7 @@ type SubResult uint8
 
 const (
 	SubGranted       SubResult = iota
+	SubReplaced                // granted: the session held the filter, whose options were replaced
 	SubNotAuthorized           // no read grant covers the filter
 	SubInvalid                 // malformed filter, or over the byte or level cap
 	SubQuota                   // the session holds Config.MaxSubscriptions already
@@ -273,7 +274,7 @@ func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
 		b.index.Unsubscribe(old.filter, old)
 		s.subs[i] = sub
 		s.subMu.Unlock()
-		return SubGranted
+		return SubReplaced
 	}
 	b.index.Subscribe(sub.filter, sub)
 	s.subs = slices.Insert(s.subs, s.inIndex, sub)

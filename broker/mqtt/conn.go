@@ -298,8 +298,6 @@ func (c *Conn) connect(body []byte) {
 		props.Set(packet.PropMaximumPacketSize)
 		props.TopicAliasMaximum = uint16(c.srv.cfg.TopicAliasMaximum)
 		props.Set(packet.PropTopicAliasMaximum)
-		props.RetainAvailable = 0 // retained messages: not yet (docs/protocol-mqtt.md)
-		props.Set(packet.PropRetainAvailable)
 		props.SharedSubscriptionAvailable = 0
 		props.Set(packet.PropSharedSubscriptionAvailable)
 	}
@@ -521,31 +519,49 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 		}
 	}
 	code := packet.Success
-	if p.Retain && c.version == packet.Version5 {
-		// CONNACK said Retain Available 0 (MQTT-3.2.2-14).
-		c.srv.metrics.refused[refusedRetain].Inc()
-		c.protocolError(packet.RetainNotSupported, "retained messages are not supported yet")
-		return nil
-	}
-	m := broker.AcquireMessage()
-	m.Topic = topic
-	m.Payload = p.Payload
-	m.QoS = p.QoS
-	if c.version == packet.Version5 {
-		var ok bool
-		if c.propBuf, ok = appendTravelling(c.propBuf[:0], &p.Props); ok {
-			m.Props = c.propBuf
+	var retain *Retained
+	if p.Retain {
+		retain = &Retained{Topic: topic, QoS: p.QoS}
+		if c.version == packet.Version5 {
+			retain.Props, _ = appendTravellingExcept(nil, &p.Props, packet.PropMessageExpiryInterval)
+			if p.Props.Has(packet.PropMessageExpiryInterval) {
+				retain.ExpiresAt = time.Now().Add(time.Duration(p.Props.MessageExpiryInterval) * time.Second)
+			}
+		}
+		if len(p.Payload) > 0 && !c.srv.retained.fits(topic, len(topic)+len(p.Payload)+len(retain.Props)+64) {
+			c.srv.metrics.refused[refusedRetain].Inc()
+			code = packet.QuotaExceeded // --retained-max, --retained-max-bytes
+			retain = nil
 		}
 	}
-	switch c.s.bs.Publish(m) {
-	case broker.PublishNotAuthorized:
-		c.srv.metrics.refused[refusedNotAuthorized].Inc()
-		code = packet.NotAuthorized
-	case broker.PublishInvalidTopic:
-		c.srv.metrics.refused[refusedInvalidTopic].Inc()
-		code = packet.TopicNameInvalid
+	if code == packet.Success {
+		m := broker.AcquireMessage()
+		m.Topic = topic
+		m.Payload = p.Payload
+		m.QoS = p.QoS
+		m.Retain = p.Retain
+		if c.version == packet.Version5 {
+			var ok bool
+			if c.propBuf, ok = appendTravelling(c.propBuf[:0], &p.Props); ok {
+				m.Props = c.propBuf
+			}
+		}
+		switch c.s.bs.Publish(m) {
+		case broker.Published:
+			if retain != nil {
+				retain.Topic = strings.Clone(topic)
+				retain.Payload = append([]byte(nil), p.Payload...)
+				c.srv.retained.set(retain)
+			}
+		case broker.PublishNotAuthorized:
+			c.srv.metrics.refused[refusedNotAuthorized].Inc()
+			code = packet.NotAuthorized
+		case broker.PublishInvalidTopic:
+			c.srv.metrics.refused[refusedInvalidTopic].Inc()
+			code = packet.TopicNameInvalid
+		}
+		broker.ReleaseMessage(m)
 	}
-	broker.ReleaseMessage(m)
 	if c.version != packet.Version5 {
 		code = packet.Success // 3.1.1: acknowledged and dropped
 	}
@@ -614,21 +630,65 @@ func (c *Conn) subscribe(h packet.Header, body []byte) error {
 		subID = s.Props.SubscriptionIdentifier()
 	}
 	codes := make([]byte, 0, s.Count)
+	var retained []retainedFor
 	for f := range s.Filters {
-		codes = append(codes, c.subscribeOne(f, subID))
+		code, fresh := c.subscribeOne(f, subID)
+		codes = append(codes, code)
+		if code < 0x80 && (f.RetainHandling == 0 || f.RetainHandling == 1 && fresh) {
+			retained = append(retained, retainedFor{string(f.Filter), code, subID})
+		}
 	}
 	c.send(packet.AppendSuback(c.ctl[:0], c.version, s.PacketID, nil, codes))
+	// Retained messages follow the SUBACK (MQTT-3.3.1-9), each judged by
+	// the token's grants now.
+	for _, r := range retained {
+		c.sendRetained(r)
+	}
 	return nil
 }
 
-func (c *Conn) subscribeOne(f packet.SubscribeFilter, subID uint32) byte {
+// retainedFor is a granted subscription owed the retained messages it matches.
+type retainedFor struct {
+	filter string
+	qos    byte
+	subID  uint32
+}
+
+// sendRetained delivers the retained messages matching a new subscription,
+// with RETAIN set, at min(their QoS, the granted QoS).
+func (c *Conn) sendRetained(r retainedFor) {
+	now := time.Now()
+	var ids []uint32
+	if r.subID != 0 {
+		ids = []uint32{r.subID}
+	}
+	c.srv.retained.match(r.filter, now, func(rm *Retained) {
+		if !c.s.bs.MayRead(rm.Topic) {
+			return
+		}
+		m := broker.AcquireMessage()
+		m.Topic, m.Payload, m.QoS, m.Retain = rm.Topic, rm.Payload, rm.QoS, true
+		m.Props = rm.Props
+		if !rm.ExpiresAt.IsZero() {
+			// the remaining lifetime, as MQTT-3.3.2-6 requires
+			left := uint32(rm.ExpiresAt.Sub(now)/time.Second) + 1
+			m.Props = append(append(append([]byte(nil), rm.Props...), packet.PropMessageExpiryInterval), byte(left>>24), byte(left>>16), byte(left>>8), byte(left))
+		}
+		c.s.Deliver(m, broker.Delivery{QoS: min(rm.QoS, r.qos), RetainAsPublished: true, SubIDs: ids})
+		broker.ReleaseMessage(m)
+	})
+}
+
+// subscribeOne subscribes one filter and returns its SUBACK code, and
+// whether the subscription is new (not a replacement).
+func (c *Conn) subscribeOne(f packet.SubscribeFilter, subID uint32) (byte, bool) {
 	filter := unsafe.String(unsafe.SliceData(f.Filter), len(f.Filter))
 	v5 := c.version == packet.Version5
-	fail := func(code5 byte) byte {
+	fail := func(code5 byte) (byte, bool) {
 		if v5 {
-			return code5
+			return code5, false
 		}
-		return packet.SubackFailure
+		return packet.SubackFailure, false
 	}
 	if strings.HasPrefix(filter, "$share/") {
 		return fail(packet.SharedSubscriptionsNotSupported)
@@ -642,7 +702,9 @@ func (c *Conn) subscribeOne(f packet.SubscribeFilter, subID uint32) byte {
 	}
 	switch c.s.bs.Subscribe(filter, opts) {
 	case broker.SubGranted:
-		return qos
+		return qos, true
+	case broker.SubReplaced:
+		return qos, false
 	case broker.SubNotAuthorized:
 		return fail(packet.NotAuthorized)
 	case broker.SubInvalid:

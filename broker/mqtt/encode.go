@@ -156,9 +156,14 @@ var travelling = [...]byte{packet.PropPayloadFormatIndicator, packet.PropMessage
 // appendTravelling appends the properties of p that travel, in wire form
 // without the length prefix, and reports whether there were any.
 func appendTravelling(dst []byte, p *packet.Properties) ([]byte, bool) {
+	return appendTravellingExcept(dst, p, 0)
+}
+
+// appendTravellingExcept is appendTravelling without property skip.
+func appendTravellingExcept(dst []byte, p *packet.Properties, skip byte) ([]byte, bool) {
 	any := p.Has(packet.PropUserProperty)
 	for _, id := range travelling {
-		if p.Has(id) {
+		if id != skip && p.Has(id) {
 			any = true
 		}
 	}
@@ -167,7 +172,7 @@ func appendTravelling(dst []byte, p *packet.Properties) ([]byte, bool) {
 	}
 	var t packet.Properties
 	for _, id := range travelling {
-		if p.Has(id) {
+		if id != skip && p.Has(id) {
 			t.Set(id)
 		}
 	}

@@ -1,8 +1,10 @@
 package mqtt
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -63,8 +65,16 @@ type Config struct {
 	// connection (3.1.1 sessions have no expiry of their own; MQTT 5
 	// Session Expiry Interval is capped to it). Default 2 h.
 	MaxSessionExpiry time.Duration
-	Logger           *slog.Logger
-	Registerer       prometheus.Registerer
+	// RetainedMax and RetainedMaxBytes bound the retained messages this
+	// node keeps (--retained-max, --retained-max-bytes); a retained publish
+	// past them is refused (MQTT 5: 0x97) and counted. Defaults 100,000 and
+	// 64 MiB.
+	RetainedMax      int
+	RetainedMaxBytes int
+	// RetainStore keeps retained messages across restarts; nil: memory only.
+	RetainStore RetainStore
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 }
 
 // Server is the MQTT adapter of one node: its configuration, the client
@@ -75,6 +85,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	sessions sessionTable
+	retained *retainedSet
 }
 
 // NewServer returns an MQTT adapter over cfg.Broker.
@@ -105,6 +116,15 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, metrics: m}
 	s.sessions.m = make(map[clientKey]*session)
+	def(&cfg.RetainedMax, 100_000)
+	def(&cfg.RetainedMaxBytes, 64<<20)
+	s.cfg = cfg
+	s.retained = newRetainedSet(cfg.RetainedMax, cfg.RetainedMaxBytes, cfg.RetainStore, cfg.Logger)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.retained.load(ctx); err != nil {
+		return nil, fmt.Errorf("mqtt: loading retained messages: %w", err)
+	}
 	return s, nil
 }
 
