@@ -148,6 +148,7 @@ type Broker struct {
 	index        *topic.Index[*Subscription]
 	tokens       tokenCache
 	sessions     sessionTable
+	groups       shareGroups
 	nextID       atomic.Uint64
 	metrics      *metrics
 	scratch      sync.Pool // *matchScratch, reused by publishers
@@ -505,7 +506,7 @@ func (b *Broker) subscribe(s *Session) error {
 			s.subMu.Unlock()
 			return nil
 		}
-		b.index.Subscribe(s.subs[i].filter, s.subs[i])
+		b.indexAdd(s.subs[i])
 		s.inIndex++
 		s.subMu.Unlock()
 		b.metrics.subscriptions.Inc()
@@ -534,7 +535,7 @@ func (b *Broker) route(s *Session) error {
 	s.subMu.Lock()
 	filters := make([]string, s.inIndex)
 	for i, sub := range s.subs[:s.inIndex] {
-		filters[i] = sub.filter
+		filters[i] = sub.match
 	}
 	s.subMu.Unlock()
 	for _, f := range filters {
@@ -605,6 +606,24 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	sc.multi = sc.multi[:0]
 	dropped, bytes := 0, 0
 	for _, sub := range sc.subs {
+		if sub.group != nil {
+			// a shared subscription group: one member gets it (NoLocal
+			// does not apply to shared subscriptions)
+			if sub = sub.group.pick(); sub == nil {
+				continue
+			}
+			n, ok, bl := sub.s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), SubIDs: sub.subIDs()})
+			if ok {
+				delivered++
+				bytes += n
+			} else {
+				dropped++
+			}
+			if backlog == nil {
+				backlog = bl
+			}
+			continue
+		}
 		s := sub.s
 		if s.closed.Load() || (s == m.from && sub.opts.NoLocal) {
 			continue

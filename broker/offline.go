@@ -38,6 +38,7 @@ func (s *Session) Detach() bool {
 	}
 	ts.offline[s] = struct{}{}
 	s.offline = true
+	s.away.Store(true)
 	leased := s.leased
 	s.leased = false
 	s.b.sessions.del(s.id)
@@ -94,6 +95,7 @@ func (b *Broker) Reattach(s *Session, secret []byte, remote string) error {
 	delete(ts.offline, s)
 	ts.sessions[s] = struct{}{}
 	s.offline = false
+	s.away.Store(false)
 	s.attach.Store(&attachInfo{remote: remote, at: time.Now()})
 	b.sessions.put(s)
 	b.metrics.connects[resultAccepted].Inc()

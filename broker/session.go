@@ -55,10 +55,14 @@ type SubOptions struct {
 	ID                uint32 // MQTT 5 subscription identifier; 0 none
 }
 
-// Subscription is one (session, filter) entry of the topic index.
+// Subscription is one (session, filter) entry of the topic index, or a
+// shared subscription group's entry (group set, s nil).
 type Subscription struct {
 	s      *Session
-	filter string
+	filter string // as subscribed ("$share/g/f" for a shared one)
+	match  string // the filter in the index: filter, or f of "$share/g/f"
+	share  string // the group of a shared subscription; "" otherwise
+	group  *shareGroup
 	opts   SubOptions
 	ids    [1]uint32 // opts.ID as a slice for Delivery.SubIDs
 }
@@ -77,7 +81,10 @@ func (sub *Subscription) subIDs() []uint32 {
 }
 
 func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
-	sub := &Subscription{s: s, filter: filter, opts: opts}
+	sub := &Subscription{s: s, filter: filter, match: filter, opts: opts}
+	if group, f, ok := ParseShared(filter); ok {
+		sub.share, sub.match = group, f
+	}
 	sub.ids[0] = opts.ID
 	return sub
 }
@@ -104,6 +111,9 @@ type Session struct {
 	attach   atomic.Pointer[attachInfo] // the current connection's address and time
 
 	closed atomic.Bool
+	// away mirrors offline for shared-subscription dispatch (read without
+	// the token's lock).
+	away atomic.Bool
 	// multi is set, before its second subscription enters the index, on a
 	// session that ever had more than one: a message may then match it
 	// more than once, and dispatch merges its matches.
@@ -231,13 +241,20 @@ func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
 		return SubClosed
 	}
 	b := s.b
-	if reason, _ := b.checkFilter(filter, false); reason != "" {
+	match := filter
+	if group, f, ok := ParseShared(filter); ok {
+		if group == "" {
+			return SubInvalid
+		}
+		match = f
+	}
+	if reason, _ := b.checkFilter(match, false); reason != "" || len(filter) > b.maxTopicBytes {
 		return SubInvalid
 	}
 	ts := s.token
 	g := ts.grants.Load()
 	for attempt := 1; ; attempt++ {
-		if !g.CanSubscribe(filter) {
+		if !g.CanSubscribe(match) {
 			return SubNotAuthorized
 		}
 		s.subMu.Lock()
@@ -270,19 +287,19 @@ func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
 		// message falls between; multi makes dispatch merge the two.
 		s.multi.Store(true)
 		old := s.subs[i]
-		b.index.Subscribe(sub.filter, sub)
-		b.index.Unsubscribe(old.filter, old)
+		b.indexAdd(sub)
+		b.indexRemove(old)
 		s.subs[i] = sub
 		s.subMu.Unlock()
 		return SubReplaced
 	}
-	b.index.Subscribe(sub.filter, sub)
+	b.indexAdd(sub)
 	s.subs = slices.Insert(s.subs, s.inIndex, sub)
 	s.inIndex++
 	s.subMu.Unlock()
 	b.metrics.subscriptions.Inc()
 	if b.router != nil {
-		if err := s.addRoute(sub.filter); err != nil {
+		if err := s.addRoute(sub.match); err != nil {
 			b.log.Warn("cluster route unavailable; subscription refused", "err", err)
 			s.Unsubscribe(filter)
 			return SubUnavailable
@@ -301,13 +318,13 @@ func (s *Session) Unsubscribe(filter string) bool {
 		return false
 	}
 	sub := s.subs[i]
-	s.b.index.Unsubscribe(sub.filter, sub)
+	s.b.indexRemove(sub)
 	s.subs = slices.Delete(s.subs, i, i+1)
 	s.inIndex--
 	s.subMu.Unlock()
 	s.b.metrics.subscriptions.Dec()
 	if s.b.router != nil {
-		s.removeRoute(sub.filter)
+		s.removeRoute(sub.match)
 	}
 	return true
 }
@@ -463,7 +480,7 @@ func (s *Session) unsubscribeAll() {
 	// holding its lock for O(filters) delays no rights change.
 	in := s.subs[:s.inIndex]
 	for _, sub := range in {
-		s.b.index.Unsubscribe(sub.filter, sub)
+		s.b.indexRemove(sub)
 	}
 	s.subMu.Unlock()
 	if len(in) > 0 {
@@ -497,7 +514,7 @@ func (s *Session) uncovered(g *acl.Grants) (string, bool) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	for _, sub := range s.subs {
-		if !g.CanSubscribe(sub.filter) {
+		if !g.CanSubscribe(sub.match) {
 			return sub.filter, true
 		}
 	}
@@ -515,14 +532,14 @@ func (s *Session) dropUncovered(g *acl.Grants) int {
 	}
 	for i := 0; i < s.inIndex; {
 		sub := s.subs[i]
-		if g.CanSubscribe(sub.filter) {
+		if g.CanSubscribe(sub.match) {
 			i++
 			continue
 		}
-		s.b.index.Unsubscribe(sub.filter, sub)
+		s.b.indexRemove(sub)
 		s.subs = slices.Delete(s.subs, i, i+1)
 		s.inIndex--
-		dropped = append(dropped, sub.filter)
+		dropped = append(dropped, sub.match)
 	}
 	s.subMu.Unlock()
 	if len(dropped) == 0 {

@@ -298,8 +298,6 @@ func (c *Conn) connect(body []byte) {
 		props.Set(packet.PropMaximumPacketSize)
 		props.TopicAliasMaximum = uint16(c.srv.cfg.TopicAliasMaximum)
 		props.Set(packet.PropTopicAliasMaximum)
-		props.SharedSubscriptionAvailable = 0
-		props.Set(packet.PropSharedSubscriptionAvailable)
 	}
 	if keepAlive > 0 {
 		c.t.SetIdleTimeout(time.Duration(keepAlive) * 1500 * time.Millisecond) // MQTT-3.1.2-24: one and a half times
@@ -632,9 +630,14 @@ func (c *Conn) subscribe(h packet.Header, body []byte) error {
 	codes := make([]byte, 0, s.Count)
 	var retained []retainedFor
 	for f := range s.Filters {
+		if f.NoLocal && strings.HasPrefix(string(f.Filter), broker.SharePrefix) {
+			c.protocolError(packet.ProtocolError, "No Local on a shared subscription") // MQTT-3.8.3-4
+			return nil
+		}
 		code, fresh := c.subscribeOne(f, subID)
 		codes = append(codes, code)
-		if code < 0x80 && (f.RetainHandling == 0 || f.RetainHandling == 1 && fresh) {
+		_, _, shared := broker.ParseShared(string(f.Filter))
+		if code < 0x80 && !shared && (f.RetainHandling == 0 || f.RetainHandling == 1 && fresh) {
 			retained = append(retained, retainedFor{string(f.Filter), code, subID})
 		}
 	}
@@ -689,9 +692,6 @@ func (c *Conn) subscribeOne(f packet.SubscribeFilter, subID uint32) (byte, bool)
 			return code5, false
 		}
 		return packet.SubackFailure, false
-	}
-	if strings.HasPrefix(filter, "$share/") {
-		return fail(packet.SharedSubscriptionsNotSupported)
 	}
 	qos := min(f.QoS, 2)
 	opts := broker.SubOptions{QoS: qos, ID: subID}

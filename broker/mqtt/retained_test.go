@@ -161,3 +161,49 @@ func TestRetainedSurviveRestart(t *testing.T) {
 		t.Fatalf("after a restart %d retained messages, want 1", n)
 	}
 }
+
+// Shared subscriptions: each message goes to one member of the group;
+// members of different groups each get it; an invalid group is refused.
+func TestSharedSubscriptions(t *testing.T) {
+	e := newEnv(t, Config{})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"jobs/#": acl.PermReadWrite})
+	var members []*client
+	for i, g := range []string{"workers", "workers", "workers", "audit"} {
+		c := e.dial(t, packet.Version5)
+		c.connect(secret, "m"+string(rune('0'+i)), nil, nil)
+		if codes := c.subscribe(1, 1, "$share/"+g+"/jobs/+"); codes[0] != 1 {
+			t.Fatalf("SUBACK %#x", codes[0])
+		}
+		members = append(members, c)
+	}
+	bad := e.dial(t, packet.Version5)
+	bad.connect(secret, "bad", nil, nil)
+	if codes := bad.subscribe(1, 0, "$share/+/jobs/x", "$share/g/other/x"); codes[0] != packet.TopicFilterInvalid || codes[1] != packet.NotAuthorized {
+		t.Fatalf("invalid group / ungranted filter: % x", codes)
+	}
+	pub := e.dial(t, packet.Version5)
+	pub.connect(secret, "pub", nil, nil)
+	for i := range 30 {
+		pub.publish("jobs/"+string(rune('a'+i%3)), "job", 0, 0)
+	}
+	counts := make([]int, len(members))
+	for i, m := range members {
+		counts[i] = len(publishes(t, 5, m.tr.packets(t)))
+	}
+	if counts[0]+counts[1]+counts[2] != 30 || counts[3] != 30 {
+		t.Fatalf("deliveries per member %v: want the three workers to share 30 and audit to get 30", counts)
+	}
+	for _, n := range counts[:3] {
+		if n == 0 {
+			t.Fatalf("round robin left a member out: %v", counts)
+		}
+	}
+	// a member leaves: the others get everything
+	members[0].c.OnClose()
+	for range 10 {
+		pub.publish("jobs/x", "job", 0, 0)
+	}
+	if a, b := len(publishes(t, 5, members[1].tr.packets(t))), len(publishes(t, 5, members[2].tr.packets(t))); a+b != 10 {
+		t.Fatalf("after a member left: %d + %d, want 10", a, b)
+	}
+}
