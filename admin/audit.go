@@ -136,6 +136,9 @@ func (h *handler) record(r *http.Request, route string, aw *auditWriter) {
 	if e.Target == "" {
 		e.Target = targetOf(route, r, e)
 	}
+	e.Target = truncateText(e.Target, acl.MaxAuditFieldBytes)
+	e.Node = truncateText(e.Node, acl.MaxAuditFieldBytes)
+	e.Remote = truncateText(e.Remote, acl.MaxAuditFieldBytes)
 	if len(detail) > 0 {
 		if b, err := json.Marshal(detail); err == nil && len(b) <= acl.MaxAuditDetailBytes {
 			e.Detail = string(b)
@@ -149,6 +152,19 @@ func (h *handler) record(r *http.Request, route string, aw *auditWriter) {
 			"token_id", e.TokenID, "tag_id", e.TagID, "status", e.Status, "err", err)
 	}
 	aw.entryID <- saved.ID // buffered: a late enforcement refers to it
+}
+
+// truncateText cuts s to at most n bytes at a character boundary, marking
+// the cut with "…".
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len("…")
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // pathInt is a positive integer path value of r, or 0.

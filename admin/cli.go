@@ -42,6 +42,7 @@ Admin commands (they call the admin API of a running broker):
   conn kick ID
   audit [--token TOKEN] [--tag TAG] [--action ACTION] [--actor ACTOR] [--source SOURCE]
         [--since TIME|DURATION] [--until TIME] [--limit N]
+  publish TOPIC MESSAGE | publish --file FILE TOPIC
 
 TOKEN is a token's id or its exact name, TAG a tag's id or its exact pattern;
 an argument made only of digits is an id. grant creates a TAG pattern that
@@ -230,6 +231,8 @@ func (c *cli) run(args []string) error {
 		return c.conn(rest)
 	case "audit":
 		return c.audit(rest)
+	case "publish":
+		return c.publish(rest)
 	}
 	return &usageError{fmt.Sprintf("unknown command %q", cmd), cliUsage}
 }
@@ -243,7 +246,7 @@ func envOr(getenv func(string) string, name, def string) string {
 
 var helpTexts = map[string]string{
 	"token": tokenUsage, "tag": tagUsage, "grant": grantUsage, "revoke": revokeUsage, "conn": connUsage,
-	"audit": auditUsage,
+	"audit": auditUsage, "publish": publishUsage,
 }
 
 func (c *cli) help(args []string) error {

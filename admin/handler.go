@@ -82,6 +82,11 @@ type Config struct {
 	// barrier timeout is answered with its unconfirmed nodes.
 	EnforceDeadline time.Duration
 	Logger          *slog.Logger // audit trail and server faults; nil discards
+	// Publisher serves POST /api/v1/publish; nil answers 404.
+	Publisher Publisher
+	// MaxPublishBytes bounds a published payload; 0 is
+	// DefaultMaxPublishBytes.
+	MaxPublishBytes int
 }
 
 // DefaultEnforceDeadline is Config.EnforceDeadline's default: well under
@@ -104,6 +109,9 @@ type handler struct {
 	peerKey string
 	log     *slog.Logger
 	mux     *http.ServeMux
+
+	publisher  Publisher
+	maxPublish int
 
 	writeLock       func(ctx context.Context) (func(), error)
 	enforceDeadline time.Duration
@@ -147,6 +155,11 @@ func NewHandler(cfg Config) http.Handler {
 		mux:             http.NewServeMux(),
 		writeMu:         make(chan struct{}, 1),
 		logLimit:        newLogLimiter(logEvery),
+		publisher:       cfg.Publisher,
+		maxPublish:      cfg.MaxPublishBytes,
+	}
+	if h.maxPublish <= 0 {
+		h.maxPublish = DefaultMaxPublishBytes
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -177,6 +190,7 @@ func NewHandler(cfg Config) http.Handler {
 	m.HandleFunc("DELETE /api/v1/connections/{id}", h.kickConnection)
 	m.HandleFunc("GET /api/v1/nodes", h.listNodes)
 	m.HandleFunc("GET /api/v1/audit", h.listAudit)
+	m.HandleFunc("POST /api/v1/publish", h.publish)
 	m.HandleFunc("GET /healthz", h.healthz)
 	m.HandleFunc("GET /metrics", h.serveMetrics)
 	return h

@@ -196,6 +196,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			Logger:    log.With("component", "admin"),
 
 			EnforceDeadline: enforceDeadline,
+			Publisher:       brokerPublisher{n.broker},
+			MaxPublishBytes: cfg.MaxFrameSize,
 		}))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,

@@ -30,6 +30,8 @@ Usage:
   gatecast token|tag|grant|revoke|conn ...
                                   manage tokens, tags, permissions and connections through the admin API
                                   (gatecast help admin)
+  gatecast publish TOPIC MESSAGE  publish from the server to every matching subscriber (admin key)
+  gatecast audit [filters]        the audit log of admin writes (gatecast audit --help)
   gatecast import seed --from SOURCE
                                   import the seed's database (tokens, tags, permissions) into the store
                                   (gatecast import seed --help, docs/import.md)
