@@ -416,3 +416,43 @@ func TestMQTTCluster(t *testing.T) {
 	a.mustAPI("DELETE", "/api/v1/tokens/"+itoa(tok.ID)+"/permissions/"+itoa(tag.ID), nil, nil)
 	v5.expectDisconnect(t, 0x87)
 }
+
+// Persistent sessions with a real client: a Paho 3.1.1 device with Clean
+// Session 0 goes away, QoS 1 commands are published meanwhile, and when it
+// reconnects it gets them (Session Present).
+func TestMQTTPersistentSessionPaho(t *testing.T) {
+	f := newFleet(t)
+	msgs := make(chan pahov3.Message, 10)
+	opts := func() *pahov3.ClientOptions {
+		return pahov3.NewClientOptions().AddBroker("tcp://"+f.MQTTAddr()).SetClientID("field-device").
+			SetUsername("d").SetPassword(f.ro.Token).SetCleanSession(false).SetAutoReconnect(false).
+			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
+	}
+	dev := pahov3.NewClient(opts())
+	if tok := dev.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	v3Subscribe(t, dev, "sensors/field-device/cmd", 1)
+	dev.Disconnect(50)
+
+	backend, _ := v3Client(t, "tcp://"+f.MQTTAddr(), "backend", f.rw.Token)
+	for _, cmd := range []string{"reboot", "update"} {
+		if tok := backend.Publish("sensors/field-device/cmd", 1, false, cmd); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	var present bool
+	o := opts().SetOnConnectHandler(func(c pahov3.Client) {})
+	dev = pahov3.NewClient(o)
+	tok := dev.Connect()
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	present = tok.(*pahov3.ConnectToken).SessionPresent()
+	defer dev.Disconnect(50)
+	if !present {
+		t.Fatal("CONNACK Session Present 0 for a persistent session")
+	}
+	expectV3(t, msgs, "sensors/field-device/cmd", "reboot")
+	expectV3(t, msgs, "sensors/field-device/cmd", "update")
+}
