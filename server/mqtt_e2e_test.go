@@ -424,7 +424,7 @@ func TestMQTTPersistentSessionPaho(t *testing.T) {
 	f := newFleet(t)
 	msgs := make(chan pahov3.Message, 10)
 	opts := func() *pahov3.ClientOptions {
-		return pahov3.NewClientOptions().AddBroker("tcp://"+f.MQTTAddr()).SetClientID("field-device").
+		return pahov3.NewClientOptions().AddBroker("tcp://" + f.MQTTAddr()).SetClientID("field-device").
 			SetUsername("d").SetPassword(f.ro.Token).SetCleanSession(false).SetAutoReconnect(false).
 			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
 	}
