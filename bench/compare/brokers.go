@@ -129,39 +129,78 @@ func probe(ctx context.Context, p Protocol) error {
 	return c.Close()
 }
 
-// GatecastProcess starts `BIN serve` on two random loopback ports (data
-// plane and admin API) with a fresh data directory under l.Dir and its
-// defaults plus extraArgs (e.g. --outbox-limit 1024), creates a token with a
-// readwrite grant on bench/# through the admin API and speaks the seed
-// protocol with it.
+// GatecastProcess starts `BIN serve` on three random loopback ports (data
+// plane, MQTT over TCP and admin API) with a fresh data directory under
+// l.Dir and its defaults plus extraArgs (e.g. --outbox-limit 1024), creates
+// a token with a readwrite grant on bench/# through the admin API and
+// speaks the seed protocol with it.
 func GatecastProcess(bin string, l Launcher, extraArgs ...string) Broker {
-	return Broker{Name: "gatecast", Start: func(ctx context.Context) (*Instance, error) {
+	return gatecastProcess("gatecast", bin, l, func(wsAddr, _, secret string) Protocol {
+		return Seed{URL: "ws://" + wsAddr + "/ws/brocker/", Token: secret}
+	}, extraArgs)
+}
+
+// Gatecast's MQTT targets of the MQTT table.
+const (
+	GatecastMQTTTCP = "gatecast-mqtt-tcp" // MQTT over TCP on --mqtt-listen
+	GatecastMQTTWS  = "gatecast-mqtt-ws"  // MQTT over WebSocket on --listen at /mqtt
+)
+
+// mqttUser is the user name the harness sends to Gatecast (which ignores
+// it; MQTT 3.1.1 needs one to send a password).
+const mqttUser = "bench"
+
+// GatecastMQTTProcess is GatecastProcess driven by the MQTT client instead
+// of the seed one: transport "tcp" dials --mqtt-listen, "ws" the /mqtt path
+// of --listen (subprotocol mqtt); the token secret is the CONNECT password.
+// The broker is named GatecastMQTTTCP or GatecastMQTTWS.
+func GatecastMQTTProcess(bin string, l Launcher, transport string, extraArgs ...string) (Broker, error) {
+	switch transport {
+	case "tcp":
+		return gatecastProcess(GatecastMQTTTCP, bin, l, func(_, mqttAddr, secret string) Protocol {
+			return MQTT{URL: "tcp://" + mqttAddr, Username: mqttUser, Password: secret}
+		}, extraArgs), nil
+	case "ws":
+		return gatecastProcess(GatecastMQTTWS, bin, l, func(wsAddr, _, secret string) Protocol {
+			return MQTT{URL: "ws://" + wsAddr + "/mqtt", Username: mqttUser, Password: secret}
+		}, extraArgs), nil
+	}
+	return Broker{}, fmt.Errorf("gatecast MQTT transport %q: want tcp or ws", transport)
+}
+
+// gatecastProcess starts the gatecast binary as GatecastProcess says and
+// speaks the protocol proto returns for its data-plane address, its MQTT
+// address and the token secret.
+func gatecastProcess(name, bin string, l Launcher, proto func(wsAddr, mqttAddr, secret string) Protocol, extraArgs []string) Broker {
+	return Broker{Name: name, Start: func(ctx context.Context) (*Instance, error) {
 		version := commandOutput(bin, "version")
-		return launch(ctx, "gatecast", func(int) (*process, func(context.Context) (*Instance, error), error) {
+		return launch(ctx, name, func(int) (*process, func(context.Context) (*Instance, error), error) {
 			dir, err := os.MkdirTemp(l.Dir, "gatecast-")
 			if err != nil {
 				return nil, nil, err
 			}
 			wsPort, err1 := freePort()
 			adminPort, err2 := freePort()
-			if err := errors.Join(err1, err2); err != nil {
+			mqttPort, err3 := freePort()
+			if err := errors.Join(err1, err2, err3); err != nil {
 				return nil, nil, err
 			}
 			key := randomHex(24)
 			wsAddr := "127.0.0.1:" + strconv.Itoa(wsPort)
+			mqttAddr := "127.0.0.1:" + strconv.Itoa(mqttPort)
 			adminURL := "http://127.0.0.1:" + strconv.Itoa(adminPort)
 			// The admin key goes through the environment, not argv, so it
 			// is not visible in the process list.
-			args := append([]string{"serve", "--data-dir", dir, "--listen", wsAddr, "--mqtt-listen", "",
+			args := append([]string{"serve", "--data-dir", dir, "--listen", wsAddr, "--mqtt-listen", mqttAddr,
 				"--admin-listen", "127.0.0.1:" + strconv.Itoa(adminPort), "--log-level", "warn"}, extraArgs...)
 			p, err := l.start("gatecast", bin, args,
 				append(os.Environ(), "GATECAST_ADMIN_KEY="+key), dir, filepath.Join(dir, "gatecast.log"))
 			if err != nil {
 				return nil, nil, err
 			}
-			var proto Protocol
+			var pr Protocol
 			return p, func(ctx context.Context) (*Instance, error) {
-				if proto == nil {
+				if pr == nil {
 					if err := httpOK(ctx, adminURL+"/healthz"); err != nil {
 						return nil, err
 					}
@@ -169,12 +208,12 @@ func GatecastProcess(bin string, l Launcher, extraArgs ...string) Broker {
 					if err != nil {
 						return nil, err
 					}
-					proto = Seed{URL: "ws://" + wsAddr + "/ws/brocker/", Token: secret}
+					pr = proto(wsAddr, mqttAddr, secret)
 				}
-				if err := probe(ctx, proto); err != nil {
+				if err := probe(ctx, pr); err != nil {
 					return nil, err
 				}
-				return &Instance{Broker: "gatecast", Proto: proto, Version: version}, nil
+				return &Instance{Broker: name, Proto: pr, Version: version}, nil
 			}, nil
 		})
 	}}
@@ -185,10 +224,29 @@ func GatecastProcess(bin string, l Launcher, extraArgs ...string) Broker {
 // persistence, errors and warnings logged only. Mosquitto 2.0.x refuses to
 // start with a WebSocket listener alone ("Unable to start any listening
 // sockets", eclipse-mosquitto/mosquitto#2284), so the configuration also
-// has a plain MQTT listener on another loopback port, unused by the
-// harness. TCP_NODELAY is enabled as Gatecast and NATS do.
+// has a plain MQTT listener on another loopback port, which the MQTT
+// table uses (MosquittoMQTTProcess). TCP_NODELAY is enabled as Gatecast and
+// NATS do.
 func MosquittoProcess(bin string, l Launcher) Broker {
-	return Broker{Name: "mosquitto", Start: func(ctx context.Context) (*Instance, error) {
+	return mosquittoProcess("mosquitto", "ws", bin, l)
+}
+
+// MosquittoMQTTProcess is MosquittoProcess for the MQTT table, driven over
+// its plain MQTT listener (transport "tcp", named "mosquitto") or its
+// WebSocket listener ("ws", named "mosquitto-ws"); the configuration is the
+// same.
+func MosquittoMQTTProcess(bin string, l Launcher, transport string) (Broker, error) {
+	switch transport {
+	case "tcp":
+		return mosquittoProcess("mosquitto", "tcp", bin, l), nil
+	case "ws":
+		return mosquittoProcess("mosquitto-ws", "ws", bin, l), nil
+	}
+	return Broker{}, fmt.Errorf("mosquitto transport %q: want tcp or ws", transport)
+}
+
+func mosquittoProcess(name, transport, bin string, l Launcher) Broker {
+	return Broker{Name: name, Start: func(ctx context.Context) (*Instance, error) {
 		version := firstLine(commandOutput(bin, "-h"))
 		return launch(ctx, "mosquitto", func(int) (*process, func(context.Context) (*Instance, error), error) {
 			dir, err := os.MkdirTemp(l.Dir, "mosquitto-")
@@ -229,11 +287,14 @@ max_connections -1
 				return nil, nil, err
 			}
 			proto := MQTT{URL: "ws://127.0.0.1:" + strconv.Itoa(wsPort) + "/"}
+			if transport == "tcp" {
+				proto = MQTT{URL: "tcp://127.0.0.1:" + strconv.Itoa(tcpPort)}
+			}
 			return p, func(ctx context.Context) (*Instance, error) {
 				if err := probe(ctx, proto); err != nil {
 					return nil, err
 				}
-				return &Instance{Broker: "mosquitto", Proto: proto, Version: version}, nil
+				return &Instance{Broker: name, Proto: proto, Version: version}, nil
 			}, nil
 		})
 	}}
@@ -282,6 +343,65 @@ websocket {
 			}, nil
 		})
 	}}
+}
+
+// NATSMQTTProcess starts `nats-server -c FILE` with its MQTT listener on a
+// random loopback port, driven by the MQTT client over TCP (named
+// "nats-mqtt"). NATS keeps MQTT sessions, retained messages and QoS 1/2
+// state in JetStream, and a standalone server refuses an mqtt block
+// without it, so the configuration enables JetStream with its store in the
+// instance's throwaway directory, and names the server (JetStream needs a
+// server_name for MQTT). No authentication, as for the other peers; the
+// QoS 1 settings (ack_wait, max_ack_pending) do not apply at QoS 0 and
+// stay at their defaults. The NATS client port is bound (the server always
+// has one) but unused.
+func NATSMQTTProcess(bin string, l Launcher) Broker {
+	return Broker{Name: "nats-mqtt", Start: func(ctx context.Context) (*Instance, error) {
+		version := commandOutput(bin, "--version")
+		return launch(ctx, "nats-mqtt", func(int) (*process, func(context.Context) (*Instance, error), error) {
+			dir, err := os.MkdirTemp(l.Dir, "nats-mqtt-")
+			if err != nil {
+				return nil, nil, err
+			}
+			tcpPort, err1 := freePort()
+			mqttPort, err2 := freePort()
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, nil, err
+			}
+			conf := natsMQTTConfig(tcpPort, mqttPort, filepath.Join(dir, "jetstream"))
+			confPath := filepath.Join(dir, "nats.conf")
+			if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+				return nil, nil, err
+			}
+			p, err := l.start("nats-server", bin, []string{"-c", confPath}, nil, dir, filepath.Join(dir, "nats.log"))
+			if err != nil {
+				return nil, nil, err
+			}
+			proto := MQTT{URL: "tcp://127.0.0.1:" + strconv.Itoa(mqttPort)}
+			return p, func(ctx context.Context) (*Instance, error) {
+				if err := probe(ctx, proto); err != nil {
+					return nil, err
+				}
+				return &Instance{Broker: "nats-mqtt", Proto: proto, Version: version}, nil
+			}, nil
+		})
+	}}
+}
+
+// natsMQTTConfig is the nats-server configuration of NATSMQTTProcess.
+func natsMQTTConfig(clientPort, mqttPort int, storeDir string) string {
+	return fmt.Sprintf(`# written by gatecast bench compare: a throwaway instance
+server_name: "bench-compare"
+listen: "127.0.0.1:%d"
+max_connections: 100000
+write_deadline: "10s"
+jetstream {
+  store_dir: %s
+}
+mqtt {
+  listen: "127.0.0.1:%d"
+}
+`, clientPort, strconv.Quote(storeDir), mqttPort)
 }
 
 // gatecastToken creates, through the admin API, a token with a readwrite

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -26,13 +27,18 @@ const fdHeadroom = 100
 // measured), 2 for bad flags.
 func RunCompareCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg := DefaultConfig()
+	mqttDefaults := DefaultMQTTConfig()
 	fs := flag.NewFlagSet("gatecast bench compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	gatecastBin := fs.String("gatecast", "bin/gatecast", "gatecast binary to start (build it with 'make build')")
 	gatecastArgs := fs.String("gatecast-args", "", "extra 'gatecast serve' flags, space-separated (default: none, every setting at its default like the peers)")
 	mosquittoBin := fs.String("mosquitto", "", "mosquitto binary (default: found in PATH or /usr/sbin, installed with apt-get when missing)")
 	natsBin := fs.String("nats-server", "", "nats-server binary (default: found in PATH or /usr/sbin, installed with apt-get when missing)")
-	brokersFlag := fs.String("brokers", "gatecast,mosquitto,nats", "brokers to measure, comma-separated")
+	brokersFlag := fs.String("brokers", "gatecast,mosquitto,nats", "native table: brokers to measure, each in its own protocol over WebSocket, comma-separated (gatecast, mosquitto, nats)")
+	mqttBrokersFlag := fs.String("mqtt-brokers", strings.Join(defaultMQTTBrokers, ","), "MQTT table: brokers to measure with the one MQTT client, comma-separated ("+strings.Join(mqttBrokerNames, ", ")+")")
+	only := fs.String("only", "", "run one table only: native (each broker in its own protocol) or mqtt (one MQTT client for every broker); default both")
+	mqttFanOutRates := fs.String("mqtt-fanout-rates", joinInts(mqttDefaults.FanOutRates), "MQTT table: fan-out ladder, offered msg/s per step, ascending (empty: no ladder)")
+	mqttFanInRates := fs.String("mqtt-fanin-rates", joinInts(mqttDefaults.FanInRates), "MQTT table: fan-in ladder, offered msg/s of all publishers per step, ascending (empty: no ladder)")
 	scenarios := fs.String("scenarios", strings.Join(cfg.Scenarios, ","), "scenarios to run, comma-separated: fanout, fanin, latency, loaded (latency under fan-in load; needs fanin before it), idle")
 	install := fs.Bool("install", true, "install missing peers with apt-get when running as root")
 	jsonPath := fs.String("json", "", "write every figure as JSON to this file")
@@ -62,9 +68,17 @@ func RunCompareCLI(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `Usage: gatecast bench compare [flags]
 
-Runs the same scenarios against Gatecast, Mosquitto (MQTT 3.1.1 over WebSocket)
-and the NATS server (NATS over WebSocket), each on throwaway instances on random
-127.0.0.1 ports, and prints a table per scenario with the ratio Gatecast / peer.`)
+Runs the same scenarios against Gatecast, Mosquitto and the NATS server, each on
+throwaway instances on random 127.0.0.1 ports, and prints a table per scenario
+with the ratio Gatecast / peer, in two tables:
+  native: each broker in its own protocol over WebSocket (Gatecast seed JSON,
+          Mosquitto MQTT 3.1.1, NATS text protocol);
+  mqtt:   one MQTT 3.1.1 QoS 0 client for every broker: gatecast-mqtt-tcp
+          (--mqtt-listen), gatecast-mqtt-ws (/mqtt on --listen), mosquitto
+          (its TCP listener; mosquitto-ws: its WebSocket one), nats-mqtt (the
+          NATS server's MQTT listener, JetStream in a throwaway directory).
+The scenario sizes are shared; the MQTT table has ladders of its own
+(--mqtt-fanout-rates, --mqtt-fanin-rates). --only mqtt runs the MQTT table only.`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -87,14 +101,53 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 		return 2
 	}
 	cfg.Scenarios = splitList(*scenarios)
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, "gatecast bench compare:", err)
+	mqttCfg := cfg
+	if mqttCfg.FanOutRates, err = parseInts(*mqttFanOutRates); err != nil {
+		fmt.Fprintln(stderr, "gatecast bench compare: --mqtt-fanout-rates:", err)
 		return 2
 	}
-	names := splitList(*brokersFlag)
-	if len(names) == 0 {
-		fmt.Fprintln(stderr, "gatecast bench compare: --brokers is empty")
+	if mqttCfg.FanInRates, err = parseInts(*mqttFanInRates); err != nil {
+		fmt.Fprintln(stderr, "gatecast bench compare: --mqtt-fanin-rates:", err)
 		return 2
+	}
+	names, mqttNames := splitList(*brokersFlag), splitList(*mqttBrokersFlag)
+	switch *only {
+	case "":
+	case "native":
+		mqttNames = nil
+	case "mqtt":
+		names = nil
+	default:
+		fmt.Fprintf(stderr, "gatecast bench compare: --only %q: want native or mqtt\n", *only)
+		return 2
+	}
+	if len(names) > 0 {
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintln(stderr, "gatecast bench compare:", err)
+			return 2
+		}
+	}
+	if len(mqttNames) > 0 {
+		if err := mqttCfg.Validate(); err != nil {
+			fmt.Fprintln(stderr, "gatecast bench compare: MQTT table:", err)
+			return 2
+		}
+	}
+	if len(names) == 0 && len(mqttNames) == 0 {
+		fmt.Fprintln(stderr, "gatecast bench compare: no broker to measure (--brokers and --mqtt-brokers empty, or emptied by --only)")
+		return 2
+	}
+	for _, n := range names {
+		if !slices.Contains(nativeBrokerNames, n) {
+			fmt.Fprintf(stderr, "gatecast bench compare: unknown broker %q (%s)\n", n, strings.Join(nativeBrokerNames, ", "))
+			return 2
+		}
+	}
+	for _, n := range mqttNames {
+		if !slices.Contains(mqttBrokerNames, n) {
+			fmt.Fprintf(stderr, "gatecast bench compare: unknown MQTT broker %q (%s)\n", n, strings.Join(mqttBrokerNames, ", "))
+			return 2
+		}
 	}
 	pinning := &Pinning{}
 	var pinBroker, pinHarnessCPUs []int
@@ -122,7 +175,14 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 		fmt.Fprintln(stderr, "gatecast bench compare: setting the open-file limit:", err)
 		return 1
 	}
-	if need := uint64(maxConns(cfg) + fdHeadroom); need > limit {
+	conns := 0
+	if len(names) > 0 {
+		conns = maxConns(cfg)
+	}
+	if len(mqttNames) > 0 {
+		conns = max(conns, maxConns(mqttCfg))
+	}
+	if need := uint64(conns + fdHeadroom); need > limit {
 		fmt.Fprintf(stderr, "gatecast bench compare: the scenarios need up to %d open files in the harness and in each broker, but the limit is %d (hard limit or --nofile); lower --idle-conns or raise `ulimit -Hn`\n", need, limit)
 		return 2
 	}
@@ -145,11 +205,11 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 	}
 
 	var need []string
-	for _, n := range names {
+	for _, n := range append(append([]string(nil), names...), mqttNames...) {
 		switch {
-		case n == "mosquitto" && *mosquittoBin == "":
+		case (n == "mosquitto" || n == "mosquitto-ws") && *mosquittoBin == "" && !slices.Contains(need, "mosquitto"):
 			need = append(need, "mosquitto")
-		case n == "nats" && *natsBin == "":
+		case (n == "nats" || n == "nats-mqtt") && *natsBin == "" && !slices.Contains(need, "nats-server"):
 			need = append(need, "nats-server")
 		}
 	}
@@ -162,36 +222,44 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 	if pinBroker != nil {
 		launcher.Taskset, launcher.CPUs = pinning.Taskset, formatCPUList(pinBroker)
 	}
-	var brokers []Broker
+	// Absolute: the broker runs in its own work directory.
+	gcBin, err := filepath.Abs(*gatecastBin)
+	if err == nil {
+		_, err = os.Stat(gcBin)
+	}
+	gcErr := err
+	mosqBin, natsPath := *mosquittoBin, *natsBin
+	if mosqBin == "" {
+		mosqBin = paths["mosquitto"]
+	}
+	if natsPath == "" {
+		natsPath = paths["nats-server"]
+	}
+	gcArgs := strings.Fields(*gatecastArgs)
+	var brokers, mqttBrokers []Broker
+	for _, n := range append(append([]string(nil), names...), mqttNames...) {
+		if isGatecast(n) && gcErr != nil {
+			fmt.Fprintf(stderr, "gatecast bench compare: %v (build it with `make build`, or pass --gatecast PATH)\n", gcErr)
+			return 1
+		}
+	}
 	for _, n := range names {
 		switch n {
 		case "gatecast":
-			// Absolute: the broker runs in its own work directory.
-			bin, err := filepath.Abs(*gatecastBin)
-			if err == nil {
-				_, err = os.Stat(bin)
-			}
-			if err != nil {
-				fmt.Fprintf(stderr, "gatecast bench compare: %v (build it with `make build`, or pass --gatecast PATH)\n", err)
-				return 1
-			}
-			brokers = append(brokers, GatecastProcess(bin, launcher, strings.Fields(*gatecastArgs)...))
+			brokers = append(brokers, GatecastProcess(gcBin, launcher, gcArgs...))
 		case "mosquitto":
-			bin := *mosquittoBin
-			if bin == "" {
-				bin = paths["mosquitto"]
-			}
-			brokers = append(brokers, MosquittoProcess(bin, launcher))
+			brokers = append(brokers, MosquittoProcess(mosqBin, launcher))
 		case "nats":
-			bin := *natsBin
-			if bin == "" {
-				bin = paths["nats-server"]
-			}
-			brokers = append(brokers, NATSProcess(bin, launcher))
-		default:
-			fmt.Fprintf(stderr, "gatecast bench compare: unknown broker %q (gatecast, mosquitto, nats)\n", n)
+			brokers = append(brokers, NATSProcess(natsPath, launcher))
+		}
+	}
+	for _, n := range mqttNames {
+		b, err := mqttBroker(n, gcBin, mosqBin, natsPath, launcher, gcArgs)
+		if err != nil {
+			fmt.Fprintln(stderr, "gatecast bench compare:", err)
 			return 2
 		}
+		mqttBrokers = append(mqttBrokers, b)
 	}
 
 	if pinBroker != nil {
@@ -209,7 +277,7 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 		pinning.BrokerCPUs, pinning.HarnessCPUs = launcher.CPUs, formatCPUList(pinHarnessCPUs)
 	}
 	fmt.Fprintf(stderr, "open-file limit %d for the harness and every broker; %d CPUs; %s\n", limit, host().CPUs, pinning.describe())
-	rep, runErr := Run(ctx, cfg, brokers, stderr)
+	rep, runErr := RunSuites(ctx, &Suite{Config: cfg, Brokers: brokers}, &Suite{Config: mqttCfg, Brokers: mqttBrokers}, stderr)
 	if rep == nil {
 		fmt.Fprintln(stderr, "gatecast bench compare:", runErr)
 		return 1
@@ -219,7 +287,12 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 		rep.Host.CPUs, rep.Host.Kernel, rep.Host.GoVersion, rep.Host.OpenFileLimit, rep.Seconds, rep.Host.LoadBefore, rep.Host.LoadAfter)
 	fmt.Fprintf(stdout, "  %s\n", pinning.describe())
 	for _, b := range rep.Brokers {
-		fmt.Fprintf(stdout, "  %-10s %-5s %s (max open files %d)\n", b.Broker, b.Protocol, b.Version, b.MaxOpenFiles)
+		fmt.Fprintf(stdout, "  %-17s %-5s %s (max open files %d)\n", b.Broker, b.Protocol, b.Version, b.MaxOpenFiles)
+	}
+	if rep.MQTT != nil {
+		for _, b := range rep.MQTT.Brokers {
+			fmt.Fprintf(stdout, "  %-17s %-5s %s (MQTT table, over %s; max open files %d)\n", b.Broker, b.Protocol, b.Version, b.Transport, b.MaxOpenFiles)
+		}
 	}
 	WriteTables(stdout, rep)
 	if *jsonPath != "" {
@@ -236,12 +309,41 @@ and the NATS server (NATS over WebSocket), each on throwaway instances on random
 		fmt.Fprintln(stderr, "gatecast bench compare: interrupted:", runErr)
 		return 1
 	}
-	for _, b := range rep.Brokers {
+	all := rep.Brokers
+	if rep.MQTT != nil {
+		all = append(append([]*BrokerResult(nil), all...), rep.MQTT.Brokers...)
+	}
+	for _, b := range all {
 		if len(b.Errors) > 0 {
 			return 1
 		}
 	}
 	return 0
+}
+
+// The brokers of the tables: every name --brokers and --mqtt-brokers take,
+// and the MQTT table's default selection.
+var (
+	nativeBrokerNames  = []string{"gatecast", "mosquitto", "nats"}
+	mqttBrokerNames    = []string{GatecastMQTTTCP, GatecastMQTTWS, "mosquitto", "mosquitto-ws", "nats-mqtt"}
+	defaultMQTTBrokers = []string{GatecastMQTTTCP, GatecastMQTTWS, "mosquitto", "nats-mqtt"}
+)
+
+// mqttBroker is the MQTT table's broker called name.
+func mqttBroker(name, gatecastBin, mosquittoBin, natsBin string, l Launcher, gatecastArgs []string) (Broker, error) {
+	switch name {
+	case GatecastMQTTTCP:
+		return GatecastMQTTProcess(gatecastBin, l, "tcp", gatecastArgs...)
+	case GatecastMQTTWS:
+		return GatecastMQTTProcess(gatecastBin, l, "ws", gatecastArgs...)
+	case "mosquitto":
+		return MosquittoMQTTProcess(mosquittoBin, l, "tcp")
+	case "mosquitto-ws":
+		return MosquittoMQTTProcess(mosquittoBin, l, "ws")
+	case "nats-mqtt":
+		return NATSMQTTProcess(natsBin, l), nil
+	}
+	return Broker{}, fmt.Errorf("unknown MQTT broker %q (%s)", name, strings.Join(mqttBrokerNames, ", "))
 }
 
 // maxConns is the most client connections any scenario holds at once.

@@ -17,12 +17,13 @@ import (
 	"github.com/gobwas/ws/wsutil"
 )
 
-// Protocol is how the harness speaks to one broker over WebSocket.
-// Implementations: Seed (Gatecast), MQTT (Mosquitto), NATS (nats-server).
+// Protocol is how the harness speaks to one broker, over WebSocket or (MQTT)
+// plain TCP. Implementations: Seed (Gatecast), MQTT (Mosquitto, and every
+// broker of the MQTT table), NATS (nats-server).
 type Protocol interface {
 	// Name names the protocol in reports: "seed", "mqtt", "nats".
 	Name() string
-	// Dial opens one WebSocket connection, logs in as clientID and
+	// Dial opens one connection, logs in as clientID and
 	// subscribes to filters, written with MQTT conventions ("/" between
 	// levels, "+" one level, "#" the rest); the NATS client translates
 	// them. It returns once the broker has confirmed whatever its protocol
@@ -84,6 +85,9 @@ type Conn struct {
 	nc net.Conn
 	br *bufio.Reader
 	w  wire
+	// raw: the protocol's byte stream straight on a TCP socket (MQTT over
+	// TCP), without WebSocket framing; w.stream() is then true.
+	raw bool
 
 	wmu     sync.Mutex
 	ctl     []byte // frames written under wmu by any goroutine
@@ -121,6 +125,20 @@ func dialWS(ctx context.Context, url string, protocols []string, h http.Header, 
 	}
 	seed := connSeq.Add(0x9E3779B9) | 1
 	return &Conn{nc: nc, br: bufio.NewReaderSize(r, 8<<10), w: w, ctlMask: seed, pubMask: seed * 2654435761}, nil
+}
+
+// dialTCP opens a plain TCP connection for a stream protocol (MQTT over
+// TCP). Go's dialer sets TCP_NODELAY, as the WebSocket dial does.
+func dialTCP(ctx context.Context, addr string, w wire) (*Conn, error) {
+	if !w.stream() {
+		return nil, errors.New("a protocol framed by WebSocket messages cannot run over plain TCP")
+	}
+	d := net.Dialer{Timeout: handshakeTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), w: w, raw: true}, nil
 }
 
 // handshake runs f with the connection's deadline bounded by ctx and
@@ -174,10 +192,18 @@ func appendClientFrame(dst []byte, op ws.OpCode, payload []byte, mask [4]byte) [
 	return dst
 }
 
-// writeFrame writes one frame under the write lock.
+// writeFrame writes one frame under the write lock. On a raw connection
+// a data "frame" is its payload as it is, and there are no control frames.
 func (c *Conn) writeFrame(op ws.OpCode, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.raw {
+		if op.IsControl() {
+			return nil
+		}
+		_, err := c.nc.Write(payload)
+		return err
+	}
 	c.ctl = appendClientFrame(c.ctl[:0], op, payload, nextMask(&c.ctlMask))
 	_, err := c.nc.Write(c.ctl)
 	return err
@@ -191,6 +217,13 @@ func (c *Conn) writeData(payload []byte) error { return c.writeFrame(c.w.opcode(
 // one write. Only the publisher goroutine may call it.
 func (c *Conn) AppendPublish(topic string, payload []byte) error {
 	var err error
+	if c.raw {
+		out, err := c.w.appendPublish(c.out, topic, payload)
+		if err == nil {
+			c.out = out
+		}
+		return err
+	}
 	c.tmp, err = c.w.appendPublish(c.tmp[:0], topic, payload)
 	if err != nil {
 		return err
@@ -305,19 +338,47 @@ func (c *Conn) nextEvent() (event, error) {
 			}
 		}
 		// Need more bytes: drop what was decoded, then append the next
-		// WebSocket message to the stream.
+		// WebSocket message (raw: what the socket has) to the stream.
 		if c.off == len(c.msg) {
 			c.msg, c.off = c.msg[:0], 0
 		} else if c.off > 0 {
 			c.msg = c.msg[:copy(c.msg, c.msg[c.off:])]
 			c.off = 0
 		}
-		msg, err := c.readMessage(c.msg)
+		var msg []byte
+		var err error
+		if c.raw {
+			msg, err = c.readRaw(c.msg)
+		} else {
+			msg, err = c.readMessage(c.msg)
+		}
 		c.msg = msg
 		if err != nil {
 			return event{}, err
 		}
 	}
+}
+
+// rawReadSize is the least free room readRaw offers the socket.
+const rawReadSize = 4 << 10
+
+// readRaw appends what one read returns from a raw connection to dst.
+func (c *Conn) readRaw(dst []byte) ([]byte, error) {
+	if len(dst) >= maxMessage {
+		return dst, fmt.Errorf("mqtt: more than %d bytes buffered without a whole packet", maxMessage)
+	}
+	if cap(dst)-len(dst) < rawReadSize {
+		dst = append(dst, make([]byte, rawReadSize)...)[:len(dst)]
+	}
+	n, err := c.br.Read(dst[len(dst):cap(dst)])
+	dst = dst[:len(dst)+n]
+	if n > 0 {
+		return dst, nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return dst, err
 }
 
 // readMessage appends the payload of the next WebSocket data message

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
@@ -178,17 +179,51 @@ func checkMQTTString(what, s string) error {
 }
 
 // appendMQTTConnect appends CONNECT for MQTT 3.1.1 with a clean session,
-// no will, no credentials.
+// no will and no credentials.
 func appendMQTTConnect(dst []byte, clientID string, keepAlive uint16) ([]byte, error) {
+	return appendMQTTConnectAuth(dst, clientID, keepAlive, "", "")
+}
+
+// appendMQTTConnectAuth appends CONNECT for MQTT 3.1.1 with a clean
+// session and no will; a non-empty username sets the User Name flag, a
+// non-empty password the Password flag (§3.1.2.8–9: 3.1.1 allows a password
+// only with a user name, so a password alone is refused). The password is
+// binary data: Gatecast takes the token secret there.
+func appendMQTTConnectAuth(dst []byte, clientID string, keepAlive uint16, username, password string) ([]byte, error) {
 	if err := checkMQTTString("client identifier", clientID); err != nil {
 		return dst, err
 	}
+	if err := checkMQTTString("user name", username); err != nil {
+		return dst, err
+	}
+	if len(password) > 0xffff {
+		return dst, errors.New("mqtt: password longer than 65,535 bytes")
+	}
+	if password != "" && username == "" {
+		return dst, errors.New("mqtt: MQTT 3.1.1 sends a password only with a user name")
+	}
+	flags := byte(0x02) // clean session
 	rl := 10 + 2 + len(clientID)
+	if username != "" {
+		flags |= 0x80
+		rl += 2 + len(username)
+	}
+	if password != "" {
+		flags |= 0x40
+		rl += 2 + len(password)
+	}
 	dst = append(dst, mqttConnect<<4)
 	dst = appendMQTTLength(dst, rl)
 	dst = appendMQTTString(dst, "MQTT")
-	dst = append(dst, 4, 0x02, byte(keepAlive>>8), byte(keepAlive)) // level 4, clean session
-	return appendMQTTString(dst, clientID), nil
+	dst = append(dst, 4, flags, byte(keepAlive>>8), byte(keepAlive)) // level 4
+	dst = appendMQTTString(dst, clientID)
+	if username != "" {
+		dst = appendMQTTString(dst, username)
+	}
+	if password != "" {
+		dst = appendMQTTString(dst, password)
+	}
+	return dst, nil
 }
 
 // appendMQTTSubscribe appends SUBSCRIBE of filters at QoS 0.
@@ -236,9 +271,9 @@ func appendMQTTPublish(dst []byte, topic string, payload []byte) ([]byte, error)
 	return append(dst, payload...), nil
 }
 
-// mqttWire is the MQTT 3.1.1 client over WebSocket: binary frames carrying a
-// byte stream of packets (a packet may span frames, a frame may carry
-// several packets).
+// mqttWire is the MQTT 3.1.1 client codec: a byte stream of packets, over
+// WebSocket binary frames (a packet may span frames, a frame may carry
+// several packets) or over plain TCP.
 type mqttWire struct{}
 
 func (mqttWire) opcode() ws.OpCode { return ws.OpBinary }
@@ -283,24 +318,55 @@ func (mqttWire) parse(b []byte) (int, event, error) {
 	}
 }
 
-// MQTT is the MQTT 3.1.1 client over WebSocket (subprotocol "mqtt", binary
-// frames, QoS 0, clean sessions, anonymous) — Mosquitto's protocol here.
+// MQTT is the MQTT 3.1.1 client (QoS 0, clean sessions) over WebSocket
+// (subprotocol "mqtt", binary frames) or over plain TCP, chosen by the
+// URL's scheme: the one client the MQTT table drives every broker with.
 type MQTT struct {
-	URL string // ws://host:port/ (Mosquitto serves MQTT on any path)
+	// URL is ws://host:port/path (Mosquitto serves MQTT on any path,
+	// Gatecast on /mqtt) or tcp://host:port (also mqtt://host:port).
+	URL string
+	// Username and Password go in CONNECT when set (Gatecast: any user
+	// name, the token secret as the password); empty for anonymous
+	// brokers. A password needs a user name in MQTT 3.1.1.
+	Username, Password string
 }
 
 // Name implements Protocol.
 func (MQTT) Name() string { return "mqtt" }
 
+// Transport is "tcp" or "ws", from the URL's scheme.
+func (m MQTT) Transport() string {
+	if _, ok := mqttTCPAddr(m.URL); ok {
+		return "tcp"
+	}
+	return "ws"
+}
+
+// mqttTCPAddr returns host:port of a tcp:// or mqtt:// URL.
+func mqttTCPAddr(url string) (string, bool) {
+	for _, scheme := range []string{"tcp://", "mqtt://"} {
+		if rest, ok := strings.CutPrefix(url, scheme); ok {
+			return strings.TrimSuffix(rest, "/"), true
+		}
+	}
+	return "", false
+}
+
 // Dial implements Protocol: CONNECT → CONNACK, then one SUBSCRIBE of all
 // filters → SUBACK.
 func (m MQTT) Dial(ctx context.Context, clientID string, filters []string) (*Conn, error) {
-	c, err := dialWS(ctx, m.URL, []string{"mqtt"}, nil, mqttWire{})
+	var c *Conn
+	var err error
+	if addr, ok := mqttTCPAddr(m.URL); ok {
+		c, err = dialTCP(ctx, addr, mqttWire{})
+	} else {
+		c, err = dialWS(ctx, m.URL, []string{"mqtt"}, nil, mqttWire{})
+	}
 	if err != nil {
 		return nil, err
 	}
 	err = c.handshake(ctx, func() error {
-		b, err := appendMQTTConnect(nil, clientID, mqttKeepAlive)
+		b, err := appendMQTTConnectAuth(nil, clientID, mqttKeepAlive, m.Username, m.Password)
 		if err != nil {
 			return err
 		}

@@ -2,9 +2,14 @@ package compare
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMQTTEncodeMatchesTheSpecification(t *testing.T) {
@@ -206,4 +211,203 @@ func FuzzMQTTPublishRoundTrip(f *testing.F) {
 			t.Fatalf("round trip of %q, %q: n=%d %+v %v", topic, payload, n, p, err)
 		}
 	})
+}
+
+func TestMQTTConnectWithCredentials(t *testing.T) {
+	// §3.1.2.3: User Name flag 0x80, Password flag 0x40, Clean Session
+	// 0x02; the payload is client id, user name, password, in that order.
+	b, err := appendMQTTConnectAuth(nil, "ab", 60, "u", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{0x10, 21, 0, 4, 'M', 'Q', 'T', 'T', 4, 0xc2, 0, 60, 0, 2, 'a', 'b', 0, 1, 'u', 0, 2, 'p', 'w'}
+	if !bytes.Equal(b, want) {
+		t.Errorf("CONNECT = % x, want % x", b, want)
+	}
+	// A user name alone sets only its flag.
+	b, err = appendMQTTConnectAuth(nil, "ab", 60, "u", "")
+	if err != nil || b[9] != 0x82 || b[1] != 17 {
+		t.Errorf("CONNECT with a user name only = % x, %v", b, err)
+	}
+	// No credentials: the plain CONNECT.
+	plain, _ := appendMQTTConnect(nil, "ab", 60)
+	if b, _ := appendMQTTConnectAuth(nil, "ab", 60, "", ""); !bytes.Equal(b, plain) {
+		t.Errorf("CONNECT without credentials = % x, want % x", b, plain)
+	}
+	// A 200-byte password: the remaining length takes two bytes.
+	long := strings.Repeat("s", 200)
+	b, err = appendMQTTConnectAuth(nil, "ab", 60, "bench", long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rl := 10 + 2 + 2 + 2 + 5 + 2 + 200; b[1] != byte(rl%128|0x80) || b[2] != byte(rl/128) || len(b) != 3+rl {
+		t.Errorf("remaining length of % x (%d bytes)", b[1:3], len(b))
+	}
+	if !bytes.HasSuffix(b, append([]byte{0, 200}, long...)) {
+		t.Error("the password is not the last field, length-prefixed")
+	}
+	for _, tc := range []struct{ user, pass string }{
+		{"", "secret"},                    // 3.1.1: no password without a user name
+		{"a\xffb", ""},                    // not UTF-8
+		{strings.Repeat("u", 70000), ""},  // too long
+		{"u", strings.Repeat("p", 70000)}, // too long
+	} {
+		if _, err := appendMQTTConnectAuth(nil, "ab", 60, tc.user, tc.pass); err == nil {
+			t.Errorf("CONNECT with user %.10q, password %.10q accepted", tc.user, tc.pass)
+		}
+	}
+}
+
+func TestMQTTTransportFromTheURL(t *testing.T) {
+	for _, tc := range []struct {
+		url, transport, addr string
+	}{
+		{"tcp://127.0.0.1:1883", "tcp", "127.0.0.1:1883"},
+		{"mqtt://127.0.0.1:1883/", "tcp", "127.0.0.1:1883"},
+		{"ws://127.0.0.1:8080/mqtt", "ws", ""},
+		{"ws://127.0.0.1:9001/", "ws", ""},
+	} {
+		m := MQTT{URL: tc.url}
+		addr, _ := mqttTCPAddr(tc.url)
+		if m.Transport() != tc.transport || addr != tc.addr {
+			t.Errorf("%s: transport %q, address %q; want %q, %q", tc.url, m.Transport(), addr, tc.transport, tc.addr)
+		}
+	}
+}
+
+// fakeMQTTServer accepts one plain TCP connection and runs serve on it.
+func fakeMQTTServer(t *testing.T, serve func(c net.Conn) error) (url string, done <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		ch <- serve(c)
+	}()
+	return "tcp://" + ln.Addr().String(), ch
+}
+
+// readPacket reads one whole client packet from c.
+func readPacket(c net.Conn) ([]byte, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for {
+		if _, err := io.ReadFull(c, one); err != nil {
+			return nil, err
+		}
+		b = append(b, one[0])
+		if len(b) >= 2 && (len(b) > 4 || b[len(b)-1]&0x80 == 0) {
+			break
+		}
+	}
+	rl, mult := 0, 1
+	for _, x := range b[1:] {
+		rl += int(x&0x7f) * mult
+		mult *= 128
+	}
+	body := make([]byte, rl)
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, err
+	}
+	return append(b, body...), nil
+}
+
+// Over plain TCP the client sends bare MQTT packets (no WebSocket frame):
+// CONNECT with the credentials, SUBSCRIBE after CONNACK; it decodes
+// packets however the server's writes split or join them, and sends
+// PUBLISH and PINGREQ bare too.
+func TestMQTTOverTCP(t *testing.T) {
+	url, done := fakeMQTTServer(t, func(c net.Conn) error {
+		p, err := readPacket(c)
+		if err != nil {
+			return err
+		}
+		want, _ := appendMQTTConnectAuth(nil, "c1", mqttKeepAlive, "bench", "s3cret")
+		if !bytes.Equal(p, want) {
+			return fmt.Errorf("CONNECT % x, want % x", p, want)
+		}
+		if _, err := c.Write([]byte{0x20, 2, 0, 0}); err != nil {
+			return err
+		}
+		if p, err = readPacket(c); err != nil {
+			return err
+		}
+		if want, _ := appendMQTTSubscribe(nil, 1, []string{"a/+"}); !bytes.Equal(p, want) {
+			return fmt.Errorf("SUBSCRIBE % x, want % x", p, want)
+		}
+		// SUBACK and two deliveries in one write, the second cut in two.
+		pub1, _ := appendMQTTPublish(nil, "a/1", []byte("one"))
+		pub2, _ := appendMQTTPublish(nil, "a/2", []byte("two"))
+		out := append(append([]byte{0x90, 3, 0, 1, 0}, pub1...), pub2[:4]...)
+		if _, err := c.Write(out); err != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+		if _, err := c.Write(pub2[4:]); err != nil {
+			return err
+		}
+		if p, err = readPacket(c); err != nil {
+			return err
+		}
+		if want, _ := appendMQTTPublish(nil, "b", []byte("up")); !bytes.Equal(p, want) {
+			return fmt.Errorf("PUBLISH % x, want % x", p, want)
+		}
+		if p, err = readPacket(c); err != nil {
+			return err
+		}
+		if !bytes.Equal(p, []byte{0xc0, 0}) {
+			return fmt.Errorf("keep-alive % x, want PINGREQ", p)
+		}
+		return nil
+	})
+	c, err := MQTT{URL: url, Username: "bench", Password: "s3cret"}.Dial(context.Background(), "c1", []string{"a/+"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, want := range []string{"a/1 one", "a/2 two"} {
+		topic, payload, err := c.Next()
+		if err != nil || string(topic)+" "+string(payload) != want {
+			t.Fatalf("Next = %q %q %v, want %s", topic, payload, err, want)
+		}
+	}
+	if err := c.Publish("b", []byte("up")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KeepAlive(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The server hung up: Next reports it.
+	if _, _, err := c.Next(); err == nil {
+		t.Fatal("Next after the server closed: no error")
+	}
+}
+
+// A refused CONNECT (return code 4, bad user name or password, as Gatecast
+// answers a wrong token) fails the dial.
+func TestMQTTOverTCPRefused(t *testing.T) {
+	url, _ := fakeMQTTServer(t, func(c net.Conn) error {
+		if _, err := readPacket(c); err != nil {
+			return err
+		}
+		_, err := c.Write([]byte{0x20, 2, 0, 4})
+		return err
+	})
+	_, err := MQTT{URL: url, Username: "bench", Password: "wrong"}.Dial(context.Background(), "c1", []string{"a"})
+	if err == nil || !strings.Contains(err.Error(), "return code 4") {
+		t.Fatalf("Dial = %v, want the refusal", err)
+	}
 }

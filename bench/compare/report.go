@@ -224,38 +224,105 @@ func sections(cfg Config) []section {
 // ratio below 1 is Gatecast ahead). A figure marked [H] is harness-bound.
 // The ladders follow their table step by step (offered rate, rate the
 // publishers achieved, share delivered, verdict). Then the goals of
-// docs/PERFORMANCE.md with met / not met, and every error.
+// docs/PERFORMANCE.md with met / not met. The MQTT table, when it was run,
+// follows the same way with its targets; then every error.
 func WriteTables(w io.Writer, rep *Report) {
-	ran := map[string]bool{}
-	for _, s := range rep.Config.Scenarios {
-		ran[s] = true
+	if len(rep.Brokers) > 0 {
+		writeTable(w, rep, rep.Config, rep.Brokers, "")
+		if gc, peers := splitBrokers(rep.Brokers); len(gc) == 1 && gc[0].Broker == "gatecast" && len(peers) > 0 {
+			writeGoals(w, rep.Config, gc[0], peers)
+		}
 	}
-	var gc *BrokerResult
-	var peers []*BrokerResult
-	for _, b := range rep.Brokers {
-		if b.Broker == "gatecast" {
-			gc = b
+	if t := rep.MQTT; t != nil && len(t.Brokers) > 0 {
+		fmt.Fprintf(w, "\n=== %s (MQTT 3.1.1, QoS 0, clean sessions): %s ===\n", t.Title, mqttTransports(t.Brokers))
+		writeTable(w, rep, t.Config, t.Brokers, mqttTag)
+		writeTargets(w, t)
+	}
+	writeErrors(w, rep)
+}
+
+// mqttTag prefixes the MQTT table's section titles and notes.
+const mqttTag = "MQTT · "
+
+// isGatecast reports whether a column is one of Gatecast's ("gatecast",
+// "gatecast-mqtt-tcp", …): the others are its peers.
+func isGatecast(name string) bool { return name == "gatecast" || strings.HasPrefix(name, "gatecast-") }
+
+func splitBrokers(brokers []*BrokerResult) (gc, peers []*BrokerResult) {
+	for _, b := range brokers {
+		if isGatecast(b.Broker) {
+			gc = append(gc, b)
 		} else {
 			peers = append(peers, b)
 		}
 	}
-	for _, sec := range sections(rep.Config) {
+	return gc, peers
+}
+
+// mqttTransports says how each broker of the MQTT table was reached.
+func mqttTransports(brokers []*BrokerResult) string {
+	var parts []string
+	for _, b := range brokers {
+		t := b.Transport
+		if t == "" {
+			t = "?"
+		}
+		parts = append(parts, b.Broker+" over "+map[string]string{"tcp": "TCP", "ws": "WebSocket"}[t])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ratioColumn is one ratio column: Gatecast column gc over peer (nil: the
+// best peer on each row).
+type ratioColumn struct {
+	label string
+	gc    *BrokerResult
+	peer  *BrokerResult
+}
+
+// ratioColumns: with one Gatecast column, one per peer and one for the
+// best peer (with two peers or more); with several (the MQTT table), one
+// per Gatecast column over the best peer (or the only one).
+func ratioColumns(brokers []*BrokerResult) []ratioColumn {
+	gcs, peers := splitBrokers(brokers)
+	var cols []ratioColumn
+	if len(peers) == 0 {
+		return nil
+	}
+	for _, gc := range gcs {
+		if len(gcs) == 1 || len(peers) == 1 {
+			for _, p := range peers {
+				cols = append(cols, ratioColumn{label: gc.Broker + "/" + p.Broker, gc: gc, peer: p})
+			}
+		}
+		if len(peers) > 1 {
+			cols = append(cols, ratioColumn{label: gc.Broker + "/best peer", gc: gc})
+		}
+	}
+	return cols
+}
+
+// writeTable prints the sections of one table (cfg's scenarios, brokers'
+// figures), their titles prefixed with tag.
+func writeTable(w io.Writer, rep *Report, cfg Config, brokers []*BrokerResult, tag string) {
+	ran := map[string]bool{}
+	for _, s := range cfg.Scenarios {
+		ran[s] = true
+	}
+	_, peers := splitBrokers(brokers)
+	cols := ratioColumns(brokers)
+	for _, sec := range sections(cfg) {
 		if !ran[sec.need] {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s\n", sec.title)
+		fmt.Fprintf(w, "\n%s%s\n", tag, sec.title)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprint(tw, "\t")
-		for _, b := range rep.Brokers {
+		for _, b := range brokers {
 			fmt.Fprintf(tw, "%s\t", b.Broker)
 		}
-		if gc != nil {
-			for _, p := range peers {
-				fmt.Fprintf(tw, "gatecast/%s\t", p.Broker)
-			}
-			if len(peers) > 1 {
-				fmt.Fprint(tw, "gatecast/best peer\t")
-			}
+		for _, c := range cols {
+			fmt.Fprintf(tw, "%s\t", c.label)
 		}
 		fmt.Fprintln(tw)
 		marked := false
@@ -268,7 +335,7 @@ func WriteTables(w io.Writer, rep *Report) {
 				mark = " "
 			}
 			fmt.Fprintf(tw, "%s %s\t", r.label, mark)
-			for _, b := range rep.Brokers {
+			for _, b := range brokers {
 				cell := "—"
 				if r.text != nil {
 					if t, ok := r.text(b); ok {
@@ -283,29 +350,24 @@ func WriteTables(w io.Writer, rep *Report) {
 				marked = marked || strings.HasSuffix(cell, harnessMark)
 				fmt.Fprintf(tw, "%s\t", cell)
 			}
-			if gc != nil {
-				for _, p := range peers {
-					fmt.Fprintf(tw, "%s\t", ratio(r, gc, p))
+			for _, c := range cols {
+				p := c.peer
+				if p == nil {
+					p = bestPeer(r, peers)
 				}
-				if len(peers) > 1 {
-					fmt.Fprintf(tw, "%s\t", ratio(r, gc, bestPeer(r, peers)))
-				}
+				fmt.Fprintf(tw, "%s\t", ratio(r, c.gc, p))
 			}
 			fmt.Fprintln(tw)
 		}
 		tw.Flush()
 		if sec.ladder != nil {
-			marked = writeLadder(w, rep, sec) || marked
+			marked = writeLadder(w, cfg, brokers, sec) || marked
 		}
 		if marked {
 			fmt.Fprintf(w, "  [H] harness-bound: the harness used ≥ %.0f %% of its CPUs (%s) during that run, so the figure is the harness's ceiling, not the broker's\n",
 				100*harnessBoundShare, harnessCPUsOf(rep))
 		}
 	}
-	if gc != nil && len(peers) > 0 {
-		writeGoals(w, rep, gc, peers)
-	}
-	writeErrors(w, rep)
 }
 
 func harnessCPUsOf(rep *Report) string {
@@ -360,26 +422,26 @@ func ratio(r row, gc, peer *BrokerResult) string {
 // broker, the rate the publishers achieved (and its share of the offered
 // one), the share delivered and the verdict. It reports whether it printed
 // a harness-bound step.
-func writeLadder(w io.Writer, rep *Report, sec section) bool {
+func writeLadder(w io.Writer, cfg Config, brokers []*BrokerResult, sec section) bool {
 	any := false
-	for _, b := range rep.Brokers {
+	for _, b := range brokers {
 		any = any || len(sec.ladder(b)) > 0
 	}
 	if !any {
 		return false
 	}
-	fmt.Fprintf(w, "%s ladder, %v per step: sent/s achieved by the publishers (%% of offered), delivered %% of expected, verdict\n", sec.ladderName, rep.Config.Step)
+	fmt.Fprintf(w, "%s ladder, %v per step: sent/s achieved by the publishers (%% of offered), delivered %% of expected, verdict\n", sec.ladderName, cfg.Step)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "offered msg/s\t")
-	for _, b := range rep.Brokers {
+	for _, b := range brokers {
 		fmt.Fprintf(tw, "%s\t", b.Broker)
 	}
 	fmt.Fprintln(tw)
 	marked := false
 	for _, rate := range sec.ladderRates {
-		cells := make([]string, len(rep.Brokers))
+		cells := make([]string, len(brokers))
 		ran := false
-		for i, b := range rep.Brokers {
+		for i, b := range brokers {
 			cells[i] = "—"
 			for _, d := range sec.ladder(b) {
 				if d.OfferedRate == rate {
@@ -416,7 +478,7 @@ func stepCell(d Delivery) string {
 // better peer on fan-out deliveries/s and fan-in messages/s, a lower p99
 // latency and less memory per idle connection than the better peer. A
 // verdict on a harness-bound figure says so.
-func writeGoals(w io.Writer, rep *Report, gc *BrokerResult, peers []*BrokerResult) {
+func writeGoals(w io.Writer, cfg Config, gc *BrokerResult, peers []*BrokerResult) {
 	type goal struct {
 		need, label string
 		higher      bool
@@ -441,7 +503,7 @@ func writeGoals(w io.Writer, rep *Report, gc *BrokerResult, peers []*BrokerResul
 		}, never},
 	}
 	ran := map[string]bool{}
-	for _, s := range rep.Config.Scenarios {
+	for _, s := range cfg.Scenarios {
 		ran[s] = true
 	}
 	fmt.Fprintln(w, "\nGoals (docs/PERFORMANCE.md)")
@@ -513,31 +575,11 @@ func writeErrors(w io.Writer, rep *Report) {
 		lines = append(lines, "  "+p.Note+": harness-bound figures cannot be told from broker-bound ones")
 	}
 	for _, b := range rep.Brokers {
-		for part, e := range b.Errors {
-			lines = append(lines, fmt.Sprintf("  %s %s: %s", b.Broker, part, e))
-		}
-		for _, l := range []struct {
-			name  string
-			steps []Delivery
-			limit string
-		}{{"fan-out", b.FanOutSteps, b.FanOutLimit}, {"fan-in", b.FanInSteps, b.FanInLimit}} {
-			n := len(l.steps)
-			if n == 0 {
-				continue
-			}
-			last := l.steps[n-1]
-			switch {
-			case n == 1 && !last.Sustained:
-				lines = append(lines, fmt.Sprintf("  %s %s: first step not kept up (%s), %s msg/s offered: %s",
-					b.Broker, l.name, last.Verdict, integer(float64(last.OfferedRate)), deliverySummary(last)))
-			case l.limit == "top":
-				lines = append(lines, fmt.Sprintf("  %s %s: kept up with every step up to %s msg/s: its sustained figures are a lower bound",
-					b.Broker, l.name, integer(float64(last.OfferedRate))))
-			}
-			if l.limit == "harness" {
-				lines = append(lines, fmt.Sprintf("  %s %s: the ladder ended at %s msg/s offered (%s/s sent, %s) with the harness at %.0f %% of its CPUs: the sustained figure is the harness's ceiling, the broker's may be higher",
-					b.Broker, l.name, integer(float64(last.OfferedRate)), si(last.SentPerSecond), last.Verdict, last.HarnessCPUPercent))
-			}
+		lines = append(lines, brokerNotes("", b)...)
+	}
+	if rep.MQTT != nil {
+		for _, b := range rep.MQTT.Brokers {
+			lines = append(lines, brokerNotes(mqttTag, b)...)
 		}
 	}
 	if len(lines) == 0 {
@@ -548,4 +590,37 @@ func writeErrors(w io.Writer, rep *Report) {
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
+}
+
+// brokerNotes are the notes on one broker's figures: its errors and how
+// its ladders ended, each line prefixed with tag.
+func brokerNotes(tag string, b *BrokerResult) []string {
+	var lines []string
+	for part, e := range b.Errors {
+		lines = append(lines, fmt.Sprintf("  %s%s %s: %s", tag, b.Broker, part, e))
+	}
+	for _, l := range []struct {
+		name  string
+		steps []Delivery
+		limit string
+	}{{"fan-out", b.FanOutSteps, b.FanOutLimit}, {"fan-in", b.FanInSteps, b.FanInLimit}} {
+		n := len(l.steps)
+		if n == 0 {
+			continue
+		}
+		last := l.steps[n-1]
+		switch {
+		case n == 1 && !last.Sustained:
+			lines = append(lines, fmt.Sprintf("  %s%s %s: first step not kept up (%s), %s msg/s offered: %s",
+				tag, b.Broker, l.name, last.Verdict, integer(float64(last.OfferedRate)), deliverySummary(last)))
+		case l.limit == "top":
+			lines = append(lines, fmt.Sprintf("  %s%s %s: kept up with every step up to %s msg/s: its sustained figures are a lower bound",
+				tag, b.Broker, l.name, integer(float64(last.OfferedRate))))
+		}
+		if l.limit == "harness" {
+			lines = append(lines, fmt.Sprintf("  %s%s %s: the ladder ended at %s msg/s offered (%s/s sent, %s) with the harness at %.0f %% of its CPUs: the sustained figure is the harness's ceiling, the broker's may be higher",
+				tag, b.Broker, l.name, integer(float64(last.OfferedRate)), si(last.SentPerSecond), last.Verdict, last.HarnessCPUPercent))
+		}
+	}
+	return lines
 }

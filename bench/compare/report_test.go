@@ -3,6 +3,7 @@ package compare
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,130 @@ func TestLoadedNeedsTheFanInLadderFirst(t *testing.T) {
 	}
 	if got := maxConns(Config{Scenarios: []string{"fanin", "loaded"}, FanInPublishers: 200}); got != 203 {
 		t.Errorf("maxConns %d, want 203 (200 publishers, their subscriber, the 1→1 pair)", got)
+	}
+}
+
+// The MQTT table's targets on a synthetic run: CPU per delivery against
+// the better peer (0.5×), RSS per idle connection against 4.5 KiB, and no
+// loss wherever a peer lost nothing (ladder steps matched by rate, a step
+// only one broker reached not compared).
+func TestMQTTTargets(t *testing.T) {
+	run := func(rate int, expected, delivered int64, cpuSeconds float64) Delivery {
+		d := Delivery{OfferedRate: rate, Sent: expected, Expected: expected, Delivered: delivered, ServerCPUSeconds: cpuSeconds, Sustained: true, Verdict: "ok"}
+		if expected > 0 {
+			d.LossPercent = 100 * float64(expected-delivered) / float64(expected)
+		}
+		return d
+	}
+	cfg := DefaultMQTTConfig()
+	cfg.Scenarios = []string{"fanout", "idle"}
+	// 1 M expected deliveries: 1 s of CPU is 1 µs per delivery.
+	tcpSteps := []Delivery{run(50, 1e6, 1e6, 0.2), run(200, 1e6, 1e6, 0.2), run(500, 1e6, 1e6, 0.3)}
+	wsSteps := []Delivery{run(50, 1e6, 1e6, 0.6), run(200, 1e6, 999000, 0.6)}
+	mosqSteps := []Delivery{run(50, 1e6, 1e6, 5)}
+	natsSteps := []Delivery{run(50, 1e6, 1e6, 0.5), run(200, 1e6, 1e6, 0.5), run(500, 1e6, 1e6, 0.5), run(1000, 1e6, 1e6, 0.5)}
+	tcpBurst, wsBurst, mosqBurst, natsBurst := run(0, 1e6, 1e6, 0.25), run(0, 1e6, 1e6, 0.2), run(0, 1e6, 900000, 4), run(0, 1e6, 1e6, 0.45)
+	tab := &Table{Title: MQTTTableTitle, Config: cfg, Brokers: []*BrokerResult{
+		{Broker: GatecastMQTTTCP, Transport: "tcp", FanOutSteps: tcpSteps, FanOutBest: &tcpSteps[2], FanOutBurst: &tcpBurst, Idle: &Idle{RSSPerConn: 4200}},
+		{Broker: GatecastMQTTWS, Transport: "ws", FanOutSteps: wsSteps, FanOutBest: &wsSteps[0], FanOutBurst: &wsBurst, Idle: &Idle{RSSPerConn: 4700}},
+		{Broker: "mosquitto", Transport: "tcp", FanOutSteps: mosqSteps, FanOutBest: &mosqSteps[0], FanOutBurst: &mosqBurst, Idle: &Idle{RSSPerConn: 6000}},
+		{Broker: "nats-mqtt", Transport: "tcp", FanOutSteps: natsSteps, FanOutBest: &natsSteps[3], FanOutBurst: &natsBurst, Idle: &Idle{RSSPerConn: 30000}},
+	}}
+	tab.Targets = mqttTargets(tab)
+	got := map[string]Target{}
+	for _, tg := range tab.Targets {
+		got[tg.Broker+" "+tg.Label] = tg
+	}
+	for _, tc := range []struct {
+		broker, label, status string
+		value, ratio          float64
+	}{
+		// 0.3 µs against NATS's 0.5: 0.6×.
+		{GatecastMQTTTCP, "broker CPU per QoS 0 delivery ≤ 0.5× the better peer, fan-out sustained", targetNotMet, 0.3, 0.6},
+		// 0.25 against 0.45: 0.56×.
+		{GatecastMQTTTCP, "broker CPU per QoS 0 delivery ≤ 0.5× the better peer, fan-out burst", targetNotMet, 0.25, 0.25 / 0.45},
+		{GatecastMQTTWS, "broker CPU per QoS 0 delivery ≤ 0.5× the better peer, fan-out burst", targetMet, 0.2, 0.2 / 0.45},
+		{GatecastMQTTTCP, "RSS per idle MQTT connection ≤ 4,608 B (4.5 KiB)", targetMet, 4200, 0},
+		{GatecastMQTTWS, "RSS per idle MQTT connection ≤ 4,608 B (4.5 KiB)", targetNotMet, 4700, 0},
+		// Compared: steps 50, 200, 500 and the burst (NATS lossless);
+		// step 1000 only NATS reached.
+		{GatecastMQTTTCP, "zero loss wherever the better peer has zero loss", targetMet, 4, 0},
+		// Step 200 lost 0.1 % where NATS lost nothing.
+		{GatecastMQTTWS, "zero loss wherever the better peer has zero loss", targetNotMet, 3, 0},
+	} {
+		tg, ok := got[tc.broker+" "+tc.label]
+		if !ok {
+			t.Errorf("no target %s %q in %+v", tc.broker, tc.label, tab.Targets)
+			continue
+		}
+		if tg.Status != tc.status || math.Abs(tg.Value-tc.value) > 1e-9 || math.Abs(tg.Ratio-tc.ratio) > 1e-9 {
+			t.Errorf("%s %s: %+v; want %s, value %v, ratio %v", tc.broker, tc.label, tg, tc.status, tc.value, tc.ratio)
+		}
+	}
+	if tg := got[GatecastMQTTWS+" zero loss wherever the better peer has zero loss"]; !strings.Contains(tg.Detail, "fan-out step 200 msg/s (99.90 % delivered, nats-mqtt none lost)") {
+		t.Errorf("loss detail %q", tg.Detail)
+	}
+	if tg := got[GatecastMQTTTCP+" broker CPU per QoS 0 delivery ≤ 0.5× the better peer, fan-out burst"]; tg.Peer != "nats-mqtt" || tg.PeerValue != 0.45 {
+		t.Errorf("better peer %+v", tg)
+	}
+
+	var out bytes.Buffer
+	WriteTables(&out, &Report{Brokers: []*BrokerResult{}, MQTT: tab, Host: Host{HarnessCPUs: "0"}})
+	s := out.String()
+	for _, want := range []string{
+		"=== MQTT, one client for every broker (MQTT 3.1.1, QoS 0, clean sessions): gatecast-mqtt-tcp over TCP, gatecast-mqtt-ws over WebSocket, mosquitto over TCP, nats-mqtt over TCP ===",
+		"MQTT · Fan-out: 1 publisher → 2,000 subscribers",
+		"gatecast-mqtt-tcp/best peer", "gatecast-mqtt-ws/best peer",
+		"Fan-out ladder, 2s per step",
+		"Targets (MQTT, one client for every broker; docs/PERFORMANCE.md: measured, not asserted)",
+		"0.30 µs, better peer nats-mqtt 0.50 µs (0.60×)",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("tables lack %q:\n%s", want, s)
+		}
+	}
+	// Several Gatecast columns: a ratio to the best peer each, no
+	// per-peer columns (the figures are next to them).
+	if strings.Contains(s, "gatecast-mqtt-tcp/mosquitto") || strings.Contains(s, "Goals (docs/PERFORMANCE.md)") {
+		t.Errorf("unexpected columns or goals:\n%s", s)
+	}
+}
+
+func TestRatioColumns(t *testing.T) {
+	labels := func(names ...string) string {
+		var bs []*BrokerResult
+		for _, n := range names {
+			bs = append(bs, &BrokerResult{Broker: n})
+		}
+		var l []string
+		for _, c := range ratioColumns(bs) {
+			l = append(l, c.label)
+		}
+		return strings.Join(l, ",")
+	}
+	for _, tc := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"gatecast", "mosquitto", "nats"}, "gatecast/mosquitto,gatecast/nats,gatecast/best peer"},
+		{[]string{"gatecast", "nats"}, "gatecast/nats"},
+		{[]string{"mosquitto", "nats"}, ""},
+		{[]string{"gatecast"}, ""},
+		{[]string{GatecastMQTTTCP, GatecastMQTTWS, "mosquitto", "nats-mqtt"}, "gatecast-mqtt-tcp/best peer,gatecast-mqtt-ws/best peer"},
+		{[]string{GatecastMQTTTCP, GatecastMQTTWS, "nats-mqtt"}, "gatecast-mqtt-tcp/nats-mqtt,gatecast-mqtt-ws/nats-mqtt"},
+	} {
+		if got := labels(tc.names...); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.names, got, tc.want)
+		}
+	}
+}
+
+func TestNATSMQTTConfig(t *testing.T) {
+	c := natsMQTTConfig(14222, 11883, "/tmp/x/jetstream")
+	for _, want := range []string{`server_name: "bench-compare"`, `listen: "127.0.0.1:14222"`, "jetstream {\n  store_dir: \"/tmp/x/jetstream\"\n}",
+		"mqtt {\n  listen: \"127.0.0.1:11883\"\n}"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("configuration lacks %q:\n%s", want, c)
+		}
 	}
 }

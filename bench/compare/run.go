@@ -13,13 +13,35 @@ import (
 )
 
 // Report is everything one comparison run measured; the CLI writes it as
-// JSON with --json.
+// JSON with --json. Config and Brokers are the native table (every broker
+// in its own protocol over WebSocket); MQTT is the MQTT table (one MQTT
+// client for every broker), nil when it was not run.
 type Report struct {
 	Started time.Time       `json:"started"`
 	Seconds float64         `json:"seconds"`
 	Host    Host            `json:"host"`
 	Config  Config          `json:"config"`
 	Brokers []*BrokerResult `json:"brokers"`
+	MQTT    *Table          `json:"mqtt,omitempty"`
+}
+
+// MQTTTableTitle is the title of the MQTT table in the report.
+const MQTTTableTitle = "MQTT, one client for every broker"
+
+// Table is a table of the report other than the native one: its own
+// configuration (the MQTT table runs shorter ladders), its brokers'
+// figures and the targets judged on them.
+type Table struct {
+	Title   string          `json:"title"`
+	Config  Config          `json:"config"`
+	Brokers []*BrokerResult `json:"brokers"`
+	Targets []Target        `json:"targets,omitempty"`
+}
+
+// Suite is what one table runs: its scenarios and sizes, and its brokers.
+type Suite struct {
+	Config  Config
+	Brokers []Broker
 }
 
 // Host describes the machine the run was on.
@@ -43,6 +65,7 @@ type Host struct {
 type BrokerResult struct {
 	Broker       string `json:"broker"`
 	Protocol     string `json:"protocol"`
+	Transport    string `json:"transport,omitempty"` // MQTT: "tcp" or "ws"
 	Version      string `json:"version"`
 	MaxOpenFiles int64  `json:"max_open_files"` // the broker process's soft limit, from /proc/PID/limits
 	CPUs         string `json:"cpus"`           // CPUs the broker process could run on (Cpus_allowed_list)
@@ -184,27 +207,68 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // goes on; when ctx ends (Ctrl-C) the instance running is stopped and Run
 // returns what it has with ctx's error. progress gets one line per part.
 func Run(ctx context.Context, cfg Config, brokers []Broker, progress io.Writer) (*Report, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	return RunSuites(ctx, &Suite{Config: cfg, Brokers: brokers}, nil, progress)
+}
+
+// RunSuites runs the native table's suite, then the MQTT table's, each as
+// Run does; either may be nil or have no brokers (not run). The MQTT
+// table's targets are judged at the end.
+func RunSuites(ctx context.Context, native, mqtt *Suite, progress io.Writer) (*Report, error) {
+	for _, s := range []*Suite{native, mqtt} {
+		if s != nil && len(s.Brokers) > 0 {
+			if err := s.Config.Validate(); err != nil {
+				return nil, err
+			}
+		}
 	}
-	rep := &Report{Started: time.Now(), Config: cfg, Host: host()}
-	results := make([]*BrokerResult, len(brokers))
-	for i, b := range brokers {
-		results[i] = &BrokerResult{Broker: b.Name}
+	rep := &Report{Started: time.Now(), Host: host(), Brokers: []*BrokerResult{}}
+	if native != nil {
+		rep.Config = native.Config
+		if len(native.Brokers) == 0 {
+			rep.Config.Scenarios = nil
+		}
 	}
-	rep.Brokers = results
 	defer func() {
 		rep.Seconds = time.Since(rep.Started).Seconds()
 		rep.Host.LoadAfter = loadAvg()
 	}()
-	for _, s := range cfg.Scenarios {
-		for _, u := range unitsOf(s) {
-			for i, b := range brokers {
+	if native != nil && len(native.Brokers) > 0 {
+		rep.Brokers = newResults(native.Brokers)
+		if err := runSuite(ctx, native, rep.Brokers, "", progress); err != nil {
+			return rep, err
+		}
+	}
+	if mqtt != nil && len(mqtt.Brokers) > 0 {
+		rep.MQTT = &Table{Title: MQTTTableTitle, Config: mqtt.Config, Brokers: newResults(mqtt.Brokers)}
+		err := runSuite(ctx, mqtt, rep.MQTT.Brokers, "mqtt ", progress)
+		rep.MQTT.Targets = mqttTargets(rep.MQTT)
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func newResults(brokers []Broker) []*BrokerResult {
+	results := make([]*BrokerResult, len(brokers))
+	for i, b := range brokers {
+		results[i] = &BrokerResult{Broker: b.Name}
+	}
+	return results
+}
+
+// runSuite runs s's scenarios into results (one per broker); tag prefixes
+// the progress lines.
+func runSuite(ctx context.Context, s *Suite, results []*BrokerResult, tag string, progress io.Writer) error {
+	cfg := s.Config
+	for _, sc := range cfg.Scenarios {
+		for _, u := range unitsOf(sc) {
+			for i, b := range s.Brokers {
 				res := results[i]
 				start := time.Now()
 				summary, err := runUnit(ctx, b, u, &cfg, res)
 				if ctx.Err() != nil {
-					return rep, ctx.Err()
+					return ctx.Err()
 				}
 				if err != nil {
 					if res.Errors == nil {
@@ -213,11 +277,11 @@ func Run(ctx context.Context, cfg Config, brokers []Broker, progress io.Writer) 
 					res.Errors[u.name] = err.Error()
 					summary = "FAILED: " + err.Error()
 				}
-				fmt.Fprintf(progress, "%-16s %-10s %5.1fs  %s\n", u.name, b.Name, time.Since(start).Seconds(), summary)
+				fmt.Fprintf(progress, "%s%-16s %-17s %5.1fs  %s\n", tag, u.name, b.Name, time.Since(start).Seconds(), summary)
 			}
 		}
 	}
-	return rep, nil
+	return nil
 }
 
 // runUnit starts a fresh instance, runs u on it and stops it, whatever
@@ -233,6 +297,9 @@ func runUnit(ctx context.Context, b Broker, u unit, cfg *Config, res *BrokerResu
 		}
 	}()
 	res.Protocol = inst.Proto.Name()
+	if t, ok := inst.Proto.(interface{ Transport() string }); ok {
+		res.Transport = t.Transport()
+	}
 	if list, err := processCPUList(inst.PID); err == nil {
 		res.CPUs, inst.CPUs = list, cpuCount(list)
 	}

@@ -67,6 +67,16 @@ func DefaultConfig() Config {
 	}
 }
 
+// DefaultMQTTConfig is the MQTT table's run: the sizes of DefaultConfig with
+// ladders of fewer, wider steps (the MQTT table has four columns, and
+// `make bench-compare` runs both tables in about ten minutes).
+func DefaultMQTTConfig() Config {
+	c := DefaultConfig()
+	c.FanOutRates = []int{50, 200, 500, 1000, 1500, 2000, 3000}
+	c.FanInRates = []int{10000, 30000, 100000, 300000, 600000, 1000000, 1500000, 2000000, 3000000}
+	return c
+}
+
 // Validate reports a configuration the scenarios cannot run.
 func (c Config) Validate() error {
 	var errs []error
