@@ -36,12 +36,16 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 )
 
-// Secret is a seed token's plain-text secret. Its String and GoString
-// methods print "[secret]" so that fmt never shows it.
+// Secret is a seed token's plain-text secret. Its String, GoString and
+// MarshalText methods give "[secret]" so that fmt, logs and JSON never show
+// it; only the importer reads it, as string(s), to hash it.
 type Secret string
 
 func (Secret) String() string   { return "[secret]" }
 func (Secret) GoString() string { return "[secret]" }
+
+// MarshalText keeps the secret out of JSON and other text encodings too.
+func (Secret) MarshalText() ([]byte, error) { return []byte("[secret]"), nil }
 
 // Token is a row of brocker_brokertokens.
 type Token struct {

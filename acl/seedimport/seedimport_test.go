@@ -464,7 +464,8 @@ func TestRedact(t *testing.T) {
 
 func TestSecretNeverFormatted(t *testing.T) {
 	tok := Token{ID: 1, Name: "n", Secret: "q7x-plain"}
-	for _, s := range []string{fmt.Sprintf("%v", tok), fmt.Sprintf("%+v", tok), fmt.Sprintf("%#v", tok), fmt.Sprint(tok.Secret)} {
+	j, _ := json.Marshal(tok)
+	for _, s := range []string{fmt.Sprintf("%v", tok), fmt.Sprintf("%+v", tok), fmt.Sprintf("%#v", tok), fmt.Sprint(tok.Secret), string(j)} {
 		if strings.Contains(s, "q7x-plain") {
 			t.Errorf("formatting a seed token shows its secret: %s", s)
 		}
