@@ -386,16 +386,18 @@ const admitAttempts = 8
 // caller subscribes it.
 func (b *Broker) admit(s *Session, ep Endpoint, ts *tokenState, hash acl.Hash, req ConnectRequest, filters []string) (ok bool, rej *Rejection, retry bool) {
 	*s = Session{
-		id:       b.nextID.Add(1),
-		b:        b,
-		ep:       ep,
-		token:    ts,
-		clientID: req.ClientID,
-		username: req.Username,
-		proto:    protocolIndex(req.Protocol),
-		policy:   req.OnRevoke,
+		id:          b.nextID.Add(1),
+		b:           b,
+		ep:          ep,
+		token:       ts,
+		remote:      req.RemoteAddr,
+		connectedAt: time.Now().UnixNano(),
+		proto:       protocolIndex(req.Protocol),
+		policy:      req.OnRevoke,
 	}
-	s.attach.Store(&attachInfo{remote: req.RemoteAddr, at: time.Now()})
+	if req.ClientID != "" || req.Username != "" {
+		s.ext.Store(&sessionExt{clientID: req.ClientID, username: req.Username, remote: s.remote, at: s.connectedAt})
+	}
 	if len(filters) > 0 {
 		// Visible to enforcement from registration on, before they enter
 		// the index (see subscribe).
@@ -535,7 +537,7 @@ func (b *Broker) route(s *Session) error {
 	s.subMu.Lock()
 	filters := make([]string, s.inIndex)
 	for i, sub := range s.subs[:s.inIndex] {
-		filters[i] = sub.match
+		filters[i] = sub.match()
 	}
 	s.subMu.Unlock()
 	for _, f := range filters {
@@ -606,10 +608,10 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	sc.multi = sc.multi[:0]
 	dropped, bytes := 0, 0
 	for _, sub := range sc.subs {
-		if sub.group != nil {
-			// a shared subscription group: one member gets it (NoLocal
-			// does not apply to shared subscriptions)
-			if sub = sub.group.pick(); sub == nil {
+		if sub.s == nil {
+			// a shared subscription group's entry: one member gets it
+			// (No Local does not apply to shared subscriptions)
+			if sub = sub.shared.g.pick(); sub == nil {
 				continue
 			}
 			n, ok, bl := sub.s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), SubIDs: sub.subIDs()})

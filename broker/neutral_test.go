@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/proto"
@@ -393,5 +394,17 @@ func TestNeutralPublishAllocs(t *testing.T) {
 	}
 	if want := int64(30 * 202); got != want {
 		t.Fatalf("delivered %d, want %d (once per session)", got, want)
+	}
+}
+
+// An idle seed connection's broker state is one SeedSession, one
+// Subscription per tag and the slice holding them: keep them in their
+// malloc size classes (224 and 48 bytes), since a node holds a million.
+func TestSessionSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(SeedSession{}); n > 224 {
+		t.Errorf("SeedSession is %d bytes, over the 224-byte size class", n)
+	}
+	if n := unsafe.Sizeof(Subscription{}); n > 48 {
+		t.Errorf("Subscription is %d bytes, over the 48-byte size class", n)
 	}
 }

@@ -96,7 +96,11 @@ func (b *Broker) Reattach(s *Session, secret []byte, remote string) error {
 	ts.sessions[s] = struct{}{}
 	s.offline = false
 	s.away.Store(false)
-	s.attach.Store(&attachInfo{remote: remote, at: time.Now()})
+	e := &sessionExt{remote: remote, at: time.Now().UnixNano()}
+	if old := s.ext.Load(); old != nil {
+		e.clientID, e.username = old.clientID, old.username
+	}
+	s.ext.Store(e)
 	b.sessions.put(s)
 	b.metrics.connects[resultAccepted].Inc()
 	b.metrics.connections[s.proto].Inc()

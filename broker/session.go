@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/topic"
@@ -59,12 +60,24 @@ type SubOptions struct {
 // shared subscription group's entry (group set, s nil).
 type Subscription struct {
 	s      *Session
-	filter string // as subscribed ("$share/g/f" for a shared one)
-	match  string // the filter in the index: filter, or f of "$share/g/f"
-	share  string // the group of a shared subscription; "" otherwise
-	group  *shareGroup
+	filter string    // as subscribed ("$share/g/f" for a shared one)
+	shared *shareRef // nil unless shared
 	opts   SubOptions
-	ids    [1]uint32 // opts.ID as a slice for Delivery.SubIDs
+}
+
+// shareRef is what a shared subscription (or its group's index entry) adds.
+type shareRef struct {
+	group string      // the group's name
+	match string      // the filter in the index: f of "$share/g/f"
+	g     *shareGroup // set on the group's index entry only
+}
+
+// match is the filter the subscription has in the index (and that grants judge).
+func (sub *Subscription) match() string {
+	if sub.shared != nil {
+		return sub.shared.match
+	}
+	return sub.filter
 }
 
 // Filter is the subscription's topic filter.
@@ -77,15 +90,14 @@ func (sub *Subscription) subIDs() []uint32 {
 	if sub.opts.ID == 0 {
 		return nil
 	}
-	return sub.ids[:]
+	return unsafe.Slice(&sub.opts.ID, 1)
 }
 
 func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
-	sub := &Subscription{s: s, filter: filter, match: filter, opts: opts}
+	sub := &Subscription{s: s, filter: filter, opts: opts}
 	if group, f, ok := ParseShared(filter); ok {
-		sub.share, sub.match = group, f
+		sub.shared = &shareRef{group: group, match: f}
 	}
-	sub.ids[0] = opts.ID
 	return sub
 }
 
@@ -98,19 +110,24 @@ func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
 // membership in the token's session set is guarded by the token's mutex;
 // the subscription list by subMu, the cluster routes by routeMu.
 type Session struct {
-	id       uint64
-	b        *Broker
-	ep       Endpoint
-	token    *tokenState
-	leased   bool  // holds a cluster connection lease, given back on close; guarded by token.mu
-	offline  bool  // detached (offline.go); guarded by token.mu
-	proto    uint8 // index into protocolNames
-	policy   RevokePolicy
-	clientID string
-	username string
-	attach   atomic.Pointer[attachInfo] // the current connection's address and time
+	id          uint64
+	b           *Broker
+	ep          Endpoint
+	token       *tokenState
+	leased      bool  // holds a cluster connection lease, given back on close; guarded by token.mu
+	offline     bool  // detached (offline.go); guarded by token.mu
+	proto       uint8 // index into protocolNames
+	policy      RevokePolicy
+	// closed is set once, when the session ends. (Fields are ordered so
+	// that the struct has no padding: one per connection.)
+	closed      atomic.Bool
+	remote      string // set at admission
+	connectedAt int64  // Unix ns, set at admission
+	// ext holds what only some sessions have (an MQTT client identifier
+	// and user name) and the connection of a reattached session; nil for
+	// a seed session, so an idle one pays nothing for it.
+	ext atomic.Pointer[sessionExt]
 
-	closed atomic.Bool
 	// away mirrors offline for shared-subscription dispatch (read without
 	// the token's lock).
 	away atomic.Bool
@@ -123,25 +140,40 @@ type Session struct {
 	// judge a session's subscriptions, so it is held for O(1) index work
 	// at a time, never across a store or cluster call.
 	subMu    sync.Mutex
+	inIndex  int32 // subs[:inIndex] are in the index (admission inserts them one by one)
+	subsDone bool  // released: nothing may be added
 	subs     []*Subscription
-	inIndex  int  // subs[:inIndex] are in the index (admission inserts them one by one)
-	subsDone bool // released: nothing may be added
 
-	// routeMu serializes the session's cluster route changes (Router
-	// calls, one round trip each); enforcement never takes it.
-	routeMu    sync.Mutex
-	routed     []string // filters added to the cluster route table
-	routesDone bool
+	// routes are the session's cluster routes, allocated on first use
+	// (cluster mode only).
+	routes atomic.Pointer[routeState]
 
 	// stallTimer bounds the producer stalls of this session's publishes;
 	// made on the first stall, used only by Publish's caller.
 	stallTimer *time.Timer
 }
 
-// attachInfo describes the connection a session has (had) last.
-type attachInfo struct {
-	remote string
-	at     time.Time
+// sessionExt: see Session.ext.
+type sessionExt struct {
+	clientID, username string
+	remote             string
+	at                 int64
+}
+
+// routeState is a session's cluster routes. mu serializes its route
+// changes (Router calls, one round trip each); enforcement never takes it.
+type routeState struct {
+	mu     sync.Mutex
+	routed []string // filters added to the cluster route table
+	done   bool
+}
+
+func (s *Session) routeState() *routeState {
+	if r := s.routes.Load(); r != nil {
+		return r
+	}
+	s.routes.CompareAndSwap(nil, &routeState{})
+	return s.routes.Load()
 }
 
 // ID is the session's node-unique identifier.
@@ -274,7 +306,7 @@ func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
 		return SubClosed
 	}
 	i := slices.IndexFunc(s.subs[:s.inIndex], func(sub *Subscription) bool { return sub.filter == filter })
-	if i < 0 && s.inIndex >= b.maxSubs {
+	if i < 0 && int(s.inIndex) >= b.maxSubs {
 		s.subMu.Unlock()
 		return SubQuota
 	}
@@ -294,12 +326,12 @@ func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
 		return SubReplaced
 	}
 	b.indexAdd(sub)
-	s.subs = slices.Insert(s.subs, s.inIndex, sub)
+	s.subs = slices.Insert(s.subs, int(s.inIndex), sub)
 	s.inIndex++
 	s.subMu.Unlock()
 	b.metrics.subscriptions.Inc()
 	if b.router != nil {
-		if err := s.addRoute(sub.match); err != nil {
+		if err := s.addRoute(sub.match()); err != nil {
 			b.log.Warn("cluster route unavailable; subscription refused", "err", err)
 			s.Unsubscribe(filter)
 			return SubUnavailable
@@ -324,7 +356,7 @@ func (s *Session) Unsubscribe(filter string) bool {
 	s.subMu.Unlock()
 	s.b.metrics.subscriptions.Dec()
 	if s.b.router != nil {
-		s.removeRoute(sub.match)
+		s.removeRoute(sub.match())
 	}
 	return true
 }
@@ -343,9 +375,10 @@ func (s *Session) Subscriptions() []string {
 // addRoute makes filter routable to this node from every node, unless the
 // session already routes it or has ended.
 func (s *Session) addRoute(filter string) error {
-	s.routeMu.Lock()
-	defer s.routeMu.Unlock()
-	if s.routesDone || slices.Contains(s.routed, filter) {
+	r := s.routeState()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done || slices.Contains(r.routed, filter) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
@@ -353,19 +386,20 @@ func (s *Session) addRoute(filter string) error {
 	if err := s.b.router.Add(ctx, filter); err != nil {
 		return err
 	}
-	s.routed = append(s.routed, filter)
+	r.routed = append(r.routed, filter)
 	return nil
 }
 
 // removeRoute gives back the session's route for filter.
 func (s *Session) removeRoute(filter string) {
-	s.routeMu.Lock()
-	defer s.routeMu.Unlock()
-	i := slices.Index(s.routed, filter)
+	r := s.routeState()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := slices.Index(r.routed, filter)
 	if i < 0 {
 		return
 	}
-	s.routed = slices.Delete(s.routed, i, i+1)
+	r.routed = slices.Delete(r.routed, i, i+1)
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
 	defer cancel()
 	if err := s.b.router.Remove(ctx, filter); err != nil {
@@ -490,15 +524,16 @@ func (s *Session) unsubscribeAll() {
 		return
 	}
 	s.b.later(func() {
-		s.routeMu.Lock()
-		if s.routesDone {
-			s.routeMu.Unlock()
+		r := s.routeState()
+		r.mu.Lock()
+		if r.done {
+			r.mu.Unlock()
 			return
 		}
-		s.routesDone = true
-		routed := s.routed
-		s.routed = nil
-		s.routeMu.Unlock()
+		r.done = true
+		routed := r.routed
+		r.routed = nil
+		r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
 		defer cancel()
 		for _, f := range routed {
@@ -514,7 +549,7 @@ func (s *Session) uncovered(g *acl.Grants) (string, bool) {
 	s.subMu.Lock()
 	defer s.subMu.Unlock()
 	for _, sub := range s.subs {
-		if !g.CanSubscribe(sub.match) {
+		if !g.CanSubscribe(sub.match()) {
 			return sub.filter, true
 		}
 	}
@@ -530,16 +565,16 @@ func (s *Session) dropUncovered(g *acl.Grants) int {
 		s.subMu.Unlock()
 		return 0
 	}
-	for i := 0; i < s.inIndex; {
+	for i := 0; i < int(s.inIndex); {
 		sub := s.subs[i]
-		if g.CanSubscribe(sub.match) {
+		if g.CanSubscribe(sub.match()) {
 			i++
 			continue
 		}
 		s.b.indexRemove(sub)
 		s.subs = slices.Delete(s.subs, i, i+1)
 		s.inIndex--
-		dropped = append(dropped, sub.match)
+		dropped = append(dropped, sub.match())
 	}
 	s.subMu.Unlock()
 	if len(dropped) == 0 {
@@ -557,15 +592,17 @@ func (s *Session) dropUncovered(g *acl.Grants) int {
 }
 
 func (s *Session) info() ConnectionInfo {
-	at := s.attach.Load()
-	return ConnectionInfo{
+	ci := ConnectionInfo{
 		ID:            s.id,
 		TokenID:       s.token.id,
-		RemoteAddr:    at.remote,
+		RemoteAddr:    s.remote,
 		Protocol:      protocolNames[s.proto],
-		ClientID:      s.clientID,
-		Username:      s.username,
 		Subscriptions: s.Subscriptions(),
-		ConnectedAt:   at.at,
+		ConnectedAt:   time.Unix(0, s.connectedAt),
 	}
+	if e := s.ext.Load(); e != nil {
+		ci.ClientID, ci.Username = e.clientID, e.username
+		ci.RemoteAddr, ci.ConnectedAt = e.remote, time.Unix(0, e.at)
+	}
+	return ci
 }

@@ -33,7 +33,8 @@ func ParseShared(f string) (group, filter string, ok bool) {
 	return group, filter, true
 }
 
-// shareGroup is one group's members on this node.
+// shareGroup is one group's members on this node. Its index entry is a
+// Subscription with no session (s nil) whose shared.g points here.
 type shareGroup struct {
 	key     shareKey
 	entry   *Subscription                   // the group's index entry
@@ -75,11 +76,11 @@ type shareGroups struct {
 
 // indexAdd puts sub in the index: directly, or as a member of its group.
 func (b *Broker) indexAdd(sub *Subscription) {
-	if sub.share == "" {
-		b.index.Subscribe(sub.match, sub)
+	if sub.shared == nil {
+		b.index.Subscribe(sub.filter, sub)
 		return
 	}
-	k := shareKey{sub.share, sub.match}
+	k := shareKey{sub.shared.group, sub.shared.match}
 	b.groups.mu.Lock()
 	defer b.groups.mu.Unlock()
 	if b.groups.m == nil {
@@ -88,7 +89,7 @@ func (b *Broker) indexAdd(sub *Subscription) {
 	g := b.groups.m[k]
 	if g == nil {
 		g = &shareGroup{key: k}
-		g.entry = &Subscription{filter: SharePrefix + k.group + "/" + k.filter, match: k.filter, group: g}
+		g.entry = &Subscription{filter: SharePrefix + k.group + "/" + k.filter, shared: &shareRef{group: k.group, match: k.filter, g: g}}
 		b.groups.m[k] = g
 		b.index.Subscribe(k.filter, g.entry)
 	}
@@ -102,11 +103,11 @@ func (b *Broker) indexAdd(sub *Subscription) {
 
 // indexRemove takes sub out of the index (or of its group).
 func (b *Broker) indexRemove(sub *Subscription) {
-	if sub.share == "" {
-		b.index.Unsubscribe(sub.match, sub)
+	if sub.shared == nil {
+		b.index.Unsubscribe(sub.filter, sub)
 		return
 	}
-	k := shareKey{sub.share, sub.match}
+	k := shareKey{sub.shared.group, sub.shared.match}
 	b.groups.mu.Lock()
 	defer b.groups.mu.Unlock()
 	g := b.groups.m[k]
