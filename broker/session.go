@@ -110,14 +110,14 @@ func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
 // membership in the token's session set is guarded by the token's mutex;
 // the subscription list by subMu, the cluster routes by routeMu.
 type Session struct {
-	id          uint64
-	b           *Broker
-	ep          Endpoint
-	token       *tokenState
-	leased      bool  // holds a cluster connection lease, given back on close; guarded by token.mu
-	offline     bool  // detached (offline.go); guarded by token.mu
-	proto       uint8 // index into protocolNames
-	policy      RevokePolicy
+	id      uint64
+	b       *Broker
+	ep      Endpoint
+	token   *tokenState
+	leased  bool  // holds a cluster connection lease, given back on close; guarded by token.mu
+	offline bool  // detached (offline.go); guarded by token.mu
+	proto   uint8 // index into protocolNames
+	policy  RevokePolicy
 	// closed is set once, when the session ends. (Fields are ordered so
 	// that the struct has no padding: one per connection.)
 	closed      atomic.Bool
