@@ -45,10 +45,13 @@ bench:
 
 ## bench-compare: the same scenarios (fan-in 200->1, fan-out 1->2000, 1->1
 ## latency, 1->1 latency under fan-in load, 15,000 idle) against Gatecast,
-## Mosquitto and NATS over WebSocket, each in its own protocol, brokers and
-## harness pinned to separate CPUs with taskset (2 CPUs or more); installs
-## mosquitto and nats-server when missing (root). Table on stdout, JSON in
-## bin/bench-compare.json.
+## Mosquitto and NATS, in two tables: over WebSocket, each in its own
+## protocol; then one MQTT 3.1.1 QoS 0 client for every broker (Gatecast over
+## TCP and WebSocket, Mosquitto over TCP, NATS's MQTT listener; shorter
+## ladders). Brokers and harness pinned to separate CPUs with taskset (2 CPUs
+## or more); installs mosquitto and nats-server when missing (root); ~10 min.
+## Tables on stdout, JSON in bin/bench-compare.json. One table only:
+## ./bin/gatecast bench compare --only mqtt (or native).
 bench-compare: build
 	./$(BIN) bench compare --gatecast $(BIN) --json bin/bench-compare.json
 

@@ -209,6 +209,6 @@ func writeTargets(w io.Writer, t *Table) {
 		if tg.Detail != "" {
 			detail = ": " + tg.Detail
 		}
-		fmt.Fprintf(w, "  %-17s %-66s %s%s\n", tg.Broker, tg.Label, tg.Status, detail)
+		fmt.Fprintf(w, "  %-17s %-73s %s%s\n", tg.Broker, tg.Label, tg.Status, detail)
 	}
 }
