@@ -811,7 +811,7 @@ func (c *cli) connList(args []string) error {
 		return c.printJSON(cs)
 	}
 	cluster := slices.ContainsFunc(cs, func(s Connection) bool { return s.Node != "" })
-	header := "ID\tTOKEN\tREMOTE\tPROTOCOL\tCONNECTED\tSUBSCRIPTIONS"
+	header := "ID\tTOKEN\tREMOTE\tPROTOCOL\tCLIENT\tCONNECTED\tSUBSCRIPTIONS"
 	if cluster {
 		header = "NODE\t" + header
 	}
@@ -820,7 +820,11 @@ func (c *cli) connList(args []string) error {
 		if cluster {
 			fmt.Fprintf(tw, "%s\t", s.Node)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", s.ID, s.TokenID, s.RemoteAddr, s.Protocol,
+		client := s.ClientID // MQTT client identifier; "-" for the seed protocol
+		if client == "" {
+			client = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.TokenID, s.RemoteAddr, s.Protocol, client,
 			s.ConnectedAt.UTC().Format(time.RFC3339), strings.Join(s.Subscriptions, ","))
 	}
 	return tw.Flush()

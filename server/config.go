@@ -44,6 +44,8 @@ type Config struct {
 	MQTTMaxInflight  int           // QoS 1/2 deliveries awaiting acknowledgement, per connection
 	SessionQueueMax  int           // QoS 1/2 deliveries queued behind them, per session
 	SessionExpiryMax time.Duration // how long a persistent MQTT session outlives its connection, at most
+	RetainedMax      int           // retained MQTT messages kept, at most
+	RetainedMaxBytes ByteSize      // and their bytes
 	AdvertiseAdmin   string
 	AdminKey         string
 	LogLevel         string
@@ -85,6 +87,8 @@ func Defaults() Config {
 		MQTTMaxInflight:  64,
 		SessionQueueMax:  1000,
 		SessionExpiryMax: 2 * time.Hour,
+		RetainedMax:      100_000,
+		RetainedMaxBytes: 64 << 20,
 		LogLevel:         "info",
 		LogFormat:        "text",
 		MaxFrameSize:     64 << 10,
@@ -133,6 +137,8 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.Var(&c.MQTTMaxPacket, "mqtt-max-packet", "largest MQTT packet a client may send (Maximum Packet Size); larger closes with 0x95")
 	fs.IntVar(&c.MQTTMaxInflight, "mqtt-max-inflight", c.MQTTMaxInflight, "QoS 1/2 deliveries awaiting a client's acknowledgement, per connection (lowered to the client's Receive Maximum)")
 	fs.IntVar(&c.SessionQueueMax, "session-queue-max", c.SessionQueueMax, "QoS 1/2 deliveries queued for an MQTT session behind its in-flight window or while its client is away; past it the oldest is dropped and counted")
+	fs.IntVar(&c.RetainedMax, "retained-max", c.RetainedMax, "retained MQTT messages this node keeps, at most; a retained publish on a new topic past it is refused (MQTT 5: 0x97) and counted")
+	fs.Var(&c.RetainedMaxBytes, "retained-max-bytes", "bytes of retained MQTT messages this node keeps, at most (as --retained-max)")
 	fs.DurationVar(&c.SessionExpiryMax, "session-expiry-max", c.SessionExpiryMax, "how long a persistent MQTT session (3.1.1 clean session 0, MQTT 5 session expiry) outlives its connection, at most")
 	fs.StringVar(&c.AdvertiseAdmin, "advertise-admin", c.AdvertiseAdmin, "cluster mode: host or host:port at which the other nodes reach this node's admin API (default: the --admin-listen address; the port defaults to the listening one; required when --admin-listen is 0.0.0.0 or ::)")
 	fs.StringVar(&c.AdminKey, "admin-key", c.AdminKey, "admin API key (default: generated into <data-dir>/admin.key on first start)")
@@ -320,6 +326,8 @@ func (c *Config) Validate() error {
 	check(c.MQTTMaxInflight >= 1 && c.MQTTMaxInflight <= 65535, "--mqtt-max-inflight %d: want 1 to 65535", c.MQTTMaxInflight)
 	check(c.SessionQueueMax >= 1 && c.SessionQueueMax <= 1<<20, "--session-queue-max %d: want 1 to 1048576", c.SessionQueueMax)
 	check(c.SessionExpiryMax >= time.Second, "--session-expiry-max %v: want at least 1s", c.SessionExpiryMax)
+	check(c.RetainedMax >= 1 && c.RetainedMax <= 100_000_000, "--retained-max %d: want 1 to 100000000", c.RetainedMax)
+	check(c.RetainedMaxBytes >= 1<<10 && c.RetainedMaxBytes <= 64<<30, "--retained-max-bytes %v: want 1KiB to 64GiB", c.RetainedMaxBytes)
 	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %v: want 16KiB to 256MiB", c.MaxInputBuffer)
 	check(c.MaxInputTotal >= c.MaxInputBuffer && c.MaxInputTotal <= 1<<40, "--max-input-total %v: want --max-input-buffer (%v) to 1TiB", c.MaxInputTotal, c.MaxInputBuffer)
 	check(c.MaxInboundRate >= 0 && c.MaxInboundRate <= 1<<30, "--max-inbound-rate %d: want 0 (unlimited) to 1073741824", c.MaxInboundRate)

@@ -456,3 +456,16 @@ func TestMQTTPersistentSessionPaho(t *testing.T) {
 	expectV3(t, msgs, "sensors/field-device/cmd", "reboot")
 	expectV3(t, msgs, "sensors/field-device/cmd", "update")
 }
+
+// A node shutting down says goodbye in each protocol: MQTT 5 DISCONNECT 0x8B.
+func TestMQTTShutdownDisconnect(t *testing.T) {
+	f := newFleet(t)
+	v5, _, err := v5Client(t, f.MQTTAddr(), "dev", f.rw.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go f.Shutdown(ctx)
+	v5.expectDisconnect(t, 0x8B)
+}

@@ -261,6 +261,11 @@ func (n *Node) Done() <-chan error { return n.serveErr }
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
 	n.closeOnce.Do(func() {
+		if n.broker != nil {
+			// Every protocol's own goodbye first (MQTT 5: DISCONNECT 0x8B;
+			// seed: 1001), then the listeners drain.
+			n.broker.CloseAll(broker.CauseShutdown, "server shutting down")
+		}
 		if n.ws != nil {
 			if err := n.ws.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("WebSocket listener: %w", err))

@@ -90,7 +90,11 @@ type env struct {
 	srv   *Server
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t *testing.T, cfg Config) *env { return newEnvTB(t, cfg) }
+
+func newEnvFuzz(f *testing.F) *env { return newEnvTB(f, Config{}) }
+
+func newEnvTB(t testing.TB, cfg Config) *env {
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "acl.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +112,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	return &env{store: st, b: b, srv: srv}
 }
 
-func (e *env) token(t *testing.T, maxConns int, grants map[string]acl.Permission) (acl.Token, string) {
+func (e *env) token(t testing.TB, maxConns int, grants map[string]acl.Permission) (acl.Token, string) {
 	ctx := context.Background()
 	secret, _ := acl.NewSecret()
 	tok, err := e.store.CreateToken(ctx, "t", maxConns, acl.HashSecret([]byte(secret)))
