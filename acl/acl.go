@@ -14,7 +14,10 @@ package acl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/gatecast/gatecast/topic"
 )
 
 // Permission is what a grant allows on the topics its pattern covers.
@@ -121,8 +124,9 @@ var (
 	ErrInvalid  = errors.New("acl: invalid value")
 )
 
-// Store is the store of record for tokens, tags and permissions. All methods
-// are safe for concurrent use. Deleting a token or a tag deletes its
+// Store is the store of record for tokens, tags and permissions (and, through
+// the embedded RetainedStore, MQTT retained messages). All methods are safe
+// for concurrent use. Deleting a token or a tag deletes its
 // permissions.
 //
 // The contract every implementation keeps (acl/acltest.RunStoreSuite checks
@@ -191,5 +195,79 @@ type Store interface {
 	// ListAudit returns the entries q selects, newest (highest ID) first.
 	ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
 
+	// RetainedStore: the MQTT adapter's retained messages live in the same
+	// store of record (see RetainedStore for why it is embedded).
+	RetainedStore
+
 	Close() error
+}
+
+// Retained is one MQTT retained message as the store of record keeps it:
+// the last message published with the retain flag on its topic. It mirrors
+// the MQTT adapter's own type (broker/mqtt.Retained), which acl does not
+// import; server converts between the two.
+type Retained struct {
+	Topic   string // a publish topic (ValidateRetained), the row's key
+	Payload []byte // never empty: an empty retained payload clears the topic
+	// Props are the MQTT 5 properties that travel with the message, in
+	// wire form, opaque to the store. Empty is stored as nothing and read
+	// back as nil.
+	Props     []byte
+	QoS       byte      // 0, 1 or 2
+	ExpiresAt time.Time // zero: never; kept to the millisecond
+}
+
+// ValidateRetainedTopic accepts a topic that topic.ValidateTopic accepts.
+func ValidateRetainedTopic(t string) error {
+	if err := topic.ValidateTopic(t); err != nil {
+		return fmt.Errorf("%w: retained topic: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// ValidateRetained accepts a message whose topic passes
+// topic.ValidateTopic, whose payload is not empty and whose QoS is 0, 1 or
+// 2. Every error wraps ErrInvalid.
+func ValidateRetained(r Retained) error {
+	var errs []error
+	if err := ValidateRetainedTopic(r.Topic); err != nil {
+		errs = append(errs, err)
+	}
+	if len(r.Payload) == 0 {
+		errs = append(errs, fmt.Errorf("%w: retained message with an empty payload (an empty payload clears the topic: delete it)", ErrInvalid))
+	}
+	if r.QoS > 2 {
+		errs = append(errs, fmt.Errorf("%w: retained message QoS %d, at most 2", ErrInvalid, r.QoS))
+	}
+	return errors.Join(errs...)
+}
+
+// RetainedStore keeps MQTT retained messages, so that they survive a
+// restart. The MQTT adapter holds them in memory and writes through this
+// interface in the background, in publish order; it reads them once, at
+// start-up. In cluster mode every node writes the one shared table.
+//
+// It is a separate interface so that the adapter's wiring (server) depends
+// on these three methods only and their contract reads apart from the ACL
+// one; it is embedded in Store so that every store of record has it, checked
+// by the compiler: a store without it would otherwise pass unnoticed and
+// silently lose retained messages at each restart.
+//
+// The contract (acl/acltest.RunStoreSuite checks it), besides the ctx and
+// validation rules of Store:
+//   - PutRetained inserts or replaces the message of r.Topic; r must pass
+//     ValidateRetained.
+//   - DeleteRetained removes the message of topic (which must pass
+//     ValidateRetainedTopic); none is not an error.
+//   - LoadRetained returns every message not yet expired (ExpiresAt zero or
+//     not before the time of the call), in no particular order, as a
+//     non-nil slice, and deletes the expired ones from the store: they are
+//     never returned. Payload and Props come back byte for byte (empty Props
+//     as nil), ExpiresAt truncated to the millisecond, in UTC.
+type RetainedStore interface {
+	LoadRetained(ctx context.Context) ([]Retained, error)
+	// PutRetained inserts or replaces the message of r.Topic.
+	PutRetained(ctx context.Context, r Retained) error
+	// DeleteRetained removes the message of topic, if there is one.
+	DeleteRetained(ctx context.Context, topic string) error
 }

@@ -25,6 +25,7 @@ func newMQTT(cfg Config, n *Node) (*mqtt.Server, error) {
 		MaxInflight:      cfg.MQTTMaxInflight,
 		MaxQueued:        cfg.SessionQueueMax,
 		MaxSessionExpiry: cfg.SessionExpiryMax,
+		RetainStore:      retainStore(n.store),
 		RetainedMax:      cfg.RetainedMax,
 		RetainedMaxBytes: int(cfg.RetainedMaxBytes),
 		Logger:           n.log.With("component", "mqtt"),

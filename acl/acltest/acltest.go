@@ -55,6 +55,13 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) acl.Store) {
 		{"AuditFilters", testAuditFilters},
 		{"AuditInvalid", testAuditInvalid},
 		{"AuditConcurrent", testAuditConcurrent},
+		{"RetainedPutReplaceDelete", testRetainedPutReplaceDelete},
+		{"RetainedEmptyProps", testRetainedEmptyProps},
+		{"RetainedExpiry", testRetainedExpiry},
+		{"RetainedBinary", testRetainedBinary},
+		{"RetainedInvalid", testRetainedInvalid},
+		{"RetainedCancelled", testRetainedCancelled},
+		{"RetainedConcurrent", testRetainedConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

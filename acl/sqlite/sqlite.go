@@ -67,6 +67,13 @@ type Store struct {
 	listGrants     *sql.Stmt
 	getGrant       *sql.Stmt
 
+	// Prepared statements of the retained messages (retained.go), which the
+	// MQTT adapter writes on every retained publish.
+	putRetained    *sql.Stmt
+	deleteRetained *sql.Stmt
+	expireRetained *sql.Stmt
+	loadRetained   *sql.Stmt
+
 	metrics *storemetrics.Metrics // nil: no metrics
 
 	closeOnce sync.Once
@@ -191,13 +198,27 @@ func (s *Store) init(ctx context.Context) (err error) {
 	if s.getGrant, err = s.db.PrepareContext(ctx, getGrantSQL); err != nil {
 		return err
 	}
+	for _, p := range []struct {
+		st   **sql.Stmt
+		text string
+	}{
+		{&s.putRetained, putRetainedSQL},
+		{&s.deleteRetained, deleteRetainedSQL},
+		{&s.expireRetained, expireRetainedSQL},
+		{&s.loadRetained, loadRetainedSQL},
+	} {
+		if *p.st, err = s.db.PrepareContext(ctx, p.text); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // Close closes the database. Calling it again returns the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		for _, st := range []*sql.Stmt{s.getTokenByHash, s.getToken, s.listGrants, s.getGrant} {
+		for _, st := range []*sql.Stmt{s.getTokenByHash, s.getToken, s.listGrants, s.getGrant,
+			s.putRetained, s.deleteRetained, s.expireRetained, s.loadRetained} {
 			if st != nil {
 				st.Close()
 			}
