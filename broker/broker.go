@@ -606,7 +606,9 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	sc := b.scratch.Get().(*matchScratch)
 	sc.subs = b.index.Match(m.Topic, sc.subs[:0])
 	sc.multi = sc.multi[:0]
-	dropped, bytes := 0, 0
+	// counts per subscriber protocol, added to the metrics once
+	var delivered1, dropped1 [len(protocolNames)]int
+	bytes := 0
 	for _, sub := range sc.subs {
 		if sub.s == nil {
 			// a shared subscription group's entry: one member gets it
@@ -616,10 +618,10 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 			}
 			n, ok, bl := sub.s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), SubIDs: sub.subIDs()})
 			if ok {
-				delivered++
+				delivered1[sub.s.proto]++
 				bytes += n
 			} else {
-				dropped++
+				dropped1[sub.s.proto]++
 			}
 			if backlog == nil {
 				backlog = bl
@@ -638,10 +640,10 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 		}
 		n, ok, bl := s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), RetainAsPublished: sub.opts.RetainAsPublished, SubIDs: sub.subIDs()})
 		if ok {
-			delivered++
+			delivered1[s.proto]++
 			bytes += n
 		} else {
-			dropped++
+			dropped1[s.proto]++
 		}
 		if backlog == nil {
 			backlog = bl
@@ -666,10 +668,10 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 			d.SubIDs = sc.ids
 			n, ok, bl := s.ep.Deliver(m, d)
 			if ok {
-				delivered++
+				delivered1[s.proto]++
 				bytes += n
 			} else {
-				dropped++
+				dropped1[s.proto]++
 			}
 			if backlog == nil {
 				backlog = bl
@@ -692,11 +694,16 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 		sc.fwd = nil
 	}
 	b.scratch.Put(sc)
-	b.metrics.deliveries.Add(float64(delivered))
-	b.metrics.bytesOut.Add(float64(bytes))
-	if dropped > 0 {
-		b.metrics.dropped.Add(float64(dropped))
+	for p, n := range delivered1 {
+		if n > 0 {
+			b.metrics.deliveries[p].Add(float64(n))
+			delivered += n
+		}
+		if dropped1[p] > 0 {
+			b.metrics.dropped[p].Add(float64(dropped1[p]))
+		}
 	}
+	b.metrics.bytesOut.Add(float64(bytes))
 	return delivered, backlog
 }
 

@@ -69,12 +69,12 @@ type metrics struct {
 	subscriptions prometheus.Gauge
 	offline       prometheus.Gauge
 	connects      [numResults]prometheus.Counter
-	messagesIn    prometheus.Counter
+	messagesIn    [len(protocolNames)]prometheus.Counter // by the publisher's protocol
 	bytesIn       prometheus.Counter
 	rejected      [numRejects]prometheus.Counter
-	deliveries    prometheus.Counter
+	deliveries    [len(protocolNames)]prometheus.Counter // by the subscriber's protocol
 	bytesOut      prometheus.Counter
-	dropped       prometheus.Counter
+	dropped       [len(protocolNames)]prometheus.Counter // by the subscriber's protocol
 	forwardErrors prometheus.Counter
 	stalls        prometheus.Counter
 	stallSeconds  prometheus.Counter
@@ -94,16 +94,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gatecast_subscriptions", Help: "Live subscriptions (filters) of all sessions."}),
 		offline: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatecast_sessions_offline", Help: "Persistent sessions whose client is away (MQTT clean session 0 / session expiry): their subscriptions stay, their QoS 1/2 messages queue."}),
-		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_messages_in_total", Help: "Messages published by clients and accepted for routing."}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_message_bytes_in_total", Help: "Payload bytes of client messages, accepted or not."}),
-		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_messages_out_total", Help: "Messages queued to subscribers (one per recipient)."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_message_bytes_out_total", Help: "Frame bytes queued to subscribers."}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_deliveries_dropped_total", Help: "Deliveries the transport refused (closed or slow consumer)."}),
 		forwardErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_cluster_forward_errors_total", Help: "Published messages that could not be forwarded to other nodes (cluster mode)."}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
@@ -115,6 +109,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "gatecast_connections", Help: "Live client sessions, by protocol."}, []string{"protocol"})
 	for i := range m.connections {
 		m.connections[i] = connections.WithLabelValues(protocolNames[i])
+	}
+	messagesIn := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_messages_in_total", Help: "Messages published by clients and accepted for routing, by the publisher's protocol."}, []string{"protocol"})
+	deliveries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_messages_out_total", Help: "Messages queued to subscribers (one per recipient), by the subscriber's protocol."}, []string{"protocol"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatecast_deliveries_dropped_total", Help: "Deliveries the transport refused (closed or slow consumer), by the subscriber's protocol."}, []string{"protocol"})
+	for i, p := range protocolNames {
+		m.messagesIn[i] = messagesIn.WithLabelValues(p)
+		m.deliveries[i] = deliveries.WithLabelValues(p)
+		m.dropped[i] = dropped.WithLabelValues(p)
 	}
 	connects := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatecast_connects_total", Help: "Connection attempts by result."}, []string{"result"})
@@ -133,8 +138,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	if reg != nil {
-		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.offline, m.messagesIn, m.bytesIn,
-			m.deliveries, m.bytesOut, m.dropped, m.forwardErrors, m.stalls, m.stallSeconds, connects, rejected, revocations} {
+		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.offline, messagesIn, m.bytesIn,
+			deliveries, m.bytesOut, dropped, m.forwardErrors, m.stalls, m.stallSeconds, connects, rejected, revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

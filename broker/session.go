@@ -239,7 +239,7 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 		b.metrics.rejected[rejectDenied].Inc()
 		return PublishNotAuthorized
 	}
-	b.metrics.messagesIn.Inc()
+	b.metrics.messagesIn[s.proto].Inc()
 	m.from = s
 	if _, backlog := b.dispatch(m, true); backlog != nil && stall {
 		s.stall(backlog)
