@@ -101,9 +101,11 @@ func (a *adminAPI) deleteToken(ctx context.Context, id int64) error {
 }
 
 // memory is the broker's own account of its memory, from /metrics, taken
-// right after a forced garbage collection (pprof's heap?gc=1).
+// right after a forced garbage collection (pprof's heap?gc=1), and its
+// count of offline (persistent) sessions.
 type memory struct {
 	HeapInuse, StackInuse, RSS, Goroutines float64
+	OfflineSessions                        float64 // gatecast_sessions_offline
 }
 
 func (a *adminAPI) memory(ctx context.Context) (memory, error) {
@@ -112,6 +114,11 @@ func (a *adminAPI) memory(ctx context.Context) (memory, error) {
 	if err := a.do(ctx, "GET", "/debug/pprof/heap?gc=1", nil, nil); err != nil {
 		return memory{}, fmt.Errorf("forcing a GC through /debug/pprof/heap?gc=1: %w", err)
 	}
+	return a.scrape(ctx)
+}
+
+// scrape reads /metrics without forcing a collection first.
+func (a *adminAPI) scrape(ctx context.Context) (memory, error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", a.base+"/metrics", nil)
 	resp, err := a.http.Do(req)
 	if err != nil {
@@ -139,6 +146,8 @@ func (a *adminAPI) memory(ctx context.Context) (memory, error) {
 			m.RSS = v
 		case "go_goroutines":
 			m.Goroutines = v
+		case "gatecast_sessions_offline":
+			m.OfflineSessions = v
 		}
 	}
 	return m, sc.Err()

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const cliUsage = `Usage: gatecast loadtest SCENARIO [flags]
+       gatecast loadtest --scenario SCENARIO [flags]
 
 Simulates a fleet of clients against a running broker and prints a JSON
 report on stdout (progress on stderr). Scenarios:
@@ -27,6 +29,14 @@ report on stdout (progress on stderr). Scenarios:
   mixed      telemetry + commands + a churn of --churn-fraction of the devices + a revocation
   fanout     1 publisher → --conns subscribers of one topic (command with the fleet topic)
   fanin      --conns publishers → 1 wildcard subscriber (telemetry with one dashboard)
+  offline    MQTT only: --conns devices (default 10000) with persistent sessions drop, one QoS 1
+             command per device is published meanwhile, they reconnect: reconnect times, Session
+             Present, commands delivered (duplicates, missing), CONNACK → command, broker memory
+
+--protocol mqtt runs every fleet scenario with MQTT clients over the broker's MQTT TCP
+listener (--mqtt-url, --mqtt-version 4|5): devices subscribe after CONNACK, publish
+telemetry at QoS 0, get commands at QoS 1 (answering PUBACK) and send PINGREQ every half
+--mqtt-keep-alive; revoke waits for DISCONNECT 0x87 (3.1.1: the close).
 
 Hostile clients (issue 9; their own flags: gatecast loadtest flood --help):
 
@@ -54,14 +64,18 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	scenario := args[0]
+	scenario, args, err := scenarioArg(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "gatecast loadtest:", err)
+		return 2
+	}
 	if isAttack(scenario) {
-		return RunAttackCLI(ctx, scenario, args[1:], stdout, stderr)
+		return RunAttackCLI(ctx, scenario, args, stdout, stderr)
 	}
 	var o Options
 	var x cliExtra
 	fs := newFlagSet(scenario, &o, &x, stderr)
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -71,6 +85,10 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gatecast loadtest: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if x.scenario != "" && x.scenario != scenario {
+		fmt.Fprintf(stderr, "gatecast loadtest: two scenarios, %q and --scenario %q\n", scenario, x.scenario)
+		return 2
+	}
 	if o.AdminKey == "" {
 		o.AdminKey = os.Getenv("GATECAST_ADMIN_KEY")
 	}
@@ -78,6 +96,9 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
 	if !rateSet {
 		o.Rate = scenarioDefaults[scenario]
+	}
+	if x.devices != 0 {
+		o.Conns = x.devices
 	}
 	if !x.quiet {
 		o.Progress = stderr
@@ -106,8 +127,45 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // cliExtra are flags that are not Options.
 type cliExtra struct {
-	chart string
-	quiet bool
+	chart    string
+	quiet    bool
+	devices  int
+	scenario string // --scenario, taken out of the arguments by scenarioArg; here for --help
+}
+
+// scenarioArg returns the scenario, named first (`loadtest telemetry
+// --conns 10`) or with --scenario anywhere (`loadtest --protocol mqtt
+// --scenario offline`), and the remaining arguments.
+func scenarioArg(args []string) (string, []string, error) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:], nil
+	}
+	rest := make([]string, 0, len(args))
+	scenario := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "scenario" {
+			rest = append(rest, a)
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return "", nil, errors.New("--scenario needs a value")
+			}
+			i++
+			val = args[i]
+		}
+		scenario = val
+	}
+	if scenario == "" {
+		return "", nil, errors.New("no scenario: gatecast loadtest SCENARIO [flags] or --scenario SCENARIO")
+	}
+	return scenario, rest, nil
 }
 
 func writeChartFile(path string, rep *Report) error {
@@ -135,12 +193,14 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 	// The environment is read after parsing, so that --help never prints
 	// the key as a default.
 	fs.StringVar(&o.AdminKey, "admin-key", "", "admin key (default: env GATECAST_ADMIN_KEY)")
-	fs.IntVar(&o.Conns, "conns", 1000, "devices (fanout: subscribers, fanin: publishers)")
+	fs.IntVar(&o.Conns, "conns", 0, "devices (fanout: subscribers, fanin: publishers) (default 1000; offline 10000)")
+	fs.IntVar(&x.devices, "devices", 0, "same as --conns")
+	fs.StringVar(&x.scenario, "scenario", "", "the scenario, instead of naming it first")
 	fs.IntVar(&o.Dashboards, "dashboards", 10, "telemetry, revoke, mixed: dashboards, each watching one region's telemetry with a wildcard")
 	fs.IntVar(&o.Regions, "regions", 0, "device regions (0: one per dashboard)")
 	fs.IntVar(&o.Tokens, "tokens", 10, "device tokens; device i uses token i mod N")
 	fs.IntVar(&o.Revoke, "revoke", 1, "revoke, mixed: device tokens disabled under load")
-	fs.Float64Var(&o.Rate, "rate", 0, "messages/s offered in all: telemetry (telemetry, fanin, revoke, mixed) or commands (command, fanout); 0 = unpaced (default per scenario: telemetry 1000, fanin 50000, revoke 1000, mixed 1000, command 10, fanout 200)")
+	fs.Float64Var(&o.Rate, "rate", 0, "messages/s offered in all: telemetry (telemetry, fanin, revoke, mixed) or commands (command, fanout); 0 = unpaced (default per scenario: telemetry 1000, fanin 50000, revoke 1000, mixed 1000, command 10, fanout 200, offline unpaced)")
 	fs.Float64Var(&o.CommandRate, "command-rate", 0, "mixed: commands/s (default 5)")
 	fs.StringVar(&o.CommandTarget, "command-target", "fleet", "command, fanout, mixed: fleet (every device gets each command) or device (one device each, in turn)")
 	fs.Int64Var(&o.Messages, "messages", 0, "messages to publish in all, then stop (0: publish for --duration)")
@@ -162,6 +222,11 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 	fs.DurationVar(&o.ReconnectJitter, "reconnect-jitter", 0, "churn, mixed: each device reconnects after a random delay below this (default 2s)")
 	fs.DurationVar(&o.ReconnectDeadline, "reconnect-deadline", 0, "churn, mixed: devices stop retrying this long after the storm began (default 1m)")
 	fs.DurationVar(&o.CloseTimeout, "close-timeout", 0, "revoke, mixed: longest wait for the close frames (default 30s)")
+	fs.StringVar(&o.Protocol, "protocol", "seed", "seed (WebSocket, the seed protocol, --url) or mqtt (MQTT over TCP, --mqtt-url)")
+	fs.IntVar(&o.MQTTVersion, "mqtt-version", 5, "mqtt: protocol version, 4 (3.1.1) or 5")
+	fs.StringVar(&o.MQTTURL, "mqtt-url", "", "mqtt: the broker's MQTT TCP listener, tcp://host:port; several comma-separated (default: --url's host, port 1883)")
+	fs.DurationVar(&o.KeepAlive, "mqtt-keep-alive", 0, "mqtt: CONNECT keep alive; every connection sends PINGREQ each half of it (default 60s)")
+	fs.DurationVar(&o.SessionExpiry, "mqtt-session-expiry", 0, "offline: MQTT 5 Session Expiry Interval of the devices' persistent sessions (default 1h; 3.1.1 uses Clean Session 0)")
 	fs.IntVar(&o.BrokerPID, "broker-pid", 0, "PID of a broker on this machine: report its RSS and CPU from /proc")
 	fs.StringVar(&x.chart, "chart", "", "write an SVG chart (connections and p99 latency over time) to this file")
 	fs.BoolVar(&x.quiet, "quiet", false, "no progress lines on stderr")

@@ -150,17 +150,24 @@ type dialTarget struct {
 	raddr *netpoll.TCPAddr
 }
 
-func resolveTarget(raw string) (dialTarget, error) {
+// resolveTarget resolves a broker URL: ws://host[:port]/path for the seed
+// protocol, tcp://host[:port] (MQTT's listener, port 1883 by default) for
+// mqtt.
+func resolveTarget(raw string, mqtt bool) (dialTarget, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return dialTarget{}, err
 	}
-	if u.Scheme != "ws" {
-		return dialTarget{}, errors.New("loadtest: only ws:// URLs are supported, got " + raw)
+	scheme, port := "ws", "80"
+	if mqtt {
+		scheme, port = "tcp", "1883"
+	}
+	if u.Scheme != scheme {
+		return dialTarget{}, errors.New("loadtest: only " + scheme + ":// URLs are supported here, got " + raw)
 	}
 	host := u.Host
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "80")
+		host = net.JoinHostPort(u.Hostname(), port)
 	}
 	ra, err := netpoll.ResolveTCPAddr("tcp", host)
 	if err != nil {
@@ -179,6 +186,9 @@ func (dc *devConn) connect(ctx context.Context) (errKind, error) {
 	cancel()
 	if err != nil {
 		return classifyDial(err), err
+	}
+	if w.spec.mqtt() {
+		return dc.handshakeMQTT(c)
 	}
 	_ = c.SetReadTimeout(w.spec.HandshakeTimeout)
 	_ = c.SetWriteTimeout(w.spec.HandshakeTimeout)
@@ -226,7 +236,11 @@ func (dc *devConn) attach(c netpoll.Connection) {
 		dc.closed(c, gen)
 		return nil
 	})
-	_ = c.SetOnRequest(dc.onRequest)
+	if dc.w.spec.mqtt() {
+		_ = c.SetOnRequest(dc.onRequestMQTT)
+	} else {
+		_ = c.SetOnRequest(dc.onRequest)
+	}
 	if !c.IsActive() {
 		// The broker hung up before OnRequest was installed: netpoll ran no
 		// callback then, closing runs them now.
@@ -249,7 +263,11 @@ func (dc *devConn) closed(c netpoll.Connection, gen uint32) {
 	dc.wmu.Unlock()
 	dc.w.open.Add(-1)
 	if current && fl&(fGotClose|fByUs) == 0 {
-		dc.w.errs.add(errDropped)
+		if dc.w.spec.mqtt() {
+			dc.w.lostMQTT(dc)
+		} else {
+			dc.w.errs.add(errDropped)
+		}
 	}
 }
 
@@ -410,7 +428,12 @@ func (dc *devConn) closeBy(graceful bool) bool {
 	}
 	dc.flags.Or(fByUs)
 	dc.wmu.Unlock()
-	if graceful {
+	if graceful && dc.w.spec.mqtt() {
+		var buf [2]byte
+		if dc.write(appendMQTTDisconnect(buf[:0], dc.w.spec.MQTTVersion)) {
+			return true // the broker hangs up
+		}
+	} else if graceful {
 		var buf [14 + 2]byte
 		body := [2]byte{byte(ws.StatusNormalClosure >> 8), byte(ws.StatusNormalClosure & 0xff)}
 		if dc.write(appendClientFrame(buf[:0], ws.OpClose, body[:], dc.w.mask())) {

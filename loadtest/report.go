@@ -13,7 +13,10 @@ import (
 
 // Report is a run's result, printed as JSON on stdout.
 type Report struct {
-	Scenario    string           `json:"scenario"`
+	Scenario string `json:"scenario"`
+	// Protocol is "mqtt" for an MQTT fleet; left out for the seed
+	// protocol, whose reports are as they always were.
+	Protocol    string           `json:"protocol,omitempty"`
 	Started     time.Time        `json:"started"`
 	Seconds     float64          `json:"seconds"`
 	Workers     int              `json:"workers"`
@@ -27,6 +30,8 @@ type Report struct {
 	Commands    *TrafficReport   `json:"commands,omitempty"`
 	Churn       *ChurnReport     `json:"churn,omitempty"`
 	Revoke      *RevokeReport    `json:"revoke,omitempty"`
+	Offline     *OfflineReport   `json:"offline,omitempty"`
+	MQTT        *MQTTReport      `json:"mqtt,omitempty"`
 	Errors      map[string]int64 `json:"errors"`
 	ErrorsTotal int64            `json:"errors_total"`
 	Client      ClientReport     `json:"client"`
@@ -77,16 +82,92 @@ type ChurnReport struct {
 
 // RevokeReport is K tokens disabled under load.
 type RevokeReport struct {
-	Tokens           int       `json:"tokens"`
-	Revoked          int       `json:"tokens_revoked"`
-	AdminCallMs      []float64 `json:"admin_call_ms"`
-	Affected         int64     `json:"affected_connections"`
-	Closed4002       int64     `json:"closed_with_4002"`
-	AllClosedMs      float64   `json:"all_closed_ms"` // from the first admin call to the last affected client's close frame
-	CloseLatency     Latency   `json:"close_latency"`
-	Unaffected       int64     `json:"unaffected_devices"`
-	UnaffectedOpen   int64     `json:"unaffected_still_open"`
-	UnexpectedCloses int64     `json:"unexpected_closes"`
+	Tokens      int       `json:"tokens"`
+	Revoked     int       `json:"tokens_revoked"`
+	AdminCallMs []float64 `json:"admin_call_ms"`
+	Affected    int64     `json:"affected_connections"`
+	// Closed counts the affected clients closed with the revocation's
+	// signal, reported under its name: close code 4002 (seed), DISCONNECT
+	// 0x87 (MQTT 5), the connection closed (MQTT 3.1.1, whose server sends
+	// no DISCONNECT).
+	Closed           int64   `json:"-"`
+	Closed4002       *int64  `json:"closed_with_4002,omitempty"`
+	ClosedDisconnect *int64  `json:"closed_with_disconnect_0x87,omitempty"`
+	ClosedByBroker   *int64  `json:"closed_by_broker,omitempty"`
+	AllClosedMs      float64 `json:"all_closed_ms"` // from the first admin call to the last affected client's close frame (DISCONNECT, close)
+	CloseLatency     Latency `json:"close_latency"`
+	Unaffected       int64   `json:"unaffected_devices"`
+	UnaffectedOpen   int64   `json:"unaffected_still_open"`
+	UnexpectedCloses int64   `json:"unexpected_closes"`
+}
+
+// MQTTReport is what an MQTT fleet (--protocol mqtt) did besides its
+// messages.
+type MQTTReport struct {
+	Version          int      `json:"version"` // 4 (3.1.1) or 5
+	URLs             []string `json:"urls"`
+	KeepAliveSeconds int      `json:"keep_alive_seconds"`
+	CommandQoS       int      `json:"command_qos"`
+	Persistent       bool     `json:"persistent_sessions,omitempty"`
+	SessionPresent   int64    `json:"session_present"`  // CONNACKs with Session Present 1, whole run
+	PubAcks          int64    `json:"pubacks_received"` // for the commander's QoS 1 commands
+	Pings            int64    `json:"pingreqs_sent"`
+	PingResps        int64    `json:"pingresps_received"`
+	DupDeliveries    int64    `json:"dup_flag_deliveries"` // deliveries with the DUP flag (resent after a reconnect)
+}
+
+// OfflineReport is the offline scenario: devices with persistent sessions
+// drop, one QoS 1 command per device is published while they are away,
+// they reconnect.
+type OfflineReport struct {
+	Devices              int64   `json:"devices"`
+	SessionExpirySeconds int     `json:"session_expiry_seconds,omitempty"` // MQTT 5
+	Dropped              int64   `json:"dropped"`
+	OfflineSessions      float64 `json:"broker_offline_sessions"` // gatecast_sessions_offline after the drop (this run's)
+	OfflineSeconds       float64 `json:"offline_wait_seconds"`    // from the drop until the broker counted them offline
+	CommandsSent         int64   `json:"commands_sent"`
+	CommandsAcked        int64   `json:"commands_acked"` // PUBACKs the backend got
+	PublishSeconds       float64 `json:"publish_seconds"`
+	Reconnected          int64   `json:"reconnected"`
+	ReconnectFailed      int64   `json:"reconnect_failed"`
+	ReconnectSeconds     float64 `json:"reconnect_seconds"` // from the storm's start to the last CONNACK
+	JitterSeconds        float64 `json:"reconnect_jitter_seconds"`
+	// ReconnectLatency is dial → CONNACK per device, in the storm.
+	ReconnectLatency Latency `json:"reconnect_latency"`
+	SessionPresent   int64   `json:"session_present"` // reconnects whose CONNACK said Session Present 1
+	// Delivered counts devices that got their command, Duplicates the
+	// commands a device got more than once; DupFlag the deliveries that
+	// carried the DUP flag; Missing the devices without their command.
+	Delivered  int64 `json:"commands_delivered"`
+	Duplicates int64 `json:"duplicates"`
+	DupFlag    int64 `json:"dup_flag"`
+	Missing    int64 `json:"missing"`
+	// AllDeliveredSeconds: from the storm's start to the last command.
+	AllDeliveredSeconds float64 `json:"all_delivered_seconds"`
+	// ReconnectToCommand is the device's CONNACK → its command's arrival.
+	ReconnectToCommand Latency `json:"reconnect_to_command"`
+	// CommandAge is the command's publish → its arrival (includes the
+	// time the device was away).
+	CommandAge Latency `json:"command_age"`
+	// Broker memory from its /metrics (after a forced GC): before the
+	// fleet connected, connected, with the sessions offline and the
+	// commands queued, after the reconnect and the deliveries.
+	Broker OfflineMemory `json:"broker_memory"`
+}
+
+// OfflineMemory is the broker's resident set and heap (+ stacks) at the
+// offline scenario's steps, from process_resident_memory_bytes and
+// go_memstats_{heap,stack}_inuse_bytes.
+type OfflineMemory struct {
+	RSSBefore      float64 `json:"rss_before_bytes"`
+	RSSOnline      float64 `json:"rss_online_bytes"`
+	RSSOffline     float64 `json:"rss_offline_bytes"`
+	RSSAfter       float64 `json:"rss_after_bytes"`
+	HeapBefore     float64 `json:"heap_stack_before_bytes"`
+	HeapOnline     float64 `json:"heap_stack_online_bytes"`
+	HeapOffline    float64 `json:"heap_stack_offline_bytes"`
+	HeapAfter      float64 `json:"heap_stack_after_bytes"`
+	OfflinePerConn float64 `json:"heap_stack_per_offline_session_bytes"` // (offline − before) / devices: a session with its queued command, no connection
 }
 
 // ClientReport is the simulator's own cost per idle connection, measured

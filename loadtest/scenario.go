@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,7 +15,7 @@ import (
 )
 
 // Scenarios lists what `gatecast loadtest` runs.
-var Scenarios = []string{"connect", "idle", "telemetry", "command", "churn", "revoke", "mixed", "fanout", "fanin"}
+var Scenarios = []string{"connect", "idle", "telemetry", "command", "churn", "revoke", "mixed", "fanout", "fanin", "offline"}
 
 // Options are the knobs of a run. Zero values take the defaults of
 // RunCLI's flags (see withDefaults); every wait is bounded by Timeout.
@@ -55,6 +57,13 @@ type Options struct {
 	ReconnectDeadline time.Duration // devices stop retrying this long after the storm began
 	CloseTimeout      time.Duration // revoke, mixed: longest wait for the close frames
 
+	// MQTT fleets (Protocol "mqtt"): every client speaks MQTT over TCP.
+	Protocol      string        // "seed" (default) or "mqtt"
+	MQTTVersion   int           // 4 (3.1.1) or 5 (default)
+	MQTTURL       string        // MQTT listener(s), tcp://host:port, comma-separated (default: the first URL's host, port 1883)
+	KeepAlive     time.Duration // MQTT keep alive (default 60s); every connection sends PINGREQ each half of it
+	SessionExpiry time.Duration // offline: MQTT 5 Session Expiry Interval of the devices' sessions (default 1h)
+
 	BrokerPID int       // read the broker's RSS and CPU from /proc/<pid>
 	Progress  io.Writer // one progress line per second (nil: none)
 	Stderr    io.Writer // worker processes' stderr (nil: discarded)
@@ -77,6 +86,9 @@ func (o Options) withDefaults(scenario string) Options {
 		if *v == 0 {
 			*v = d
 		}
+	}
+	if scenario == "offline" {
+		def(&o.Conns, 10000)
 	}
 	def(&o.Conns, 1000)
 	def(&o.Size, 64)
@@ -107,7 +119,50 @@ func (o Options) withDefaults(scenario string) Options {
 	if o.CommandRate == 0 && scenario == "mixed" {
 		o.CommandRate = 5
 	}
+	if o.Protocol == "" {
+		o.Protocol = protoSeed
+	}
+	if o.Protocol == protoMQTT {
+		def(&o.MQTTVersion, 5)
+		defD(&o.KeepAlive, 60*time.Second)
+		defD(&o.SessionExpiry, time.Hour)
+		if strings.TrimSpace(o.MQTTURL) == "" {
+			o.MQTTURL = deriveMQTTURL(o.URL)
+		}
+	}
+	if scenario == "offline" {
+		// The broker keeps at most broker.DefaultMaxOfflineSessions (1,000)
+		// offline sessions per token: spread the devices so that each
+		// token stays below.
+		o.Tokens = max(o.Tokens, (o.Conns+maxOfflinePerToken-1)/maxOfflinePerToken)
+	}
 	return o
+}
+
+// maxOfflinePerToken is the broker's default cap on one token's offline
+// sessions (broker.DefaultMaxOfflineSessions).
+const maxOfflinePerToken = 1000
+
+// deriveMQTTURL is the MQTT listener on the host of the first seed URL:
+// tcp://host:1883, the broker's default --mqtt-listen port.
+func deriveMQTTURL(urls string) string {
+	first, _, _ := strings.Cut(urls, ",")
+	u, err := url.Parse(strings.TrimSpace(first))
+	if err != nil || u.Hostname() == "" {
+		return "tcp://127.0.0.1:1883"
+	}
+	return "tcp://" + net.JoinHostPort(u.Hostname(), "1883")
+}
+
+// splitURLs splits a comma-separated URL list.
+func splitURLs(s string) []string {
+	var urls []string
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
 }
 
 func (o Options) validate(scenario string) error {
@@ -130,8 +185,20 @@ func (o Options) validate(scenario string) error {
 		return errors.New("--workers must be ≥ 0 and --per-worker ≥ 1")
 	case o.Size > maxServerFrame/2:
 		return fmt.Errorf("--size must be at most %d", maxServerFrame/2)
-	case strings.TrimSpace(o.URL) == "":
+	case strings.TrimSpace(o.URL) == "" && o.Protocol != protoMQTT:
 		return errors.New("--url is empty")
+	case o.Protocol != protoSeed && o.Protocol != protoMQTT:
+		return fmt.Errorf("--protocol %q: want seed or mqtt", o.Protocol)
+	case scenario == "offline" && o.Protocol != protoMQTT:
+		return errors.New("offline needs --protocol mqtt: seed sessions end with their connection")
+	case o.Protocol == protoMQTT && o.MQTTVersion != 4 && o.MQTTVersion != 5:
+		return fmt.Errorf("--mqtt-version %d: want 4 (3.1.1) or 5", o.MQTTVersion)
+	case o.Protocol == protoMQTT && (o.KeepAlive < time.Second || o.KeepAlive > 65535*time.Second):
+		return errors.New("--mqtt-keep-alive must be 1s to 65535s")
+	case o.Protocol == protoMQTT && (o.SessionExpiry < time.Second || o.SessionExpiry > 0xFFFFFFFE*time.Second):
+		return errors.New("--mqtt-session-expiry must be at least 1s")
+	case o.Protocol == protoMQTT && len(splitURLs(o.MQTTURL)) == 0:
+		return errors.New("--mqtt-url is empty")
 	}
 	return nil
 }
@@ -150,7 +217,7 @@ func shapeOf(scenario string, o Options) (shape, error) {
 		s.dashboards = o.Dashboards
 	case "mixed":
 		s.dashboards, s.commander = o.Dashboards, true
-	case "command", "fanout":
+	case "command", "fanout", "offline":
 		s.commander = true
 	case "fanin":
 		s.dashboards, s.regions = 1, 1
@@ -180,6 +247,8 @@ type run struct {
 
 	devTokens []ltToken
 	created   []int64
+
+	sessionPresent int64 // MQTT: CONNACKs with Session Present 1, summed over the connects
 }
 
 // Run runs a scenario against a running broker and returns its report.
@@ -196,6 +265,11 @@ func Run(ctx context.Context, scenario string, o Options) (*Report, error) {
 	defer cancel()
 	r := &run{o: o, scenario: scenario, shape: sh, api: newAdminAPI(o.AdminURL, o.AdminKey), epoch: time.Now()}
 	r.rep = &Report{Scenario: scenario, Started: r.epoch.UTC(), Devices: sh.devices, Dashboards: sh.dashboards, Commander: sh.commander, InProcess: o.InProcess}
+	if o.Protocol == protoMQTT {
+		r.rep.Protocol = protoMQTT
+		r.rep.MQTT = &MQTTReport{Version: o.MQTTVersion, URLs: splitURLs(o.MQTTURL), KeepAliveSeconds: int(o.KeepAlive / time.Second),
+			CommandQoS: mqttCommandQoS, Persistent: scenario == "offline"}
+	}
 	if o.BrokerPID > 0 {
 		if r.broker, err = newBrokerSampler(o.BrokerPID, r.epoch); err != nil {
 			return nil, err
@@ -242,6 +316,8 @@ func (r *run) scenarioBody(ctx context.Context) error {
 		return r.revokeScenario(ctx)
 	case "mixed":
 		return r.mixedScenario(ctx)
+	case "offline":
+		return r.offlineScenario(ctx)
 	}
 	return fmt.Errorf("unknown scenario %q", r.scenario)
 }
@@ -302,11 +378,9 @@ func (r *run) start(ctx context.Context) error {
 		// every address below 10,000 connections.
 		sourceIPs = min(254, max(4, (total+9999)/10000))
 	}
-	var urls []string
-	for _, u := range strings.Split(o.URL, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			urls = append(urls, u)
-		}
+	urls := splitURLs(o.URL)
+	if o.Protocol == protoMQTT {
+		urls = splitURLs(o.MQTTURL)
 	}
 	r.rep.Workers, r.rep.SourceIPs = workers, sourceIPs
 	specs := make([]workerSpec, workers)
@@ -317,6 +391,14 @@ func (r *run) start(ctx context.Context) error {
 			Dashboards: sh.dashboards, Regions: sh.regions, Commander: sh.commander && w == 0,
 			DeviceTokens: secrets, DashboardToken: dash.Secret, CommanderToken: cmdr.Secret,
 			Size: o.Size, DialConcurrency: o.DialConcurrency, DialTimeout: o.DialTimeout, HandshakeTimeout: o.HandshakeTimeout,
+		}
+		if o.Protocol == protoMQTT {
+			sp := &specs[w]
+			sp.Protocol, sp.MQTTVersion, sp.KeepAlive, sp.CommandQoS = protoMQTT, byte(o.MQTTVersion), o.KeepAlive, mqttCommandQoS
+			sp.ClientPrefix = prefix
+			if r.scenario == "offline" {
+				sp.Persistent, sp.SessionExpiry = true, uint32(o.SessionExpiry/time.Second)
+			}
 		}
 		if err := specs[w].validate(); err != nil {
 			return err
@@ -357,6 +439,7 @@ func (r *run) connectAll(ctx context.Context) ([]status, error) {
 	for _, s := range st {
 		c.Connected += s.Connected
 		c.Failed += s.Failed
+		r.sessionPresent += s.SessionPresent
 		if s.DialStart != 0 && (first == 0 || s.DialStart < first) {
 			first = s.DialStart
 		}
@@ -634,6 +717,7 @@ func (r *run) churnPhase(ctx context.Context, frac float64) error {
 		c.Reconnected += s.Connected
 		c.Failed += s.Failed
 		last = max(last, s.LastConnect)
+		r.sessionPresent += s.SessionPresent
 	}
 	if last > 0 {
 		c.AllBackSeconds = float64(last-stormAt.UnixNano()) / 1e9
@@ -706,12 +790,12 @@ func (r *run) revokePhase(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		rv.Closed4002, last = 0, 0
+		rv.Closed, last = 0, 0
 		for _, s := range st {
-			rv.Closed4002 += s.RevokedCloses
+			rv.Closed += s.RevokedCloses
 			last = max(last, s.LastRevokedClose)
 		}
-		if rv.Closed4002 >= rv.Affected || time.Now().After(deadline) {
+		if rv.Closed >= rv.Affected || time.Now().After(deadline) {
 			break
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
@@ -721,8 +805,8 @@ func (r *run) revokePhase(ctx context.Context) error {
 	if last > 0 {
 		rv.AllClosedMs = float64(last-at.UnixNano()) / 1e6
 	}
-	if rv.Closed4002 < rv.Affected {
-		return fmt.Errorf("revoke: only %d of %d affected clients got their 4002 close frame within %s", rv.Closed4002, rv.Affected, r.o.CloseTimeout)
+	if rv.Closed < rv.Affected {
+		return fmt.Errorf("revoke: only %d of %d affected clients got their %s within %s", rv.Closed, rv.Affected, r.revokeSignal(), r.o.CloseTimeout)
 	}
 	return nil
 }
@@ -808,6 +892,26 @@ func (r *run) mixedScenario(ctx context.Context) error {
 	return nil
 }
 
+// unexpectedClosePrefixes name the errors that are a broker closing or
+// refusing a client: seed close codes, MQTT refusals and DISCONNECTs, MQTT
+// connections closed without a DISCONNECT.
+var unexpectedClosePrefixes = []string{"closed_", "rejected_", "connack_", "disconnect_", "suback_", "dropped_without_disconnect"}
+
+// mqttCommandQoS is the QoS of an MQTT fleet's commands (and of the
+// devices' command subscriptions); telemetry is QoS 0.
+const mqttCommandQoS = 1
+
+// revokeSignal names what a revoked client gets.
+func (r *run) revokeSignal() string {
+	switch {
+	case r.o.Protocol != protoMQTT:
+		return "4002 close frame"
+	case r.o.MQTTVersion == 5:
+		return "DISCONNECT 0x87"
+	}
+	return "connection close (MQTT 3.1.1)"
+}
+
 // finish completes the report from the workers' final state and the
 // merged ticks.
 func (r *run) finish(final []status) {
@@ -832,15 +936,38 @@ func (r *run) finish(final []status) {
 	}
 	if rep.Commands != nil {
 		rep.Commands.Latency = latencyOf(r.agg.lat[kindCommand])
+		if rep.Offline != nil {
+			rep.Offline.CommandAge = rep.Commands.Latency
+		}
 	}
 	if rv := rep.Revoke; rv != nil {
 		rv.CloseLatency = latencyOf(r.agg.close)
+		closed := rv.Closed
+		switch {
+		case r.o.Protocol != protoMQTT:
+			rv.Closed4002 = &closed
+		case r.o.MQTTVersion == 5:
+			rv.ClosedDisconnect = &closed
+		default:
+			rv.ClosedByBroker = &closed
+		}
 		rv.UnexpectedCloses = 0
 		for name, v := range rep.Errors {
-			if strings.HasPrefix(name, "closed_") || strings.HasPrefix(name, "rejected_") {
-				rv.UnexpectedCloses += v
+			for _, p := range unexpectedClosePrefixes {
+				if strings.HasPrefix(name, p) {
+					rv.UnexpectedCloses += v
+				}
 			}
 		}
+	}
+	if m := rep.MQTT; m != nil && final != nil {
+		for _, s := range final {
+			m.PubAcks += s.PubAcks
+			m.Pings += s.Pings
+			m.PingResps += s.PingResps
+			m.DupDeliveries += s.DupFlags
+		}
+		m.SessionPresent = r.sessionPresent
 	}
 	if r.broker != nil {
 		cpu, peak := r.broker.finish()

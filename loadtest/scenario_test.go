@@ -20,6 +20,10 @@ import (
 // testNode starts a real broker in this process on loopback ports.
 func testNode(t *testing.T) *server.Node {
 	t.Helper()
+	// netpoll's knobs are process-global and meant to be set once, before
+	// any connection: set the load client's before the broker's listeners
+	// start, not from a worker while the broker is accepting.
+	tuneNetpoll()
 	cfg := server.Defaults()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -241,7 +245,7 @@ func TestScenariosAgainstRealNode(t *testing.T) {
 		if rv == nil || rv.Tokens != 4 || rv.Revoked != 2 || len(rv.AdminCallMs) != 2 {
 			t.Fatalf("revoke: %+v", rv)
 		}
-		if rv.Affected != 20 || rv.Closed4002 != 20 || rv.Unaffected != 20 || rv.UnaffectedOpen != 20 || rv.UnexpectedCloses != 0 {
+		if rv.Affected != 20 || rv.Closed != 20 || rv.Closed4002 == nil || *rv.Closed4002 != 20 || rv.Unaffected != 20 || rv.UnaffectedOpen != 20 || rv.UnexpectedCloses != 0 {
 			t.Errorf("revoke: %+v", rv)
 		}
 		if rv.CloseLatency.Count != 20 || rv.AllClosedMs <= 0 || rv.CloseLatency.Max > rv.AllClosedMs+1 {
@@ -249,6 +253,12 @@ func TestScenariosAgainstRealNode(t *testing.T) {
 		}
 		if r.Connections.OpenAtEnd != 22 || r.ErrorsTotal != 0 {
 			t.Errorf("open at end %d (want 20 devices + 2 dashboards), errors %v", r.Connections.OpenAtEnd, r.Errors)
+		}
+		// A seed report is as it was before MQTT fleets: the close code
+		// under its old name, no protocol or MQTT sections.
+		b, _ := json.Marshal(r)
+		if !bytes.Contains(b, []byte(`"closed_with_4002":20`)) || bytes.Contains(b, []byte(`"protocol"`)) || bytes.Contains(b, []byte(`"mqtt"`)) || bytes.Contains(b, []byte(`0x87`)) {
+			t.Errorf("seed report: %s", b)
 		}
 		// Traffic kept flowing from the devices that stayed. (A publish
 		// in flight as its token is disabled is refused: no exact loss.)
@@ -267,7 +277,7 @@ func TestScenariosAgainstRealNode(t *testing.T) {
 		if c == nil || c.Dropped == 0 || c.Reconnected != c.Dropped {
 			t.Fatalf("churn: %+v", c)
 		}
-		if rv == nil || rv.Affected != 10 || rv.Closed4002 != 10 || rv.UnaffectedOpen != 30 || rv.UnexpectedCloses != 0 {
+		if rv == nil || rv.Affected != 10 || rv.Closed != 10 || rv.UnaffectedOpen != 30 || rv.UnexpectedCloses != 0 {
 			t.Fatalf("revoke: %+v", rv)
 		}
 		if tr := r.Telemetry; tr == nil || tr.Sent == 0 || tr.Delivered == 0 || tr.Delivered > tr.Expected || tr.Lost != nil {
@@ -446,12 +456,19 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		"churn fraction":    func(o *Options) { o.ChurnFraction = 1.5 },
 		"source IPs":        func(o *Options) { o.SourceIPs = 255 },
 		"per worker":        func(o *Options) { o.Workers, o.PerWorker = 1, 5 },
+		"protocol":          func(o *Options) { o.Protocol = "amqp" },
+		"mqtt version":      func(o *Options) { o.Protocol, o.MQTTVersion = protoMQTT, 3 },
+		"mqtt keep alive":   func(o *Options) { o.Protocol, o.KeepAlive = protoMQTT, time.Millisecond },
+		"mqtt url":          func(o *Options) { o.Protocol, o.MQTTURL = protoMQTT, "ws://127.0.0.1:1/" },
 	} {
 		o := base
 		mod(&o)
 		if _, err := Run(context.Background(), "revoke", o); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	if _, err := Run(context.Background(), "offline", base); err == nil || !strings.Contains(err.Error(), "--protocol mqtt") {
+		t.Errorf("offline over seed: %v", err)
 	}
 	if _, err := Run(context.Background(), "dance", base); err == nil || !strings.Contains(err.Error(), "unknown scenario") {
 		t.Errorf("unknown scenario: %v", err)

@@ -128,8 +128,14 @@ const (
 	errProtocol                        // malformed frame from the broker
 	errReadTimeout                     // a frame started but did not complete in time
 	errGaveUp                          // reconnect: still failing at the deadline
+	errDroppedMQTT                     // MQTT: connection lost without a DISCONNECT (other than a revocation's close in 3.1.1)
+	errMQTTConnect                     // MQTT: no CONNACK or SUBACK in time, or an unexpected packet in their place
 	nErrKinds
 )
+
+// errCounted is the kind of a failure its reporter already counted (an
+// MQTT refusal, counted by reason code): dialAll adds nothing for it.
+const errCounted = nErrKinds
 
 var errKindNames = [nErrKinds]string{
 	errDial:             "dial",
@@ -145,17 +151,36 @@ var errKindNames = [nErrKinds]string{
 	errProtocol:         "protocol",
 	errReadTimeout:      "read_timeout",
 	errGaveUp:           "reconnect_gave_up",
+	errDroppedMQTT:      "dropped_without_disconnect",
+	errMQTTConnect:      "mqtt_handshake",
 }
 
 // closeKey is a close frame that was not expected: rejected (it came
 // within rejectWindow of the handshake, i.e. the broker refused the
-// connection) or a close of an established connection.
+// connection) or a close of an established connection. For MQTT it is a
+// failure reason code instead, named by the packet that carried it.
 type closeKey struct {
 	code     uint16
 	rejected bool
+	mqtt     uint8 // 0: a WebSocket close frame; else the MQTT packet (mqttKind…)
 }
 
+// MQTT packets that carry a failure reason code the simulator counts.
+const (
+	_               = iota
+	mqttKindConnack // CONNACK refusal: connack_0x86
+	mqttKindDisconn // DISCONNECT from the broker: disconnect_0x98
+	mqttKindSuback  // a refused subscription: suback_0x87 (3.1.1: suback_0x80)
+	mqttKindPuback  // a refused QoS 1 publish (MQTT 5): puback_0x87
+)
+
+var mqttKindNames = [...]string{mqttKindConnack: "connack_", mqttKindDisconn: "disconnect_", mqttKindSuback: "suback_", mqttKindPuback: "puback_"}
+
 func (k closeKey) String() string {
+	if k.mqtt != 0 && int(k.mqtt) < len(mqttKindNames) {
+		const hex = "0123456789abcdef"
+		return mqttKindNames[k.mqtt] + "0x" + string([]byte{hex[k.code>>4&0xf], hex[k.code&0xf]})
+	}
 	if k.rejected {
 		return "rejected_" + strconv.Itoa(int(k.code))
 	}

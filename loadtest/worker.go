@@ -49,7 +49,25 @@ type workerSpec struct {
 	DialConcurrency  int
 	DialTimeout      time.Duration
 	HandshakeTimeout time.Duration
+
+	// Protocol "mqtt": every connection speaks MQTT over TCP to URLs
+	// (tcp://host:port) instead of the seed protocol ("" or "seed").
+	Protocol      string        `json:",omitempty"`
+	MQTTVersion   byte          `json:",omitempty"` // 4 (3.1.1) or 5
+	KeepAlive     time.Duration `json:",omitempty"` // CONNECT keep alive; PINGREQ every half of it (0: none)
+	Persistent    bool          `json:",omitempty"` // devices keep persistent sessions (offline)
+	SessionExpiry uint32        `json:",omitempty"` // MQTT 5 Session Expiry Interval of persistent sessions, seconds
+	ClientPrefix  string        `json:",omitempty"` // client identifiers are <prefix>-<connection id>
+	CommandQoS    byte          `json:",omitempty"` // QoS of the commands and of the devices' command subscriptions
 }
+
+func (s *workerSpec) mqtt() bool { return s.Protocol == protoMQTT }
+
+// Protocols the fleet speaks.
+const (
+	protoSeed = "seed"
+	protoMQTT = "mqtt"
+)
 
 func (s *workerSpec) validate() error {
 	switch {
@@ -69,6 +87,12 @@ func (s *workerSpec) validate() error {
 		return fmt.Errorf("message size must be %d…%d bytes", minMessageSize, maxServerFrame/2)
 	case s.DialConcurrency < 1 || s.DialTimeout <= 0 || s.HandshakeTimeout <= 0:
 		return errors.New("bad dial settings")
+	case s.Protocol != "" && s.Protocol != protoSeed && s.Protocol != protoMQTT:
+		return fmt.Errorf("unknown protocol %q", s.Protocol)
+	case s.mqtt() && s.MQTTVersion != 4 && s.MQTTVersion != 5:
+		return errors.New("MQTT version must be 4 or 5")
+	case s.mqtt() && (s.KeepAlive < 0 || s.KeepAlive > 65535*time.Second || s.CommandQoS > 2):
+		return errors.New("bad MQTT keep alive or command QoS")
 	}
 	return nil
 }
@@ -97,6 +121,8 @@ type command struct {
 	// mark
 	RevokedTokens []int `json:"revoked_tokens,omitempty"`
 	At            int64 `json:"at,omitempty"` // unix ns the parent starts revoking
+	// histograms: reset them after answering
+	Reset bool `json:"reset,omitempty"`
 }
 
 // event is one line from a worker.
@@ -142,6 +168,19 @@ type status struct {
 	RSS              int64            `json:"rss,omitempty"`
 	Goroutines       int              `json:"goroutines,omitempty"`
 	Errors           map[string]int64 `json:"errors,omitempty"`
+
+	// MQTT
+	SessionPresent  int64 `json:"session_present,omitempty"` // by the last connect/reconnect
+	PubAcks         int64 `json:"pubacks,omitempty"`
+	Pings           int64 `json:"pings,omitempty"`
+	PingResps       int64 `json:"pingresps,omitempty"`
+	DupFlags        int64 `json:"dup_flags,omitempty"`
+	CommandsUnique  int64 `json:"commands_unique,omitempty"`  // devices that got at least one command
+	CommandsRepeats int64 `json:"commands_repeats,omitempty"` // commands a device got beyond its first
+	// histograms (op "histograms"): the dials of the last connect or
+	// reconnect, and CONNACK → command of persistent devices
+	DialHist   string `json:"dial_hist,omitempty"`
+	ResumeHist string `json:"resume_hist,omitempty"`
 }
 
 // nShards receive shards per worker: event goroutines of different
@@ -196,6 +235,16 @@ type worker struct {
 	markAt           atomic.Int64
 	revokedCloses    atomic.Int64
 	lastRevokedClose atomic.Int64
+
+	// MQTT
+	mqttCounters
+	cmdID      uint16                  // the commander's last packet identifier (commandLoop only)
+	cmdSeen    []atomic.Uint32         // commands received per device of this worker
+	phaseHist  *hdrhistogram.Histogram // dials of the last connect/reconnect, under connectMu
+	resumeMu   sync.Mutex
+	resumeHist *hdrhistogram.Histogram // CONNACK → command (persistent devices)
+	pingStop   chan struct{}
+	pingDone   chan struct{}
 
 	// command goroutine only
 	dropped   []int32
@@ -322,7 +371,7 @@ func newWorker(spec workerSpec, out *eventWriter) (*worker, error) {
 		return nil, fmt.Errorf("loadtest worker: %w", err)
 	}
 	tuneNetpoll()
-	w := &worker{spec: spec, out: out, connectHist: newHist(), closeHist: newHist()}
+	w := &worker{spec: spec, out: out, connectHist: newHist(), closeHist: newHist(), phaseHist: newHist(), resumeHist: newHist()}
 	for i := range w.shards {
 		for k := range w.shards[i].lat {
 			w.shards[i].lat[k] = newHist()
@@ -333,7 +382,7 @@ func newWorker(spec workerSpec, out *eventWriter) (*worker, error) {
 	}
 	loopback := true
 	for _, u := range spec.URLs {
-		t, err := resolveTarget(u)
+		t, err := resolveTarget(u, spec.mqtt())
 		if err != nil {
 			return nil, err
 		}
@@ -370,6 +419,13 @@ func newWorker(spec workerSpec, out *eventWriter) (*worker, error) {
 	if spec.Commander {
 		w.conns = append(w.conns, devConn{w: w, id: int32(spec.Devices + spec.Dashboards), role: roleCommander})
 		w.cmdr = &w.conns[len(w.conns)-1]
+	}
+	if spec.mqtt() {
+		w.cmdSeen = make([]atomic.Uint32, w.nDev)
+		if spec.KeepAlive > 0 {
+			w.pingStop, w.pingDone = make(chan struct{}), make(chan struct{})
+			go w.pingLoop(w.pingStop, w.pingDone)
+		}
 	}
 	w.tickStop, w.tickDone = make(chan struct{}), make(chan struct{})
 	go w.tickLoop()
@@ -452,22 +508,36 @@ func (w *worker) delivered(dc *devConn, latNs int64) {
 
 // closeFrame accounts for a close frame the broker sent first.
 func (w *worker) closeFrame(dc *devConn, code uint16, now int64) {
-	if dc.role == roleDevice && code == 4002 {
-		if rv := w.revoked.Load(); rv != nil && (*rv)[int(dc.id)%len(*rv)] {
-			w.revokedCloses.Add(1)
-			w.closeMu.Lock()
-			recordUs(w.closeHist, now-w.markAt.Load())
-			w.closeMu.Unlock()
-			for {
-				last := w.lastRevokedClose.Load()
-				if now <= last || w.lastRevokedClose.CompareAndSwap(last, now) {
-					break
-				}
-			}
-			return
-		}
+	if code == 4002 && w.revokedDevice(dc) {
+		w.revokedClose(now)
+		return
 	}
 	w.errs.addClose(closeKey{code: code, rejected: now-dc.openedAt < int64(rejectWindow)})
+}
+
+// revokedDevice reports whether dc is a device of a token the parent
+// marked as revoked.
+func (w *worker) revokedDevice(dc *devConn) bool {
+	rv := w.revoked.Load()
+	return dc.role == roleDevice && rv != nil && (*rv)[int(dc.id)%len(*rv)]
+}
+
+// revokedClose counts the revocation's close of one affected client and
+// times it from the mark.
+//
+// The count comes last: once the parent sees every affected client
+// counted, their times are in lastRevokedClose and the histogram.
+func (w *worker) revokedClose(now int64) {
+	for {
+		last := w.lastRevokedClose.Load()
+		if now <= last || w.lastRevokedClose.CompareAndSwap(last, now) {
+			break
+		}
+	}
+	w.closeMu.Lock()
+	recordUs(w.closeHist, now-w.markAt.Load())
+	w.closeMu.Unlock()
+	w.revokedCloses.Add(1)
 }
 
 func (w *worker) handle(ctx context.Context, c command) (status, error) {
@@ -507,6 +577,18 @@ func (w *worker) handle(ctx context.Context, c command) (status, error) {
 			}
 		}
 	case "counts":
+	case "histograms":
+		st := w.status()
+		w.connectMu.Lock()
+		st.DialHist = encodeHist(w.phaseHist)
+		w.connectMu.Unlock()
+		w.resumeMu.Lock()
+		st.ResumeHist = encodeHist(w.resumeHist)
+		if c.Reset {
+			w.resumeHist.Reset()
+		}
+		w.resumeMu.Unlock()
+		return st, nil
 	case "memory":
 		st := w.status()
 		h, r := memNow()
@@ -536,6 +618,15 @@ func (w *worker) status() status {
 	st.RevokedCloses = w.revokedCloses.Load()
 	st.LastRevokedClose = w.lastRevokedClose.Load()
 	st.Errors = w.errs.snapshot()
+	if w.spec.mqtt() {
+		st.PubAcks, st.Pings, st.PingResps, st.DupFlags = w.pubacks.Load(), w.pings.Load(), w.pingresps.Load(), w.dupFlags.Load()
+		for i := range w.cmdSeen {
+			if n := int64(w.cmdSeen[i].Load()); n > 0 {
+				st.CommandsUnique++
+				st.CommandsRepeats += n - 1
+			}
+		}
+	}
 	return st
 }
 
@@ -601,6 +692,11 @@ func backoff(attempt int32) time.Duration {
 // most DialConcurrency dials in flight.
 func (w *worker) dialAll(ctx context.Context, idx []int32, c command) {
 	w.last = status{}
+	w.connectMu.Lock()
+	w.phaseHist.Reset()
+	w.connectMu.Unlock()
+	present0 := w.sessionPresent.Load()
+	defer func() { w.last.SessionPresent = w.sessionPresent.Load() - present0 }()
 	if len(idx) == 0 {
 		return
 	}
@@ -665,10 +761,13 @@ func (w *worker) dialAll(ctx context.Context, idx []int32, c command) {
 				w.last.LastConnect = r.start + r.dur
 				w.connectMu.Lock()
 				recordUs(w.connectHist, r.dur)
+				recordUs(w.phaseHist, r.dur)
 				w.connectMu.Unlock()
 				continue
 			}
-			w.errs.add(r.kind)
+			if r.kind != errCounted {
+				w.errs.add(r.kind)
+			}
 			now := time.Now().UnixNano()
 			if c.Deadline > 0 {
 				due := now + int64(backoff(r.job.attempt))
@@ -788,8 +887,12 @@ func (w *worker) telemetryLoop(stop <-chan struct{}, k, p int, rate float64, max
 			g := i % w.spec.Regions
 			topic = appendDeviceTopic(topic[:0], g, i, "telemetry")
 			msg = appendMessage(msg[:0], w.spec.Size, time.Now().UnixNano())
-			payload = appendPublish(payload[:0], topic, msg)
-			frame = appendClientFrame(frame[:0], ws.OpText, payload, w.mask())
+			if w.spec.mqtt() {
+				frame = w.appendMQTTPublish(frame[:0], topic, msg, 0)
+			} else {
+				payload = appendPublish(payload[:0], topic, msg)
+				frame = appendClientFrame(frame[:0], ws.OpText, payload, w.mask())
+			}
 			if dc.write(frame) {
 				pc.sent[kindTelemetry].Add(1)
 				pc.expected[kindTelemetry].Add(w.dpr[g])
@@ -821,8 +924,12 @@ func (w *worker) commandLoop(stop <-chan struct{}, rate float64, maxN int64, fle
 			next = (next + 1) % w.spec.Devices
 		}
 		msg = appendMessage(msg[:0], w.spec.Size, time.Now().UnixNano())
-		payload = appendPublish(payload[:0], topic, msg)
-		frame = appendClientFrame(frame[:0], ws.OpText, payload, w.mask())
+		if w.spec.mqtt() {
+			frame = w.appendMQTTPublish(frame[:0], topic, msg, w.spec.CommandQoS)
+		} else {
+			payload = appendPublish(payload[:0], topic, msg)
+			frame = appendClientFrame(frame[:0], ws.OpText, payload, w.mask())
+		}
 		if !w.cmdr.write(frame) {
 			return false
 		}
@@ -941,6 +1048,10 @@ func (w *worker) emitTick(sec int) {
 func (w *worker) shutdown() {
 	w.closeOnce.Do(func() {
 		w.stopTraffic()
+		if w.pingStop != nil {
+			close(w.pingStop)
+			<-w.pingDone
+		}
 		// A tick with the connections still open, for short runs that
 		// ended before their first whole second.
 		w.emitTick(int(time.Since(time.Unix(0, w.spec.Epoch)) / time.Second))
