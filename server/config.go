@@ -25,51 +25,53 @@ import (
 // file (--config) holds `name = value` lines with the flag names.
 // Precedence: flag, then environment, then file, then default.
 type Config struct {
-	DataDir          string
-	Store            string
-	Redis            string
-	NodeID           string
-	LeaseTTL         time.Duration
-	Staleness        time.Duration
-	OnRedisLoss      string
-	RevocationWait   time.Duration
-	Reconcile        time.Duration
-	ForwardBatch     ByteSize // cluster: bytes one SPUBLISH to another node may carry; 0: one message per SPUBLISH (rolling upgrade)
-	ForwardQueue     ByteSize // cluster: bytes queued per other node
-	Listen           string
-	AdminListen      string
-	MQTTListen       string        // MQTT over TCP; "" disables it
-	MQTTOnRevoke     string        // close | unsubscribe
-	MQTTMaxPacket    ByteSize      // largest inbound MQTT packet
-	MQTTMaxInflight  int           // QoS 1/2 deliveries awaiting acknowledgement, per connection
-	SessionQueueMax  int           // QoS 1/2 deliveries queued behind them, per session
-	SessionExpiryMax time.Duration // how long a persistent MQTT session outlives its connection, at most
-	RetainedMax      int           // retained MQTT messages kept, at most
-	RetainedMaxBytes ByteSize      // and their bytes
-	AdvertiseAdmin   string
-	AdminKey         string
-	LogLevel         string
-	LogFormat        string
-	MaxFrameSize     int
-	MaxHeaderBytes   int
-	MaxSubscriptions int
-	MaxTopicBytes    int
-	MaxTopicLevels   int
-	HandshakeTimeout time.Duration
-	PingInterval     time.Duration
-	IdleTimeout      time.Duration
-	WriteTimeout     time.Duration
-	CloseTimeout     time.Duration
-	OutboxLimit      ByteSize
-	OutboxSoftLimit  ByteSize // 0: half of OutboxLimit
-	OutboxTotalLimit ByteSize // 0: a quarter of the machine's memory
-	SlowConsumer     string
-	MaxInputBuffer   ByteSize
-	MaxInputTotal    ByteSize
-	MaxInboundRate   int
-	InboundBurst     int
-	FDReserve        int
-	ShutdownTimeout  time.Duration
+	DataDir           string
+	Store             string
+	Redis             string
+	NodeID            string
+	LeaseTTL          time.Duration
+	Staleness         time.Duration
+	OnRedisLoss       string
+	RevocationWait    time.Duration
+	Reconcile         time.Duration
+	ForwardBatch      ByteSize // cluster: bytes one SPUBLISH to another node may carry; 0: one message per SPUBLISH (rolling upgrade)
+	ForwardQueue      ByteSize // cluster: bytes queued per other node
+	Listen            string
+	AdminListen       string
+	MQTTListen        string        // MQTT over TCP; "" disables it
+	MQTTOnRevoke      string        // close | unsubscribe
+	MQTTMaxPacket     ByteSize      // largest inbound MQTT packet
+	MQTTMaxInflight   int           // QoS 1/2 deliveries awaiting acknowledgement, per connection
+	SessionQueueMax   int           // QoS 1/2 deliveries queued behind them, per session
+	SessionExpiryMax  time.Duration // how long a persistent MQTT session outlives its connection, at most
+	RetainedMax       int           // retained MQTT messages kept, at most
+	SessionQueueBytes ByteSize      // bytes an MQTT session may hold queued, at most
+	SessionQueueTotal ByteSize      // and every session together
+	RetainedMaxBytes  ByteSize      // and their bytes
+	AdvertiseAdmin    string
+	AdminKey          string
+	LogLevel          string
+	LogFormat         string
+	MaxFrameSize      int
+	MaxHeaderBytes    int
+	MaxSubscriptions  int
+	MaxTopicBytes     int
+	MaxTopicLevels    int
+	HandshakeTimeout  time.Duration
+	PingInterval      time.Duration
+	IdleTimeout       time.Duration
+	WriteTimeout      time.Duration
+	CloseTimeout      time.Duration
+	OutboxLimit       ByteSize
+	OutboxSoftLimit   ByteSize // 0: half of OutboxLimit
+	OutboxTotalLimit  ByteSize // 0: a quarter of the machine's memory
+	SlowConsumer      string
+	MaxInputBuffer    ByteSize
+	MaxInputTotal     ByteSize
+	MaxInboundRate    int
+	InboundBurst      int
+	FDReserve         int
+	ShutdownTimeout   time.Duration
 
 	// AdminAllowedHosts is --admin-allowed-hosts (admin.ParseAllowedHosts).
 	AdminAllowedHosts string
@@ -78,42 +80,44 @@ type Config struct {
 // Defaults returns the configuration `make run` uses.
 func Defaults() Config {
 	return Config{
-		DataDir:          "./data",
-		Listen:           "127.0.0.1:8080",
-		AdminListen:      "127.0.0.1:8081",
-		MQTTListen:       "127.0.0.1:1883",
-		MQTTOnRevoke:     "close",
-		MQTTMaxPacket:    1 << 20,
-		MQTTMaxInflight:  64,
-		SessionQueueMax:  1000,
-		SessionExpiryMax: 2 * time.Hour,
-		RetainedMax:      100_000,
-		RetainedMaxBytes: 64 << 20,
-		LogLevel:         "info",
-		LogFormat:        "text",
-		MaxFrameSize:     64 << 10,
-		MaxHeaderBytes:   8 << 10,
-		MaxSubscriptions: broker.DefaultMaxSubscriptions,
-		MaxTopicBytes:    broker.DefaultMaxTopicBytes,
-		MaxTopicLevels:   broker.DefaultMaxTopicLevels,
-		HandshakeTimeout: 5 * time.Second,
-		PingInterval:     30 * time.Second,
-		IdleTimeout:      75 * time.Second,
-		WriteTimeout:     10 * time.Second,
-		CloseTimeout:     2 * time.Second,
-		OutboxLimit:      netpoll.DefaultOutboxLimit,
-		SlowConsumer:     "drop",
-		MaxInputBuffer:   netpoll.DefaultInputBufferLimit,
-		MaxInputTotal:    netpoll.DefaultInputTotalLimit,
-		MaxInboundRate:   netpoll.DefaultMaxInboundRate,
-		ShutdownTimeout:  10 * time.Second,
-		LeaseTTL:         30 * time.Second,
-		Staleness:        5 * time.Second,
-		OnRedisLoss:      "refuse",
-		RevocationWait:   2 * time.Second,
-		Reconcile:        5 * time.Minute,
-		ForwardBatch:     cluster.DefaultBatchBytes,
-		ForwardQueue:     cluster.DefaultPeerQueueBytes,
+		DataDir:           "./data",
+		Listen:            "127.0.0.1:8080",
+		AdminListen:       "127.0.0.1:8081",
+		MQTTListen:        "127.0.0.1:1883",
+		MQTTOnRevoke:      "close",
+		MQTTMaxPacket:     1 << 20,
+		MQTTMaxInflight:   64,
+		SessionQueueMax:   1000,
+		SessionExpiryMax:  2 * time.Hour,
+		RetainedMax:       100_000,
+		SessionQueueBytes: 4 << 20,
+		SessionQueueTotal: 512 << 20,
+		RetainedMaxBytes:  64 << 20,
+		LogLevel:          "info",
+		LogFormat:         "text",
+		MaxFrameSize:      64 << 10,
+		MaxHeaderBytes:    8 << 10,
+		MaxSubscriptions:  broker.DefaultMaxSubscriptions,
+		MaxTopicBytes:     broker.DefaultMaxTopicBytes,
+		MaxTopicLevels:    broker.DefaultMaxTopicLevels,
+		HandshakeTimeout:  5 * time.Second,
+		PingInterval:      30 * time.Second,
+		IdleTimeout:       75 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		CloseTimeout:      2 * time.Second,
+		OutboxLimit:       netpoll.DefaultOutboxLimit,
+		SlowConsumer:      "drop",
+		MaxInputBuffer:    netpoll.DefaultInputBufferLimit,
+		MaxInputTotal:     netpoll.DefaultInputTotalLimit,
+		MaxInboundRate:    netpoll.DefaultMaxInboundRate,
+		ShutdownTimeout:   10 * time.Second,
+		LeaseTTL:          30 * time.Second,
+		Staleness:         5 * time.Second,
+		OnRedisLoss:       "refuse",
+		RevocationWait:    2 * time.Second,
+		Reconcile:         5 * time.Minute,
+		ForwardBatch:      cluster.DefaultBatchBytes,
+		ForwardQueue:      cluster.DefaultPeerQueueBytes,
 	}
 }
 
@@ -137,6 +141,8 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.Var(&c.MQTTMaxPacket, "mqtt-max-packet", "largest MQTT packet a client may send (Maximum Packet Size); larger closes with 0x95")
 	fs.IntVar(&c.MQTTMaxInflight, "mqtt-max-inflight", c.MQTTMaxInflight, "QoS 1/2 deliveries awaiting a client's acknowledgement, per connection (lowered to the client's Receive Maximum)")
 	fs.IntVar(&c.SessionQueueMax, "session-queue-max", c.SessionQueueMax, "QoS 1/2 deliveries queued for an MQTT session behind its in-flight window or while its client is away; past it the oldest is dropped and counted")
+	fs.Var(&c.SessionQueueBytes, "session-queue-bytes", "bytes of QoS 1/2 messages one MQTT session may hold queued (and kept for redelivery); past it the oldest is dropped and counted")
+	fs.Var(&c.SessionQueueTotal, "session-queue-total", "bytes of queued QoS 1/2 messages every MQTT session of this node may hold together (as --session-queue-bytes)")
 	fs.IntVar(&c.RetainedMax, "retained-max", c.RetainedMax, "retained MQTT messages this node keeps, at most; a retained publish on a new topic past it is refused (MQTT 5: 0x97) and counted")
 	fs.Var(&c.RetainedMaxBytes, "retained-max-bytes", "bytes of retained MQTT messages this node keeps, at most (as --retained-max)")
 	fs.DurationVar(&c.SessionExpiryMax, "session-expiry-max", c.SessionExpiryMax, "how long a persistent MQTT session (3.1.1 clean session 0, MQTT 5 session expiry) outlives its connection, at most")
@@ -326,6 +332,8 @@ func (c *Config) Validate() error {
 	check(c.MQTTMaxInflight >= 1 && c.MQTTMaxInflight <= 65535, "--mqtt-max-inflight %d: want 1 to 65535", c.MQTTMaxInflight)
 	check(c.SessionQueueMax >= 1 && c.SessionQueueMax <= 1<<20, "--session-queue-max %d: want 1 to 1048576", c.SessionQueueMax)
 	check(c.SessionExpiryMax >= time.Second, "--session-expiry-max %v: want at least 1s", c.SessionExpiryMax)
+	check(c.SessionQueueBytes >= 1<<10 && c.SessionQueueBytes <= c.SessionQueueTotal, "--session-queue-bytes %v: want 1KiB to --session-queue-total", c.SessionQueueBytes)
+	check(c.SessionQueueTotal <= 1<<40, "--session-queue-total %v: want at most 1TiB", c.SessionQueueTotal)
 	check(c.RetainedMax >= 1 && c.RetainedMax <= 100_000_000, "--retained-max %d: want 1 to 100000000", c.RetainedMax)
 	check(c.RetainedMaxBytes >= 1<<10 && c.RetainedMaxBytes <= 64<<30, "--retained-max-bytes %v: want 1KiB to 64GiB", c.RetainedMaxBytes)
 	check(c.MaxInputBuffer >= 16<<10 && c.MaxInputBuffer <= 256<<20, "--max-input-buffer %v: want 16KiB to 256MiB", c.MaxInputBuffer)

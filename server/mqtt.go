@@ -26,6 +26,8 @@ func newMQTT(cfg Config, n *Node) (*mqtt.Server, error) {
 		MaxQueued:        cfg.SessionQueueMax,
 		MaxSessionExpiry: cfg.SessionExpiryMax,
 		RetainStore:      retainStore(n.store),
+		MaxQueuedBytes:   int(cfg.SessionQueueBytes),
+		MaxQueuedTotal:   int(cfg.SessionQueueTotal),
 		RetainedMax:      cfg.RetainedMax,
 		RetainedMaxBytes: int(cfg.RetainedMaxBytes),
 		Logger:           n.log.With("component", "mqtt"),

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,8 +54,16 @@ type Config struct {
 	// acknowledgement (lowered to the client's Receive Maximum). Default 64.
 	MaxInflight int
 	// MaxQueued bounds the QoS 1 and 2 deliveries waiting for an in-flight
-	// slot; past it the oldest is dropped and counted. Default 1000.
+	// slot (or for an away client); past it the oldest is dropped and
+	// counted. Default 1000.
 	MaxQueued int
+	// MaxQueuedBytes bounds the bytes of one session's queued copies (and
+	// of the in-flight copies a persistent session keeps for redelivery);
+	// MaxQueuedTotal bounds them for the whole process. Past either the
+	// oldest queued message is dropped and counted. Defaults 4 MiB and
+	// 512 MiB.
+	MaxQueuedBytes int
+	MaxQueuedTotal int
 	// TopicAliasMaximum is the number of topic aliases a client may set
 	// (Topic Alias Maximum in CONNACK). Default 16.
 	TopicAliasMaximum int
@@ -86,6 +95,7 @@ type Server struct {
 	metrics  *metrics
 	sessions sessionTable
 	retained *retainedSet
+	held     atomic.Int64 // bytes of every session's queued and in-flight copies
 }
 
 // NewServer returns an MQTT adapter over cfg.Broker.
@@ -102,6 +112,8 @@ func NewServer(cfg Config) (*Server, error) {
 	def(&cfg.ReceiveMaximum, 64)
 	def(&cfg.MaxInflight, 64)
 	def(&cfg.MaxQueued, 1000)
+	def(&cfg.MaxQueuedBytes, 4<<20)
+	def(&cfg.MaxQueuedTotal, 512<<20)
 	def(&cfg.TopicAliasMaximum, 16)
 	def(&cfg.DefaultKeepAlive, 60)
 	if cfg.MaxSessionExpiry <= 0 {

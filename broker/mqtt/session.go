@@ -33,6 +33,7 @@ type session struct {
 	nextID     uint16
 	inflight   map[uint16]*flight // packet identifier → delivery awaiting acknowledgement
 	queued     []queuedMsg        // waiting for an in-flight slot, oldest first
+	held       int                // bytes of the copies in queued and inflight (Server.held counts every session's)
 	awaitRel   map[uint16]struct{}
 	ended      bool // the broker ended the session, or it expired: deliver nothing more
 	revoked    bool // ended by a rights change: no will
@@ -54,6 +55,30 @@ type queuedMsg struct {
 	qos     byte
 	retain  bool
 	subIDs  []uint32
+}
+
+// size is what a copy holds in memory, roughly.
+func (q *queuedMsg) size() int {
+	return len(q.topic) + len(q.payload) + len(q.props) + 4*len(q.subIDs) + 96
+}
+
+// holdLocked charges a copy of n bytes to the session and the process, if
+// both bounds allow it (Config.MaxQueuedBytes, Config.MaxQueuedTotal).
+func (s *session) holdLocked(n int) bool {
+	if s.held+n > s.srv.cfg.MaxQueuedBytes {
+		return false
+	}
+	if s.srv.held.Add(int64(n)) > int64(s.srv.cfg.MaxQueuedTotal) {
+		s.srv.held.Add(-int64(n))
+		return false
+	}
+	s.held += n
+	return true
+}
+
+func (s *session) unholdLocked(n int) {
+	s.held -= n
+	s.srv.held.Add(-int64(n))
 }
 
 func copyMsg(m *broker.Message, d broker.Delivery, retain bool) queuedMsg {
@@ -94,8 +119,11 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 	if c != nil && len(s.queued) == 0 && len(s.inflight) < c.window {
 		fl := &flight{}
 		if s.persistent {
-			q := copyMsg(m, d, retain)
-			fl.msg = &q
+			// kept for a redelivery after a reconnect, within the byte
+			// bounds (past them, this one would not be sent again)
+			if q := copyMsg(m, d, retain); s.holdLocked(q.size()) {
+				fl.msg = &q
+			}
 		}
 		id := s.takeIDLocked(d.QoS, fl)
 		s.mu.Unlock()
@@ -103,17 +131,22 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 		f.B = appendPublish(f.B, c.version, c.ws, m, d.QoS, id, retain, false, d.SubIDs)
 		return c.sendDelivery(f)
 	}
-	if len(s.queued) >= s.srv.cfg.MaxQueued {
-		if len(s.queued) == 0 { // MaxQueued 0: nothing waits
+	// Queue a copy, dropping the oldest while the count or either byte
+	// bound says no: the session's (MaxQueuedBytes) or the process's
+	// (MaxQueuedTotal), so away or slow clients cannot exhaust memory.
+	q := copyMsg(m, d, retain)
+	n := q.size()
+	for !(len(s.queued) < s.srv.cfg.MaxQueued && s.holdLocked(n)) {
+		s.srv.metrics.dropped[dropQueueFull].Inc()
+		if len(s.queued) == 0 { // this one alone is over a bound
 			s.mu.Unlock()
-			s.srv.metrics.dropped[dropQueueFull].Inc()
 			return 0, false, nil
 		}
+		s.unholdLocked(s.queued[0].size())
 		s.queued[0] = queuedMsg{}
 		s.queued = s.queued[1:]
-		s.srv.metrics.dropped[dropQueueFull].Inc()
 	}
-	s.queued = append(s.queued, copyMsg(m, d, retain))
+	s.queued = append(s.queued, q)
 	s.mu.Unlock()
 	return 0, true, nil
 }
@@ -149,6 +182,9 @@ func (s *session) acked(typ byte, id uint16, failed bool) bool {
 	if !ok || fl.awaited != typ {
 		return false
 	}
+	if fl.msg != nil {
+		s.unholdLocked(fl.msg.size())
+	}
 	if typ == packet.PUBREC && !failed {
 		fl.awaited = packet.PUBCOMP
 		fl.msg = nil // from here on only PUBREL is resent
@@ -172,12 +208,15 @@ func (s *session) pump(c *Conn) {
 		s.queued[0] = queuedMsg{}
 		s.queued = s.queued[1:]
 		if !s.bs.MayRead(q.topic) {
+			s.unholdLocked(q.size())
 			s.mu.Unlock()
 			continue
 		}
 		fl := &flight{}
 		if s.persistent {
-			fl.msg = &q
+			fl.msg = &q // its bytes stay held, now for the redelivery copy
+		} else {
+			s.unholdLocked(q.size())
 		}
 		id := s.takeIDLocked(q.qos, fl)
 		s.mu.Unlock()
@@ -215,7 +254,12 @@ func (s *session) resend(c *Conn) {
 			c.sendDelivery(c.queuedFrame(r.fl.msg, r.id, true))
 		default: // revoked meanwhile: the flow ends here
 			s.mu.Lock()
-			delete(s.inflight, r.id)
+			if fl, ok := s.inflight[r.id]; ok {
+				if fl.msg != nil {
+					s.unholdLocked(fl.msg.size())
+				}
+				delete(s.inflight, r.id)
+			}
 			s.mu.Unlock()
 		}
 	}
@@ -242,6 +286,9 @@ func (s *session) End(cause broker.Cause, reason string) {
 func (s *session) discardLocked() {
 	s.queued = nil
 	s.inflight = nil
+	if s.held != 0 {
+		s.unholdLocked(s.held)
+	}
 	if s.expire != nil {
 		s.expire.Stop()
 	}

@@ -205,3 +205,37 @@ func TestWillDelay(t *testing.T) {
 		t.Fatalf("wills %+v, want only will/away", got)
 	}
 }
+
+// Queued copies are bounded in bytes per session and per process: an away
+// client cannot make the broker hold more, and everything held is given
+// back when the session ends.
+func TestQueuedBytesBounded(t *testing.T) {
+	e := newEnv(t, Config{MaxQueuedBytes: 4096, MaxQueued: 1000})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"cmd/#": acl.PermReadWrite})
+	dev := e.dial(t, packet.Version5)
+	dev.connectPersistent(secret, "dev", 3600)
+	dev.subscribe(1, 1, "cmd/dev")
+	dev.c.OnClose()
+	backend := e.dial(t, packet.Version5)
+	backend.connect(secret, "backend", nil, nil)
+	payload := string(make([]byte, 1000))
+	for i := range 50 {
+		backend.publish("cmd/dev", payload, 1, uint16(i+1))
+	}
+	s := e.srv.sessions.get(clientKey{dev.c.s.key.token, "dev"})
+	s.mu.Lock()
+	held, n := s.held, len(s.queued)
+	s.mu.Unlock()
+	if held > 4096 || n == 0 || n > 4 {
+		t.Fatalf("held %d bytes in %d messages; want at most 4096 bytes", held, n)
+	}
+	if total := e.srv.held.Load(); total != int64(held) {
+		t.Fatalf("process total %d, session %d", total, held)
+	}
+	// discarding the session gives everything back
+	again := e.dial(t, packet.Version5)
+	again.connect(secret, "dev", nil, nil) // clean start: the old session ends
+	if total := e.srv.held.Load(); total != 0 {
+		t.Fatalf("after the session ended the process still holds %d bytes", total)
+	}
+}
