@@ -31,7 +31,7 @@ report on stdout (progress on stderr). Scenarios:
   fanin      --conns publishers → 1 wildcard subscriber (telemetry with one dashboard)
   offline    MQTT only: --conns devices (default 10000) with persistent sessions drop, one QoS 1
              command per device is published meanwhile, they reconnect: reconnect times, Session
-             Present, commands delivered (duplicates, missing), CONNACK → command, broker memory
+             Present, commands delivered (duplicates, missing), reconnect → command, broker memory
 
 --protocol mqtt runs every fleet scenario with MQTT clients over the broker's MQTT TCP
 listener (--mqtt-url, --mqtt-version 4|5): devices subscribe after CONNACK, publish

@@ -80,7 +80,7 @@ type devConn struct {
 	gen      uint32
 	wmu      sync.Mutex
 	conn     netpoll.Connection
-	openedAt int64 // unix ns of the completed handshake
+	openedAt int64 // unix ns of the completed handshake (MQTT: of the dial's start)
 }
 
 // headReader lets ws.Dialer.Upgrade read the HTTP response from netpoll
@@ -181,6 +181,7 @@ func resolveTarget(raw string, mqtt bool) (dialTarget, error) {
 func (dc *devConn) connect(ctx context.Context) (errKind, error) {
 	w := dc.w
 	t := w.targets[int(dc.id)%len(w.targets)]
+	dialAt := time.Now().UnixNano()
 	dctx, cancel := context.WithTimeout(ctx, w.spec.DialTimeout)
 	c, err := netpoll.DialTCP(dctx, "tcp", w.laddr(dc.id), t.raddr)
 	cancel()
@@ -188,7 +189,7 @@ func (dc *devConn) connect(ctx context.Context) (errKind, error) {
 		return classifyDial(err), err
 	}
 	if w.spec.mqtt() {
-		return dc.handshakeMQTT(c)
+		return dc.handshakeMQTT(c, dialAt)
 	}
 	_ = c.SetReadTimeout(w.spec.HandshakeTimeout)
 	_ = c.SetWriteTimeout(w.spec.HandshakeTimeout)
@@ -215,18 +216,18 @@ func (dc *devConn) connect(ctx context.Context) (errKind, error) {
 	}
 	_ = c.SetReadTimeout(frameReadTimeout)
 	_ = c.SetWriteTimeout(writeTimeout)
-	dc.attach(c)
+	dc.attach(c, time.Now().UnixNano())
 	return 0, nil
 }
 
 // attach makes c dc's live connection and hands its reads to netpoll's
-// event loop.
-func (dc *devConn) attach(c netpoll.Connection) {
+// event loop. openedAt: when its handshake completed (MQTT: began).
+func (dc *devConn) attach(c netpoll.Connection, openedAt int64) {
 	dc.wmu.Lock()
 	dc.gen++
 	gen := dc.gen
 	dc.conn = c
-	dc.openedAt = time.Now().UnixNano()
+	dc.openedAt = openedAt
 	dc.frag = false
 	dc.flags.Store(fOpen)
 	dc.wmu.Unlock()

@@ -144,8 +144,10 @@ func (w *worker) appendMQTTSubscribe(b []byte, dc *devConn) []byte {
 
 // handshakeMQTT runs CONNECT → CONNACK (→ SUBSCRIBE → SUBACK) on a fresh
 // connection from the dialing goroutine, then attaches it. A refusal is
-// counted by its reason code (connack_0x86, suback_0x87…).
-func (dc *devConn) handshakeMQTT(c netpoll.Connection) (errKind, error) {
+// counted by its reason code (connack_0x86, suback_0x87…). dialAt is when
+// the dial began: the connection's openedAt, from which a persistent
+// device's command is timed.
+func (dc *devConn) handshakeMQTT(c netpoll.Connection, dialAt int64) (errKind, error) {
 	w := dc.w
 	_ = c.SetReadTimeout(w.spec.HandshakeTimeout)
 	_ = c.SetWriteTimeout(w.spec.HandshakeTimeout)
@@ -218,7 +220,7 @@ func (dc *devConn) handshakeMQTT(c netpoll.Connection) (errKind, error) {
 	}
 	_ = c.SetReadTimeout(frameReadTimeout)
 	_ = c.SetWriteTimeout(writeTimeout)
-	dc.attach(c)
+	dc.attach(c, dialAt)
 	return 0, nil
 }
 
@@ -363,7 +365,7 @@ func (w *worker) lostMQTT(dc *devConn) {
 }
 
 // commandSeen counts a command delivered to device dc and, for persistent
-// sessions (offline), times it from the connection's CONNACK.
+// sessions (offline), times it from the start of the connection's dial.
 func (w *worker) commandSeen(dc *devConn, now int64) {
 	i := int(dc.id) - w.spec.DevLo
 	if i < 0 || i >= len(w.cmdSeen) {

@@ -214,8 +214,12 @@ func checkOffline(t *testing.T, r *Report, n int64, version int) {
 	if off.Delivered != n || off.Duplicates != 0 || off.Missing != 0 || off.DupFlag != 0 || off.ReconnectToCommand.Count != n || off.AllDeliveredSeconds <= 0 {
 		t.Errorf("offline deliveries: %+v", off)
 	}
+	// A command reaches its device after the device's CONNACK.
+	if off.ReconnectToCommand.P50 < off.ReconnectLatency.P50/2 || off.ReconnectToCommand.Max < off.ReconnectLatency.Max/2 {
+		t.Errorf("reconnect → command %+v, reconnect %+v", off.ReconnectToCommand, off.ReconnectLatency)
+	}
 	if off.CommandAge.Count != n || off.CommandAge.P50 < off.ReconnectToCommand.P50 {
-		t.Errorf("command age %+v, CONNACK → command %+v", off.CommandAge, off.ReconnectToCommand)
+		t.Errorf("command age %+v, reconnect → command %+v", off.CommandAge, off.ReconnectToCommand)
 	}
 	if (version == 5) != (off.SessionExpirySeconds == 3600) {
 		t.Errorf("session expiry %d", off.SessionExpirySeconds)

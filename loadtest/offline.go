@@ -17,8 +17,8 @@ import (
 // (jittered, with backoff), resume their sessions (no SUBSCRIBE: Session
 // Present 1 says the subscriptions are there) and get the queued command.
 // It reports the reconnect times, Session Present, commands delivered,
-// duplicates and missing, the time from each device's CONNACK to its
-// command, and the broker's memory at each step from its /metrics.
+// duplicates and missing, the time from each device's reconnect (its dial)
+// to its command, and the broker's memory at each step from its /metrics.
 func (r *run) offlineScenario(ctx context.Context) error {
 	o := r.o
 	off := &OfflineReport{Devices: int64(r.shape.devices), JitterSeconds: o.ReconnectJitter.Seconds()}

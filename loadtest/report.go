@@ -144,7 +144,9 @@ type OfflineReport struct {
 	Missing    int64 `json:"missing"`
 	// AllDeliveredSeconds: from the storm's start to the last command.
 	AllDeliveredSeconds float64 `json:"all_delivered_seconds"`
-	// ReconnectToCommand is the device's CONNACK → its command's arrival.
+	// ReconnectToCommand is the start of the device's reconnect (its
+	// dial) → its command's arrival: TCP connect, CONNECT, CONNACK and
+	// the queued delivery.
 	ReconnectToCommand Latency `json:"reconnect_to_command"`
 	// CommandAge is the command's publish → its arrival (includes the
 	// time the device was away).

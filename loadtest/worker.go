@@ -178,7 +178,7 @@ type status struct {
 	CommandsUnique  int64 `json:"commands_unique,omitempty"`  // devices that got at least one command
 	CommandsRepeats int64 `json:"commands_repeats,omitempty"` // commands a device got beyond its first
 	// histograms (op "histograms"): the dials of the last connect or
-	// reconnect, and CONNACK → command of persistent devices
+	// reconnect, and dial → command of persistent devices
 	DialHist   string `json:"dial_hist,omitempty"`
 	ResumeHist string `json:"resume_hist,omitempty"`
 }
@@ -242,7 +242,7 @@ type worker struct {
 	cmdSeen    []atomic.Uint32         // commands received per device of this worker
 	phaseHist  *hdrhistogram.Histogram // dials of the last connect/reconnect, under connectMu
 	resumeMu   sync.Mutex
-	resumeHist *hdrhistogram.Histogram // CONNACK → command (persistent devices)
+	resumeHist *hdrhistogram.Histogram // dial → command (persistent devices)
 	pingStop   chan struct{}
 	pingDone   chan struct{}
 

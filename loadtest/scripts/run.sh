@@ -7,6 +7,8 @@
 # reports. Only the brokers this script started are stopped (by PID).
 #
 #   loadtest/scripts/run.sh [bin/gatecast]      (make loadtest)
+#   PROTOCOL=mqtt loadtest/scripts/run.sh bin/gatecast   (the same scenarios with MQTT
+#                                 clients over the broker's MQTT TCP listener, plus offline)
 #
 # Knobs (environment), with their defaults:
 #   CONNS=15000 WORKERS=2        connect and churn: devices, worker processes
@@ -16,14 +18,31 @@
 #   FANOUT_SUBS=2000 FANOUT_RATE=200 FANOUT_MESSAGES=2000
 #   FANIN_PUBS=200 FANIN_RATE=50000 FANIN_MESSAGES=200000
 #   SCENARIOS="idle connect telemetry command churn revoke mixed fanout fanin"
-#   WS_PORT=18080 ADMIN_PORT=18081 OUT=(a new directory under /tmp)
+#             (PROTOCOL=mqtt: the same and offline)
+#   PROTOCOL=seed                seed (WebSocket) or mqtt; MQTT_VERSION=5 (4: 3.1.1)
+#   OFFLINE_DEVICES=10000        offline: devices with persistent sessions (MQTT only)
+#   WS_PORT=18080 ADMIN_PORT=18081 MQTT_PORT=18883 OUT=(a new directory under /tmp)
+# The broker listens for MQTT over TCP on 127.0.0.1:$MQTT_PORT only with
+# PROTOCOL=mqtt; a seed run keeps --mqtt-listen "" as before.
 set -euo pipefail
 BIN=${1:-bin/gatecast}
 WS_PORT=${WS_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-18081}
+MQTT_PORT=${MQTT_PORT:-18883}
+PROTOCOL=${PROTOCOL:-seed}
+MQTT_VERSION=${MQTT_VERSION:-5}
 OUT=${OUT:-$(mktemp -d /tmp/gatecast-loadtest-results.XXXXXX)}
 mkdir -p "$OUT"
-SCENARIOS=${SCENARIOS:-idle connect telemetry command churn revoke mixed fanout fanin}
+DEFAULT_SCENARIOS="idle connect telemetry command churn revoke mixed fanout fanin"
+MQTT_LISTEN="" PROTO_FLAGS=()
+case $PROTOCOL in
+  seed) ;;
+  mqtt) DEFAULT_SCENARIOS="$DEFAULT_SCENARIOS offline"
+        MQTT_LISTEN=127.0.0.1:$MQTT_PORT
+        PROTO_FLAGS=(--protocol mqtt --mqtt-url "tcp://$MQTT_LISTEN" --mqtt-version "$MQTT_VERSION") ;;
+  *) echo "PROTOCOL must be seed or mqtt, got $PROTOCOL" >&2; exit 2 ;;
+esac
+SCENARIOS=${SCENARIOS:-$DEFAULT_SCENARIOS}
 CONNS=${CONNS:-15000}
 WORKERS=${WORKERS:-2}
 DEVICES=${DEVICES:-5000}
@@ -37,14 +56,14 @@ start_broker() {
   # command line, where ps shows it); the load tool reads the same variable.
   GATECAST_ADMIN_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')
   export GATECAST_ADMIN_KEY
-  "$BIN" serve --data-dir "$DIR" --listen 127.0.0.1:$WS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT --mqtt-listen "" \
+  "$BIN" serve --data-dir "$DIR" --listen 127.0.0.1:$WS_PORT --admin-listen 127.0.0.1:$ADMIN_PORT --mqtt-listen "$MQTT_LISTEN" \
     --log-level warn >"$DIR/broker.log" 2>&1 &
   BROKER=$!
   for _ in $(seq 100); do
     curl -sf http://127.0.0.1:$ADMIN_PORT/healthz >/dev/null && break
     sleep 0.1
   done
-  echo "# broker pid $BROKER, $(nproc) cores, data in $DIR" >&2
+  echo "# broker pid $BROKER, $(nproc) cores, data in $DIR, protocol $PROTOCOL" >&2
 }
 stop_broker() {
   if [ -n "$BROKER" ]; then
@@ -60,7 +79,7 @@ lt() { # lt SCENARIO [flags]: one run, report in $OUT/SCENARIO.json
   local s=$1; shift
   echo "## $s" >&2
   "$BIN" loadtest "$s" --url ws://127.0.0.1:$WS_PORT/ws/brocker/ --admin-url http://127.0.0.1:$ADMIN_PORT \
-    --broker-pid "$BROKER" --chart "$OUT/$s.svg" "$@" | tee "$OUT/$s.json"
+    --broker-pid "$BROKER" --chart "$OUT/$s.svg" ${PROTO_FLAGS[@]+"${PROTO_FLAGS[@]}"} "$@" | tee "$OUT/$s.json"
 }
 
 for s in $SCENARIOS; do
@@ -81,6 +100,9 @@ for s in $SCENARIOS; do
                lt mixed --conns "$DEVICES" --dashboards "$DASHBOARDS" --tokens 10 --revoke 1 --rate 2000 --command-rate 2 --duration "$DURATION" --workers "$WORKERS" ;;
     fanout)    [ -n "$BROKER" ] || start_broker
                lt fanout --conns "${FANOUT_SUBS:-2000}" --messages "${FANOUT_MESSAGES:-2000}" --rate "${FANOUT_RATE:-200}" ;;
+    # offline reports the broker's memory with the sessions away and back:
+    # a fresh broker.
+    offline)   stop_broker; start_broker; lt offline --conns "${OFFLINE_DEVICES:-10000}" ;;
     fanin)     [ -n "$BROKER" ] || start_broker
                lt fanin --conns "${FANIN_PUBS:-200}" --messages "${FANIN_MESSAGES:-200000}" --rate "${FANIN_RATE:-50000}" ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
