@@ -55,6 +55,7 @@ type queuedMsg struct {
 	qos     byte
 	retain  bool
 	subIDs  []uint32
+	expires time.Time // zero: never (the Message Expiry Interval, MQTT 5)
 }
 
 // size is what a copy holds in memory, roughly.
@@ -82,10 +83,12 @@ func (s *session) unholdLocked(n int) {
 }
 
 func copyMsg(m *broker.Message, d broker.Delivery, retain bool) queuedMsg {
+	props := append([]byte(nil), m.Props...)
 	return queuedMsg{
+		expires: expiresAt(props, time.Now()),
 		topic:   strings.Clone(m.Topic),
 		payload: append([]byte(nil), m.Payload...),
-		props:   append([]byte(nil), m.Props...),
+		props:   props,
 		qos:     d.QoS,
 		retain:  retain,
 		subIDs:  append([]uint32(nil), d.SubIDs...),
@@ -207,7 +210,8 @@ func (s *session) pump(c *Conn) {
 		q := s.queued[0]
 		s.queued[0] = queuedMsg{}
 		s.queued = s.queued[1:]
-		if !s.bs.MayRead(q.topic) {
+		if !s.bs.MayRead(q.topic) || !refreshExpiry(&q, time.Now()) {
+			// revoked meanwhile, or expired while it waited: never sent
 			s.unholdLocked(q.size())
 			s.mu.Unlock()
 			continue
@@ -250,7 +254,7 @@ func (s *session) resend(c *Conn) {
 		switch {
 		case r.fl.awaited == packet.PUBCOMP:
 			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, r.id, packet.Success, nil))
-		case r.fl.msg != nil && s.bs.MayRead(r.fl.msg.topic):
+		case r.fl.msg != nil && s.bs.MayRead(r.fl.msg.topic) && refreshExpiry(r.fl.msg, time.Now()):
 			c.sendDelivery(c.queuedFrame(r.fl.msg, r.id, true))
 		default: // revoked meanwhile: the flow ends here
 			s.mu.Lock()

@@ -239,3 +239,40 @@ func TestQueuedBytesBounded(t *testing.T) {
 		t.Fatalf("after the session ended the process still holds %d bytes", total)
 	}
 }
+
+// A queued message whose Message Expiry Interval passed while its client
+// was away is not delivered; one still alive goes with what is left of it.
+func TestQueuedMessageExpiry(t *testing.T) {
+	e := newEnv(t, Config{})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"cmd/#": acl.PermReadWrite})
+	dev := e.dial(t, packet.Version5)
+	dev.connectPersistent(secret, "dev", 3600)
+	dev.subscribe(1, 1, "cmd/dev")
+	dev.c.OnClose()
+	backend := e.dial(t, packet.Version5)
+	backend.connect(secret, "backend", nil, nil)
+	for i, ttl := range []uint32{1, 100} {
+		var props packet.Properties
+		props.MessageExpiryInterval = ttl
+		props.Set(packet.PropMessageExpiryInterval)
+		props.AddUserProperty([]byte("k"), []byte("v"))
+		backend.write(packet.AppendPublish(nil, 5, &packet.Publish{Topic: []byte("cmd/dev"), Payload: []byte{byte('a' + i)}, QoS: 1, PacketID: uint16(i + 1), Props: props}))
+	}
+	time.Sleep(1200 * time.Millisecond)
+	again := e.dial(t, packet.Version5)
+	again.connectPersistent(secret, "dev", 3600)
+	got := publishes(t, 5, again.tr.packets(t))
+	if len(got) != 1 || string(got[0].Payload) != "b" {
+		t.Fatalf("delivered %+v, want only the unexpired one", got)
+	}
+	if left := got[0].Props.MessageExpiryInterval; left == 0 || left >= 100 {
+		t.Fatalf("remaining expiry %d, want under 100", left)
+	}
+	n := 0
+	for range got[0].Props.UserProperties {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("user properties lost: %d", n)
+	}
+}
