@@ -249,6 +249,10 @@ func TestDashboardsLive(t *testing.T) {
 		}
 	}()
 
+	// MQTT clients: accepted and refused CONNECTs, a refused publish, an
+	// offline persistent session and the session events (see mqttTraffic).
+	mqttTraffic(t, api, node, tagID)
+
 	prom := startPrometheus(t, bin, fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
@@ -303,6 +307,19 @@ scrape_configs:
 		// hostileTraffic: the ping flood.
 		`gatecast_ws_inbound_dropped_total{job="gatecast",reason="rate_limit"} > 0`,
 		`gatecast_ws_closes_total{job="gatecast",reason="rate_limit"} > 0`,
+		// mqttTraffic.
+		`gatecast_connections{job="gatecast",protocol="mqtt3"} > 0`,
+		`gatecast_connections{job="gatecast",protocol="mqtt5"} > 0`,
+		`gatecast_ws_connections{job="gatecast",transport="tcp"} > 0`,
+		`gatecast_sessions_offline{job="gatecast"} > 0`,
+		`gatecast_mqtt_connects_total{job="gatecast",result="accepted"} > 0`,
+		`gatecast_mqtt_connects_total{job="gatecast",result="bad_credentials"} > 0`,
+		`gatecast_mqtt_publishes_refused_total{job="gatecast",reason="not_authorized"} > 0`,
+		`gatecast_mqtt_deliveries_dropped_total{job="gatecast",reason="too_large"} > 0`,
+		`gatecast_mqtt_takeovers_total{job="gatecast"} > 0`,
+		`gatecast_mqtt_protocol_errors_total{job="gatecast"} > 0`,
+		`gatecast_mqtt_sessions_resumed_total{job="gatecast"} > 0`,
+		`gatecast_mqtt_sessions_expired_total{job="gatecast"} > 0`,
 	} {
 		checks = append(checks, check{"liveness", q})
 	}
