@@ -122,6 +122,11 @@ type Config struct {
 	// instead of persisting, so a token's clients cannot pile up state with
 	// fresh client identifiers. 0 means DefaultMaxOfflineSessions.
 	MaxOfflineSessions int
+	// ForwardSeedFrames makes the node forward seed text frames to other
+	// nodes instead of the neutral form, for a rolling upgrade from a
+	// version that knows no other (MQTT properties and non-JSON payloads
+	// then travel as the seed protocol carries them). Every node reads both.
+	ForwardSeedFrames bool
 }
 
 // Defaults of the Config caps.
@@ -157,6 +162,7 @@ type Broker struct {
 	capLog                                 logSampler // refusals over the caps
 	maxStall                               time.Duration
 	maxOffline                             int
+	forwardSeed                            bool
 	routerBacklog                          backlogger // b.router's, when it has one
 
 	// Test hooks, nil outside tests: they let a test act at the exact
@@ -216,6 +222,7 @@ func New(cfg Config) (*Broker, error) {
 	if b.maxStall == 0 {
 		b.maxStall = DefaultMaxStall
 	}
+	b.forwardSeed = cfg.ForwardSeedFrames
 	b.maxOffline = cfg.MaxOfflineSessions
 	if b.maxOffline <= 0 {
 		b.maxOffline = DefaultMaxOfflineSessions
@@ -679,7 +686,11 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 		}
 	}
 	if forward && b.router != nil {
-		sc.fwd = appendForward(sc.fwd[:0], m)
+		if b.forwardSeed {
+			sc.fwd = append(sc.fwd[:0], m.Frame(EncodingSeed, appendSeed).B...)
+		} else {
+			sc.fwd = appendForward(sc.fwd[:0], m)
+		}
 		if err := b.router.Forward(context.Background(), m.Topic, sc.fwd); err != nil {
 			b.metrics.forwardErrors.Inc()
 		}

@@ -46,9 +46,7 @@ func (s *Session) Detach() bool {
 	s.b.metrics.offline.Inc()
 	ts.mu.Unlock()
 	if leased {
-		s.leased = true // releaseSlot reads it; nobody else does while offline
-		s.releaseSlot()
-		s.leased = false
+		s.b.releaseLease(ts.id)
 	}
 	return true
 }

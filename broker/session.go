@@ -108,7 +108,7 @@ func newSubscription(s *Session, filter string, opts SubOptions) *Subscription {
 // goroutine); Subscribe, Unsubscribe and Close may be called from any
 // goroutine. Fields set at admission are immutable; closed is atomic;
 // membership in the token's session set is guarded by the token's mutex;
-// the subscription list by subMu, the cluster routes by routeMu.
+// the subscription list by subMu, the cluster routes by routeState.mu.
 type Session struct {
 	id      uint64
 	b       *Broker
@@ -378,9 +378,12 @@ func (s *Session) addRoute(filter string) error {
 	r := s.routeState()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.done || slices.Contains(r.routed, filter) {
+	if r.done {
 		return nil
 	}
+	// One route per subscription (the cluster counts them per filter), so
+	// that a session holding "a/#" and "$share/g/a/#" keeps its route
+	// until both are gone.
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
 	defer cancel()
 	if err := s.b.router.Add(ctx, filter); err != nil {
@@ -485,15 +488,18 @@ func (s *Session) release() {
 // releaseSlot gives the cluster connection slot back (on the broker's
 // background goroutine: it is a Redis call).
 func (s *Session) releaseSlot() {
-	if !s.leased {
-		return
+	if s.leased {
+		s.b.releaseLease(s.token.id)
 	}
-	id := s.token.id
-	s.b.later(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.b.storeTimeout)
+}
+
+// releaseLease gives one cluster connection slot of token id back.
+func (b *Broker) releaseLease(id int64) {
+	b.later(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
 		defer cancel()
-		if err := s.b.limiter.Release(ctx, id); err != nil {
-			s.b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
+		if err := b.limiter.Release(ctx, id); err != nil {
+			b.log.Warn("releasing a connection lease failed; the next heartbeat repairs it", "token_id", id, "err", err)
 		}
 	})
 }

@@ -38,7 +38,7 @@ func ParseShared(f string) (group, filter string, ok bool) {
 type shareGroup struct {
 	key     shareKey
 	entry   *Subscription                   // the group's index entry
-	members atomic.Pointer[[]*Subscription] // copy on write, under Broker.groupsMu
+	members atomic.Pointer[[]*Subscription] // copy on write, under Broker.groups.mu
 	next    atomic.Uint32
 }
 

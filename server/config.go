@@ -36,6 +36,7 @@ type Config struct {
 	Reconcile         time.Duration
 	ForwardBatch      ByteSize // cluster: bytes one SPUBLISH to another node may carry; 0: one message per SPUBLISH (rolling upgrade)
 	ForwardQueue      ByteSize // cluster: bytes queued per other node
+	ForwardLegacy     bool     // cluster: forward seed frames, for a rolling upgrade from a version before MQTT
 	Listen            string
 	AdminListen       string
 	MQTTListen        string        // MQTT over TCP; "" disables it
@@ -132,6 +133,7 @@ func (c *Config) flagSet(fs *flag.FlagSet) {
 	fs.StringVar(&c.OnRedisLoss, "on-redis-loss", c.OnRedisLoss, "cluster mode, past --revocation-staleness: refuse (new connections only) or close (also close existing ones with 1013)")
 	fs.DurationVar(&c.RevocationWait, "revocation-wait", c.RevocationWait, "cluster mode: how long an admin rights change waits for every node to confirm it before answering 202 with the nodes that have not")
 	fs.DurationVar(&c.Reconcile, "reconcile-interval", c.Reconcile, "cluster mode: how often every cached token is re-read from the store and enforced, in case a change signal was lost")
+	fs.BoolVar(&c.ForwardLegacy, "forward-legacy", c.ForwardLegacy, "cluster mode: forward messages to other nodes as seed frames, which nodes from before MQTT read (set it while a rolling upgrade from such a version runs; MQTT properties and binary payloads then travel as seed JSON)")
 	fs.Var(&c.ForwardBatch, "forward-batch", "cluster mode: bytes of messages one SPUBLISH to another node may carry; 0 = one message per SPUBLISH in the frame nodes before batching decode (set it while a rolling upgrade from such a version runs)")
 	fs.Var(&c.ForwardQueue, "forward-queue", "cluster mode: bytes queued per other node; past half of it publishers forwarding there are slowed, at it messages for that node are dropped and counted")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "WebSocket listener address (host:port)")

@@ -19,19 +19,20 @@ func newMQTT(cfg Config, n *Node) (*mqtt.Server, error) {
 		policy = broker.RevokeUnsubscribe
 	}
 	return mqtt.NewServer(mqtt.Config{
-		Broker:           n.broker,
-		OnRevoke:         policy,
-		MaxPacketSize:    int(cfg.MQTTMaxPacket),
-		MaxInflight:      cfg.MQTTMaxInflight,
-		MaxQueued:        cfg.SessionQueueMax,
-		MaxSessionExpiry: cfg.SessionExpiryMax,
-		RetainStore:      retainStore(n.store),
-		MaxQueuedBytes:   int(cfg.SessionQueueBytes),
-		MaxQueuedTotal:   int(cfg.SessionQueueTotal),
-		RetainedMax:      cfg.RetainedMax,
-		RetainedMaxBytes: int(cfg.RetainedMaxBytes),
-		Logger:           n.log.With("component", "mqtt"),
-		Registerer:       n.registry,
+		Broker:              n.broker,
+		OnRevoke:            policy,
+		MaxPacketSize:       int(cfg.MQTTMaxPacket),
+		MaxWebSocketMessage: cfg.MaxFrameSize,
+		MaxInflight:         cfg.MQTTMaxInflight,
+		MaxQueued:           cfg.SessionQueueMax,
+		MaxSessionExpiry:    cfg.SessionExpiryMax,
+		RetainStore:         retainStore(n.store),
+		MaxQueuedBytes:      int(cfg.SessionQueueBytes),
+		MaxQueuedTotal:      int(cfg.SessionQueueTotal),
+		RetainedMax:         cfg.RetainedMax,
+		RetainedMaxBytes:    int(cfg.RetainedMaxBytes),
+		Logger:              n.log.With("component", "mqtt"),
+		Registerer:          n.registry,
 	})
 }
 

@@ -103,7 +103,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 
 	bcfg := broker.Config{Store: store, Logger: log.With("component", "broker"), Registerer: n.registry,
-		MaxSubscriptions: cfg.MaxSubscriptions, MaxTopicBytes: cfg.MaxTopicBytes, MaxTopicLevels: cfg.MaxTopicLevels}
+		MaxSubscriptions: cfg.MaxSubscriptions, MaxTopicBytes: cfg.MaxTopicBytes, MaxTopicLevels: cfg.MaxTopicLevels,
+		ForwardSeedFrames: cfg.ForwardLegacy}
 	if cfg.Redis != "" {
 		n.cluster, err = openCluster(cfg, log.With("component", "cluster"), n.registry)
 		if err != nil {

@@ -37,7 +37,8 @@ type Conn struct {
 	pub      packet.Publish
 	ack      packet.Ack
 	will     *will
-	graceful bool // the client sent DISCONNECT without will
+	graceful bool          // the client sent DISCONNECT without will
+	closed   chan struct{} // made by OnClose, closed when its work is done
 
 	// Set while handling CONNECT, before the session can receive anything;
 	// read-only afterwards (Deliver reads them from other goroutines).
@@ -85,12 +86,22 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 	}
 }
 
+// maxIn is the largest packet the client may send: Config.MaxPacketSize,
+// and over WebSocket no more than a message may carry (the transport closes
+// a larger message with 1009 before the adapter sees it).
+func (c *Conn) maxIn() int {
+	if c.ws && c.srv.cfg.MaxWebSocketMessage > 0 {
+		return min(c.srv.cfg.MaxPacketSize, c.srv.cfg.MaxWebSocketMessage)
+	}
+	return c.srv.cfg.MaxPacketSize
+}
+
 // packets handles the complete packets at the start of b and returns the
 // bytes they took.
 func (c *Conn) packets(b []byte) int {
 	done := 0
 	for c.state != stClosed {
-		h, body, n, err := packet.ReadPacket(b[done:], c.srv.cfg.MaxPacketSize)
+		h, body, n, err := packet.ReadPacket(b[done:], c.maxIn())
 		switch {
 		case errors.Is(err, packet.ErrIncomplete):
 			return done
@@ -115,6 +126,9 @@ func (c *Conn) handle(h packet.Header, body []byte) {
 		}
 		c.connect(body)
 		return
+	}
+	if !c.t.AdmitInbound() {
+		return // over the inbound rate: dropped and counted by the transport, which closes a client that stays over it
 	}
 	var err error
 	switch h.Type {
@@ -294,7 +308,7 @@ func (c *Conn) connect(body []byte) {
 		}
 		props.ReceiveMaximum = uint16(c.srv.cfg.ReceiveMaximum)
 		props.Set(packet.PropReceiveMaximum)
-		props.MaximumPacketSize = uint32(c.srv.cfg.MaxPacketSize)
+		props.MaximumPacketSize = uint32(c.maxIn())
 		props.Set(packet.PropMaximumPacketSize)
 		props.TopicAliasMaximum = uint16(c.srv.cfg.TopicAliasMaximum)
 		props.Set(packet.PropTopicAliasMaximum)
@@ -476,9 +490,6 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 	p := &c.pub
 	if err := packet.DecodePublish(h, body, c.version, p); err != nil {
 		return err
-	}
-	if !c.t.AdmitInbound() {
-		return nil // over the inbound rate: dropped and counted by the transport
 	}
 	topic := unsafe.String(unsafe.SliceData(p.Topic), len(p.Topic))
 	if c.version == packet.Version5 && p.Props.Has(packet.PropTopicAlias) {
@@ -756,11 +767,22 @@ func (c *Conn) disconnected(body []byte) {
 // the client disconnected normally or a rights change ended the session,
 // and only if the token may still publish to its topic (the broker judges
 // it, as any publish).
+//
+// The transport may call it from its sweeper, so the work (which takes the
+// token's lock, and may publish a will) runs on its own goroutine; closed
+// is closed when it is done.
 func (c *Conn) OnClose() {
 	c.state = stClosed
-	if c.s != nil {
-		c.s.detached(c, c.will, c.graceful)
+	c.closed = make(chan struct{})
+	if c.s == nil {
+		close(c.closed)
+		return
 	}
+	s, w, graceful := c.s, c.will, c.graceful
+	go func() {
+		s.detached(c, w, graceful)
+		close(c.closed)
+	}()
 }
 
 // causeCodes maps the core's causes to MQTT 5 DISCONNECT reason codes.
@@ -803,6 +825,13 @@ func (c *Conn) queuedFrame(q *queuedMsg, id uint16, dup bool) *proto.Frame {
 // sendDelivery hands a PUBLISH to the transport, unless it exceeds the
 // client's Maximum Packet Size (MQTT-3.1.2-25: discarded).
 func (c *Conn) sendDelivery(f *proto.Frame) (int, bool, <-chan struct{}) {
+	n, ok, _, backlog := c.sendDeliveryWhy(f)
+	return n, ok, backlog
+}
+
+// sendDeliveryWhy is sendDelivery, which also says whether the packet was
+// discarded for the client's Maximum Packet Size (it never will fit).
+func (c *Conn) sendDeliveryWhy(f *proto.Frame) (n int, ok, tooLarge bool, backlog <-chan struct{}) {
 	if c.maxOut > 0 {
 		n := len(f.B)
 		if c.ws {
@@ -816,14 +845,14 @@ func (c *Conn) sendDelivery(f *proto.Frame) (int, bool, <-chan struct{}) {
 		if n > c.maxOut {
 			f.Release()
 			c.srv.metrics.dropped[dropTooLarge].Inc()
-			return 0, false, nil
+			return 0, false, true, nil
 		}
 	}
-	n := len(f.B)
-	ok, backlog := c.t.SendBacklog(f)
+	n = len(f.B)
+	ok, backlog = c.t.SendBacklog(f)
 	if !ok {
 		c.srv.metrics.dropped[dropTransport].Inc()
-		return 0, false, backlog
+		return 0, false, false, backlog
 	}
-	return n, true, backlog
+	return n, true, false, backlog
 }

@@ -244,7 +244,7 @@ func TestConnectAndRefusals(t *testing.T) {
 		if ca := over.connect(secret, "dev2", nil, nil); ca.Code != map[byte]byte{4: packet.ConnRefusedServerUnavailable, 5: packet.QuotaExceeded}[v] {
 			t.Errorf("v%d over the limit: code %#x", v, ca.Code)
 		}
-		ok.c.OnClose()
+		closeWait(ok.c)
 	}
 	// a first packet that is not CONNECT closes
 	cl := e.dial(t, packet.Version5)
@@ -367,7 +367,7 @@ func TestPacketsSplitAndShared(t *testing.T) {
 		if string(types) != string([]byte{packet.CONNACK, packet.SUBACK, packet.PUBLISH, packet.PINGRESP}) {
 			t.Fatalf("cut at %d: packets %v", cut, types)
 		}
-		cl.c.OnClose()
+		closeWait(cl.c)
 	}
 }
 
@@ -478,14 +478,14 @@ func TestWill(t *testing.T) {
 
 	abrupt := e.dial(t, packet.Version311)
 	abrupt.connect(secret, "a", nil, w)
-	abrupt.c.OnClose() // the socket died
+	closeWait(abrupt.c) // the socket died
 	graceful := e.dial(t, packet.Version311)
 	graceful.connect(secret, "g", nil, w)
 	graceful.write(packet.AppendDisconnect(nil, 4, 0, nil))
-	graceful.c.OnClose()
+	closeWait(graceful.c)
 	readOnly := e.dial(t, packet.Version311)
 	readOnly.connect(roSecret, "r", nil, w) // may not publish its will
-	readOnly.c.OnClose()
+	closeWait(readOnly.c)
 
 	got := publishes(t, 4, watcher.tr.packets(t))
 	if len(got) != 1 || string(got[0].Payload) != "gone" {
@@ -576,4 +576,10 @@ func TestDeliverQoS0Allocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("a QoS 0 publish to 20 MQTT subscribers allocates %.1f times", allocs)
 	}
+}
+
+// closeWait reports the connection gone and waits for OnClose's work.
+func closeWait(c *Conn) {
+	c.OnClose()
+	<-c.closed
 }

@@ -15,6 +15,7 @@
 //
 // Concurrency: a Conn's OnMessage and OnClose are called by its transport
 // serially; Deliver and End by the broker from any goroutine (publishers,
-// enforcement). The outbound QoS state is guarded by Conn.mu, which is held
-// for O(1) work and never across a broker call. See docs/locking.md.
+// enforcement). The session state (outbound QoS flows, queue, offline
+// timers) is guarded by session.mu, which is held for O(1) work and never
+// across a broker or transport call. See docs/locking.md.
 package mqtt

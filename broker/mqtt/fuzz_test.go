@@ -52,7 +52,7 @@ func FuzzConnInput(f *testing.F) {
 		}
 		c.OnMessage(false, data[:cut])
 		c.OnMessage(false, data[cut:])
-		c.OnClose()
+		closeWait(c)
 		tr.mu.Lock()
 		out := tr.out
 		tr.mu.Unlock()

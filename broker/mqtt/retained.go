@@ -116,13 +116,19 @@ func (rs *retainedSet) set(r *Retained) {
 		rs.putLocked(r)
 	}
 	rs.mu.Unlock()
-	if rs.writes != nil {
-		w := retainWrite{r: *r, delete: len(r.Payload) == 0}
-		select {
-		case rs.writes <- w:
-		default:
-			go func() { rs.writes <- w }() // a burst: keep the publisher moving
-		}
+	rs.queueWrite(retainWrite{r: *r, delete: len(r.Payload) == 0})
+}
+
+// queueWrite hands a write to the store's writer without ever blocking
+// the caller (a publisher, a subscriber's event goroutine).
+func (rs *retainedSet) queueWrite(w retainWrite) {
+	if rs.writes == nil {
+		return
+	}
+	select {
+	case rs.writes <- w:
+	default:
+		go func() { rs.writes <- w }() // a burst: keep the caller moving
 	}
 }
 
@@ -194,9 +200,7 @@ func (rs *retainedSet) match(filter string, now time.Time, fn func(*Retained)) {
 	}
 	rs.mu.Unlock()
 	for _, t := range expired {
-		if rs.writes != nil {
-			rs.writes <- retainWrite{r: Retained{Topic: t}, delete: true}
-		}
+		rs.queueWrite(retainWrite{r: Retained{Topic: t}, delete: true})
 	}
 	for _, r := range kept {
 		fn(r)

@@ -199,7 +199,7 @@ func TestSharedSubscriptions(t *testing.T) {
 		}
 	}
 	// a member leaves: the others get everything
-	members[0].c.OnClose()
+	closeWait(members[0].c)
 	for range 10 {
 		pub.publish("jobs/x", "job", 0, 0)
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	// MaxPacketSize bounds an inbound packet (Maximum Packet Size in
 	// CONNACK); larger ones close the connection (0x95). Default 1 MiB.
 	MaxPacketSize int
+	// MaxWebSocketMessage is the transport's WebSocket message limit: over
+	// WebSocket, Maximum Packet Size is the smaller of the two. 0: none.
+	MaxWebSocketMessage int
 	// ReceiveMaximum bounds the client's QoS 2 publishes awaiting PUBREL
 	// (Receive Maximum in CONNACK). Default 64.
 	ReceiveMaximum int

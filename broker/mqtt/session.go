@@ -29,6 +29,7 @@ type session struct {
 	persistent bool
 	expiry     time.Duration // how long the session outlives its connection
 	expire     *time.Timer   // running while offline
+	away       uint64        // counts the offline periods: a timer acts only on its own
 	willTimer  *time.Timer   // a delayed will (MQTT 5 Will Delay Interval), running while offline
 	nextID     uint16
 	inflight   map[uint16]*flight // packet identifier → delivery awaiting acknowledgement
@@ -132,7 +133,11 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 		s.mu.Unlock()
 		f := proto.AcquireFrame()
 		f.B = appendPublish(f.B, c.version, c.ws, m, d.QoS, id, retain, false, d.SubIDs)
-		return c.sendDelivery(f)
+		n, ok, tooLarge, backlog := c.sendDeliveryWhy(f)
+		if !ok {
+			s.undelivered(id, tooLarge)
+		}
+		return n, ok, backlog
 	}
 	// Queue a copy, dropping the oldest while the count or either byte
 	// bound says no: the session's (MaxQueuedBytes) or the process's
@@ -224,8 +229,34 @@ func (s *session) pump(c *Conn) {
 		}
 		id := s.takeIDLocked(q.qos, fl)
 		s.mu.Unlock()
-		c.sendDelivery(c.queuedFrame(&q, id, false))
+		if _, ok, tooLarge, _ := c.sendDeliveryWhy(c.queuedFrame(&q, id, false)); !ok {
+			s.undelivered(id, tooLarge)
+			return // the transport refuses: the next acknowledgement pumps again
+		}
 	}
+}
+
+// undelivered frees the packet identifier of a QoS 1/2 delivery the
+// transport refused, so a refusal never holds an in-flight slot for ever.
+// A persistent session's copy goes back to the head of the queue (sent
+// again after a reconnect, or the next acknowledgement), unless it can
+// never fit the client's Maximum Packet Size.
+func (s *session) undelivered(id uint16, tooLarge bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl, ok := s.inflight[id]
+	if !ok {
+		return
+	}
+	delete(s.inflight, id)
+	if fl.msg == nil {
+		return
+	}
+	if tooLarge || s.ended {
+		s.unholdLocked(fl.msg.size())
+		return
+	}
+	s.queued = append([]queuedMsg{*fl.msg}, s.queued...) // its bytes stay held
 }
 
 // resend sends again, after a reconnect, what was in flight: PUBLISH with
@@ -241,10 +272,10 @@ func (s *session) resend(c *Conn) {
 	for id, fl := range s.inflight {
 		out = append(out, re{id, *fl})
 	}
+	next := s.nextID
 	s.mu.Unlock()
 	// identifiers were assigned in order; sort by distance from the next
 	// one, which handles the wrap at 65535
-	next := s.nextID
 	for i := 1; i < len(out); i++ {
 		for j := i; j > 0 && out[j].id-next-1 < out[j-1].id-next-1; j-- {
 			out[j], out[j-1] = out[j-1], out[j]
@@ -317,9 +348,13 @@ func (s *session) detached(c *Conn, w *will, graceful bool) {
 	publishWill := w != nil && !graceful && !revoked
 	if keep && s.bs.Detach() {
 		s.mu.Lock()
-		s.expire = time.AfterFunc(s.expiry, s.expired)
-		if publishWill && w.delay > 0 && w.delay < s.expiry {
-			s.willTimer = time.AfterFunc(w.delay, func() { s.delayedWill(w) })
+		s.away++
+		gen := s.away
+		s.expire = time.AfterFunc(s.expiry, func() { s.expired(gen) })
+		if publishWill && w.delay > 0 {
+			// at the end of the delay, or of the session if that comes first
+			// (MQTT-3.1.3-9)
+			s.willTimer = time.AfterFunc(min(w.delay, s.expiry), func() { s.delayedWill(w, gen) })
 			publishWill = false
 		}
 		s.mu.Unlock()
@@ -346,16 +381,25 @@ func (s *session) publishWill(w *will) {
 	m.Topic = w.topic
 	m.Payload = w.payload
 	m.QoS = w.qos
+	m.Retain = w.retain
 	m.Props = w.props
-	s.bs.PublishFinal(m)
+	published := s.bs.PublishFinal(m) == broker.Published
 	broker.ReleaseMessage(m)
+	if published && w.retain {
+		// Will Retain: the will becomes the topic's retained message
+		// (within the same bounds as any retained publish)
+		r := &Retained{Topic: w.topic, Payload: w.payload, Props: w.props, QoS: w.qos}
+		if len(r.Payload) == 0 || s.srv.retained.fits(r.Topic, size(r)) {
+			s.srv.retained.set(r)
+		}
+	}
 }
 
 // delayedWill publishes the will once its delay passed, if the client did
 // not come back meanwhile.
-func (s *session) delayedWill(w *will) {
+func (s *session) delayedWill(w *will, gen uint64) {
 	s.mu.Lock()
-	live := s.conn != nil || s.ended
+	live := s.conn != nil || s.away != gen
 	s.mu.Unlock()
 	if !live {
 		s.publishWill(w)
@@ -363,9 +407,9 @@ func (s *session) delayedWill(w *will) {
 }
 
 // expired ends an offline session whose expiry passed.
-func (s *session) expired() {
+func (s *session) expired(gen uint64) {
 	s.mu.Lock()
-	if s.conn != nil || s.ended {
+	if s.conn != nil || s.ended || s.away != gen {
 		s.mu.Unlock()
 		return
 	}

@@ -59,7 +59,7 @@ func TestPersistentSessionResume(t *testing.T) {
 		_, bsecret := e.token(t, 0, map[string]acl.Permission{"cmd/#": acl.PermReadWrite})
 		backend.connect(bsecret, "backend", nil, nil)
 		backend.publish("cmd/dev", "c1", 1, 1) // in flight, never acknowledged
-		dev.c.OnClose()                        // the link drops
+		closeWait(dev.c)                       // the link drops
 		if n := e.b.SessionCount(); n != 1 {
 			t.Fatalf("%d live sessions, want the backend only (the offline one frees its slot)", n)
 		}
@@ -84,7 +84,7 @@ func TestPersistentSessionResume(t *testing.T) {
 			}
 		}
 		// Clean Start 1 discards the session.
-		again.c.OnClose()
+		closeWait(again.c)
 		fresh := e.dial(t, v)
 		if ca := fresh.connect(secret, "dev", nil, nil); ca.SessionPresent {
 			t.Fatalf("v%d clean start resumed the session", v)
@@ -108,7 +108,7 @@ func TestOfflineSessionRevocation(t *testing.T) {
 	dev := e.dial(t, packet.Version5)
 	dev.connectPersistent(secret, "dev", 3600)
 	dev.subscribe(1, 1, "a/x", "b/x")
-	dev.c.OnClose()
+	closeWait(dev.c)
 	backend.publish("a/x", "queued before the revocation", 1, 1)
 	backend.publish("b/x", "still allowed", 1, 2)
 	ctx := context.Background()
@@ -137,7 +137,7 @@ func TestOfflineSessionRevocation(t *testing.T) {
 	if len(payloads) != 1 || payloads[0] != "still allowed" {
 		t.Fatalf("delivered %q, want only the b/x message", payloads)
 	}
-	again.c.OnClose()
+	closeWait(again.c)
 
 	// delete the token: the offline session is discarded
 	if err := e.store.DeleteToken(ctx, tok.ID); err != nil {
@@ -160,7 +160,7 @@ func TestSessionExpiry(t *testing.T) {
 	dev := e.dial(t, packet.Version5)
 	dev.connectPersistent(secret, "dev", 1) // one second
 	dev.subscribe(1, 1, "a/#")
-	dev.c.OnClose()
+	closeWait(dev.c)
 	deadline := time.Now().Add(10 * time.Second)
 	for e.srv.sessions.get(clientKey{dev.c.s.key.token, "dev"}) != nil {
 		if time.Now().After(deadline) {
@@ -196,8 +196,8 @@ func TestWillDelay(t *testing.T) {
 	}
 	back := connect("back")
 	away := connect("away")
-	back.c.OnClose()
-	away.c.OnClose()
+	closeWait(back.c)
+	closeWait(away.c)
 	connect("back") // back within the delay
 	time.Sleep(1500 * time.Millisecond)
 	got := publishes(t, 5, watcher.tr.packets(t))
@@ -215,7 +215,7 @@ func TestQueuedBytesBounded(t *testing.T) {
 	dev := e.dial(t, packet.Version5)
 	dev.connectPersistent(secret, "dev", 3600)
 	dev.subscribe(1, 1, "cmd/dev")
-	dev.c.OnClose()
+	closeWait(dev.c)
 	backend := e.dial(t, packet.Version5)
 	backend.connect(secret, "backend", nil, nil)
 	payload := string(make([]byte, 1000))
@@ -248,7 +248,7 @@ func TestQueuedMessageExpiry(t *testing.T) {
 	dev := e.dial(t, packet.Version5)
 	dev.connectPersistent(secret, "dev", 3600)
 	dev.subscribe(1, 1, "cmd/dev")
-	dev.c.OnClose()
+	closeWait(dev.c)
 	backend := e.dial(t, packet.Version5)
 	backend.connect(secret, "backend", nil, nil)
 	for i, ttl := range []uint32{1, 100} {
