@@ -23,6 +23,12 @@
 // whole listener, answers only the Host headers of --admin-allowed-hosts.
 // Bodies must be valid UTF-8 without lone surrogate escapes.
 //
+// The web console (console.go, console_session.go, the embedded files of
+// console/) is served at / on the same listener: signing in with the key
+// buys an in-memory, per-node session cookie that stands in for the key on
+// /api (writes also need the session's X-CSRF-Token; audit actor
+// "console:<id hash>"). See docs/console.md.
+//
 // It must not know about the network layer, sessions or topic internals: it
 // sees live connections only through the Enforcer interface and
 // broker.ConnectionInfo, and topic filters only through topic.ValidateFilter.

@@ -130,6 +130,8 @@ type handler struct {
 	// Client-triggerable log lines (refused keys, refused hosts, failed
 	// health checks) are rate-limited.
 	logLimit *logLimiter
+
+	console *consoleSessions // the web console's sessions (console.go)
 }
 
 // NewHandler returns the admin listener's handler: the /api/v1 routes
@@ -193,6 +195,7 @@ func NewHandler(cfg Config) http.Handler {
 	m.HandleFunc("POST /api/v1/publish", h.publish)
 	m.HandleFunc("GET /healthz", h.healthz)
 	m.HandleFunc("GET /metrics", h.serveMetrics)
+	h.routeConsole(m) // the web console: GET /, /console/… (console.go)
 	return h
 }
 
@@ -202,6 +205,12 @@ func NewHandler(cfg Config) http.Handler {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	clean := path.Clean("/" + r.URL.Path)
 	api := clean == "/api" || strings.HasPrefix(clean, "/api/")
+	if api { // a console session stands in for the key; a write without its CSRF token is answered 403
+		var answered bool
+		if r, answered = h.consoleGate(w, r); answered {
+			return
+		}
+	}
 	if api && !h.authorized(r) {
 		if ok, suppressed := h.logLimit.allow("auth"); ok {
 			h.log.Warn("admin request refused: missing or wrong admin key",
@@ -259,6 +268,9 @@ func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
 // authorized compares the bearer key in constant time. Both sides are
 // hashed first so the comparison does not reveal the key's length either.
 func (h *handler) authorized(r *http.Request) bool {
+	if consoleAuthorized(r) { // consoleGate checked the session (and the CSRF token of a write)
+		return true
+	}
 	if !h.keySet {
 		return false
 	}
