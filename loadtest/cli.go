@@ -100,6 +100,7 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if x.devices != 0 {
 		o.Conns = x.devices
 	}
+	o.CommandQoS = &x.qos
 	if !x.quiet {
 		o.Progress = stderr
 	}
@@ -130,6 +131,7 @@ type cliExtra struct {
 	chart    string
 	quiet    bool
 	devices  int
+	qos      int
 	scenario string // --scenario, taken out of the arguments by scenarioArg; here for --help
 }
 
@@ -226,6 +228,7 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 	fs.IntVar(&o.MQTTVersion, "mqtt-version", 5, "mqtt: protocol version, 4 (3.1.1) or 5")
 	fs.StringVar(&o.MQTTURL, "mqtt-url", "", "mqtt: the broker's MQTT TCP listener, tcp://host:port; several comma-separated (default: --url's host, port 1883)")
 	fs.DurationVar(&o.KeepAlive, "mqtt-keep-alive", 0, "mqtt: CONNECT keep alive; every connection sends PINGREQ each half of it (default 60s)")
+	fs.IntVar(&x.qos, "mqtt-command-qos", 1, "mqtt: QoS of the commands and of the devices' command subscriptions: 0, 1 (PUBACK) or 2 (PUBREC, PUBREL, PUBCOMP); telemetry is QoS 0")
 	fs.DurationVar(&o.SessionExpiry, "mqtt-session-expiry", 0, "offline: MQTT 5 Session Expiry Interval of the devices' persistent sessions (default 1h; 3.1.1 uses Clean Session 0)")
 	fs.IntVar(&o.BrokerPID, "broker-pid", 0, "PID of a broker on this machine: report its RSS and CPU from /proc")
 	fs.StringVar(&x.chart, "chart", "", "write an SVG chart (connections and p99 latency over time) to this file")

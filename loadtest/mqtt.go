@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,7 +28,9 @@ import (
 //     a complete packet is decoded in place (mqtt.DecodePublish allocates
 //     nothing) and released.
 //   - QoS 1 deliveries are acknowledged with PUBACK (QoS 2 with PUBREC,
-//     PUBCOMP), the commander's QoS 1 commands are acknowledged by the broker
+//     PUBCOMP), batched: the acknowledgements of the packets one OnRequest
+//     call reads go out in one write (at most ackBatch bytes), not one write
+//     each; the commander's QoS 1 commands are acknowledged by the broker
 //     (counted), a DISCONNECT from the broker is counted by reason code
 //     (0x87 for a device of a revoked token is the revocation), and each
 //     connection sends PINGREQ every half keep alive (pingLoop).
@@ -192,7 +195,7 @@ func (dc *devConn) handshakeMQTT(c netpoll.Connection, dialAt int64) (errKind, e
 			if h.Type != mqtt.SUBACK {
 				// A delivery may overtake SUBACK: the subscription is
 				// live before the broker answers.
-				err = dc.handlePacket(c, h, body, false)
+				err = dc.handlePacket(c, h, body, nil)
 				_ = r.Release()
 				if err != nil {
 					return fail(errProtocol, err)
@@ -224,17 +227,40 @@ func (dc *devConn) handshakeMQTT(c netpoll.Connection, dialAt int64) (errKind, e
 	return 0, nil
 }
 
+// ackBatch bounds the acknowledgements one OnRequest call holds before
+// writing them (4 bytes each in 3.1.1 and for an MQTT 5 Success).
+const ackBatch = 256
+
+// ackBufs hold the acknowledgements of one OnRequest call: taken at the
+// first one, given back at the end of the call, so that neither an idle
+// connection nor a wakeup keeps or allocates one.
+var ackBufs = sync.Pool{New: func() any { return new([ackBatch + 16]byte) }}
+
 // onRequestMQTT is netpoll's OnRequest for an MQTT connection: it runs on
 // an event goroutine, serially per connection, whenever input is buffered.
 func (dc *devConn) onRequestMQTT(_ context.Context, c netpoll.Connection) error {
 	r := c.Reader()
+	var acks []byte // from ackBufs once there is one
+	defer func() {
+		if cap(acks) == 0 {
+			return
+		}
+		if len(acks) > 0 {
+			dc.write(acks)
+		}
+		ackBufs.Put((*[ackBatch + 16]byte)(acks[:cap(acks)]))
+	}()
 	for r.Len() > 0 {
+		if len(acks) >= ackBatch {
+			dc.write(acks)
+			acks = acks[:0]
+		}
 		if dc.flags.Load()&fGotClose != 0 {
 			_ = r.Skip(r.Len())
 			_ = r.Release()
 			return nil
 		}
-		if err := dc.readPacket(c, r); err != nil {
+		if err := dc.readPacket(c, r, &acks); err != nil {
 			switch {
 			case isTimeout(err):
 				dc.w.errs.add(errReadTimeout)
@@ -249,31 +275,41 @@ func (dc *devConn) onRequestMQTT(_ context.Context, c netpoll.Connection) error 
 	return nil
 }
 
-// readPacket reads and handles one packet of an attached connection. A
-// QoS 0 or QoS 1 delivery allocates nothing.
-func (dc *devConn) readPacket(c netpoll.Connection, r netpoll.Reader) error {
+// readPacket reads and handles one packet of an attached connection,
+// appending its acknowledgement, if any, to *acks. A QoS 0 or QoS 1
+// delivery allocates nothing.
+func (dc *devConn) readPacket(c netpoll.Connection, r netpoll.Reader, acks *[]byte) error {
 	h, body, err := nextPacket(r)
 	if err != nil {
 		return err
 	}
-	err = dc.handlePacket(c, h, body, true)
+	err = dc.handlePacket(c, h, body, acks)
 	if rerr := r.Release(); err == nil {
 		err = rerr
 	}
 	return err
 }
 
-// handlePacket handles one packet from the broker. attached: replies go
-// through dc.write (shared with the publishers); else straight to c (the
-// handshake). body is valid until the caller releases the reader.
-func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte, attached bool) error {
+// handlePacket handles one packet from the broker. Acknowledgements are
+// appended to *acks, for the caller to write through dc.write (shared
+// with the publishers), or with acks nil (the handshake, before c is
+// shared) written to c at once. body is valid until the caller releases
+// the reader.
+func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte, acks *[]byte) error {
 	w := dc.w
 	v := w.spec.MQTTVersion
-	reply := func(p []byte) {
-		if attached {
-			dc.write(p)
-		} else if c != nil {
-			_ = writeNow(c, p)
+	ack := func(typ byte, id uint16) {
+		if acks != nil {
+			if cap(*acks) == 0 {
+				*acks = ackBufs.Get().(*[ackBatch + 16]byte)[:0]
+			}
+			// within capacity: the caller writes them before ackBatch
+			*acks = mqtt.AppendAck(*acks, typ, v, id, mqtt.Success, nil)
+			return
+		}
+		var buf [8]byte
+		if c != nil {
+			_ = writeNow(c, mqtt.AppendAck(buf[:0], typ, v, id, mqtt.Success, nil))
 		}
 	}
 	switch h.Type {
@@ -294,14 +330,14 @@ func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte
 		if dc.role == roleDevice {
 			w.commandSeen(dc, now)
 		}
-		var buf [8]byte
 		switch p.QoS {
 		case 1:
-			reply(mqtt.AppendAck(buf[:0], mqtt.PUBACK, v, p.PacketID, mqtt.Success, nil))
+			ack(mqtt.PUBACK, p.PacketID)
 		case 2:
-			reply(mqtt.AppendAck(buf[:0], mqtt.PUBREC, v, p.PacketID, mqtt.Success, nil))
+			ack(mqtt.PUBREC, p.PacketID)
 		}
-	case mqtt.PUBACK:
+	case mqtt.PUBACK, mqtt.PUBCOMP:
+		// The end of a QoS 1 or QoS 2 command's flow (the commander).
 		var a mqtt.Ack
 		if err := mqtt.DecodeAck(h, body, v, &a); err != nil {
 			return err
@@ -310,16 +346,25 @@ func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte
 		if a.Code >= 0x80 {
 			w.errs.addClose(closeKey{code: uint16(a.Code), mqtt: mqttKindPuback})
 		}
+	case mqtt.PUBREC:
+		var a mqtt.Ack
+		if err := mqtt.DecodeAck(h, body, v, &a); err != nil {
+			return err
+		}
+		if a.Code >= 0x80 { // refused: the flow ends here
+			w.pubacks.Add(1)
+			w.errs.addClose(closeKey{code: uint16(a.Code), mqtt: mqttKindPuback})
+			break
+		}
+		ack(mqtt.PUBREL, a.PacketID)
 	case mqtt.PUBREL:
 		var a mqtt.Ack
 		if err := mqtt.DecodeAck(h, body, v, &a); err != nil {
 			return err
 		}
-		var buf [8]byte
-		reply(mqtt.AppendAck(buf[:0], mqtt.PUBCOMP, v, a.PacketID, mqtt.Success, nil))
-	case mqtt.PUBREC, mqtt.PUBCOMP, mqtt.SUBACK, mqtt.UNSUBACK:
-		// The simulator publishes at QoS 0 and 1 and subscribes once, in
-		// the handshake: nothing to do.
+		ack(mqtt.PUBCOMP, a.PacketID)
+	case mqtt.SUBACK, mqtt.UNSUBACK:
+		// The simulator subscribes once, in the handshake: nothing to do.
 	case mqtt.PINGRESP:
 		if err := mqtt.DecodePingresp(body); err != nil {
 			return err
@@ -413,7 +458,7 @@ func (w *worker) pingLoop(stop <-chan struct{}, done chan<- struct{}) {
 // mqttCounters are a worker's cumulative MQTT counts.
 type mqttCounters struct {
 	sessionPresent atomic.Int64 // CONNACKs with Session Present 1
-	pubacks        atomic.Int64 // PUBACKs for the commander's QoS 1 commands
+	pubacks        atomic.Int64 // PUBACKs (QoS 1) and PUBCOMPs (QoS 2) for the commander's commands
 	pings          atomic.Int64 // PINGREQs sent
 	pingresps      atomic.Int64
 	dupFlags       atomic.Int64 // deliveries with the DUP flag (resent after a reconnect)
@@ -421,9 +466,9 @@ type mqttCounters struct {
 
 // appendMQTTPublish appends a PUBLISH of msg to topic at qos. QoS 1 and 2
 // take the next packet identifier of the worker's commander: only
-// commandLoop publishes above QoS 0, from one goroutine. The broker does
-// not hold on to a client's QoS 1 identifiers, so reusing one after 65,535
-// publishes is safe.
+// commandLoop publishes above QoS 0, from one goroutine. The broker holds
+// a client's QoS 2 identifiers only until PUBREL, answered at once, and no
+// QoS 1 identifier, so reusing one after 65,535 publishes is safe.
 func (w *worker) appendMQTTPublish(b, topic, msg []byte, qos byte) []byte {
 	p := mqtt.Publish{QoS: qos, Topic: topic, Payload: msg}
 	if qos > 0 {

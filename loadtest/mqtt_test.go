@@ -21,7 +21,7 @@ func mqttOptions(n *server.Node, version int) Options {
 // checkMQTT asserts the MQTT parts of a clean run's report.
 func checkMQTT(t *testing.T, r *Report, version int) {
 	t.Helper()
-	if r.Protocol != protoMQTT || r.MQTT == nil || r.MQTT.Version != version || r.MQTT.CommandQoS != 1 || r.MQTT.KeepAliveSeconds != 60 || len(r.MQTT.URLs) != 1 {
+	if r.Protocol != protoMQTT || r.MQTT == nil || r.MQTT.Version != version || r.MQTT.KeepAliveSeconds != 60 || len(r.MQTT.URLs) != 1 {
 		t.Fatalf("protocol %q, mqtt %+v", r.Protocol, r.MQTT)
 	}
 	b, err := json.Marshal(r)
@@ -114,6 +114,29 @@ func TestMQTTScenariosAgainstRealNode(t *testing.T) {
 			checkOffline(t, r, 60, v)
 		})
 	}
+	for _, qos := range []int{0, 2} {
+		t.Run("v5/command at QoS "+string(rune('0'+qos)), func(t *testing.T) {
+			o := mqttOptions(n, 5)
+			o.Rate, o.CommandQoS = 20, &qos
+			r := run(t, "command", o)
+			checkCommon(t, r, 41)
+			checkTraffic(t, "commands", r.Commands, func(s int64) int64 { return 40 * s })
+			acks := r.Commands.Sent // QoS 2: one PUBCOMP each
+			if qos == 0 {
+				acks = 0
+			}
+			if r.MQTT.CommandQoS != qos || r.MQTT.PubAcks != acks {
+				t.Errorf("mqtt %+v, sent %d", r.MQTT, r.Commands.Sent)
+			}
+		})
+	}
+	t.Run("v5/offline at QoS 2", func(t *testing.T) {
+		o := mqttOptions(n, 5)
+		qos := 2
+		o.Conns, o.CommandQoS = 30, &qos
+		r := run(t, "offline", o)
+		checkOffline(t, r, 30, 5)
+	})
 	t.Run("v5/idle", func(t *testing.T) {
 		r := run(t, "idle", mqttOptions(n, 5))
 		checkCommon(t, r, 40)

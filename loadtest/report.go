@@ -107,10 +107,10 @@ type MQTTReport struct {
 	Version          int      `json:"version"` // 4 (3.1.1) or 5
 	URLs             []string `json:"urls"`
 	KeepAliveSeconds int      `json:"keep_alive_seconds"`
-	CommandQoS       int      `json:"command_qos"`
+	CommandQoS       int      `json:"command_qos"` // commands and the devices' command subscriptions; telemetry is QoS 0
 	Persistent       bool     `json:"persistent_sessions,omitempty"`
-	SessionPresent   int64    `json:"session_present"`  // CONNACKs with Session Present 1, whole run
-	PubAcks          int64    `json:"pubacks_received"` // for the commander's QoS 1 commands
+	SessionPresent   int64    `json:"session_present"`       // CONNACKs with Session Present 1, whole run
+	PubAcks          int64    `json:"command_acks_received"` // PUBACKs (QoS 1) or PUBCOMPs (QoS 2) for the commander's commands
 	Pings            int64    `json:"pingreqs_sent"`
 	PingResps        int64    `json:"pingresps_received"`
 	DupDeliveries    int64    `json:"dup_flag_deliveries"` // deliveries with the DUP flag (resent after a reconnect)
@@ -126,7 +126,7 @@ type OfflineReport struct {
 	OfflineSessions      float64 `json:"broker_offline_sessions"` // gatecast_sessions_offline after the drop (this run's)
 	OfflineSeconds       float64 `json:"offline_wait_seconds"`    // from the drop until the broker counted them offline
 	CommandsSent         int64   `json:"commands_sent"`
-	CommandsAcked        int64   `json:"commands_acked"` // PUBACKs the backend got
+	CommandsAcked        int64   `json:"commands_acked"` // PUBACKs (PUBCOMPs at QoS 2) the backend got
 	PublishSeconds       float64 `json:"publish_seconds"`
 	Reconnected          int64   `json:"reconnected"`
 	ReconnectFailed      int64   `json:"reconnect_failed"`

@@ -63,6 +63,7 @@ type Options struct {
 	MQTTURL       string        // MQTT listener(s), tcp://host:port, comma-separated (default: the first URL's host, port 1883)
 	KeepAlive     time.Duration // MQTT keep alive (default 60s); every connection sends PINGREQ each half of it
 	SessionExpiry time.Duration // offline: MQTT 5 Session Expiry Interval of the devices' sessions (default 1h)
+	CommandQoS    *int          // MQTT: QoS of the commands and of the devices' command subscriptions, 0 to 2 (nil: 1)
 
 	BrokerPID int       // read the broker's RSS and CPU from /proc/<pid>
 	Progress  io.Writer // one progress line per second (nil: none)
@@ -197,6 +198,10 @@ func (o Options) validate(scenario string) error {
 		return errors.New("--mqtt-keep-alive must be 1s to 65535s")
 	case o.Protocol == protoMQTT && (o.SessionExpiry < time.Second || o.SessionExpiry > 0xFFFFFFFE*time.Second):
 		return errors.New("--mqtt-session-expiry must be at least 1s")
+	case o.Protocol == protoMQTT && (o.commandQoS() < 0 || o.commandQoS() > 2):
+		return fmt.Errorf("--mqtt-command-qos %d: want 0, 1 or 2", o.commandQoS())
+	case scenario == "offline" && o.commandQoS() == 0:
+		return errors.New("offline needs --mqtt-command-qos 1 or 2: a broker keeps no QoS 0 message for a client that is away")
 	case o.Protocol == protoMQTT && len(splitURLs(o.MQTTURL)) == 0:
 		return errors.New("--mqtt-url is empty")
 	}
@@ -268,7 +273,7 @@ func Run(ctx context.Context, scenario string, o Options) (*Report, error) {
 	if o.Protocol == protoMQTT {
 		r.rep.Protocol = protoMQTT
 		r.rep.MQTT = &MQTTReport{Version: o.MQTTVersion, URLs: splitURLs(o.MQTTURL), KeepAliveSeconds: int(o.KeepAlive / time.Second),
-			CommandQoS: mqttCommandQoS, Persistent: scenario == "offline"}
+			CommandQoS: o.commandQoS(), Persistent: scenario == "offline"}
 	}
 	if o.BrokerPID > 0 {
 		if r.broker, err = newBrokerSampler(o.BrokerPID, r.epoch); err != nil {
@@ -394,7 +399,7 @@ func (r *run) start(ctx context.Context) error {
 		}
 		if o.Protocol == protoMQTT {
 			sp := &specs[w]
-			sp.Protocol, sp.MQTTVersion, sp.KeepAlive, sp.CommandQoS = protoMQTT, byte(o.MQTTVersion), o.KeepAlive, mqttCommandQoS
+			sp.Protocol, sp.MQTTVersion, sp.KeepAlive, sp.CommandQoS = protoMQTT, byte(o.MQTTVersion), o.KeepAlive, byte(o.commandQoS())
 			sp.ClientPrefix = prefix
 			if r.scenario == "offline" {
 				sp.Persistent, sp.SessionExpiry = true, uint32(o.SessionExpiry/time.Second)
@@ -897,9 +902,14 @@ func (r *run) mixedScenario(ctx context.Context) error {
 // connections closed without a DISCONNECT.
 var unexpectedClosePrefixes = []string{"closed_", "rejected_", "connack_", "disconnect_", "suback_", "dropped_without_disconnect"}
 
-// mqttCommandQoS is the QoS of an MQTT fleet's commands (and of the
-// devices' command subscriptions); telemetry is QoS 0.
-const mqttCommandQoS = 1
+// commandQoS is the QoS of an MQTT fleet's commands (and of the devices'
+// command subscriptions), 1 unless set; telemetry is QoS 0.
+func (o Options) commandQoS() int {
+	if o.CommandQoS == nil {
+		return 1
+	}
+	return *o.CommandQoS
+}
 
 // revokeSignal names what a revoked client gets.
 func (r *run) revokeSignal() string {

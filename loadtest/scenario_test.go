@@ -460,6 +460,7 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		"mqtt version":      func(o *Options) { o.Protocol, o.MQTTVersion = protoMQTT, 3 },
 		"mqtt keep alive":   func(o *Options) { o.Protocol, o.KeepAlive = protoMQTT, time.Millisecond },
 		"mqtt url":          func(o *Options) { o.Protocol, o.MQTTURL = protoMQTT, "ws://127.0.0.1:1/" },
+		"mqtt qos":          func(o *Options) { q := 3; o.Protocol, o.CommandQoS = protoMQTT, &q },
 	} {
 		o := base
 		mod(&o)
@@ -469,6 +470,12 @@ func TestRunRefusesBadOptions(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), "offline", base); err == nil || !strings.Contains(err.Error(), "--protocol mqtt") {
 		t.Errorf("offline over seed: %v", err)
+	}
+	q0 := 0
+	mq := base
+	mq.Protocol, mq.CommandQoS = protoMQTT, &q0
+	if _, err := Run(context.Background(), "offline", mq); err == nil || !strings.Contains(err.Error(), "QoS 0") {
+		t.Errorf("offline at QoS 0: %v", err)
 	}
 	if _, err := Run(context.Background(), "dance", base); err == nil || !strings.Contains(err.Error(), "unknown scenario") {
 		t.Errorf("unknown scenario: %v", err)
