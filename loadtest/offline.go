@@ -27,7 +27,7 @@ func (r *run) offlineScenario(ctx context.Context) error {
 	}
 	r.rep.Offline = off
 	mem := &off.Broker
-	before, err := r.api.memory(ctx)
+	before, err := r.settledMemory(ctx)
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func (r *run) offlineScenario(ctx context.Context) error {
 	if err := sleep(ctx, settle); err != nil {
 		return err
 	}
-	online, err := r.api.memory(ctx)
+	online, err := r.settledMemory(ctx)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (r *run) offlineScenario(ctx context.Context) error {
 	if _, err := r.fl.all(ctx, command{Op: "quiesce"}); err != nil {
 		return err
 	}
-	offline, err := r.api.memory(ctx)
+	offline, err := r.settledMemory(ctx)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (r *run) offlineScenario(ctx context.Context) error {
 	if delivered > 0 {
 		off.AllDeliveredSeconds = lastDelivery.Sub(stormAt).Seconds()
 	}
-	after, err := r.api.memory(ctx)
+	after, err := r.settledMemory(ctx)
 	if err != nil {
 		return err
 	}
@@ -176,4 +176,17 @@ func (r *run) offlineScenario(ctx context.Context) error {
 	// again, so the exact figures are the offline report's.
 	r.trafficReports(st, pubStart, pubEnd, lastDelivery, false, true, [nKinds]bool{false, false}, [nKinds]float64{0, o.Rate})
 	return nil
+}
+
+// settledMemory reads the broker's memory after two forced collections a
+// moment apart: connections that just closed are freed by finalizers,
+// which the first collection only queues.
+func (r *run) settledMemory(ctx context.Context) (memory, error) {
+	if _, err := r.api.memory(ctx); err != nil {
+		return memory{}, err
+	}
+	if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		return memory{}, err
+	}
+	return r.api.memory(ctx)
 }
