@@ -3,6 +3,7 @@ package mqtt
 import (
 	"errors"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -21,33 +22,42 @@ const (
 // Conn is one MQTT connection: the per-connection protocol state (packet
 // reassembly, topic aliases, keep alive) over a session, which may outlive
 // it. It is the transport's session (OnMessage, OnClose).
+//
+// A node holds a million of these, so the struct is kept small: decode
+// scratch lives on the stack or in pools, rare state behind pointers.
 type Conn struct {
 	srv    *Server
 	t      Transport
-	ws     bool // packets travel in WebSocket binary messages
 	remote string
 
 	// Event goroutine only (OnMessage, OnClose).
-	state    uint8
-	s        *session
-	stash    []byte   // a packet split across reads
-	aliases  []string // inbound topic aliases (MQTT 5), index = alias
-	ctl      []byte   // scratch for control packets
-	propBuf  []byte   // scratch for a publish's travelling properties
-	pub      packet.Publish
-	ack      packet.Ack
-	will     *will
-	graceful bool          // the client sent DISCONNECT without will
-	closed   chan struct{} // made by OnClose, closed when its work is done
+	s       *session
+	stash   []byte    // a packet split across reads
+	ctl     []byte    // scratch for control packets
+	aliases *[]string // inbound topic aliases (MQTT 5), index = alias; nil until the first
+	will    *will
+	closed  chan struct{} // made by OnClose, closed when its work is done
 
 	// Set while handling CONNECT, before the session can receive anything;
 	// read-only afterwards (Deliver reads them from other goroutines).
+	maxOut  int32 // the client's Maximum Packet Size; 0 none
+	window  int32 // outbound QoS 1/2 in flight, at most
 	version byte
 	enc     broker.Encoding
-	encFn   func([]byte, *broker.Message) []byte
-	maxOut  int // the client's Maximum Packet Size; 0 none
-	window  int // outbound QoS 1/2 in flight, at most
+	ws      bool // packets travel in WebSocket binary messages (set at creation)
+
+	state    uint8 // event goroutine only
+	graceful bool  // the client sent DISCONNECT without will; event goroutine only
 }
+
+// encoders maps each connection variant's shared encoding to its encoder.
+var encoders = func() (t [8]func([]byte, *broker.Message) []byte) {
+	t[encV3TCP], t[encV3WS], t[encV5TCP], t[encV5WS] = sharedV3TCP, sharedV3WS, sharedV5TCP, sharedV5WS
+	return t
+}()
+
+// propBufs are scratch buffers for a publish's travelling properties.
+var propBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 // will is a CONNECT's will message, kept until the connection ends.
 type will struct {
@@ -270,15 +280,15 @@ func (c *Conn) connect(body []byte) {
 		clientID, assigned = assignedID(), true
 	}
 	if c.version == packet.Version5 {
-		c.maxOut = int(p.Props.MaximumPacketSize)
-		c.window = c.srv.cfg.MaxInflight
+		c.maxOut = int32(min(p.Props.MaximumPacketSize, 1<<30))
+		c.window = int32(c.srv.cfg.MaxInflight)
 		if p.Props.Has(packet.PropReceiveMaximum) {
-			c.window = min(c.window, int(p.Props.ReceiveMaximum))
+			c.window = min(c.window, int32(p.Props.ReceiveMaximum))
 		}
 	} else {
-		c.window = c.srv.cfg.MaxInflight
+		c.window = int32(c.srv.cfg.MaxInflight)
 	}
-	c.enc, c.encFn = sharedEncoding(c.version, c.ws)
+	c.enc, _ = sharedEncoding(c.version, c.ws)
 	if p.WillFlag {
 		w := &will{topic: string(p.WillTopic), payload: append([]byte(nil), p.WillPayload...), qos: p.WillQoS, retain: p.WillRetain}
 		if c.version == packet.Version5 {
@@ -365,7 +375,10 @@ func (c *Conn) openSession(p *packet.Connect, clientID string) (present, ok bool
 	if c.version == packet.Version5 {
 		protocol = "mqtt5"
 	}
-	s := &session{srv: c.srv, key: key, conn: c, persistent: persistent, expiry: expiry}
+	s := &session{srv: c.srv, key: key, conn: c, persistent: persistent}
+	if persistent {
+		s.offlineLocked().expiry = expiry // not shared yet: no lock needed
+	}
 	bs, err := b.Open(s, broker.ConnectRequest{
 		Secret:     p.Password,
 		RemoteAddr: c.remote,
@@ -414,12 +427,14 @@ func (c *Conn) resume(s *session, secret []byte, persistent bool, expiry time.Du
 	}
 	prev = s.conn
 	s.conn = c
-	s.persistent, s.expiry = persistent, expiry
-	if s.expire != nil {
-		s.expire.Stop()
+	s.persistent = persistent
+	o := s.offlineLocked()
+	o.expiry = expiry
+	if o.expire != nil {
+		o.expire.Stop()
 	}
-	if s.willTimer != nil {
-		s.willTimer.Stop() // the client is back in time: no will (MQTT-3.1.3-9)
+	if o.willTimer != nil {
+		o.willTimer.Stop() // the client is back in time: no will (MQTT-3.1.3-9)
 	}
 	s.mu.Unlock()
 	c.s = s
@@ -487,7 +502,8 @@ func errReason(err error) string {
 // publish handles a client's PUBLISH: topic alias, authorization by the
 // broker, the QoS 1/2 acknowledgements.
 func (c *Conn) publish(h packet.Header, body []byte) error {
-	p := &c.pub
+	var pub packet.Publish // on the stack: an idle connection keeps no decode scratch
+	p := &pub
 	if err := packet.DecodePublish(h, body, c.version, p); err != nil {
 		return err
 	}
@@ -499,15 +515,17 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 			return nil
 		}
 		if c.aliases == nil {
-			c.aliases = make([]string, c.srv.cfg.TopicAliasMaximum+1)
+			t := make([]string, c.srv.cfg.TopicAliasMaximum+1)
+			c.aliases = &t
 		}
+		aliases := *c.aliases
 		if topic == "" {
-			if topic = c.aliases[a]; topic == "" {
+			if topic = aliases[a]; topic == "" {
 				c.protocolError(packet.ProtocolError, "unknown topic alias")
 				return nil
 			}
 		} else {
-			c.aliases[a] = strings.Clone(topic)
+			aliases[a] = strings.Clone(topic)
 		}
 	}
 	if p.QoS == 2 {
@@ -549,10 +567,12 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 		m.Payload = p.Payload
 		m.QoS = p.QoS
 		m.Retain = p.Retain
-		if c.version == packet.Version5 {
+		var bp *[]byte
+		if c.version == packet.Version5 && !p.Props.Empty() {
+			bp = propBufs.Get().(*[]byte)
 			var ok bool
-			if c.propBuf, ok = appendTravelling(c.propBuf[:0], &p.Props); ok {
-				m.Props = c.propBuf
+			if *bp, ok = appendTravelling((*bp)[:0], &p.Props); ok {
+				m.Props = *bp
 			}
 		}
 		switch c.s.bs.Publish(m) {
@@ -570,6 +590,9 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 			code = packet.TopicNameInvalid
 		}
 		broker.ReleaseMessage(m)
+		if bp != nil && cap(*bp) <= 64<<10 {
+			propBufs.Put(bp)
+		}
 	}
 	if c.version != packet.Version5 {
 		code = packet.Success // 3.1.1: acknowledged and dropped
@@ -594,7 +617,8 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 
 // acknowledged handles PUBACK, PUBREC, PUBREL and PUBCOMP.
 func (c *Conn) acknowledged(h packet.Header, body []byte) error {
-	a := &c.ack
+	var ack packet.Ack
+	a := &ack
 	if err := packet.DecodeAck(h, body, c.version, a); err != nil {
 		return err
 	}
@@ -842,7 +866,7 @@ func (c *Conn) sendDeliveryWhy(f *proto.Frame) (n int, ok, tooLarge bool, backlo
 				}
 			}
 		}
-		if n > c.maxOut {
+		if n > int(c.maxOut) {
 			f.Release()
 			c.srv.metrics.dropped[dropTooLarge].Inc()
 			return 0, false, true, nil

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/acl/sqlite"
@@ -582,4 +583,15 @@ func TestDeliverQoS0Allocs(t *testing.T) {
 func closeWait(c *Conn) {
 	c.OnClose()
 	<-c.closed
+}
+
+// An idle MQTT connection's adapter state is one Conn and one session:
+// keep them in their malloc size classes (a node holds a million).
+func TestConnSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(Conn{}); n > 144 {
+		t.Errorf("Conn is %d bytes, over the 144-byte size class", n)
+	}
+	if n := unsafe.Sizeof(session{}); n > 128 {
+		t.Errorf("session is %d bytes, over the 128-byte size class", n)
+	}
 }

@@ -25,19 +25,33 @@ type session struct {
 	bs  *broker.Session
 
 	mu         sync.Mutex
-	conn       *Conn // attached connection; nil while the client is away
-	persistent bool
-	expiry     time.Duration // how long the session outlives its connection
-	expire     *time.Timer   // running while offline
-	away       uint64        // counts the offline periods: a timer acts only on its own
-	willTimer  *time.Timer   // a delayed will (MQTT 5 Will Delay Interval), running while offline
-	nextID     uint16
+	conn       *Conn              // attached connection; nil while the client is away
+	off        *offlineState      // a persistent session's expiry and timers; nil for a clean one
 	inflight   map[uint16]*flight // packet identifier → delivery awaiting acknowledgement
 	queued     []queuedMsg        // waiting for an in-flight slot, oldest first
 	held       int                // bytes of the copies in queued and inflight (Server.held counts every session's)
 	awaitRel   map[uint16]struct{}
+	nextID     uint16
+	persistent bool
 	ended      bool // the broker ended the session, or it expired: deliver nothing more
 	revoked    bool // ended by a rights change: no will
+}
+
+// offlineState is what a persistent session needs to outlive its
+// connection.
+type offlineState struct {
+	expiry    time.Duration // how long the session outlives its connection
+	expire    *time.Timer   // running while offline
+	willTimer *time.Timer   // a delayed will (MQTT 5 Will Delay Interval), running while offline
+	away      uint64        // counts the offline periods: a timer acts only on its own
+}
+
+// offlineLocked returns the session's offline state, made on first use.
+func (s *session) offlineLocked() *offlineState {
+	if s.off == nil {
+		s.off = &offlineState{}
+	}
+	return s.off
 }
 
 // flight is a QoS 1/2 delivery awaiting the client's acknowledgement. The
@@ -112,7 +126,7 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 		s.mu.Unlock()
 		var f *proto.Frame
 		if len(d.SubIDs) == 0 && !retain {
-			f = m.Frame(c.enc, c.encFn)
+			f = m.Frame(c.enc, encoders[c.enc])
 			f.Retain() // the transport's reference
 		} else {
 			f = proto.AcquireFrame()
@@ -120,7 +134,7 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 		}
 		return c.sendDelivery(f)
 	}
-	if c != nil && len(s.queued) == 0 && len(s.inflight) < c.window {
+	if c != nil && len(s.queued) == 0 && len(s.inflight) < int(c.window) {
 		fl := &flight{}
 		if s.persistent {
 			// kept for a redelivery after a reconnect, within the byte
@@ -208,7 +222,7 @@ func (s *session) acked(typ byte, id uint16, failed bool) bool {
 func (s *session) pump(c *Conn) {
 	for {
 		s.mu.Lock()
-		if s.ended || s.conn != c || len(s.queued) == 0 || len(s.inflight) >= c.window {
+		if s.ended || s.conn != c || len(s.queued) == 0 || len(s.inflight) >= int(c.window) {
 			s.mu.Unlock()
 			return
 		}
@@ -324,11 +338,13 @@ func (s *session) discardLocked() {
 	if s.held != 0 {
 		s.unholdLocked(s.held)
 	}
-	if s.expire != nil {
-		s.expire.Stop()
-	}
-	if s.willTimer != nil {
-		s.willTimer.Stop()
+	if o := s.off; o != nil {
+		if o.expire != nil {
+			o.expire.Stop()
+		}
+		if o.willTimer != nil {
+			o.willTimer.Stop()
+		}
 	}
 }
 
@@ -348,13 +364,14 @@ func (s *session) detached(c *Conn, w *will, graceful bool) {
 	publishWill := w != nil && !graceful && !revoked
 	if keep && s.bs.Detach() {
 		s.mu.Lock()
-		s.away++
-		gen := s.away
-		s.expire = time.AfterFunc(s.expiry, func() { s.expired(gen) })
+		o := s.offlineLocked()
+		o.away++
+		gen := o.away
+		o.expire = time.AfterFunc(o.expiry, func() { s.expired(gen) })
 		if publishWill && w.delay > 0 {
 			// at the end of the delay, or of the session if that comes first
 			// (MQTT-3.1.3-9)
-			s.willTimer = time.AfterFunc(min(w.delay, s.expiry), func() { s.delayedWill(w, gen) })
+			o.willTimer = time.AfterFunc(min(w.delay, o.expiry), func() { s.delayedWill(w, gen) })
 			publishWill = false
 		}
 		s.mu.Unlock()
@@ -399,7 +416,7 @@ func (s *session) publishWill(w *will) {
 // not come back meanwhile.
 func (s *session) delayedWill(w *will, gen uint64) {
 	s.mu.Lock()
-	live := s.conn != nil || s.away != gen
+	live := s.conn != nil || s.off.away != gen
 	s.mu.Unlock()
 	if !live {
 		s.publishWill(w)
@@ -409,7 +426,7 @@ func (s *session) delayedWill(w *will, gen uint64) {
 // expired ends an offline session whose expiry passed.
 func (s *session) expired(gen uint64) {
 	s.mu.Lock()
-	if s.conn != nil || s.ended || s.away != gen {
+	if s.conn != nil || s.ended || s.off.away != gen {
 		s.mu.Unlock()
 		return
 	}
