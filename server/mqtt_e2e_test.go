@@ -469,3 +469,91 @@ func TestMQTTShutdownDisconnect(t *testing.T) {
 	go f.Shutdown(ctx)
 	v5.expectDisconnect(t, 0x8B)
 }
+
+// Shared subscriptions with real MQTT 5 clients: three members of one
+// group share the messages, each delivered once.
+func TestMQTTSharedSubscriptionPaho(t *testing.T) {
+	f := newFleet(t)
+	var members []*v5Conn
+	for i := range 3 {
+		m, _, err := v5Client(t, f.MQTTAddr(), fmt.Sprintf("worker-%d", i), f.rw.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := m.subscribe(t, "$share/workers/sensors/+/job", 0); code != 0 {
+			t.Fatalf("SUBACK %#x", code)
+		}
+		members = append(members, m)
+	}
+	pub, _ := v3Client(t, "tcp://"+f.MQTTAddr(), "dispatcher", f.rw.Token)
+	const n = 30
+	for i := range n {
+		if tk := pub.Publish(fmt.Sprintf("sensors/%d/job", i), 0, false, "job"); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatal(tk.Error())
+		}
+	}
+	got := 0
+	deadline := time.After(5 * time.Second)
+	for got < n {
+		select {
+		case <-members[0].msgs:
+		case <-members[1].msgs:
+		case <-members[2].msgs:
+		case <-deadline:
+			t.Fatalf("%d of %d jobs delivered", got, n)
+		}
+		got++
+	}
+	select {
+	case <-members[0].msgs:
+		t.Fatal("a job was delivered twice")
+	case <-members[1].msgs:
+		t.Fatal("a job was delivered twice")
+	case <-members[2].msgs:
+		t.Fatal("a job was delivered twice")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// An offline persistent session loses a revoked right too: the commands
+// queued for a filter whose grant was removed while the device was away
+// are never delivered, the others are.
+func TestMQTTOfflineRevocationPaho(t *testing.T) {
+	f := newFleet(t)
+	dev := f.createToken("field", 0)
+	f.grant(dev, f.sensors, "read")
+	f.grant(dev, f.alert, "read")
+	msgs := make(chan pahov3.Message, 10)
+	opts := func() *pahov3.ClientOptions {
+		return pahov3.NewClientOptions().AddBroker("tcp://" + f.MQTTAddr()).SetClientID("field-1").
+			SetUsername("d").SetPassword(dev.Token).SetCleanSession(false).SetAutoReconnect(false).
+			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { msgs <- m })
+	}
+	c := pahov3.NewClient(opts())
+	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatal(tk.Error())
+	}
+	v3Subscribe(t, c, "sensors/field-1/cmd", 1)
+	v3Subscribe(t, c, "alerts/field-1", 1)
+	c.Disconnect(50)
+
+	backend, _ := v3Client(t, "tcp://"+f.MQTTAddr(), "backend", f.rw.Token)
+	for _, topic := range []string{"sensors/field-1/cmd", "alerts/field-1"} {
+		if tk := backend.Publish(topic, 1, false, "queued"); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatal(tk.Error())
+		}
+	}
+	f.mustAPI("DELETE", fmt.Sprintf("/api/v1/tokens/%d/permissions/%d", dev.ID, f.sensors.ID), nil, nil)
+
+	c = pahov3.NewClient(opts())
+	if tk := c.Connect(); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+		t.Fatal(tk.Error())
+	}
+	defer c.Disconnect(50)
+	expectV3(t, msgs, "alerts/field-1", "queued")
+	select {
+	case m := <-msgs:
+		t.Fatalf("a message for a revoked right was delivered: %s", m.Topic())
+	case <-time.After(300 * time.Millisecond):
+	}
+}
