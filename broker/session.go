@@ -34,6 +34,12 @@ type Endpoint interface {
 	End(cause Cause, reason string)
 }
 
+// Describer is an Endpoint that names its client for the admin listing
+// (an MQTT client identifier and user name), so the core keeps no copy.
+type Describer interface {
+	Describe() (clientID, username string)
+}
+
 // RevokePolicy says what enforcement does to a live session whose
 // subscription a rights change no longer covers.
 type RevokePolicy uint8
@@ -609,6 +615,9 @@ func (s *Session) info() ConnectionInfo {
 	if e := s.ext.Load(); e != nil {
 		ci.ClientID, ci.Username = e.clientID, e.username
 		ci.RemoteAddr, ci.ConnectedAt = e.remote, time.Unix(0, e.at)
+	}
+	if d, ok := s.ep.(Describer); ok {
+		ci.ClientID, ci.Username = d.Describe()
 	}
 	return ci
 }

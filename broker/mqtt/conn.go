@@ -375,7 +375,7 @@ func (c *Conn) openSession(p *packet.Connect, clientID string) (present, ok bool
 	if c.version == packet.Version5 {
 		protocol = "mqtt5"
 	}
-	s := &session{srv: c.srv, key: key, conn: c, persistent: persistent}
+	s := &session{srv: c.srv, key: key, conn: c, persistent: persistent, username: string(p.Username)}
 	if persistent {
 		s.offlineLocked().expiry = expiry // not shared yet: no lock needed
 	}
@@ -383,8 +383,6 @@ func (c *Conn) openSession(p *packet.Connect, clientID string) (present, ok bool
 		Secret:     p.Password,
 		RemoteAddr: c.remote,
 		Protocol:   protocol,
-		ClientID:   clientID,
-		Username:   string(p.Username),
 		OnRevoke:   c.srv.cfg.OnRevoke,
 	})
 	if err != nil {

@@ -20,9 +20,10 @@ import (
 // mu guards everything mutable; it is held for O(1) work, never across a
 // broker call or a transport call that may wait.
 type session struct {
-	srv *Server
-	key clientKey
-	bs  *broker.Session
+	srv      *Server
+	key      clientKey
+	bs       *broker.Session
+	username string // the CONNECT user name: a label for the admin listing
 
 	mu         sync.Mutex
 	conn       *Conn              // attached connection; nil while the client is away
@@ -109,6 +110,9 @@ func copyMsg(m *broker.Message, d broker.Delivery, retain bool) queuedMsg {
 		subIDs:  append([]uint32(nil), d.SubIDs...),
 	}
 }
+
+// Describe names the client for the admin listing (broker.Describer).
+func (s *session) Describe() (clientID, username string) { return s.key.id, s.username }
 
 // Deliver queues one message for the client (broker.Endpoint). QoS 0
 // without per-subscriber parts shares one encoding per protocol variant and
