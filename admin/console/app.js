@@ -202,7 +202,8 @@
       parts.push('no token concerned, nothing to enforce');
     } else {
       const n = nodes || 1;
-      parts.push(`enforced on ${n}/${n} ${n === 1 ? 'node' : 'nodes'}` + (enforceMs !== undefined ? ` in ${enforceMs} ms` : ''));
+      const took = enforceMs === undefined ? '' : enforceMs === 0 ? ' in under 1 ms' : ` in ${enforceMs} ms`;
+      parts.push(`enforced on ${n}/${n} ${n === 1 ? 'node' : 'nodes'}${took}`);
     }
     if (before && after) {
       const closed = Math.max(0, before.total - after.total);
@@ -717,8 +718,8 @@
       const subs = c.subscriptions && c.subscriptions.length
         ? el('ul', { class: 'subs' }, c.subscriptions.map((s) => el('li', {}, el('code', { text: s }))))
         : el('span', { class: 'muted', text: 'none' });
-      tb.append(el('tr', { 'data-conn': c.id },
-        el('td', { text: c.node || S.session.node || '' }),
+      tb.append(el('tr', { 'data-conn': c.id, 'data-node': c.node || '' },
+        el('td', { text: c.node || S.session.node || '(this node)' }),
         el('td', { text: c.id }),
         el('td', {}, el('a', { href: `#/tokens/${c.token_id}`, text: c.token_id })),
         el('td', { text: c.protocol }),
@@ -848,9 +849,10 @@
       enforce.push(n > 0 ? ((samples[i].enforce_seconds_sum - samples[i - 1].enforce_seconds_sum) / n) * 1000 : null);
     }
     const last = (a) => (a.length ? a[a.length - 1] : 0);
-    const fmt = (v) => (v === null || v === undefined ? '–' : v >= 100 ? Math.round(v) : Math.round(v * 10) / 10);
+    const fmt = (v) => (v === null || v === undefined ? '–' : v >= 100 ? String(Math.round(v)) : v >= 10 ? v.toFixed(1) : v > 0 && v < 0.01 ? '<0.01' : String(Math.round(v * 100) / 100));
     chart($('#chart-conns'), [conns]);
-    $('#now-conns').textContent = `now ${fmt(last(conns))}` + (samples.length ? ` (${Object.entries(samples[samples.length - 1].connections_by_protocol).map(([k, v]) => `${k} ${v}`).join(', ')})` : '');
+    const byProto = samples.length ? Object.entries(samples[samples.length - 1].connections_by_protocol).filter(([, v]) => v > 0) : [];
+    $('#now-conns').textContent = `now ${fmt(last(conns))}` + (byProto.length ? ` (${byProto.map(([k, v]) => `${k} ${v}`).join(', ')})` : '');
     chart($('#chart-msgs'), [inR, outR]);
     $('#now-msgs').textContent = `in ${fmt(last(inR))}/s · out ${fmt(last(outR))}/s`;
     chart($('#chart-drops'), [drops]);
@@ -859,14 +861,23 @@
     chart($('#chart-enforce'), [enforce]);
     const seen = enforce.filter((v) => v !== null);
     const mean = cur && cur.enforcements_total ? (cur.enforce_seconds_sum / cur.enforcements_total) * 1000 : null;
-    $('#now-enforce').textContent = `last change ${fmt(seen.length ? seen[seen.length - 1] : null)} ms · mean ${fmt(mean)} ms over ${cur ? cur.enforcements_total : 0} changes, ${cur ? cur.revocations_total : 0} sessions closed`;
+    const lastMs = seen.length ? `${fmt(seen[seen.length - 1])} ms` : 'none in this minute';
+    $('#now-enforce').textContent = `last change: ${lastMs} · mean ${fmt(mean)} ms over ${plural(cur ? cur.enforcements_total : 0, 'change')}; ${plural(cur ? cur.revocations_total : 0, 'session')} closed by enforcement`;
   }
 
   // chart draws series (arrays of numbers or null) as lines on a canvas.
   function chart(canvas, series) {
+    // draw at the size shown, in device pixels (sharp text on any screen)
+    const ratio = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth || canvas.width;
+    const h = Math.round((w * 140) / 420);
+    if (canvas.width !== Math.round(w * ratio)) {
+      canvas.width = Math.round(w * ratio);
+      canvas.height = Math.round(h * ratio);
+    }
     const ctx = canvas.getContext('2d');
-    const w = canvas.width;
-    const h = canvas.height;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.setLineDash([]);
     const styles = getComputedStyle(canvas);
     ctx.clearRect(0, 0, w, h);
     let top = 1;
@@ -889,6 +900,7 @@
     series.forEach((s, k) => {
       ctx.strokeStyle = colors[k % colors.length];
       ctx.lineWidth = 2;
+      ctx.setLineDash(k ? [6, 4] : []); // a second series stays visible where it covers the first
       ctx.beginPath();
       let pen = false;
       s.forEach((v, i) => {
@@ -942,11 +954,16 @@
         el('td', { text: e.target || '' }),
         el('td', { class: e.status >= 400 ? 'bad' : '', text: e.status }),
         el('td', { text: e.enforcement || '' }),
-        el('td', {}, e.detail ? el('code', { class: 'detail', text: JSON.stringify(e.detail) }) : '')));
+        el('td', {}, e.detail ? el('code', { class: 'detail', text: detailText(e.detail) }) : '')));
     }
     if (!r.entries.length) tb.append(el('tr', {}, el('td', { colspan: 8, class: 'muted', text: 'No entry.' })));
     $('#audit-next').disabled = !r.next_cursor;
     $('#audit-first').disabled = !cursor;
+  }
+
+  function detailText(d) {
+    if (typeof d !== 'object' || d === null) return JSON.stringify(d);
+    return Object.entries(d).map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' · ');
   }
 
   // ---- publish ----
