@@ -413,7 +413,7 @@ func counterValue(t testing.TB, reg *prometheus.Registry, name string, labels ..
 // eventually polls cond for up to 5s.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second) // generous: the suite shares 2 CPUs under -race
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
