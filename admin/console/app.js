@@ -282,7 +282,10 @@
     publish: renderPublish,
   };
 
-  function route() {
+  // route shows the page the location's hash names. After a navigation
+  // (not the first page) it moves the focus to the page's heading, so that
+  // keyboard and screen-reader users start there.
+  function route(ev) {
     if (!S.session) return;
     const parts = location.hash.replace(/^#\/?/, '').split('/');
     let name = parts[0].split('?')[0] || 'tokens';
@@ -298,6 +301,10 @@
     showPage('page-' + name);
     const h1 = $(`#page-${name} h1`);
     if (h1) document.title = `${h1.textContent} · Gatecast console`;
+    if (h1 && ev && ev.type === 'hashchange') {
+      h1.tabIndex = -1;
+      h1.focus({ preventScroll: true });
+    }
     routes[name](parts.slice(1)).catch((err) => failed('Loading the page', err));
   }
 
