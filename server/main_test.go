@@ -22,7 +22,13 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(runChildNode())
 	}
-	testserver.Main(m)
+	code := testserver.Run(m)
+	if mqttJSUsed.Load() {
+		if dir, err := mqttJS(); err == nil {
+			os.RemoveAll(dir) // MQTT.js, installed once for the run
+		}
+	}
+	os.Exit(code)
 }
 
 func runChildNode() int {

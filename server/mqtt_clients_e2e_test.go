@@ -1,12 +1,16 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,27 +116,52 @@ c.on("connect", () => {
 c.on("message", (topic, payload) => done({ topic, payload: payload.toString() }, 0));
 `
 
-// MQTT.js over WebSocket at /mqtt (subprotocol mqtt), MQTT 5.
-func TestMQTTJSOverWebSocket(t *testing.T) {
-	testserver.Ensure(t, "npm", "npm (for MQTT.js)", func() bool {
-		_, err := exec.LookPath("npm")
-		return err == nil
-	})
-	dir := t.TempDir()
+// mqttJS installs MQTT.js from npm once per test binary and returns the
+// directory holding it.
+var mqttJS = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "gatecast-mqttjs-")
+	if err != nil {
+		return "", err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	install := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund", "--silent", "mqtt@5")
 	install.Dir = dir
 	if b, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("npm install mqtt: %v\n%s", err, b)
+		return "", fmt.Errorf("npm install mqtt: %v\n%s", err, b)
 	}
-	script := filepath.Join(dir, "client.js")
+	return dir, nil
+})
+
+func needMQTTJS(t *testing.T) string {
+	t.Helper()
+	testserver.Ensure(t, "npm", "npm (for MQTT.js)", func() bool {
+		_, err := exec.LookPath("npm")
+		return err == nil
+	})
+	mqttJSUsed.Store(true)
+	dir, err := mqttJS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// mqttJSUsed: a test installed MQTT.js (TestMain removes it afterwards).
+var mqttJSUsed atomic.Bool
+
+// MQTT.js over WebSocket at /mqtt (subprotocol mqtt), MQTT 5.
+func TestMQTTJSOverWebSocket(t *testing.T) {
+	dir := needMQTTJS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script := filepath.Join(t.TempDir(), "client.js")
 	if err := os.WriteFile(script, []byte(mqttjsScript), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f := newFleet(t)
 	run := exec.CommandContext(ctx, "node", script, "ws://"+f.WSAddr()+"/mqtt", f.rw.Token)
-	run.Dir = dir
+	run.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"))
 	b, err := run.CombinedOutput()
 	if err != nil {
 		t.Fatalf("MQTT.js: %v\n%s", err, b)
@@ -150,4 +179,77 @@ func splitAddr(t *testing.T, addr string) (string, string) {
 		t.Fatalf("address %q", addr)
 	}
 	return addr[:i], addr[i+1:]
+}
+
+const mqttjsAliasScript = `
+const mqtt = require("mqtt");
+const [url, secret] = process.argv.slice(2);
+const c = mqtt.connect(url, { protocolVersion: 5, username: "d", password: secret, clientId: "js-alias",
+  reconnectPeriod: 0, properties: { topicAliasMaximum: 4 } });
+const got = [];
+const done = (o, code) => { console.log(JSON.stringify(o)); c.end(true); process.exit(code); };
+setTimeout(() => done({ error: "timeout", got }, 1), 10000);
+c.on("error", (e) => done({ error: String(e), got }, 1));
+c.on("connect", () => c.subscribe("sensors/#", { qos: 1 }, (err) => {
+  if (err) return done({ error: String(err) }, 1);
+  console.log("subscribed");
+}));
+c.on("message", (topic, payload, packet) => {
+  got.push({ topic, payload: payload.toString(), alias: (packet.properties || {}).topicAlias || 0 });
+  if (got.length === 3) done({ got }, 0);
+});
+`
+
+// Server → client topic aliases with MQTT.js, which resolves them: every
+// message shows its full topic, though the second and third came with the
+// alias alone.
+func TestMQTTJSServerTopicAliases(t *testing.T) {
+	dir := needMQTTJS(t)
+	f := newFleet(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	script := filepath.Join(t.TempDir(), "alias.js")
+	if err := os.WriteFile(script, []byte(mqttjsAliasScript), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := exec.CommandContext(ctx, "node", script, "ws://"+f.WSAddr()+"/mqtt", f.ro.Token)
+	run.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(dir, "node_modules"))
+	stdout, err := run.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	if !sc.Scan() || sc.Text() != "subscribed" {
+		t.Fatalf("MQTT.js: %q", sc.Text())
+	}
+	pub, _ := v3Client(t, "tcp://"+f.MQTTAddr(), "pub", f.rw.Token)
+	for i := range 3 {
+		if tk := pub.Publish("sensors/with/a/long/topic/name", 1, false, fmt.Sprint(i)); !tk.WaitTimeout(5*time.Second) || tk.Error() != nil {
+			t.Fatal(tk.Error())
+		}
+	}
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	if err := run.Wait(); err != nil {
+		t.Fatalf("MQTT.js: %v (%s)", err, last)
+	}
+	var out struct {
+		Got []struct {
+			Topic, Payload string
+			Alias          int
+		}
+	}
+	if err := json.Unmarshal([]byte(last), &out); err != nil || len(out.Got) != 3 {
+		t.Fatalf("MQTT.js printed %q (%v)", last, err)
+	}
+	for i, m := range out.Got {
+		if m.Topic != "sensors/with/a/long/topic/name" || m.Payload != fmt.Sprint(i) || m.Alias != 1 {
+			t.Fatalf("message %d: %+v (want the full topic, alias 1)", i, m)
+		}
+	}
 }

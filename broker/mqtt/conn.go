@@ -35,8 +35,11 @@ type Conn struct {
 	stash   []byte    // a packet split across reads
 	ctl     []byte    // scratch for control packets
 	aliases *[]string // inbound topic aliases (MQTT 5), index = alias; nil until the first
-	will    *will
-	closed  chan struct{} // made by OnClose, closed when its work is done
+	// aliases5 are the server → client topic aliases, when the client
+	// allows some (set at CONNECT, before any delivery; see alias.go).
+	aliases5 *aliasOut
+	will     *will
+	closed   chan struct{} // made by OnClose, closed when its work is done
 
 	// Set while handling CONNECT, before the session can receive anything;
 	// read-only afterwards (Deliver reads them from other goroutines).
@@ -281,6 +284,9 @@ func (c *Conn) connect(body []byte) {
 	}
 	if c.version == packet.Version5 {
 		c.maxOut = int32(min(p.Props.MaximumPacketSize, 1<<30))
+		if n := min(p.Props.TopicAliasMaximum, uint16(c.srv.cfg.ServerTopicAliases)); n > 0 {
+			c.aliases5 = &aliasOut{max: n}
+		}
 		c.window = int32(c.srv.cfg.MaxInflight)
 		if p.Props.Has(packet.PropReceiveMaximum) {
 			c.window = min(c.window, int32(p.Props.ReceiveMaximum))
@@ -834,14 +840,13 @@ func (c *Conn) ended(cause broker.Cause, reason string) {
 	c.t.CloseAfter(nil, 1000, "")
 }
 
-// queuedFrame encodes a queued (or in-flight, dup) delivery.
-func (c *Conn) queuedFrame(q *queuedMsg, id uint16, dup bool) *proto.Frame {
+// sendQueued encodes and queues a queued (or in-flight, dup) delivery.
+func (c *Conn) sendQueued(q *queuedMsg, id uint16, dup bool) (ok, tooLarge bool) {
 	m := broker.AcquireMessage()
 	m.Topic, m.Payload, m.Props = q.topic, q.payload, q.props
-	f := proto.AcquireFrame()
-	f.B = appendPublish(f.B, c.version, c.ws, m, q.qos, id, q.retain, dup, q.subIDs)
+	_, ok, tooLarge, _ = c.sendOwn(m, q.qos, id, q.retain, dup, q.subIDs)
 	broker.ReleaseMessage(m)
-	return f
+	return ok, tooLarge
 }
 
 // sendDelivery hands a PUBLISH to the transport, unless it exceeds the

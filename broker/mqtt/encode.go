@@ -45,10 +45,14 @@ func sharedEncoding(version byte, wsFraming bool) (broker.Encoding, func([]byte,
 	return encV3TCP, sharedV3TCP
 }
 
-// publishLen is the size of the PUBLISH packet appendPublish writes, and
-// of its remaining length.
-func publishLen(version byte, m *broker.Message, qos byte, subIDs []uint32) (total, body, props int) {
-	body = 2 + len(m.Topic) + len(m.Payload)
+// publishLen is the size of the PUBLISH packet appendPublishAlias writes,
+// and of its remaining length.
+func publishLen(version byte, m *broker.Message, qos byte, subIDs []uint32, alias uint16, aliasOnly bool) (total, body, props int) {
+	topic := len(m.Topic)
+	if aliasOnly {
+		topic = 0
+	}
+	body = 2 + topic + len(m.Payload)
 	if qos > 0 {
 		body += 2
 	}
@@ -56,6 +60,9 @@ func publishLen(version byte, m *broker.Message, qos byte, subIDs []uint32) (tot
 		props = len(m.Props)
 		for _, id := range subIDs {
 			props += 1 + varintLen(int(id))
+		}
+		if alias > 0 {
+			props += 3
 		}
 		body += varintLen(props) + props
 	}
@@ -67,7 +74,14 @@ func publishLen(version byte, m *broker.Message, qos byte, subIDs []uint32) (tot
 // travelling properties are copied as they are and the subscription
 // identifiers appended; MQTT 3.1.1 has no properties.
 func appendPublish(dst []byte, version byte, wsFraming bool, m *broker.Message, qos byte, id uint16, retain, dup bool, subIDs []uint32) []byte {
-	total, body, props := publishLen(version, m, qos, subIDs)
+	return appendPublishAlias(dst, version, wsFraming, m, qos, id, retain, dup, subIDs, 0, false)
+}
+
+// appendPublishAlias is appendPublish with a server → client Topic Alias
+// (MQTT 5): alias 0 for none; aliasOnly sends the alias without the topic
+// name (the client learnt the mapping from an earlier packet).
+func appendPublishAlias(dst []byte, version byte, wsFraming bool, m *broker.Message, qos byte, id uint16, retain, dup bool, subIDs []uint32, alias uint16, aliasOnly bool) []byte {
+	total, body, props := publishLen(version, m, qos, subIDs, alias, aliasOnly)
 	need := total
 	if wsFraming {
 		need += wsHeaderLen(total)
@@ -89,8 +103,12 @@ func appendPublish(dst []byte, version byte, wsFraming bool, m *broker.Message, 
 	}
 	dst = append(dst, b0)
 	dst = appendVarint(dst, body)
-	dst = append(dst, byte(len(m.Topic)>>8), byte(len(m.Topic)))
-	dst = append(dst, m.Topic...)
+	if aliasOnly {
+		dst = append(dst, 0, 0)
+	} else {
+		dst = append(dst, byte(len(m.Topic)>>8), byte(len(m.Topic)))
+		dst = append(dst, m.Topic...)
+	}
 	if qos > 0 {
 		dst = append(dst, byte(id>>8), byte(id))
 	}
@@ -100,6 +118,9 @@ func appendPublish(dst []byte, version byte, wsFraming bool, m *broker.Message, 
 		for _, sid := range subIDs {
 			dst = append(dst, packet.PropSubscriptionIdentifier)
 			dst = appendVarint(dst, int(sid))
+		}
+		if alias > 0 {
+			dst = append(dst, packet.PropTopicAlias, byte(alias>>8), byte(alias))
 		}
 	}
 	return append(dst, m.Payload...)

@@ -70,6 +70,11 @@ type Config struct {
 	// TopicAliasMaximum is the number of topic aliases a client may set
 	// (Topic Alias Maximum in CONNACK). Default 16.
 	TopicAliasMaximum int
+	// ServerTopicAliases is how many topic aliases the server sets for a
+	// client that allows some (its Topic Alias Maximum, at most this), on
+	// the deliveries encoded for that client alone (alias.go). Default 16;
+	// negative: none.
+	ServerTopicAliases int
 	// DefaultKeepAlive is the keep alive, in seconds, imposed on an MQTT 5
 	// client that asks for none (Server Keep Alive). Default 60.
 	DefaultKeepAlive int
@@ -118,6 +123,10 @@ func NewServer(cfg Config) (*Server, error) {
 	def(&cfg.MaxQueuedBytes, 4<<20)
 	def(&cfg.MaxQueuedTotal, 512<<20)
 	def(&cfg.TopicAliasMaximum, 16)
+	if cfg.ServerTopicAliases == 0 {
+		cfg.ServerTopicAliases = 16
+	}
+	cfg.ServerTopicAliases = max(min(cfg.ServerTopicAliases, 65535), 0)
 	def(&cfg.DefaultKeepAlive, 60)
 	if cfg.MaxSessionExpiry <= 0 {
 		cfg.MaxSessionExpiry = 2 * time.Hour

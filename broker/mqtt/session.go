@@ -133,8 +133,8 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 			f = m.Frame(c.enc, encoders[c.enc])
 			f.Retain() // the transport's reference
 		} else {
-			f = proto.AcquireFrame()
-			f.B = appendPublish(f.B, c.version, c.ws, m, 0, 0, retain, false, d.SubIDs)
+			n, ok, _, backlog := c.sendOwn(m, 0, 0, retain, false, d.SubIDs)
+			return n, ok, backlog
 		}
 		return c.sendDelivery(f)
 	}
@@ -149,9 +149,7 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 		}
 		id := s.takeIDLocked(d.QoS, fl)
 		s.mu.Unlock()
-		f := proto.AcquireFrame()
-		f.B = appendPublish(f.B, c.version, c.ws, m, d.QoS, id, retain, false, d.SubIDs)
-		n, ok, tooLarge, backlog := c.sendDeliveryWhy(f)
+		n, ok, tooLarge, backlog := c.sendOwn(m, d.QoS, id, retain, false, d.SubIDs)
 		if !ok {
 			s.undelivered(id, tooLarge)
 		}
@@ -247,7 +245,7 @@ func (s *session) pump(c *Conn) {
 		}
 		id := s.takeIDLocked(q.qos, fl)
 		s.mu.Unlock()
-		if _, ok, tooLarge, _ := c.sendDeliveryWhy(c.queuedFrame(&q, id, false)); !ok {
+		if ok, tooLarge := c.sendQueued(&q, id, false); !ok {
 			s.undelivered(id, tooLarge)
 			return // the transport refuses: the next acknowledgement pumps again
 		}
@@ -304,7 +302,7 @@ func (s *session) resend(c *Conn) {
 		case r.fl.awaited == packet.PUBCOMP:
 			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, r.id, packet.Success, nil))
 		case r.fl.msg != nil && s.bs.MayRead(r.fl.msg.topic) && refreshExpiry(r.fl.msg, time.Now()):
-			c.sendDelivery(c.queuedFrame(r.fl.msg, r.id, true))
+			c.sendQueued(r.fl.msg, r.id, true)
 		default: // revoked meanwhile: the flow ends here
 			s.mu.Lock()
 			if fl, ok := s.inflight[r.id]; ok {

@@ -276,3 +276,44 @@ func TestQueuedMessageExpiry(t *testing.T) {
 		t.Fatalf("user properties lost: %d", n)
 	}
 }
+
+// Server → client topic aliases: for a client with Topic Alias Maximum 2,
+// the first QoS 1 delivery on a topic teaches an alias and later ones use
+// it alone; past the maximum, topics go in full.
+func TestServerTopicAliases(t *testing.T) {
+	e := newEnv(t, Config{})
+	_, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermReadWrite})
+	sub := e.dial(t, packet.Version5)
+	var props packet.Properties
+	props.TopicAliasMaximum = 2
+	props.Set(packet.PropTopicAliasMaximum)
+	sub.connect(secret, "sub", &props, nil)
+	sub.subscribe(1, 1, "a/#")
+	pub := e.dial(t, packet.Version5)
+	pub.connect(secret, "pub", nil, nil)
+	for i, topic := range []string{"a/x", "a/x", "a/y", "a/z", "a/y", "a/x"} {
+		pub.publish(topic, "m", 1, uint16(i+1))
+	}
+	got := publishes(t, 5, sub.tr.packets(t))
+	type want struct {
+		topic string
+		alias uint16
+	}
+	exp := []want{{"a/x", 1}, {"", 1}, {"a/y", 2}, {"a/z", 0}, {"", 2}, {"", 1}}
+	if len(got) != len(exp) {
+		t.Fatalf("%d deliveries", len(got))
+	}
+	for i, w := range exp {
+		if string(got[i].Topic) != w.topic || got[i].Props.TopicAlias != w.alias {
+			t.Errorf("delivery %d: topic %q alias %d, want %q alias %d", i, got[i].Topic, got[i].Props.TopicAlias, w.topic, w.alias)
+		}
+	}
+	// a client without a Topic Alias Maximum never gets one
+	plain := e.dial(t, packet.Version5)
+	plain.connect(secret, "plain", nil, nil)
+	plain.subscribe(1, 1, "a/#")
+	pub.publish("a/x", "m", 1, 9)
+	if got := publishes(t, 5, plain.tr.packets(t)); len(got) != 1 || got[0].Props.Has(packet.PropTopicAlias) {
+		t.Fatalf("alias sent to a client that allows none: %+v", got)
+	}
+}
