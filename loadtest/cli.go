@@ -64,11 +64,19 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	scenario, args, err := scenarioArg(args)
+	scenario, rest, err := scenarioArg(args)
 	if err != nil {
+		for _, a := range args {
+			if a == "-h" || a == "-help" || a == "--help" {
+				fmt.Fprint(stderr, cliUsage)
+				newFlagSet("", &Options{}, new(cliExtra), stderr).PrintDefaults()
+				return 0
+			}
+		}
 		fmt.Fprintln(stderr, "gatecast loadtest:", err)
 		return 2
 	}
+	args = rest
 	if isAttack(scenario) {
 		return RunAttackCLI(ctx, scenario, args, stdout, stderr)
 	}

@@ -5,9 +5,13 @@
 // It owns the simulated clients (devices, dashboards, a commander), the
 // scenarios that choreograph them, the worker processes that hold their
 // sockets, and the report (JSON, progress lines, SVG chart). It is an
-// honest outside client: it speaks the seed protocol over the wire and
-// uses the admin API over HTTP; it imports proto (the wire codec) and the
-// WebSocket and netpoll libraries, never the broker's internals.
+// honest outside client: it speaks the seed protocol over the wire or, with
+// --protocol mqtt, MQTT 3.1.1 or 5 over the broker's MQTT TCP listener
+// (mqtt.go: the same event-loop client, packets read in place with
+// proto/mqtt), and uses the admin API over HTTP; it imports proto and
+// proto/mqtt (the wire codecs) and the WebSocket and netpoll libraries,
+// never the broker's internals. The offline scenario (offline.go) needs
+// MQTT's persistent sessions.
 //
 // # Event-loop client
 //
