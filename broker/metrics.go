@@ -95,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		offline: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatecast_sessions_offline", Help: "Persistent sessions whose client is away (MQTT clean session 0 / session expiry): their subscriptions stay, their QoS 1/2 messages queue."}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_message_bytes_in_total", Help: "Payload bytes of client messages, accepted or not."}),
+			Name: "gatecast_message_bytes_in_total", Help: "Bytes clients sent after their handshake, accepted or not: seed message payloads, MQTT packets."}),
 		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_message_bytes_out_total", Help: "Frame bytes queued to subscribers."}),
 		forwardErrors: prometheus.NewCounter(prometheus.CounterOpts{

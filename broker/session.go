@@ -188,6 +188,11 @@ func (s *Session) ID() uint64 { return s.id }
 // TokenID is the ID of the token the session authenticated with.
 func (s *Session) TokenID() int64 { return s.token.id }
 
+// CountInput adds n bytes a client sent to gatecast_message_bytes_in_total
+// (adapters call it with what they read; the seed adapter counts message
+// payloads).
+func (b *Broker) CountInput(n int) { b.metrics.bytesIn.Add(float64(n)) }
+
 // Closed reports whether the session has ended.
 func (s *Session) Closed() bool { return s.closed.Load() }
 

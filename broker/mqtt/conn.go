@@ -83,6 +83,7 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 		c.protocolError(packet.ProtocolError, "MQTT over WebSocket uses binary messages")
 		return
 	}
+	c.srv.b.CountInput(len(data))
 	if len(c.stash) > 0 {
 		c.stash = append(c.stash, data...)
 		n := c.packets(c.stash)
