@@ -39,7 +39,8 @@ Admin commands (they call the admin API of a running broker):
   grant TOKEN TAG read|readwrite
   revoke TOKEN TAG
   conn list [--token TOKEN]
-  conn kick ID
+  conn kick ID [--node NODE]
+  node list
   audit [--token TOKEN] [--tag TAG] [--action ACTION] [--actor ACTOR] [--source SOURCE]
         [--since TIME|DURATION] [--until TIME] [--limit N]
   publish TOPIC MESSAGE | publish --file FILE TOPIC
@@ -118,8 +119,18 @@ no longer covered are closed with 4003.
 const connUsage = `Usage: gatecast conn SUBCOMMAND
 
   conn list [--token TOKEN]   list live connections, all or one token's
-                              (every page: the API answers at most 1000 a page)
-  conn kick ID                close a connection with 4005
+                              (every page: the API answers at most 1000 a page;
+                              in cluster mode with the NODE holding each)
+  conn kick ID [--node NODE]  close a connection with 4005; connection ids are
+                              per node, so in cluster mode --node names the node
+                              when several hold that id (gatecast conn list)
+`
+
+const nodeUsage = `Usage: gatecast node SUBCOMMAND
+
+  node list   list the live nodes (cluster mode: every node, with its addresses,
+              version, start time, connections and lease expiry; a single node
+              lists itself)
 `
 
 const auditUsage = `Usage: gatecast audit [--token TOKEN] [--tag TAG] [--action ACTION] [--actor ACTOR]
@@ -229,6 +240,8 @@ func (c *cli) run(args []string) error {
 		return c.revoke(rest)
 	case "conn":
 		return c.conn(rest)
+	case "node":
+		return c.node(rest)
 	case "audit":
 		return c.audit(rest)
 	case "publish":
@@ -246,7 +259,7 @@ func envOr(getenv func(string) string, name, def string) string {
 
 var helpTexts = map[string]string{
 	"token": tokenUsage, "tag": tagUsage, "grant": grantUsage, "revoke": revokeUsage, "conn": connUsage,
-	"audit": auditUsage, "publish": publishUsage,
+	"audit": auditUsage, "publish": publishUsage, "node": nodeUsage,
 }
 
 func (c *cli) help(args []string) error {
@@ -832,6 +845,8 @@ func (c *cli) connList(args []string) error {
 
 func (c *cli) connKick(args []string) error {
 	fs := c.flags("conn kick")
+	var node string
+	fs.StringVar(&node, "node", "", "")
 	pos, err := c.parse(fs, args, connUsage, 1, 1)
 	if err != nil {
 		return err
@@ -840,18 +855,111 @@ func (c *cli) connKick(args []string) error {
 	if err != nil || id == 0 {
 		return &usageError{fmt.Sprintf("connection id %q is not a positive integer", pos[0]), connUsage}
 	}
+	nodeSet := false
+	fs.Visit(func(f *flag.Flag) { nodeSet = nodeSet || f.Name == "node" })
+	if nodeSet && node == "" {
+		return &usageError{"--node needs a node id (gatecast node list)", connUsage}
+	}
 	api, err := c.client()
 	if err != nil {
 		return err
 	}
-	if err := api.KickConnection(c.ctx, id); err != nil {
+	// DELETE /api/v1/connections/{id}[?node=]: without node the API finds
+	// the one node holding that id, and answers 409 when several do.
+	path := "/api/v1/connections/" + strconv.FormatUint(id, 10)
+	if node != "" {
+		path += "?" + url.Values{"node": {node}}.Encode()
+	}
+	if err := api.do(c.ctx, "DELETE", path, nil, nil); err != nil {
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Status == 409 && node == "" {
+			// the API advises "add ?node=": say it the CLI's way
+			msg, _, _ := strings.Cut(ae.Message, "; add ?node=")
+			return fmt.Errorf("%s: name the node, e.g. gatecast conn kick %d --node NODE (the NODE column of gatecast conn list)", msg, id)
+		}
 		return err
 	}
 	if c.json {
-		return c.printJSON(map[string]any{"id": id, "kicked": true})
+		out := map[string]any{"id": id, "kicked": true}
+		if node != "" {
+			out["node"] = node
+		}
+		return c.printJSON(out)
 	}
-	fmt.Fprintf(c.stdout, "kicked connection %d (closed with 4005)\n", id)
+	if node != "" {
+		fmt.Fprintf(c.stdout, "kicked connection %d on node %s (closed with 4005)\n", id, node)
+	} else {
+		fmt.Fprintf(c.stdout, "kicked connection %d (closed with 4005)\n", id)
+	}
 	return nil
+}
+
+// ---- node ----
+
+// nodeInfo is one item of GET /api/v1/nodes (cluster.NodeInfo's JSON; a
+// single node answers only id and connections).
+type nodeInfo struct {
+	ID          string    `json:"id"`
+	WSAddr      string    `json:"ws_addr"`
+	AdminAddr   string    `json:"admin_addr"`
+	Version     string    `json:"version"`
+	StartedAt   time.Time `json:"started_at"`
+	Connections int       `json:"connections"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+func (c *cli) node(args []string) error {
+	if len(args) == 0 {
+		return &usageError{"node needs a subcommand", nodeUsage}
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(c.stdout, nodeUsage)
+		return errHelp
+	}
+	if args[0] != "list" {
+		return &usageError{fmt.Sprintf("unknown node subcommand %q", args[0]), nodeUsage}
+	}
+	fs := c.flags("node list")
+	if _, err := c.parse(fs, args[1:], nodeUsage, 0, 0); err != nil {
+		return err
+	}
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	var raw json.RawMessage
+	if err := api.do(c.ctx, "GET", "/api/v1/nodes", nil, &raw); err != nil {
+		return err
+	}
+	var nodes []nodeInfo
+	if err := json.Unmarshal(raw, &nodes); err != nil {
+		return fmt.Errorf("GET /api/v1/nodes: unexpected answer: %w", err)
+	}
+	if c.json {
+		var v any // every field the broker sent, not only those known here
+		_ = json.Unmarshal(raw, &v)
+		return c.printJSON(v)
+	}
+	tw := c.table("NODE\tCONNECTIONS\tWS\tADMIN\tVERSION\tSTARTED\tEXPIRES")
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", dash(n.ID), n.Connections, dash(n.WSAddr), dash(n.AdminAddr),
+			dash(n.Version), timeText(n.StartedAt), timeText(n.ExpiresAt))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // ---- audit ----

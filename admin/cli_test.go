@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -283,6 +284,7 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		{"help"}, {"--help"}, {"-h"}, {"help", "token"}, {"help", "tag"}, {"help", "grant"}, {"help", "revoke"}, {"help", "conn"},
 		{"token", "help"}, {"tag", "--help"}, {"conn", "-h"}, {"grant", "help"}, {"revoke", "--help"},
 		{"token", "create", "--help"}, {"token", "update", "-h"}, {"tag", "list", "--help"}, {"conn", "list", "-h"},
+		{"help", "node"}, {"node", "help"}, {"node", "list", "--help"}, {"conn", "kick", "--help"},
 	} {
 		code, out, errOut := f.cliRun(nil, args...)
 		if code != 0 || !strings.Contains(out, "Usage: gatecast") || errOut != "" {
@@ -290,7 +292,7 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{
-		{}, {"frobnicate"}, {"token"}, {"token", "nope"}, {"tag"}, {"conn"}, {"help", "nope"},
+		{}, {"frobnicate"}, {"token"}, {"token", "nope"}, {"tag"}, {"conn"}, {"node"}, {"node", "nope"}, {"help", "nope"},
 		{"token", "create"},                         // --name missing
 		{"token", "create", "--name", "x", "extra"}, // stray argument
 		{"token", "create", "--name", "x", "--token", "abcdefgh", "--token-file", "f"},
@@ -317,6 +319,92 @@ func TestCLIUsageAndHelp(t *testing.T) {
 	code, _, errOut := f.cliRun(nil, "--admin-url", "ftp://x", "--admin-key", "k", "token", "list")
 	if code != 2 || !strings.Contains(errOut, "not an http(s) URL") {
 		t.Fatalf("bad URL: exit %d %s", code, errOut)
+	}
+}
+
+// In cluster mode conn list names each connection's node, conn kick takes
+// --node for an id that several nodes hold (the API's 409 says so in CLI
+// terms), and node list lists the nodes.
+func TestCLIClusterConnectionsAndNodes(t *testing.T) {
+	c := newCluster(t, "node-a", "node-b")
+	a, b := c.nodes["node-a"], c.nodes["node-b"]
+	a.enf.setConns([]broker.ConnectionInfo{conn(7, 1), conn(8, 1)})
+	b.enf.setConns([]broker.ConnectionInfo{conn(7, 2)})
+	a.enf.kickable[7], a.enf.kickable[8], b.enf.kickable[7] = true, true, true
+
+	out := a.cli("conn", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "NODE ") || !strings.HasPrefix(lines[1], "node-a  7 ") ||
+		!strings.HasPrefix(lines[3], "node-b  7 ") {
+		t.Fatalf("conn list in cluster mode:\n%s", out)
+	}
+	var cs []Connection
+	if err := json.Unmarshal([]byte(a.cli("conn", "list", "--json")), &cs); err != nil || len(cs) != 3 || cs[2].Node != "node-b" {
+		t.Fatalf("conn list --json: %+v %v", cs, err)
+	}
+
+	errOut := a.cliFail(1, "conn", "kick", "7")
+	if !strings.Contains(errOut, "connection 7 exists on nodes node-a, node-b") || !strings.Contains(errOut, "gatecast conn kick 7 --node NODE") ||
+		strings.Contains(errOut, "?node=") {
+		t.Fatalf("kick of an id two nodes hold: %s", errOut)
+	}
+	if len(a.enf.kicked)+len(b.enf.kicked) != 0 {
+		t.Fatal("an ambiguous kick closed something")
+	}
+	out = a.cli("conn", "kick", "7", "--node", "node-b") // through node-a, on node-b
+	if !strings.Contains(out, "kicked connection 7 on node node-b") || !slices.Equal(b.enf.kicked, []uint64{7}) || len(a.enf.kicked) != 0 {
+		t.Fatalf("kick --node node-b: %s (a kicked %v, b kicked %v)", out, a.enf.kicked, b.enf.kicked)
+	}
+	out = b.cli("conn", "kick", "--node=node-a", "7", "--json")
+	var kicked map[string]any
+	if err := json.Unmarshal([]byte(out), &kicked); err != nil || kicked["node"] != "node-a" || kicked["kicked"] != true ||
+		!slices.Equal(a.enf.kicked, []uint64{7}) {
+		t.Fatalf("kick --node=node-a --json: %s %v (a kicked %v)", out, err, a.enf.kicked)
+	}
+	out = a.cli("conn", "kick", "8") // one holder: no --node needed
+	if !strings.Contains(out, "kicked connection 8 (closed") || !slices.Equal(a.enf.kicked, []uint64{7, 8}) {
+		t.Fatalf("kick 8: %s (a kicked %v)", out, a.enf.kicked)
+	}
+	if errOut := a.cliFail(1, "conn", "kick", "9", "--node", "node-b"); !strings.Contains(errOut, "connection 9 not found") {
+		t.Fatalf("kick of an unknown id: %s", errOut)
+	}
+	if errOut := a.cliFail(2, "conn", "kick", "9", "--node", ""); !strings.Contains(errOut, "--node needs a node id") {
+		t.Fatalf("kick --node '': %s", errOut)
+	}
+
+	// node list: a single node lists itself; a cluster node every node
+	out = a.cli("node", "list")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "NODE    CONNECTIONS  WS") ||
+		!strings.HasPrefix(lines[1], "node-a  2 ") { // the fake enforcer still lists kicked sessions
+		t.Fatalf("node list without a registry:\n%s", out)
+	}
+	started := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	reg := newFixture(t, func(cfg *Config) {
+		cfg.Nodes = func(context.Context) (any, error) {
+			return []map[string]any{
+				{"id": "node-a", "ws_addr": "10.0.0.1:8080", "admin_addr": "10.0.0.1:8081", "version": "v1.2", "started_at": started,
+					"connections": 1200, "expires_at": started.Add(time.Hour), "future_field": 1},
+				{"id": "node-b", "ws_addr": "10.0.0.2:8080", "admin_addr": "10.0.0.2:8081", "started_at": started, "connections": 3,
+					"expires_at": started.Add(time.Hour)},
+			}, nil
+		}
+	})
+	out = reg.cli("node", "list")
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "NODE") || !strings.Contains(lines[0], "EXPIRES") ||
+		!strings.Contains(lines[1], "node-a  1200") || !strings.Contains(lines[1], "10.0.0.1:8081") || !strings.Contains(lines[1], "2025-03-01T12:00:00Z") ||
+		!strings.Contains(lines[2], "node-b") || !strings.Contains(lines[2], " - ") {
+		t.Fatalf("node list:\n%s", out)
+	}
+	var nodes []map[string]any
+	if err := json.Unmarshal([]byte(reg.cli("--json", "node", "list")), &nodes); err != nil || len(nodes) != 2 || nodes[0]["future_field"] != 1.0 {
+		t.Fatalf("node list --json: %v %v", nodes, err)
+	}
+	down := newFixture(t, func(cfg *Config) {
+		cfg.Nodes = func(context.Context) (any, error) { return nil, errors.New("redis: connection refused") }
+	})
+	if errOut := down.cliFail(1, "node", "list"); !strings.Contains(errOut, "registry is unavailable") {
+		t.Fatalf("node list, registry down: %s", errOut)
 	}
 }
 

@@ -27,7 +27,7 @@ const usage = `gatecast — WebSocket message broker for IoT fleets
 
 Usage:
   gatecast serve [flags]          run the broker (gatecast serve --help lists every setting)
-  gatecast token|tag|grant|revoke|conn ...
+  gatecast token|tag|grant|revoke|conn|node ...
                                   manage tokens, tags, permissions and connections through the admin API
                                   (gatecast help admin)
   gatecast publish TOPIC MESSAGE  publish from the server to every matching subscriber (admin key)
