@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -27,8 +29,35 @@ func Dial(ctx context.Context, url, token string, tags []string) (net.Conn, erro
 		h.Set("Tag", strings.Join(tags, ","))
 	}
 	d := ws.Dialer{Header: ws.HandshakeHeaderHTTP(h), Timeout: 10 * time.Second}
-	conn, _, _, err := d.Dial(ctx, url)
-	return conn, err
+	conn, br, _, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	if br != nil {
+		// The dialer read past the 101 response: the bytes after it (a
+		// refused connection's close frame, sent right after the upgrade)
+		// are in br and must be read before the socket.
+		return &bufferedConn{Conn: conn, br: br}, nil
+	}
+	return conn, nil
+}
+
+// bufferedConn reads what the dialer buffered after the handshake, then the
+// connection. One reader at a time, as for any net.Conn read loop.
+type bufferedConn struct {
+	net.Conn
+	br *bufio.Reader // nil once drained
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p) // only buffered bytes: never reads the socket
+		}
+		ws.PutReader(c.br)
+		c.br = nil
+	}
+	return c.Conn.Read(p)
 }
 
 // SeedMessage is the seed protocol's frame, both directions.
@@ -100,22 +129,106 @@ func pub(ctx context.Context, url, token string, tags []string, topic, message s
 		raw, _ = json.Marshal(message)
 	}
 	frame, _ := json.Marshal(SeedMessage{Tag: topic, Message: raw})
-	if err := wsutil.WriteClientText(conn, frame); err != nil {
-		fmt.Fprintln(stderr, "gatecast pub:", err)
-		return 1
+	// The message, then a ping: the broker handles a connection's frames in
+	// order, so its pong means it admitted the connection and read the
+	// message. A refused connection is closed right after the upgrade, and
+	// its close frame comes before any pong: report it instead of success.
+	err = wsutil.WriteClientText(conn, frame)
+	if err == nil {
+		err = wsutil.WriteClientMessage(conn, ws.OpPing, pubPing)
 	}
-	// A rejected connection is closed right after the upgrade: report it
-	// instead of claiming success.
-	conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	if _, _, err := wsutil.ReadServerData(conn); err != nil {
-		var ce wsutil.ClosedError
-		if errors.As(err, &ce) {
-			fmt.Fprintf(stderr, "gatecast pub: closed by the broker: %d %s\n", ce.Code, ce.Reason)
-			return 1
+	if err == nil {
+		err = awaitPong(ctx, conn, pubPing)
+	}
+	if err != nil {
+		// even when the write failed, a close frame may explain why
+		if ce, ok := readClose(conn); ok {
+			err = ce
+		}
+		return clientFailed(stderr, "pub", err)
+	}
+	sayGoodbye(conn)
+	return 0
+}
+
+// pubPing is the payload of pub's ping, to recognise its pong.
+var pubPing = []byte("gatecast pub")
+
+// pubConfirmTimeout bounds the wait for the broker to confirm a publish.
+const pubConfirmTimeout = 10 * time.Second
+
+// awaitPong reads until the pong for payload (nil), a close frame
+// (CloseError) or an error. Other frames (a delivery) are skipped.
+func awaitPong(ctx context.Context, conn net.Conn, payload []byte) error {
+	deadline := time.Now().Add(pubConfirmTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn.SetReadDeadline(deadline)
+	defer conn.SetReadDeadline(time.Time{})
+	for {
+		f, err := ws.ReadFrame(conn)
+		if err != nil {
+			return err
+		}
+		switch f.Header.OpCode {
+		case ws.OpPong:
+			if string(f.Payload) == string(payload) {
+				return nil
+			}
+		case ws.OpClose:
+			ce := closeError(f.Payload)
+			_ = wsutil.WriteClientMessage(conn, ws.OpClose, ws.NewCloseFrameBody(ce.Code, "")) // the close handshake's answer
+			return ce
+		case ws.OpPing:
+			if err := wsutil.WriteClientMessage(conn, ws.OpPong, f.Payload); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// readClose looks briefly for a close frame already sent by the broker.
+func readClose(conn net.Conn) (CloseError, bool) {
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		f, err := ws.ReadFrame(conn)
+		if err != nil {
+			return CloseError{}, false
+		}
+		if f.Header.OpCode == ws.OpClose {
+			return closeError(f.Payload), true
+		}
+	}
+}
+
+func closeError(payload []byte) CloseError {
+	code, reason := ws.ParseCloseFrameData(payload)
+	return CloseError{Code: code, Reason: reason}
+}
+
+// clientFailed reports why pub or sub failed (exit 1): the broker's close
+// code and reason, or a connection that ended without one.
+func clientFailed(stderr io.Writer, cmd string, err error) int {
+	var ce wsutil.ClosedError
+	switch {
+	case errors.As(err, &ce):
+		fmt.Fprintf(stderr, "gatecast %s: closed by the broker: %d %s\n", cmd, ce.Code, ce.Reason)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		fmt.Fprintf(stderr, "gatecast %s: the broker closed the connection without a close frame\n", cmd)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		fmt.Fprintf(stderr, "gatecast %s: the broker did not answer within %s\n", cmd, pubConfirmTimeout)
+	default:
+		fmt.Fprintf(stderr, "gatecast %s: %v\n", cmd, err)
+	}
+	return 1
+}
+
+// sayGoodbye closes the connection as a WebSocket client should: a close
+// frame, then the socket (the broker answers and drops its side).
+func sayGoodbye(conn net.Conn) {
+	conn.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = wsutil.WriteClientMessage(conn, ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
-	return 0
 }
 
 func sub(ctx context.Context, url, token string, tags []string, count int, stdout, stderr io.Writer) int {
@@ -133,19 +246,15 @@ func sub(ctx context.Context, url, token string, tags []string, count int, stdou
 		data, op, err := wsutil.ReadServerData(conn)
 		if err != nil {
 			var ce wsutil.ClosedError
-			if errors.As(err, &ce) {
-				fmt.Fprintf(stderr, "gatecast sub: closed by the broker: %d %s\n", ce.Code, ce.Reason)
-				return 1
+			if ctx.Err() != nil && !errors.As(err, &ce) {
+				return 0 // Ctrl-C
 			}
-			if ctx.Err() != nil {
-				return 0
-			}
-			fmt.Fprintln(stderr, "gatecast sub:", err)
-			return 1
+			return clientFailed(stderr, "sub", err)
 		}
 		if op == ws.OpText {
 			fmt.Fprintln(stdout, string(data))
 		}
 	}
+	sayGoodbye(conn)
 	return 0
 }
