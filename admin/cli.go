@@ -195,7 +195,11 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, getenv
 	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "gatecast: %s\n\n%s", ue.msg, ue.help)
+		sep := "\n\n"
+		if strings.HasPrefix(ue.help, "Run ") { // a one-line hint, not a help text
+			sep = "\n"
+		}
+		fmt.Fprintf(stderr, "gatecast: %s%s%s", ue.msg, sep, ue.help)
 		return 2
 	case errors.As(err, &pending):
 		fmt.Fprintf(stderr, "gatecast: warning: %v\n"+
@@ -220,7 +224,7 @@ func (c *cli) run(args []string) error {
 			fmt.Fprint(c.stdout, cliUsage)
 			return errHelp
 		}
-		return &usageError{err.Error(), cliUsage}
+		return flagError(err, fs, cliUsage, cliHint)
 	}
 	args = fs.Args()
 	if len(args) == 0 {
@@ -247,7 +251,100 @@ func (c *cli) run(args []string) error {
 	case "publish":
 		return c.publish(rest)
 	}
-	return &usageError{fmt.Sprintf("unknown command %q", cmd), cliUsage}
+	return unknown("command", cmd, Commands, cliHint)
+}
+
+// Commands are the admin CLI's commands (cmd/gatecast hands them over).
+var Commands = []string{"token", "tag", "grant", "revoke", "conn", "node", "audit", "publish", "help"}
+
+// cliHint replaces the whole help after a mistyped command or global flag.
+const cliHint = "Run \"gatecast help\" for the commands.\n"
+
+// helpHint replaces a help text after a typo: how to ask for it.
+func helpHint(what string) string {
+	return fmt.Sprintf("Run \"gatecast %s --help\".\n", what)
+}
+
+// unknown is the usage error for a mistyped command, subcommand or flag:
+// one line with the closest known name, not the whole help.
+func unknown(what, got string, known []string, help string) error {
+	msg := fmt.Sprintf("unknown %s %q", what, got)
+	if s := Suggest(got, known); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	return &usageError{msg, help}
+}
+
+// Suggest returns the known word closest to a mistyped one: the only one
+// it starts (3 letters at least), or one at most 1 edit away (2 for words of
+// more than 4 letters; a swap of two neighbours is one edit), else "".
+func Suggest(got string, known []string) string {
+	got = strings.ToLower(got)
+	if got == "" {
+		return ""
+	}
+	var prefixed []string
+	for _, k := range known {
+		if len(got) >= 3 && strings.HasPrefix(k, got) {
+			prefixed = append(prefixed, k)
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	limit := 1
+	if len(got) > 4 {
+		limit = 2
+	}
+	best, bestD := "", limit+1
+	for _, k := range known {
+		if d := editDistance(got, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal-string-alignment distance between a and b
+// (insertions, deletions, substitutions and swaps of neighbours; bytes).
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
+// flagError turns the flag package's error into a usage error with help;
+// an unknown flag gets the closest known one, and hint instead of help.
+func flagError(err error, fs *flag.FlagSet, help, hint string) error {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok {
+		return &usageError{err.Error(), help}
+	}
+	var known []string
+	fs.VisitAll(func(f *flag.Flag) { known = append(known, f.Name) })
+	msg := fmt.Sprintf("unknown flag --%s", name)
+	if s := Suggest(name, known); s != "" {
+		msg += fmt.Sprintf("; did you mean --%s?", s)
+	}
+	return &usageError{msg, hint}
 }
 
 func envOr(getenv func(string) string, name, def string) string {
@@ -263,13 +360,13 @@ var helpTexts = map[string]string{
 }
 
 func (c *cli) help(args []string) error {
-	if len(args) == 0 {
+	if len(args) == 0 || isHelp(args[0]) {
 		fmt.Fprint(c.stdout, cliUsage)
 		return errHelp
 	}
 	text, ok := helpTexts[args[0]]
 	if !ok {
-		return &usageError{fmt.Sprintf("no help for %q", args[0]), cliUsage}
+		return unknown("command", args[0], Commands, cliHint)
 	}
 	fmt.Fprint(c.stdout, text)
 	return errHelp
@@ -297,7 +394,7 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, help string, minPos, maxPos
 				fmt.Fprint(c.stdout, help)
 				return nil, errHelp
 			}
-			return nil, &usageError{err.Error(), help}
+			return nil, flagError(err, fs, help, helpHint(fs.Name()))
 		}
 		rest := fs.Args()
 		if len(rest) == 0 {
@@ -370,7 +467,7 @@ func (c *cli) token(args []string) error {
 	case "delete":
 		return c.tokenDelete(args[1:])
 	}
-	return &usageError{fmt.Sprintf("unknown token subcommand %q", args[0]), tokenUsage}
+	return unknown("token subcommand", args[0], []string{"create", "list", "show", "update", "rotate", "delete"}, helpHint("token"))
 }
 
 func (c *cli) tokenCreate(args []string) error {
@@ -610,7 +707,7 @@ func (c *cli) tag(args []string) error {
 	case "delete":
 		return c.tagDelete(args[1:])
 	}
-	return &usageError{fmt.Sprintf("unknown tag subcommand %q", args[0]), tagUsage}
+	return unknown("tag subcommand", args[0], []string{"create", "list", "update", "delete"}, helpHint("tag"))
 }
 
 func (c *cli) tagCreate(args []string) error {
@@ -788,7 +885,7 @@ func (c *cli) conn(args []string) error {
 	case "kick":
 		return c.connKick(args[1:])
 	}
-	return &usageError{fmt.Sprintf("unknown conn subcommand %q", args[0]), connUsage}
+	return unknown("conn subcommand", args[0], []string{"list", "kick"}, helpHint("conn"))
 }
 
 func (c *cli) connList(args []string) error {
@@ -917,7 +1014,7 @@ func (c *cli) node(args []string) error {
 		return errHelp
 	}
 	if args[0] != "list" {
-		return &usageError{fmt.Sprintf("unknown node subcommand %q", args[0]), nodeUsage}
+		return unknown("node subcommand", args[0], []string{"list"}, helpHint("node"))
 	}
 	fs := c.flags("node list")
 	if _, err := c.parse(fs, args[1:], nodeUsage, 0, 0); err != nil {

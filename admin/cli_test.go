@@ -292,20 +292,18 @@ func TestCLIUsageAndHelp(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{
-		{}, {"frobnicate"}, {"token"}, {"token", "nope"}, {"tag"}, {"conn"}, {"node"}, {"node", "nope"}, {"help", "nope"},
+		{}, {"token"}, {"tag"}, {"conn"}, {"node"},
 		{"token", "create"},                         // --name missing
 		{"token", "create", "--name", "x", "extra"}, // stray argument
 		{"token", "create", "--name", "x", "--token", "abcdefgh", "--token-file", "f"},
 		{"token", "update", "1"}, // nothing to update
 		{"token", "update"},
 		{"token", "rotate", "1", "2"},
-		{"token", "list", "--bogus"},
 		{"grant", "dev", "a/#"},
 		{"grant", "dev", "a/#", "write"},
 		{"revoke", "dev"},
 		{"tag", "update", "1"},
 		{"--admin-url"},
-		{"--nope", "token", "list"},
 		{"token", "update", "1", "--max-connections", "many"},
 	} {
 		code, out, errOut := f.cliRun(nil, args...)
@@ -319,6 +317,60 @@ func TestCLIUsageAndHelp(t *testing.T) {
 	code, _, errOut := f.cliRun(nil, "--admin-url", "ftp://x", "--admin-key", "k", "token", "list")
 	if code != 2 || !strings.Contains(errOut, "not an http(s) URL") {
 		t.Fatalf("bad URL: exit %d %s", code, errOut)
+	}
+}
+
+// A mistyped command, subcommand or flag gets one line naming the closest
+// one and how to ask for help, not a whole help text (exit 2).
+func TestCLITypos(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tokn", "list"}, `unknown command "tokn"; did you mean "token"?` + "\n" + `Run "gatecast help" for the commands.`},
+		{[]string{"--admin-url", "http://x", "tga", "list"}, `unknown command "tga"; did you mean "tag"?`},
+		{[]string{"grnat", "a", "b", "read"}, `unknown command "grnat"; did you mean "grant"?`},
+		{[]string{"nodes", "list"}, `unknown command "nodes"; did you mean "node"?`},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"` + "\n"},
+		{[]string{"help", "tokens"}, `unknown command "tokens"; did you mean "token"?`},
+		{[]string{"token", "lst"}, `unknown token subcommand "lst"; did you mean "list"?` + "\n" + `Run "gatecast token --help".`},
+		{[]string{"token", "nope"}, `unknown token subcommand "nope"` + "\n"},
+		{[]string{"tag", "delet", "1"}, `unknown tag subcommand "delet"; did you mean "delete"?`},
+		{[]string{"conn", "kik", "1"}, `unknown conn subcommand "kik"; did you mean "kick"?`},
+		{[]string{"node", "lsit"}, `unknown node subcommand "lsit"; did you mean "list"?`},
+		{[]string{"token", "create", "--nmae", "x"}, `unknown flag --nmae; did you mean --name?` + "\n" + `Run "gatecast token create --help".`},
+		{[]string{"token", "list", "--bogus"}, `unknown flag --bogus` + "\n"},
+		{[]string{"conn", "kick", "1", "--nod", "a"}, `unknown flag --nod; did you mean --node?`},
+		{[]string{"--admin-ulr", "http://x", "token", "list"}, `unknown flag --admin-ulr; did you mean --admin-url?` + "\n" + `Run "gatecast help"`},
+		{[]string{"--nope", "token", "list"}, `unknown flag --nope` + "\n"},
+	} {
+		code, out, errOut := f.cliRun(nil, tc.args...)
+		if code != 2 || out != "" || !strings.Contains(errOut, "gatecast: "+tc.want) || strings.Contains(errOut, "Usage:") ||
+			strings.Count(errOut, "\n") != 2 {
+			t.Errorf("%v: exit %d, want 2 and two lines with %q\nstdout: %s\nstderr: %s", tc.args, code, tc.want, out, errOut)
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	known := []string{"token", "tag", "grant", "revoke", "conn", "node", "audit", "publish", "serve", "sub", "pub"}
+	for got, want := range map[string]string{
+		"tokn": "token", "toekn": "token", "TOKEN": "token", "tga": "tag", "tg": "tag", "revok": "revoke", "cnn": "conn",
+		"nod": "node", "publsh": "publish", "pubilsh": "publish", "aud": "audit", "srve": "serve", "subb": "sub",
+		"frobnicate": "", "x": "", "": "", "tokenize": "", "pu": "pub",
+	} {
+		if s := Suggest(got, known); s != want {
+			t.Errorf("Suggest(%q) = %q, want %q", got, s, want)
+		}
+	}
+	for _, tc := range []struct {
+		a, b string
+		d    int
+	}{{"", "", 0}, {"a", "", 1}, {"", "abc", 3}, {"tokn", "token", 1}, {"toekn", "token", 1}, {"kitten", "sitting", 3}, {"ca", "abc", 3}} {
+		if d := editDistance(tc.a, tc.b); d != tc.d {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, d, tc.d)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,28 +70,51 @@ type SeedMessage struct {
 // CloseError is a close frame received from the broker.
 type CloseError = wsutil.ClosedError
 
-// RunClientCLI implements `gatecast sub` and `gatecast pub`.
+// RunClientCLI implements `gatecast sub` and `gatecast pub` (args[0]).
+// Flags may come before or after the arguments; "--" ends them.
 func RunClientCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := args[0]
 	fs := flag.NewFlagSet("gatecast "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	url := fs.String("url", "ws://127.0.0.1:8080/ws/brocker/", "broker WebSocket URL")
 	token := fs.String("token", "", "token secret (sent as 'Authorization: Token <secret>')")
-	tags := fs.String("tags", "", "comma-separated subscriptions (sent as the 'Tag' header); pub defaults to the topic")
-	count := fs.Int("count", 0, "sub: exit after this many messages (0 = until closed or Ctrl-C)")
-	fs.Usage = func() {
-		if cmd == "sub" {
-			fmt.Fprintln(stderr, "Usage: gatecast sub --token SECRET --tags 'a/#,b/+' [--url URL] [--count N]\nPrints every message received as one JSON line.")
-		} else {
-			fmt.Fprintln(stderr, "Usage: gatecast pub --token SECRET [--tags T] [--url URL] TOPIC MESSAGE\nMESSAGE is sent as JSON if it parses as JSON, else as a JSON string.")
-		}
-		fs.PrintDefaults()
+	var tags *string
+	var count *int
+	var usage string
+	if cmd == "sub" {
+		tags = fs.String("tags", "", "comma-separated subscriptions, MQTT-style filters (sent as the 'Tag' header); required")
+		count = fs.Int("count", 0, "exit after this many messages (0 = until closed or Ctrl-C)")
+		usage = "Usage: gatecast sub --token SECRET --tags 'a/#,b/+' [--url URL] [--count N]\n" +
+			"Prints every message received as one JSON line; exits 1 with the broker's close code and reason if it closes the connection.\n"
+	} else {
+		tags = fs.String("tags", "", "comma-separated subscriptions sent as the 'Tag' header (default: the topic)")
+		usage = "Usage: gatecast pub --token SECRET [--tags T] [--url URL] TOPIC MESSAGE\n" +
+			"MESSAGE is sent as JSON if it parses as JSON, else as a JSON string. Exit 0 once the broker has read it\n" +
+			"(a topic outside the token's readwrite grants is dropped by the broker, as in the seed); exit 1 with the\n" +
+			"broker's close code and reason if it refuses the connection.\n"
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	fail := func(msg string) int {
+		fmt.Fprintf(stderr, "gatecast %s: %s\nRun \"gatecast %s --help\".\n", cmd, msg, cmd)
 		return 2
+	}
+	pos, err := parseInterleaved(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, usage)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return 0
+	}
+	if err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			msg := "unknown flag --" + name
+			if name == "count" && cmd == "pub" {
+				msg += " (it is a flag of gatecast sub: pub sends one message)"
+			} else if s := suggest(name, flagNames(fs)); s != "" {
+				msg += "; did you mean --" + s + "?"
+			}
+			return fail(msg)
+		}
+		return fail(err.Error())
 	}
 	var tagList []string
 	for _, t := range strings.Split(*tags, ",") {
@@ -98,23 +122,107 @@ func RunClientCLI(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			tagList = append(tagList, t)
 		}
 	}
-	switch cmd {
-	case "pub":
-		if fs.NArg() != 2 {
-			fs.Usage()
-			return 2
+	if cmd == "pub" {
+		if len(pos) != 2 {
+			return fail(fmt.Sprintf("needs TOPIC and MESSAGE, got %d argument(s)", len(pos)))
 		}
 		if len(tagList) == 0 {
-			tagList = []string{fs.Arg(0)}
+			tagList = []string{pos[0]}
 		}
-		return pub(ctx, *url, *token, tagList, fs.Arg(0), fs.Arg(1), stderr)
-	default:
-		if fs.NArg() != 0 || len(tagList) == 0 {
-			fs.Usage()
-			return 2
-		}
-		return sub(ctx, *url, *token, tagList, *count, stdout, stderr)
+		return pub(ctx, *url, *token, tagList, pos[0], pos[1], stderr)
 	}
+	if len(pos) != 0 {
+		return fail(fmt.Sprintf("takes no arguments, got %q (subscriptions go in --tags)", pos))
+	}
+	if len(tagList) == 0 {
+		return fail("needs --tags, the subscriptions (e.g. --tags 'sensors/#')")
+	}
+	return sub(ctx, *url, *token, tagList, *count, stdout, stderr)
+}
+
+// parseInterleaved parses flags anywhere among args and returns the
+// positional arguments; everything after "--" is positional, and so is a
+// negative number (pub's MESSAGE may be -5).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+			if _, nerr := strconv.ParseFloat(name, 64); !ok || nerr != nil {
+				return nil, err
+			}
+			pos = append(pos, "-"+name) // the flag package moved past it
+			args = fs.Args()
+			continue
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func flagNames(fs *flag.FlagSet) []string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+// suggest returns the known flag closest to a mistyped one: the only one it
+// starts (3 letters at least), or one at most 1 edit away (2 beyond 4
+// letters), else "". A copy of admin.Suggest: loadtest, the outside
+// client, does not import the broker's packages.
+func suggest(got string, known []string) string {
+	got = strings.ToLower(got)
+	var prefixed []string
+	for _, k := range known {
+		if len(got) >= 3 && strings.HasPrefix(k, got) {
+			prefixed = append(prefixed, k)
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0]
+	}
+	limit := 1
+	if len(got) > 4 {
+		limit = 2
+	}
+	best, bestD := "", limit+1
+	for _, k := range known {
+		if d := editDistance(got, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal-string-alignment distance (insertions,
+// deletions, substitutions, swaps of neighbours; bytes).
+func editDistance(a, b string) int {
+	prev2, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }
 
 func pub(ctx context.Context, url, token string, tags []string, topic, message string, stderr io.Writer) int {

@@ -154,3 +154,56 @@ func TestClientCLICloseFrameWithUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// pub and sub have their own flags (--count is sub's), print their help on
+// stdout when asked, and answer a typo with one line naming the closest
+// flag (exit 2) instead of the whole help.
+func TestClientCLIFlags(t *testing.T) {
+	code, out, errOut := runClient(t, t.Context(), "pub", "--help")
+	if code != 0 || errOut != "" || !strings.HasPrefix(out, "Usage: gatecast pub") || strings.Contains(out, "count") ||
+		!strings.Contains(out, "-token") || !strings.Contains(out, "-tags") || !strings.Contains(out, "-url") {
+		t.Fatalf("pub --help: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	code, out, errOut = runClient(t, t.Context(), "sub", "-h")
+	if code != 0 || errOut != "" || !strings.HasPrefix(out, "Usage: gatecast sub") || !strings.Contains(out, "-count") {
+		t.Fatalf("sub -h: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pub", "--count", "1", "a", "b"}, "gatecast pub: unknown flag --count (it is a flag of gatecast sub: pub sends one message)"},
+		{[]string{"pub", "--tokn", "x", "a", "b"}, "gatecast pub: unknown flag --tokn; did you mean --token?"},
+		{[]string{"pub", "a", "b", "--ulr", "ws://x"}, "gatecast pub: unknown flag --ulr; did you mean --url?"},
+		{[]string{"sub", "--tag", "a/#"}, "gatecast sub: unknown flag --tag; did you mean --tags?"},
+		{[]string{"sub", "--tags", "a", "--cuont", "1"}, "gatecast sub: unknown flag --cuont; did you mean --count?"},
+		{[]string{"sub", "--frobnicate"}, "gatecast sub: unknown flag --frobnicate\n"},
+		{[]string{"pub", "a"}, "gatecast pub: needs TOPIC and MESSAGE, got 1 argument(s)"},
+		{[]string{"sub", "--token", "x"}, "gatecast sub: needs --tags"},
+		{[]string{"sub", "a/#"}, `gatecast sub: takes no arguments, got ["a/#"]`},
+		{[]string{"sub", "--count", "many", "--tags", "a"}, `gatecast sub: invalid value "many" for flag -count`},
+	} {
+		code, out, errOut := runClient(t, t.Context(), tc.args...)
+		cmd := tc.args[0]
+		if code != 2 || out != "" || !strings.HasPrefix(errOut, tc.want) || !strings.HasSuffix(errOut, "\nRun \"gatecast "+cmd+" --help\".\n") ||
+			strings.Count(errOut, "\n") != 2 {
+			t.Errorf("%v: exit %d, want 2 and %q in two lines\nstdout: %s\nstderr: %s", tc.args, code, tc.want, out, errOut)
+		}
+	}
+
+	// flags after the arguments, and a negative number as MESSAGE, reach
+	// the broker (which refuses the token)
+	n := testNode(t)
+	url := "ws://" + n.WSAddr() + "/ws/brocker/"
+	for _, args := range [][]string{
+		{"pub", "sensors/x", "1", "--url", url, "--token", "not-the-secret"},
+		{"pub", "--url", url, "--token", "not-the-secret", "sensors/x", "-5"},
+		{"pub", "--url", url, "--token", "not-the-secret", "--", "sensors/x", "--not-a-flag"},
+		{"sub", "--url", url, "--token", "not-the-secret", "--count", "1", "--tags", "a/#"},
+	} {
+		code, _, errOut := runClient(t, t.Context(), args...)
+		if code != 1 || !strings.HasSuffix(errOut, "closed by the broker: 4003 invalid token\n") {
+			t.Errorf("%v: exit %d %q, want 1 and 4003", args, code, errOut)
+		}
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/gatecast/gatecast/acl/seedimport"
@@ -61,8 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "gatecast", version)
 		return 0
 	case "help", "-h", "--help":
-		if len(args) > 1 && args[1] == "admin" {
-			return admin.RunCLI(ctx, []string{"help"}, stdout, stderr)
+		if len(args) > 1 {
+			return help(ctx, args[1], stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -79,8 +81,51 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return compare.RunCompareCLI(ctx, args[2:], stdout, stderr)
 	default:
+		// Global admin flags come first (--admin-url …): the admin CLI
+		// reads them and judges the command after them.
+		if !strings.HasPrefix(args[0], "-") && !slices.Contains(admin.Commands, args[0]) {
+			return unknownCommand(args[0], stderr)
+		}
 		return admin.RunCLI(ctx, args, stdout, stderr)
 	}
+}
+
+// help answers "gatecast help TOPIC".
+func help(ctx context.Context, topic string, stdout, stderr io.Writer) int {
+	switch {
+	case topic == "help" || strings.HasPrefix(topic, "-"):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case topic == "admin":
+		return admin.RunCLI(ctx, []string{"help"}, stdout, stderr)
+	case slices.Contains(admin.Commands, topic):
+		return admin.RunCLI(ctx, []string{"help", topic}, stdout, stderr)
+	case topic == "version":
+		fmt.Fprintln(stdout, "gatecast version prints the version.")
+		return 0
+	case slices.Contains(commands, topic):
+		ask := map[string]string{"import": "import seed", "bench": "bench compare"}[topic]
+		if ask == "" {
+			ask = topic
+		}
+		fmt.Fprintf(stdout, "Run \"gatecast %s --help\".\n", ask)
+		return 0
+	}
+	return unknownCommand(topic, stderr)
+}
+
+// commands are every first word gatecast takes, for suggestions.
+var commands = append([]string{"serve", "version", "help", "import", "sub", "pub", "loadtest", "bench"}, admin.Commands...)
+
+// unknownCommand reports a mistyped command in one line with the closest
+// one, instead of the whole help, and exits 2.
+func unknownCommand(cmd string, stderr io.Writer) int {
+	msg := fmt.Sprintf("gatecast: unknown command %q", cmd)
+	if s := admin.Suggest(cmd, commands); s != "" {
+		msg += fmt.Sprintf("; did you mean %q?", s)
+	}
+	fmt.Fprintf(stderr, "%s\nRun \"gatecast help\" for the commands.\n", msg)
+	return 2
 }
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
