@@ -340,15 +340,36 @@ func (n *Node) printBanner(out io.Writer) {
 		keyHint = n.keyPath + " (mode 0600)"
 		keyExport = "export GATECAST_ADMIN_KEY=$(cat " + n.keyPath + ")"
 	}
+	// The address to call the admin listener at: a wildcard listener is
+	// reached on loopback (or at --advertise-admin), unless only named hosts
+	// are answered, its own address always among them.
+	adminAddr := n.AdminAddr()
+	if host, port, err := net.SplitHostPort(adminAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			switch {
+			case n.cfg.AdvertiseAdmin != "":
+				adminAddr = n.advertisedAdmin()
+			case n.cfg.AdminAllowedHosts == "":
+				adminAddr = net.JoinHostPort("127.0.0.1", port)
+			}
+		}
+	}
+	// The CLI commands must reach this node, not whatever listens on the
+	// CLI's default admin address.
+	cli := "./bin/gatecast"
+	if "http://"+adminAddr != admin.DefaultAdminURL {
+		cli += " --admin-url http://" + adminAddr
+	}
 	fmt.Fprintf(out, `
 Gatecast is running.
   WebSocket (seed protocol):  ws://%[1]s/ws/brocker/
-  Admin API, /metrics:        http://%[2]s   (admin key: %[3]s)
+  Admin API:                  http://%[2]s   (admin key: %[3]s)
+  /metrics, /healthz:         http://%[2]s/metrics   (no key needed)
 
 Try it from another terminal:
   %[4]s
-  ./bin/gatecast token create --name demo            # prints the secret ONCE
-  ./bin/gatecast grant demo 'sensors/#' readwrite
+  %[6]s token create --name demo            # prints the secret ONCE
+  %[6]s grant demo 'sensors/#' readwrite
   ./bin/gatecast sub --url ws://%[1]s/ws/brocker/ --token <secret> --tags 'sensors/#'
   ./bin/gatecast pub --url ws://%[1]s/ws/brocker/ --token <secret> --tags 'sensors/#' sensors/room1/temp '{"c":21.5}'
   curl -H "Authorization: Bearer $GATECAST_ADMIN_KEY" http://%[2]s/api/v1/connections
@@ -356,7 +377,7 @@ Try it from another terminal:
 Seed clients connect unchanged with headers 'Authorization: Token <secret>' and 'Tag: a,b';
 browsers use ws://%[1]s/ws/brocker/?token=<secret>&tags=a,b
 %[5]sStop with Ctrl-C.
-`, n.WSAddr(), n.AdminAddr(), keyHint, keyExport, n.mqttBanner())
+`, n.WSAddr(), adminAddr, keyHint, keyExport, n.mqttBanner(), cli)
 }
 
 // mqttBanner is the banner's MQTT paragraph.
