@@ -457,7 +457,8 @@ func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Sessi
 	if err != nil {
 		var rej *broker.Rejection
 		if errors.As(err, &rej) {
-			h.log.Debug("connection rejected", "remote", hs.RemoteAddr, "code", rej.Code, "reason", rej.Reason)
+			// info, at most one line per cause every 10 s (lograte.go); never the secret
+			refusalLog.log(rej.Cause, h.log, slog.LevelInfo, "connection refused", "remote", hs.RemoteAddr, "code", rej.Code, "cause", rej.Cause, "reason", rej.Reason)
 			c.Close(rej.Code, rej.Reason)
 		} else {
 			h.log.Error("connection failed", "remote", hs.RemoteAddr, "err", err)

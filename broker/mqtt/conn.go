@@ -459,7 +459,7 @@ func (c *Conn) refused(err error) {
 		c.refuseV(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "store unavailable, retry")
 		return
 	}
-	c.srv.log.Debug("mqtt connection refused", "remote", c.remote, "cause", rej.Cause, "reason", rej.Reason)
+	logRefusal(c.srv.log, c.remote, rej) // info, sampled per cause (lograte.go)
 	switch rej.Cause {
 	case broker.CauseBadCredentials:
 		c.srv.metrics.connects[connBadCredentials].Inc()
