@@ -214,7 +214,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		}
 	}()
 	ok = true
-	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "data_dir", cfg.DataDir, "store", storeName(cfg), "redis", cfg.Redis, "node_id", nodeID)
+	log.Info("gatecast started", "listen", n.WSAddr(), "admin_listen", n.AdminAddr(), "mqtt_listen", n.MQTTAddr(), "data_dir", cfg.DataDir, "store", storeName(cfg), "redis", cfg.Redis, "node_id", nodeID)
 	return n, nil
 }
 
@@ -364,6 +364,7 @@ func (n *Node) printBanner(out io.Writer) {
 Gatecast is running.
   WebSocket (seed protocol):  ws://%[1]s/ws/brocker/
   Admin API:                  http://%[2]s   (admin key: %[3]s)
+  Web console:                http://%[2]s/   (sign in with the admin key)
   /metrics, /healthz:         http://%[2]s/metrics   (no key needed)
 
 Try it from another terminal:
