@@ -563,7 +563,7 @@ func TestCapRefusalLogSampled(t *testing.T) {
 	if n := strings.Count(buf.String(), "over a subscription cap"); n != 1 {
 		t.Fatalf("%d log lines for 50 refusals, want 1:\n%s", n, buf.String())
 	}
-	e.b.capLog.next.Store(0) // the interval has passed
+	e.b.capLog.Expire() // the interval has passed
 	e.b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: tags})
 	if out := buf.String(); strings.Count(out, "over a subscription cap") != 2 || !strings.Contains(out, "suppressed_since_last_line=49") {
 		t.Fatalf("after the interval:\n%s", out)

@@ -159,7 +159,7 @@ type Broker struct {
 	scratch      sync.Pool // *matchScratch, reused by publishers
 
 	maxSubs, maxTopicBytes, maxTopicLevels int
-	capLog                                 logSampler // refusals over the caps
+	capLog                                 LogSampler // refusals over the caps
 	maxStall                               time.Duration
 	maxOffline                             int
 	forwardSeed                            bool
@@ -216,7 +216,7 @@ func New(cfg Config) (*Broker, error) {
 		maxSubs:        cfg.MaxSubscriptions,
 		maxTopicBytes:  cfg.MaxTopicBytes,
 		maxTopicLevels: cfg.MaxTopicLevels,
-		capLog:         logSampler{every: 10 * time.Second},
+		capLog:         LogSampler{Every: 10 * time.Second},
 		maxStall:       cfg.MaxStall,
 	}
 	if b.maxStall == 0 {
@@ -377,7 +377,7 @@ func (b *Broker) checkFilter(f string, seed bool) (reason string, overCap bool) 
 func (b *Broker) refuseCap(req ConnectRequest, reason string) *Rejection {
 	b.metrics.connects[resultForbidden].Inc()
 	reason = closeReason(reason)
-	b.capLog.log(b.log, slog.LevelWarn, "connection refused: over a subscription cap (--max-subscriptions, --max-topic-bytes, --max-topic-levels)",
+	b.capLog.Log(b.log, slog.LevelWarn, "connection refused: over a subscription cap (--max-subscriptions, --max-topic-bytes, --max-topic-levels)",
 		"remote", req.RemoteAddr, "reason", reason)
 	return reject(CauseInvalid, reason)
 }

@@ -1,11 +1,7 @@
 package broker
 
 import (
-	"context"
-	"log/slog"
 	"strconv"
-	"sync/atomic"
-	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -109,28 +105,4 @@ func tagReasonShown(prefix, tag, suffix string, shown int) string {
 		i += n
 	}
 	return closeReason(prefix + string(q) + `"` + ellipsis + suffix)
-}
-
-// logSampler lets one log line through per interval, for events a client
-// can trigger at will: an attacker must not be able to fill the disk
-// through our logs. The lines it holds back are counted into the next one.
-type logSampler struct {
-	every      time.Duration
-	next       atomic.Int64 // unix nanoseconds before which lines are held back
-	suppressed atomic.Int64
-}
-
-// log writes msg at level if the interval has passed since the last line,
-// adding how many were held back meanwhile.
-func (s *logSampler) log(l *slog.Logger, level slog.Level, msg string, args ...any) {
-	now := time.Now().UnixNano()
-	next := s.next.Load()
-	if now < next || !s.next.CompareAndSwap(next, now+int64(s.every)) {
-		s.suppressed.Add(1)
-		return
-	}
-	if n := s.suppressed.Swap(0); n > 0 {
-		args = append(args, "suppressed_since_last_line", n)
-	}
-	l.Log(context.Background(), level, msg, args...)
 }

@@ -159,10 +159,7 @@ func TestRefusalLogSampled(t *testing.T) {
 	n := startNodeLogged(t, slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	tok := n.createToken("fleet", 0)
 	n.grant(tok, n.createTag("fleet/#"), "read")
-	for i := range refusalLog { // other tests' refusals in this process
-		refusalLog[i].next.Store(0)
-		refusalLog[i].suppressed.Store(0)
-	}
+	refusalLog.Reset() // other tests' refusals in this process
 
 	const size = 200
 	url := n.seedURL()
@@ -195,7 +192,7 @@ func TestRefusalLogSampled(t *testing.T) {
 		t.Fatalf("a secret is in the log:\n%s", sink)
 	}
 	// once the interval has passed the next line counts the held-back ones
-	refusalLog[broker.CauseBadCredentials].next.Store(0)
+	refusalLog[broker.CauseBadCredentials].Expire()
 	if code, _, err := seedRefused(url, "not-the-secret-again", "fleet/#"); err != nil || code != 4003 {
 		t.Fatalf("one more refusal: %d %v", code, err)
 	}

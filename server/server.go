@@ -459,7 +459,7 @@ func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Sessi
 		var rej *broker.Rejection
 		if errors.As(err, &rej) {
 			// info, at most one line per cause every 10 s (lograte.go); never the secret
-			refusalLog.log(rej.Cause, h.log, slog.LevelInfo, "connection refused", "remote", hs.RemoteAddr, "code", rej.Code, "cause", rej.Cause, "reason", rej.Reason)
+			refusalLog.Log(rej.Cause, h.log, slog.LevelInfo, "connection refused", "remote", hs.RemoteAddr, "code", rej.Code, "cause", rej.Cause, "reason", rej.Reason)
 			c.Close(rej.Code, rej.Reason)
 		} else {
 			h.log.Error("connection failed", "remote", hs.RemoteAddr, "err", err)
