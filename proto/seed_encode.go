@@ -36,6 +36,10 @@ func AppendFrameHeader(dst []byte, op ws.OpCode, n int) []byte {
 	}
 }
 
+// FrameHeaderLen is the size of the header AppendFrameHeader writes for a
+// payload of n bytes.
+func FrameHeaderLen(n int) int { return frameHeaderLen(n) }
+
 // frameHeaderLen is the size of the header AppendFrameHeader writes.
 func frameHeaderLen(n int) int {
 	switch {

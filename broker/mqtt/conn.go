@@ -864,7 +864,7 @@ func (c *Conn) sendDeliveryWhy(f *proto.Frame) (n int, ok, tooLarge bool, backlo
 		n := len(f.B)
 		if c.ws {
 			for _, h := range [...]int{2, 4, 10} {
-				if wsHeaderLen(n-h) == h {
+				if proto.FrameHeaderLen(n-h) == h {
 					n -= h
 					break
 				}

@@ -59,14 +59,14 @@ func publishLen(version byte, m *broker.Message, qos byte, subIDs []uint32, alia
 	if version == packet.Version5 {
 		props = len(m.Props)
 		for _, id := range subIDs {
-			props += 1 + varintLen(int(id))
+			props += 1 + packet.VarintLen(int(id))
 		}
 		if alias > 0 {
 			props += 3
 		}
-		body += varintLen(props) + props
+		body += packet.VarintLen(props) + props
 	}
-	return 1 + varintLen(body) + body, body, props
+	return 1 + packet.VarintLen(body) + body, body, props
 }
 
 // appendPublish appends one PUBLISH packet for m — in a WebSocket binary
@@ -84,7 +84,7 @@ func appendPublishAlias(dst []byte, version byte, wsFraming bool, m *broker.Mess
 	total, body, props := publishLen(version, m, qos, subIDs, alias, aliasOnly)
 	need := total
 	if wsFraming {
-		need += wsHeaderLen(total)
+		need += proto.FrameHeaderLen(total)
 	}
 	if cap(dst)-len(dst) < need {
 		grown := make([]byte, len(dst), len(dst)+need)
@@ -102,7 +102,7 @@ func appendPublishAlias(dst []byte, version byte, wsFraming bool, m *broker.Mess
 		b0 |= 8
 	}
 	dst = append(dst, b0)
-	dst = appendVarint(dst, body)
+	dst = packet.AppendVarint(dst, body)
 	if aliasOnly {
 		dst = append(dst, 0, 0)
 	} else {
@@ -113,11 +113,11 @@ func appendPublishAlias(dst []byte, version byte, wsFraming bool, m *broker.Mess
 		dst = append(dst, byte(id>>8), byte(id))
 	}
 	if version == packet.Version5 {
-		dst = appendVarint(dst, props)
+		dst = packet.AppendVarint(dst, props)
 		dst = append(dst, m.Props...)
 		for _, sid := range subIDs {
 			dst = append(dst, packet.PropSubscriptionIdentifier)
-			dst = appendVarint(dst, int(sid))
+			dst = packet.AppendVarint(dst, int(sid))
 		}
 		if alias > 0 {
 			dst = append(dst, packet.PropTopicAlias, byte(alias>>8), byte(alias))
@@ -132,40 +132,6 @@ func appendFramed(dst []byte, wsFraming bool, pkt []byte) []byte {
 		dst = proto.AppendFrameHeader(dst, ws.OpBinary, len(pkt))
 	}
 	return append(dst, pkt...)
-}
-
-func wsHeaderLen(n int) int {
-	switch {
-	case n <= 125:
-		return 2
-	case n <= 0xFFFF:
-		return 4
-	}
-	return 10
-}
-
-// appendVarint appends an MQTT variable byte integer.
-func appendVarint(b []byte, v int) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
-
-func varintLen(v int) int {
-	switch {
-	case v < 1<<7:
-		return 1
-	case v < 1<<14:
-		return 2
-	case v < 1<<21:
-		return 3
-	}
-	return 4
 }
 
 // travelling are the MQTT 5 PUBLISH properties that travel with a message
@@ -208,27 +174,10 @@ func appendTravellingExcept(dst []byte, p *packet.Properties, skip byte) ([]byte
 	start := len(dst)
 	dst = packet.AppendProperties(dst, &t)
 	// drop the length prefix AppendProperties wrote
-	l, k := readVarint(dst[start:])
-	if k <= 0 || l != len(dst)-start-k {
+	l, k := packet.DecodeVarint(dst[start:])
+	if k <= 0 || int(l) != len(dst)-start-k {
 		return dst[:start], false
 	}
 	copy(dst[start:], dst[start+k:])
 	return dst[:len(dst)-k], true
-}
-
-// readVarint reads an MQTT variable byte integer; k is its size, 0 when b
-// is too short, -1 when it is malformed.
-func readVarint(b []byte) (v, k int) {
-	mult := 1
-	for i := 0; i < 4; i++ {
-		if i >= len(b) {
-			return 0, 0
-		}
-		v += int(b[i]&0x7f) * mult
-		if b[i]&0x80 == 0 {
-			return v, i + 1
-		}
-		mult <<= 7
-	}
-	return 0, -1
 }

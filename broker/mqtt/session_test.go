@@ -39,7 +39,7 @@ func (cl *client) connectPersistent(secret, clientID string, expiry uint32) pack
 
 func appendRaw(b []byte, r rx) []byte {
 	b = append(b, r.h.Type<<4|r.h.Flags)
-	b = appendVarint(b, len(r.body))
+	b = packet.AppendVarint(b, len(r.body))
 	return append(b, r.body...)
 }
 

@@ -45,6 +45,17 @@ func appendVarint(b []byte, v int) []byte {
 	return append(b, byte(u))
 }
 
+// AppendVarint appends v as an MQTT variable byte integer (for callers that
+// write a packet themselves, as the broker's shared PUBLISH encoder does).
+func AppendVarint(b []byte, v int) []byte { return appendVarint(b, v) }
+
+// VarintLen is the encoded size of v as a variable byte integer.
+func VarintLen(v int) int { return varintLen(v) }
+
+// DecodeVarint reads a variable byte integer at the start of b: n > 0 its
+// size, 0 when b ends inside it, < 0 when it is malformed.
+func DecodeVarint(b []byte) (v uint32, n int) { return decodeVarint(b) }
+
 // varintLen is the encoded size of v.
 func varintLen(v int) int {
 	switch u := uint(v); {
