@@ -224,6 +224,8 @@ type aggregator struct {
 	errors   map[string]int64
 	badTicks int
 	printed  int
+	last     []int     // the last second each worker reported (its ticks come in order); -1 none
+	maxSeen  int       // the last second any worker reported
 	progress io.Writer // nil: quiet
 	broker   *brokerSampler
 }
@@ -246,11 +248,14 @@ func newAggregator(workers int, progress io.Writer, broker *brokerSampler) *aggr
 		close:    newHist(),
 		errors:   make(map[string]int64),
 		printed:  -1,
+		last:     make([]int, workers),
+		maxSeen:  -1,
 		progress: progress,
 		broker:   broker,
 	}
 	for i := range a.live {
 		a.live[i] = true
+		a.last[i] = -1
 	}
 	for k := range a.lat {
 		a.lat[k] = newHist()
@@ -274,6 +279,8 @@ func (a *aggregator) addTick(w int, t *tickData) {
 		a.points[t.Sec] = p
 	}
 	p.reported[w] = true
+	a.last[w] = max(a.last[w], t.Sec)
+	a.maxSeen = max(a.maxSeen, t.Sec)
 	// A second's connections are the most any tick of it reported (the
 	// last tick of a run comes after its connections are closed).
 	p.open[w] = max(p.open[w], t.Open)
@@ -320,20 +327,20 @@ func (a *aggregator) workerGone(w int) {
 }
 
 // printReady prints the progress line of every second all live workers
-// have reported. Called with mu held.
+// are done with: each has reported it or a later one (a worker's ticks come
+// in order, and one that started late never reports the seconds before its
+// first). A second nobody reported gets no line. Called with mu held.
 func (a *aggregator) printReady() {
-	for {
-		p := a.points[a.printed+1]
-		if p == nil {
-			return
-		}
+	for a.printed < a.maxSeen {
+		next := a.printed + 1
 		for w, live := range a.live {
-			if live && !p.reported[w] {
+			if live && a.last[w] < next {
 				return
 			}
 		}
-		a.printed++
-		if a.progress == nil {
+		a.printed = next
+		p := a.points[next]
+		if p == nil || a.progress == nil {
 			continue
 		}
 		var open int64
