@@ -295,7 +295,7 @@ func (c *Conn) connect(body []byte) {
 	} else {
 		c.window = int32(c.srv.cfg.MaxInflight)
 	}
-	c.enc, _ = sharedEncoding(c.version, c.ws)
+	c.enc = sharedEncoding(c.version, c.ws)
 	if p.WillFlag {
 		w := &will{topic: string(p.WillTopic), payload: append([]byte(nil), p.WillPayload...), qos: p.WillQoS, retain: p.WillRetain}
 		if c.version == packet.Version5 {

@@ -31,18 +31,18 @@ func sharedV5WS(dst []byte, m *broker.Message) []byte {
 	return appendPublish(dst, packet.Version5, true, m, 0, 0, false, false, nil)
 }
 
-// sharedEncoding returns the encoding slot and encoder of a connection's
-// variant.
-func sharedEncoding(version byte, wsFraming bool) (broker.Encoding, func([]byte, *broker.Message) []byte) {
+// sharedEncoding returns the encoding slot of a connection's variant; its
+// encoder is encoders[slot].
+func sharedEncoding(version byte, wsFraming bool) broker.Encoding {
 	switch {
 	case version == packet.Version5 && wsFraming:
-		return encV5WS, sharedV5WS
+		return encV5WS
 	case version == packet.Version5:
-		return encV5TCP, sharedV5TCP
+		return encV5TCP
 	case wsFraming:
-		return encV3WS, sharedV3WS
+		return encV3WS
 	}
-	return encV3TCP, sharedV3TCP
+	return encV3TCP
 }
 
 // publishLen is the size of the PUBLISH packet appendPublishAlias writes,
