@@ -69,6 +69,13 @@ type Token struct {
 	// IsWeakSecret): it authenticates like any other, but should be
 	// rotated. A rotation (SetTokenHash) clears it.
 	WeakSecret bool
+	// Version is the version of the token's rights: drawn from one sequence
+	// per store (so versions of different tokens compare), it grows with
+	// every write that changes what the token may do or who it is (see
+	// Store). A copy of a token's rights held outside the store (a cache,
+	// the cluster's projection in Redis) is to be replaced only by a copy
+	// with a higher Version.
+	Version int64
 }
 
 // NewToken is a token to create with Store.CreateTokenWith.
@@ -117,6 +124,10 @@ type TokenUpdate struct {
 	Disabled       *bool
 }
 
+// MaxVersionBatch is the most token IDs Store.TokenVersions reads in one
+// query; longer lists take one query per MaxVersionBatch IDs.
+const MaxVersionBatch = 1000
+
 // Errors returned by every Store.
 var (
 	ErrNotFound = errors.New("acl: not found")
@@ -146,6 +157,30 @@ var (
 //   - A ctx already done when the call starts fails it with an error
 //     wrapping ctx.Err() and changes nothing; one that ends during the call
 //     aborts it with an error.
+//
+// Rights versions (Token.Version), the order that copies of a token's
+// rights kept outside the store (the cluster's Redis projection, node
+// caches) are reconciled by:
+//   - One sequence per store, starting at 1, numbers every version, so the
+//     versions of different tokens compare.
+//   - Each write that changes what a token may do or who it is gives every
+//     token it affects a Version strictly greater than any version the
+//     store handed out before, in the same transaction as the change:
+//     CreateToken and CreateTokenWith (the new token), UpdateToken with at
+//     least one field set (even to the value it had), SetTokenHash,
+//     SetPermission (even to the permission held), DeletePermission,
+//     UpdateTag and DeleteTag (every token holding a permission on the
+//     tag). The tokens one write affects may get one version or several.
+//     Such writes are serialised with each other, so versions follow
+//     commit order: a write that commits later carries higher versions.
+//   - Nothing else changes a Version: not reads, not CreateTag, not an
+//     UpdateToken with no field set, not a refused or failed write. The
+//     sequence itself may advance without any Version changing (a failed
+//     write may use up a value), never back.
+//   - DeleteToken, DeleteTag and DeletePermission advance the sequence too
+//     (a deleted token keeps no row to carry a version), so RightsVersion
+//     read after one of them returns is strictly greater than any Version
+//     the deleted token, or a token that lost the permission, ever had.
 type Store interface {
 	CreateToken(ctx context.Context, name string, maxConnections int, hash Hash) (Token, error)
 	GetToken(ctx context.Context, id int64) (Token, error)
@@ -188,6 +223,20 @@ type Store interface {
 	ListImported(ctx context.Context, source string) ([]Imported, error)
 	// CountWeakSecrets returns how many tokens have WeakSecret set.
 	CountWeakSecrets(ctx context.Context) (int, error)
+
+	// RightsVersion returns the current value of the rights-version
+	// sequence (0 before any version was handed out): at least the Version
+	// of every token read before the call, and, once a DeleteToken,
+	// DeleteTag or DeletePermission has returned, strictly greater than
+	// every Version the tokens it affected had before it. A tombstone
+	// versioned with it outranks every copy of a deleted or rotated token
+	// made before the deletion or rotation.
+	RightsVersion(ctx context.Context) (int64, error)
+	// TokenVersions returns the current Version of each token of ids that
+	// exists; a missing (deleted or never created) ID is absent from the
+	// map. It reads at most MaxVersionBatch IDs per query; the map is
+	// never nil. Duplicate IDs are allowed.
+	TokenVersions(ctx context.Context, ids []int64) (map[int64]int64, error)
 
 	// AppendAudit stores an audit entry (see AuditEntry) and returns it
 	// with its ID, and its time when e.At was zero. IDs only grow.

@@ -51,6 +51,13 @@ func RunStoreSuite(t *testing.T, open func(t *testing.T) acl.Store) {
 		{"ConcurrentSameTag", testConcurrentSameTag},
 		{"WeakSecretFlag", testWeakSecretFlag},
 		{"CreateTokenWithOrigin", testCreateTokenWithOrigin},
+		{"VersionsEveryWrite", testVersionsEveryWrite},
+		{"VersionsRefusedWrites", testVersionsRefusedWrites},
+		{"VersionsGlobalSequence", testVersionsGlobalSequence},
+		{"RightsVersionAfterDeletes", testRightsVersionAfterDeletes},
+		{"TokenVersions", testTokenVersions},
+		{"TokenVersionsManyIDs", testTokenVersionsManyIDs},
+		{"VersionsConcurrent", testVersionsConcurrent},
 		{"AuditAppendList", testAuditAppendList},
 		{"AuditFilters", testAuditFilters},
 		{"AuditInvalid", testAuditInvalid},
@@ -136,7 +143,7 @@ func sameToken(t *testing.T, what string, got, want acl.Token) {
 	t.Helper()
 	if got.ID != want.ID || got.Name != want.Name || got.Hash != want.Hash ||
 		got.MaxConnections != want.MaxConnections || got.Disabled != want.Disabled ||
-		got.WeakSecret != want.WeakSecret || !got.CreatedAt.Equal(want.CreatedAt) {
+		got.WeakSecret != want.WeakSecret || !got.CreatedAt.Equal(want.CreatedAt) || got.Version != want.Version {
 		t.Errorf("%s: got %+v, want %+v", what, got, want)
 	}
 }
@@ -334,6 +341,11 @@ func testUpdateTokenPartial(t *testing.T, s acl.Store) {
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
+		// A field set, even to its value, is a new version; none is not.
+		if empty := st.u == (acl.TokenUpdate{}); empty && got.Version != want.Version || !empty && got.Version <= want.Version {
+			t.Errorf("step %d: UpdateToken(%+v) took the version from %d to %d", i, st.u, want.Version, got.Version)
+		}
+		want.Version = got.Version
 		sameToken(t, fmt.Sprintf("step %d: UpdateToken result", i), got, want)
 		got, err = s.GetToken(bg, orig.ID)
 		if err != nil {
@@ -375,6 +387,10 @@ func testSetTokenHash(t *testing.T, s acl.Store) {
 	}
 	want := tok
 	want.Hash = newHash
+	if got.Version <= tok.Version {
+		t.Errorf("SetTokenHash left the version at %d (was %d)", got.Version, tok.Version)
+	}
+	want.Version = got.Version
 	sameToken(t, "SetTokenHash result", got, want)
 	_, err = s.GetTokenByHash(bg, tok.Hash)
 	wantErr(t, "GetTokenByHash(old hash)", err, acl.ErrNotFound)
@@ -774,6 +790,10 @@ func testCancelledContext(t *testing.T, s acl.Store) {
 	tok := mustToken(t, s, "dev", 0)
 	tag := mustTag(t, s, "a/#")
 	mustSet(t, s, tok.ID, tag.ID, acl.PermRead)
+	tok, err := s.GetToken(bg, tok.ID) // with the version the permission gave it
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(bg)
 	cancel()
 	name := "changed"
@@ -808,7 +828,13 @@ func testCancelledContext(t *testing.T, s acl.Store) {
 			_, err := s.AppendAudit(ctx, acl.AuditEntry{Action: "ctx.test", Status: 200})
 			return err
 		},
-		"ListAudit": func() error { _, err := s.ListAudit(ctx, acl.AuditQuery{Limit: 10}); return err },
+		"ListAudit":     func() error { _, err := s.ListAudit(ctx, acl.AuditQuery{Limit: 10}); return err },
+		"RightsVersion": func() error { _, err := s.RightsVersion(ctx); return err },
+		"TokenVersions": func() error { _, err := s.TokenVersions(ctx, []int64{tok.ID}); return err },
+		"TokenVersions(none)": func() error {
+			_, err := s.TokenVersions(ctx, nil)
+			return err
+		},
 	}
 	for name, call := range calls {
 		wantErr(t, name+" with a cancelled context", call(), context.Canceled)

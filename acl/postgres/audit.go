@@ -23,15 +23,21 @@ func (s *Store) CreateTokenWith(ctx context.Context, t acl.NewToken) (_ acl.Toke
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	var tok acl.Token
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = s.rightsWrite(ctx, func(b *pgx.Batch) {
+		// rights_version defaults to nextval.
+		b.Queue(`INSERT INTO tokens (name, hash, max_connections, weak_secret)
+			VALUES ($1, $2, $3, $4) RETURNING `+tokenColumns, t.Name, t.Hash[:], int64(t.MaxConnections), t.WeakSecret)
+		if t.Origin != nil {
+			// The token row inserted just before, in the same transaction.
+			b.Queue(`INSERT INTO token_origins (source, source_id, token_id, imported_at)
+				SELECT $1::text, $2::bigint, id, created_at FROM tokens WHERE hash = $3`, t.Origin.Source, t.Origin.ID, t.Hash[:])
+		}
+	}, func(br pgx.BatchResults) error {
 		var err error
-		tok, err = scanToken(tx.QueryRow(ctx, `INSERT INTO tokens (name, hash, max_connections, weak_secret)
-			VALUES ($1, $2, $3, $4) RETURNING `+tokenColumns, t.Name, t.Hash[:], int64(t.MaxConnections), t.WeakSecret))
-		if err != nil || t.Origin == nil {
+		if tok, err = scanToken(br.QueryRow()); err != nil || t.Origin == nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO token_origins (source, source_id, token_id, imported_at) VALUES ($1, $2, $3, $4)",
-			t.Origin.Source, t.Origin.ID, tok.ID, tok.CreatedAt)
+		_, err = br.Exec()
 		return err
 	})
 	if code, constraint := pgCode(err); code == uniqueViolation {

@@ -16,9 +16,13 @@
 // contain a DSN password or a token hash.
 //
 // Concurrency: every method may be called from any goroutine; each call
-// borrows a pooled connection for its duration. Writes are single
-// statements, so Postgres's own row locking orders concurrent writers from
-// any node.
+// borrows a pooled connection for its duration. Each write is one round
+// trip and one transaction. The writes that hand out rights versions
+// (acl.Token.Version: every write of tokens and permissions, and UpdateTag
+// and DeleteTag) are one batch that first takes a transaction-scoped
+// advisory lock, so they are serialised across every node and versions
+// follow commit order; the other writes are single statements, ordered by
+// Postgres's own row locking.
 package postgres
 
 import (

@@ -410,3 +410,73 @@ func TestMetricsMigrateFailure(t *testing.T) {
 		t.Fatalf("migrate: %d calls, %v errors; want 2 calls, 1 error", calls, errs)
 	}
 }
+
+// A database at schema version 3 (before rights versions) is migrated in
+// place: each existing token gets a distinct version of at least 1 and at
+// most RightsVersion, and the next write gives a higher one.
+func TestMigrateRightsVersion(t *testing.T) {
+	dsn := testserver.PostgresDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:3] {
+		if _, err := conn.Exec(ctx, m.sql); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, secret := range []string{"one", "two", "three"} {
+		h := acl.HashSecret([]byte(secret))
+		if _, err := conn.Exec(ctx, "INSERT INTO tokens (name, hash) VALUES ($1, $2)", secret, h[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rv, err := s.RightsVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := s.ListTokens(ctx)
+	if err != nil || len(ts) != 3 {
+		t.Fatalf("ListTokens after migration = %+v, %v", ts, err)
+	}
+	seen := map[int64]bool{}
+	for _, tok := range ts {
+		if tok.Version < 1 || tok.Version > rv || seen[tok.Version] {
+			t.Errorf("migrated token %d has version %d; RightsVersion %d; seen %v", tok.ID, tok.Version, rv, seen)
+		}
+		seen[tok.Version] = true
+	}
+	name := "renamed"
+	got, err := s.UpdateToken(ctx, ts[0].ID, acl.TokenUpdate{Name: &name})
+	if err != nil || got.Version <= rv {
+		t.Fatalf("UpdateToken after migration = version %d, %v; want above %d", got.Version, err, rv)
+	}
+	// A row inserted by hand gets a version from the column's default.
+	h := acl.HashSecret([]byte("by hand"))
+	if _, err := conn.Exec(ctx, "INSERT INTO tokens (name, hash) VALUES ('hand', $1)", h[:]); err != nil {
+		t.Fatal(err)
+	}
+	if hand, err := s.GetTokenByHash(ctx, h); err != nil || hand.Version <= got.Version {
+		t.Fatalf("hand-inserted token = version %d, %v; want above %d", hand.Version, err, got.Version)
+	}
+}

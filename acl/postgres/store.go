@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,7 +13,7 @@ import (
 	"github.com/gatecast/gatecast/acl/internal/storemetrics"
 )
 
-const tokenColumns = "id, name, hash, max_connections, disabled, created_at, weak_secret"
+const tokenColumns = "id, name, hash, max_connections, disabled, created_at, weak_secret, rights_version"
 
 const selectToken = "SELECT " + tokenColumns + " FROM tokens"
 
@@ -32,7 +33,7 @@ func scanToken(r pgx.Row) (acl.Token, error) {
 		hash     []byte
 		maxConns int64
 	)
-	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &t.Disabled, &t.CreatedAt, &t.WeakSecret); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &t.Disabled, &t.CreatedAt, &t.WeakSecret, &t.Version); err != nil {
 		return acl.Token{}, err
 	}
 	if len(hash) != len(t.Hash) {
@@ -51,6 +52,48 @@ func tagNotFound(id int64) error   { return fmt.Errorf("%w: tag %d", acl.ErrNotF
 
 var errHashExists = fmt.Errorf("%w: a token with this hash exists", acl.ErrConflict)
 
+// rightsLockKey is the pg_advisory_xact_lock key that serialises, across
+// every node, the writes that hand out rights versions: "gcrights" in
+// ASCII.
+const rightsLockKey int64 = 0x6763726967687473
+
+// nextVersion is the SQL expression of a new rights version.
+const nextVersion = "nextval('gc_rights_version')"
+
+// rightsWrite runs a write that hands out rights versions: the statements
+// queue adds, after one that takes the advisory lock rightsLockKey, sent as
+// one batch — one round trip, one implicit transaction (pgx ends a batch
+// with a single Sync), committed when every statement succeeded. read
+// reads the results of queue's statements in order. Holding the lock, the
+// write draws its nextval values after every earlier such write committed
+// and before any later one starts, so versions follow commit order, and
+// the statements after the lock see every earlier such write (each takes
+// its own snapshot, read committed) — a permission being set while its tag
+// is updated, say, cannot slip between the tag change and the versioning
+// of its holders. The lock is released by the commit or rollback, also
+// when the connection dies.
+func (s *Store) rightsWrite(ctx context.Context, queue func(b *pgx.Batch), read func(br pgx.BatchResults) error) error {
+	b := &pgx.Batch{}
+	b.Queue("SELECT pg_advisory_xact_lock($1)", rightsLockKey)
+	queue(b)
+	br := s.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		err = read(br)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// rightsRow runs one statement returning one row as a rights write (see
+// rightsWrite) and scans it with scan.
+func (s *Store) rightsRow(ctx context.Context, scan func(pgx.Row) error, sql string, args ...any) error {
+	return s.rightsWrite(ctx, func(b *pgx.Batch) { b.Queue(sql, args...) },
+		func(br pgx.BatchResults) error { return scan(br.QueryRow()) })
+}
+
 // CreateToken stores a new token. name, maxConnections and hash are checked
 // with acl's Validate functions; a hash already in use is acl.ErrConflict.
 func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int, hash acl.Hash) (_ acl.Token, err error) {
@@ -58,8 +101,11 @@ func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int
 		return acl.Token{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	t, err := scanToken(s.pool.QueryRow(ctx, `INSERT INTO tokens (name, hash, max_connections)
-		VALUES ($1, $2, $3) RETURNING `+tokenColumns, name, hash[:], int64(maxConnections)))
+	var t acl.Token
+	err = s.rightsRow(ctx, func(r pgx.Row) (err error) { t, err = scanToken(r); return err },
+		// rights_version defaults to nextval.
+		`INSERT INTO tokens (name, hash, max_connections)
+		VALUES ($1, $2, $3) RETURNING `+tokenColumns, name, hash[:], int64(maxConnections))
 	if isUnique(err) {
 		return acl.Token{}, errHashExists
 	}
@@ -137,11 +183,19 @@ func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (_
 		m := int64(*u.MaxConnections)
 		maxConns = &m
 	}
-	t, err := scanToken(s.pool.QueryRow(ctx, `UPDATE tokens SET
-			name = coalesce($1, name),
-			max_connections = coalesce($2, max_connections),
-			disabled = coalesce($3, disabled)
-		WHERE id = $4 RETURNING `+tokenColumns, u.Name, maxConns, u.Disabled, id))
+	var t acl.Token
+	if u.Name == nil && u.MaxConnections == nil && u.Disabled == nil {
+		// Nothing to change, the version neither: the token as it is.
+		t, err = scanToken(s.pool.QueryRow(ctx, selectToken+" WHERE id = $1", id))
+	} else {
+		err = s.rightsRow(ctx, func(r pgx.Row) (err error) { t, err = scanToken(r); return err },
+			`UPDATE tokens SET
+				name = coalesce($1, name),
+				max_connections = coalesce($2, max_connections),
+				disabled = coalesce($3, disabled),
+				rights_version = `+nextVersion+`
+			WHERE id = $4 RETURNING `+tokenColumns, u.Name, maxConns, u.Disabled, id)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return acl.Token{}, tokenNotFound(id)
 	}
@@ -158,8 +212,10 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ ac
 		return acl.Token{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	t, err := scanToken(s.pool.QueryRow(ctx,
-		"UPDATE tokens SET hash = $1, weak_secret = false WHERE id = $2 RETURNING "+tokenColumns, hash[:], id))
+	var t acl.Token
+	err = s.rightsRow(ctx, func(r pgx.Row) (err error) { t, err = scanToken(r); return err },
+		"UPDATE tokens SET hash = $1, weak_secret = false, rights_version = "+nextVersion+
+			" WHERE id = $2 RETURNING "+tokenColumns, hash[:], id)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return acl.Token{}, tokenNotFound(id)
@@ -171,10 +227,12 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ ac
 	return t, nil
 }
 
-// DeleteToken deletes the token and, by cascade, its permissions.
+// DeleteToken deletes the token and, by cascade, its permissions, and
+// advances the rights-version sequence (see acl.Store.RightsVersion).
 func (s *Store) DeleteToken(ctx context.Context, id int64) (err error) {
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	return s.deleteRow(ctx, "DELETE FROM tokens WHERE id = $1", tokenNotFound(id), id)
+	return s.deleteVersioned(ctx, "", "WITH d AS (DELETE FROM tokens WHERE id = $1 RETURNING id) SELECT "+nextVersion+" FROM d",
+		tokenNotFound(id), id)
 }
 
 // CreateTag stores a new tag. The pattern must pass acl.ValidatePattern; a
@@ -239,7 +297,18 @@ func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (_ acl.
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
 	t := acl.Tag{Pattern: pattern}
-	err = s.pool.QueryRow(ctx, "UPDATE tags SET pattern = $1 WHERE id = $2 RETURNING id", pattern, id).Scan(&t.ID)
+	err = s.rightsWrite(ctx, func(b *pgx.Batch) {
+		b.Queue("UPDATE tags SET pattern = $1 WHERE id = $2 RETURNING id", pattern, id)
+		// Then the holders, in a statement of its own: its snapshot has
+		// every permission committed before the lock was taken.
+		b.Queue(bumpTagHolders, id)
+	}, func(br pgx.BatchResults) error {
+		if err := br.QueryRow().Scan(&t.ID); err != nil {
+			return err
+		}
+		_, err := br.Exec()
+		return err
+	})
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return acl.Tag{}, tagNotFound(id)
@@ -251,10 +320,21 @@ func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (_ acl.
 	return t, nil
 }
 
-// DeleteTag deletes the tag and, by cascade, every permission on it.
+// bumpTagHolders gives every token holding a permission on tag $1 a new
+// rights version (through the permissions_by_tag index).
+const bumpTagHolders = "UPDATE tokens SET rights_version = " + nextVersion +
+	" WHERE id IN (SELECT token_id FROM permissions WHERE tag_id = $1)"
+
+// DeleteTag deletes the tag and, by cascade, every permission on it, giving
+// the tokens that held one a new rights version first, and advances the
+// rights-version sequence.
 func (s *Store) DeleteTag(ctx context.Context, id int64) (err error) {
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	return s.deleteRow(ctx, "DELETE FROM tags WHERE id = $1", tagNotFound(id), id)
+	// The holders first, while the cascade has not yet taken their
+	// permissions.
+	return s.deleteVersioned(ctx, bumpTagHolders,
+		"WITH d AS (DELETE FROM tags WHERE id = $1 RETURNING id) SELECT "+nextVersion+" FROM d",
+		tagNotFound(id), id)
 }
 
 // SetPermission creates or replaces the permission of token on tag. A
@@ -266,9 +346,18 @@ func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.P
 		return err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	_, err = s.pool.Exec(ctx, `INSERT INTO permissions (token_id, tag_id, permission) VALUES ($1, $2, $3)
-		ON CONFLICT (token_id, tag_id) DO UPDATE SET permission = excluded.permission`,
-		tokenID, tagID, p.String())
+	err = s.rightsWrite(ctx, func(b *pgx.Batch) {
+		b.Queue(`INSERT INTO permissions (token_id, tag_id, permission) VALUES ($1, $2, $3)
+			ON CONFLICT (token_id, tag_id) DO UPDATE SET permission = excluded.permission`,
+			tokenID, tagID, p.String())
+		b.Queue("UPDATE tokens SET rights_version = "+nextVersion+" WHERE id = $1", tokenID)
+	}, func(br pgx.BatchResults) error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		_, err := br.Exec()
+		return err
+	})
 	if code, constraint := pgCode(err); code == foreignKeyViolation {
 		if constraint == "permissions_tag_fk" {
 			return tagNotFound(tagID)
@@ -281,11 +370,12 @@ func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.P
 	return nil
 }
 
-// DeletePermission removes the permission of token on tag, or returns
-// acl.ErrNotFound when there is none.
+// DeletePermission removes the permission of token on tag, giving the token
+// a new rights version, or returns acl.ErrNotFound when there is none.
 func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) (err error) {
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	return s.deleteRow(ctx, "DELETE FROM permissions WHERE token_id = $1 AND tag_id = $2",
+	return s.deleteVersioned(ctx, "", `WITH d AS (DELETE FROM permissions WHERE token_id = $1 AND tag_id = $2 RETURNING token_id)
+		UPDATE tokens SET rights_version = `+nextVersion+` WHERE id IN (SELECT token_id FROM d) RETURNING rights_version`,
 		fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID), tokenID, tagID)
 }
 
@@ -384,15 +474,77 @@ func (s *Store) TokensWithTag(ctx context.Context, tagID int64) (_ []int64, err 
 	return ids, nil
 }
 
-// deleteRow runs a single-row DELETE and returns notFound when it removed
-// nothing.
-func (s *Store) deleteRow(ctx context.Context, query string, notFound error, args ...any) error {
-	tag, err := s.pool.Exec(ctx, query, args...)
+// deleteVersioned runs a delete as a rights write (see rightsWrite): first
+// the statement before, when not empty, then query, which deletes one row
+// and returns one row holding the new version it drew, or none when there
+// was nothing to delete (notFound). Both take args.
+func (s *Store) deleteVersioned(ctx context.Context, before, query string, notFound error, args ...any) error {
+	var v int64
+	err := s.rightsWrite(ctx, func(b *pgx.Batch) {
+		if before != "" {
+			b.Queue(before, args...)
+		}
+		b.Queue(query, args...)
+	}, func(br pgx.BatchResults) error {
+		if before != "" {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		return br.QueryRow().Scan(&v)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notFound
+	}
 	if err != nil {
 		return dbErr(ctx, "deleting", err)
 	}
-	if tag.RowsAffected() == 0 {
-		return notFound
-	}
 	return nil
+}
+
+// RightsVersion returns the rights-version sequence's last value (0 before
+// the first nextval). A sequence is not transactional: the value may be one
+// drawn by a write not yet committed, which is never less than any Version
+// committed before.
+func (s *Store) RightsVersion(ctx context.Context) (v int64, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
+	err = s.pool.QueryRow(ctx,
+		"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM gc_rights_version").Scan(&v)
+	if err != nil {
+		return 0, dbErr(ctx, "reading the rights version", err)
+	}
+	return v, nil
+}
+
+// TokenVersions returns the rights version of each token of ids that
+// exists, reading acl.MaxVersionBatch IDs per query (id = ANY of an array
+// parameter, through the primary key).
+func (s *Store) TokenVersions(ctx context.Context, ids []int64) (_ map[int64]int64, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[int64]int64, len(ids))
+	for chunk := range slices.Chunk(ids, acl.MaxVersionBatch) {
+		if err := s.readVersions(ctx, chunk, out); err != nil {
+			return nil, dbErr(ctx, "reading token versions", err)
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) readVersions(ctx context.Context, ids []int64, out map[int64]int64) error {
+	rows, err := s.pool.Query(ctx, "SELECT id, rights_version FROM tokens WHERE id = ANY($1)", ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, v int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return err
+		}
+		out[id] = v
+	}
+	return rows.Err()
 }

@@ -19,36 +19,30 @@ func (s *Store) CreateTokenWith(ctx context.Context, t acl.NewToken) (_ acl.Toke
 		return acl.Token{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	if err := s.lockWrite(ctx); err != nil {
-		return acl.Token{}, err
-	}
-	defer s.unlockWrite()
-	if t.Origin == nil {
-		return insertToken(ctx, s.db, t)
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	var tok acl.Token
+	err = s.writeTx(ctx, "creating token", func(tx *sql.Tx) error {
+		if t.Origin != nil {
+			var exists bool
+			if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM token_origins WHERE source = ? AND source_id = ?)",
+				t.Origin.Source, t.Origin.ID).Scan(&exists); err != nil {
+				return fmt.Errorf("acl/sqlite: creating token: %w", err)
+			}
+			if exists {
+				return fmt.Errorf("%w: %s token %d was imported before", acl.ErrConflict, t.Origin.Source, t.Origin.ID)
+			}
+		}
+		var err error
+		if tok, err = insertToken(ctx, tx, t); err != nil || t.Origin == nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO token_origins (source, source_id, token_id, imported_at) VALUES (?, ?, ?, ?)",
+			t.Origin.Source, t.Origin.ID, tok.ID, tok.CreatedAt.UnixMicro()); err != nil {
+			return fmt.Errorf("acl/sqlite: recording the token's origin: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return acl.Token{}, fmt.Errorf("acl/sqlite: creating token: %w", err)
-	}
-	defer tx.Rollback()
-	var exists bool
-	if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM token_origins WHERE source = ? AND source_id = ?)",
-		t.Origin.Source, t.Origin.ID).Scan(&exists); err != nil {
-		return acl.Token{}, fmt.Errorf("acl/sqlite: creating token: %w", err)
-	}
-	if exists {
-		return acl.Token{}, fmt.Errorf("%w: %s token %d was imported before", acl.ErrConflict, t.Origin.Source, t.Origin.ID)
-	}
-	tok, err := insertToken(ctx, tx, t)
-	if err != nil {
 		return acl.Token{}, err
-	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO token_origins (source, source_id, token_id, imported_at) VALUES (?, ?, ?, ?)",
-		t.Origin.Source, t.Origin.ID, tok.ID, tok.CreatedAt.UnixMicro()); err != nil {
-		return acl.Token{}, fmt.Errorf("acl/sqlite: recording the token's origin: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return acl.Token{}, fmt.Errorf("acl/sqlite: creating token: %w", err)
 	}
 	return tok, nil
 }

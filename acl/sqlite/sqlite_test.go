@@ -414,3 +414,64 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A database at schema version 3 (before rights versions) is migrated in
+// place: each existing token gets a version of at least 1 and at most
+// RightsVersion, and the next write gives a higher one.
+func TestMigrateRightsVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "acl.db")
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT"); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:3] {
+		if _, err := db.Exec(m.sql); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO schema_migrations VALUES (?, ?, 0)", m.version, m.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, secret := range []string{"one", "two", "three"} {
+		h := acl.HashSecret([]byte(secret))
+		if _, err := db.Exec("INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)", secret, h[:], i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec("DELETE FROM tokens WHERE name = 'two'"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	rv, err := s.RightsVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := s.ListTokens(ctx)
+	if err != nil || len(ts) != 2 {
+		t.Fatalf("ListTokens after migration = %+v, %v", ts, err)
+	}
+	for _, tok := range ts {
+		if tok.Version < 1 || tok.Version > rv {
+			t.Errorf("migrated token %d has version %d; RightsVersion %d", tok.ID, tok.Version, rv)
+		}
+	}
+	name := "renamed"
+	got, err := s.UpdateToken(ctx, ts[0].ID, acl.TokenUpdate{Name: &name})
+	if err != nil || got.Version <= rv {
+		t.Fatalf("UpdateToken after migration = version %d, %v; want above %d", got.Version, err, rv)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/gatecast/gatecast/acl"
@@ -41,7 +43,7 @@ func scanToken(r scanner) (acl.Token, error) {
 		created  int64
 		weak     int64
 	)
-	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &disabled, &created, &weak); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &hash, &maxConns, &disabled, &created, &weak, &t.Version); err != nil {
 		return acl.Token{}, err
 	}
 	if len(hash) != len(t.Hash) {
@@ -72,26 +74,85 @@ func (s *Store) CreateToken(ctx context.Context, name string, maxConnections int
 		return acl.Token{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	if err := s.lockWrite(ctx); err != nil {
+	var tok acl.Token
+	err = s.writeTx(ctx, "creating token", func(tx *sql.Tx) error {
+		var err error
+		tok, err = insertToken(ctx, tx, acl.NewToken{Name: name, MaxConnections: maxConnections, Hash: hash})
+		return err
+	})
+	if err != nil {
 		return acl.Token{}, err
 	}
+	return tok, nil
+}
+
+const tokenColumns = "id, name, hash, max_connections, disabled, created_at, weak_secret, rights_version"
+
+// writeTx runs fn in one transaction, holding the writer slot, and commits
+// it when fn succeeds; fn's error is returned as it is. The transaction is
+// immediate (see dsn): it holds SQLite's write lock from its start, so
+// writers in other processes are serialised with it too, and so the
+// rights-version counter it advances (nextVersion) follows commit order.
+func (s *Store) writeTx(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	if err := s.lockWrite(ctx); err != nil {
+		return err
+	}
 	defer s.unlockWrite()
-	return insertToken(ctx, s.db, acl.NewToken{Name: name, MaxConnections: maxConnections, Hash: hash})
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("acl/sqlite: %s: %w", what, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("acl/sqlite: %s: %w", what, err)
+	}
+	return nil
 }
 
-const tokenColumns = "id, name, hash, max_connections, disabled, created_at, weak_secret"
-
-// queryRower is the database or a transaction.
-type queryRower interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+// nextVersion advances the store's rights-version counter in tx and returns
+// its new value: greater than every version handed out before, as the
+// counter only grows and writers are serialised.
+func nextVersion(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var v int64
+	err := tx.QueryRowContext(ctx, "UPDATE rights_version SET value = value + 1 WHERE id = 1 RETURNING value").Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("acl/sqlite: advancing the rights version: %w", err)
+	}
+	return v, nil
 }
 
-// insertToken inserts t's token row (not its origin); the caller holds the
-// writer slot.
-func insertToken(ctx context.Context, db queryRower, t acl.NewToken) (acl.Token, error) {
+// bumpToken gives token id version v.
+func bumpToken(ctx context.Context, tx *sql.Tx, id, v int64) error {
+	if _, err := tx.ExecContext(ctx, "UPDATE tokens SET rights_version = ? WHERE id = ?", v, id); err != nil {
+		return fmt.Errorf("acl/sqlite: versioning token %d: %w", id, err)
+	}
+	return nil
+}
+
+// bumpTokensOfTag gives every token holding a permission on tag version v
+// (through the permissions_by_tag index).
+func bumpTokensOfTag(ctx context.Context, tx *sql.Tx, tagID, v int64) error {
+	_, err := tx.ExecContext(ctx,
+		"UPDATE tokens SET rights_version = ? WHERE id IN (SELECT token_id FROM permissions WHERE tag_id = ?)", v, tagID)
+	if err != nil {
+		return fmt.Errorf("acl/sqlite: versioning the tokens of tag %d: %w", tagID, err)
+	}
+	return nil
+}
+
+// insertToken inserts t's token row (not its origin) with a new rights
+// version, in tx.
+func insertToken(ctx context.Context, tx *sql.Tx, t acl.NewToken) (acl.Token, error) {
+	v, err := nextVersion(ctx, tx)
+	if err != nil {
+		return acl.Token{}, err
+	}
 	created := time.Now().UnixMicro()
-	row := db.QueryRowContext(ctx, `INSERT INTO tokens (name, hash, max_connections, disabled, created_at, weak_secret)
-		VALUES (?, ?, ?, 0, ?, ?) RETURNING `+tokenColumns, t.Name, t.Hash[:], t.MaxConnections, created, boolInt(t.WeakSecret))
+	row := tx.QueryRowContext(ctx, `INSERT INTO tokens (name, hash, max_connections, disabled, created_at, weak_secret, rights_version)
+		VALUES (?, ?, ?, 0, ?, ?, ?) RETURNING `+tokenColumns, t.Name, t.Hash[:], t.MaxConnections, created, boolInt(t.WeakSecret), v)
 	tok, err := scanToken(row)
 	if isUnique(err) {
 		return acl.Token{}, fmt.Errorf("%w: a token with this hash exists", acl.ErrConflict)
@@ -171,21 +232,40 @@ func (s *Store) UpdateToken(ctx context.Context, id int64, u acl.TokenUpdate) (_
 		return acl.Token{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	if err := s.lockWrite(ctx); err != nil {
-		return acl.Token{}, err
+	if u.Name == nil && u.MaxConnections == nil && u.Disabled == nil {
+		// Nothing to change, the version neither: the token as it is.
+		t, err := scanToken(s.getToken.QueryRowContext(ctx, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return acl.Token{}, tokenNotFound(id)
+		}
+		if err != nil {
+			return acl.Token{}, fmt.Errorf("acl/sqlite: updating token %d: %w", id, err)
+		}
+		return t, nil
 	}
-	defer s.unlockWrite()
-	row := s.db.QueryRowContext(ctx, `UPDATE tokens SET
-			name = coalesce(?, name),
-			max_connections = coalesce(?, max_connections),
-			disabled = coalesce(?, disabled)
-		WHERE id = ? RETURNING `+tokenColumns, name, maxConns, disabled, id)
-	t, err := scanToken(row)
-	if errors.Is(err, sql.ErrNoRows) {
-		return acl.Token{}, tokenNotFound(id)
-	}
+	var t acl.Token
+	err = s.writeTx(ctx, fmt.Sprintf("updating token %d", id), func(tx *sql.Tx) error {
+		v, err := nextVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		row := tx.QueryRowContext(ctx, `UPDATE tokens SET
+				name = coalesce(?, name),
+				max_connections = coalesce(?, max_connections),
+				disabled = coalesce(?, disabled),
+				rights_version = ?
+			WHERE id = ? RETURNING `+tokenColumns, name, maxConns, disabled, v, id)
+		t, err = scanToken(row)
+		if errors.Is(err, sql.ErrNoRows) {
+			return tokenNotFound(id)
+		}
+		if err != nil {
+			return fmt.Errorf("acl/sqlite: updating token %d: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return acl.Token{}, fmt.Errorf("acl/sqlite: updating token %d: %w", id, err)
+		return acl.Token{}, err
 	}
 	return t, nil
 }
@@ -197,27 +277,41 @@ func (s *Store) SetTokenHash(ctx context.Context, id int64, hash acl.Hash) (_ ac
 		return acl.Token{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	if err := s.lockWrite(ctx); err != nil {
+	var t acl.Token
+	err = s.writeTx(ctx, fmt.Sprintf("rotating token %d", id), func(tx *sql.Tx) error {
+		v, err := nextVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		row := tx.QueryRowContext(ctx, "UPDATE tokens SET hash = ?, weak_secret = 0, rights_version = ? WHERE id = ? RETURNING "+tokenColumns, hash[:], v, id)
+		t, err = scanToken(row)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return tokenNotFound(id)
+		case isUnique(err):
+			return fmt.Errorf("%w: a token with this hash exists", acl.ErrConflict)
+		case err != nil:
+			return fmt.Errorf("acl/sqlite: rotating token %d: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return acl.Token{}, err
-	}
-	defer s.unlockWrite()
-	row := s.db.QueryRowContext(ctx, "UPDATE tokens SET hash = ?, weak_secret = 0 WHERE id = ? RETURNING "+tokenColumns, hash[:], id)
-	t, err := scanToken(row)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return acl.Token{}, tokenNotFound(id)
-	case isUnique(err):
-		return acl.Token{}, fmt.Errorf("%w: a token with this hash exists", acl.ErrConflict)
-	case err != nil:
-		return acl.Token{}, fmt.Errorf("acl/sqlite: rotating token %d: %w", id, err)
 	}
 	return t, nil
 }
 
-// DeleteToken deletes the token and, by cascade, its permissions.
+// DeleteToken deletes the token and, by cascade, its permissions, and
+// advances the rights-version counter (see acl.Store.RightsVersion).
 func (s *Store) DeleteToken(ctx context.Context, id int64) (err error) {
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	return s.deleteRow(ctx, "DELETE FROM tokens WHERE id = ?", tokenNotFound(id), id)
+	return s.writeTx(ctx, fmt.Sprintf("deleting token %d", id), func(tx *sql.Tx) error {
+		if err := deleteRow(ctx, tx, "DELETE FROM tokens WHERE id = ?", tokenNotFound(id), id); err != nil {
+			return err
+		}
+		_, err := nextVersion(ctx, tx)
+		return err
+	})
 }
 
 // CreateTag stores a new tag. The pattern must pass acl.ValidatePattern; a
@@ -285,27 +379,43 @@ func (s *Store) UpdateTag(ctx context.Context, id int64, pattern string) (_ acl.
 		return acl.Tag{}, err
 	}
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	if err := s.lockWrite(ctx); err != nil {
-		return acl.Tag{}, err
-	}
-	defer s.unlockWrite()
 	t := acl.Tag{Pattern: pattern}
-	err = s.db.QueryRowContext(ctx, "UPDATE tags SET pattern = ? WHERE id = ? RETURNING id", pattern, id).Scan(&t.ID)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return acl.Tag{}, tagNotFound(id)
-	case isUnique(err):
-		return acl.Tag{}, fmt.Errorf("%w: tag pattern %q exists", acl.ErrConflict, pattern)
-	case err != nil:
-		return acl.Tag{}, fmt.Errorf("acl/sqlite: updating tag %d: %w", id, err)
+	err = s.writeTx(ctx, fmt.Sprintf("updating tag %d", id), func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, "UPDATE tags SET pattern = ? WHERE id = ? RETURNING id", pattern, id).Scan(&t.ID)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return tagNotFound(id)
+		case isUnique(err):
+			return fmt.Errorf("%w: tag pattern %q exists", acl.ErrConflict, pattern)
+		case err != nil:
+			return fmt.Errorf("acl/sqlite: updating tag %d: %w", id, err)
+		}
+		v, err := nextVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return bumpTokensOfTag(ctx, tx, id, v)
+	})
+	if err != nil {
+		return acl.Tag{}, err
 	}
 	return t, nil
 }
 
-// DeleteTag deletes the tag and, by cascade, every permission on it.
+// DeleteTag deletes the tag and, by cascade, every permission on it, giving
+// the tokens that held one a new rights version first.
 func (s *Store) DeleteTag(ctx context.Context, id int64) (err error) {
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	return s.deleteRow(ctx, "DELETE FROM tags WHERE id = ?", tagNotFound(id), id)
+	return s.writeTx(ctx, fmt.Sprintf("deleting tag %d", id), func(tx *sql.Tx) error {
+		v, err := nextVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := bumpTokensOfTag(ctx, tx, id, v); err != nil { // before the cascade takes the permissions
+			return err
+		}
+		return deleteRow(ctx, tx, "DELETE FROM tags WHERE id = ?", tagNotFound(id), id)
+	})
 }
 
 // SetPermission creates or replaces the permission of token on tag. A
@@ -345,18 +455,34 @@ func (s *Store) SetPermission(ctx context.Context, tokenID, tagID int64, p acl.P
 	if err != nil {
 		return fmt.Errorf("acl/sqlite: setting permission: %w", err)
 	}
+	v, err := nextVersion(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := bumpToken(ctx, tx, tokenID, v); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("acl/sqlite: setting permission: %w", err)
 	}
 	return nil
 }
 
-// DeletePermission removes the permission of token on tag, or returns
-// acl.ErrNotFound when there is none.
+// DeletePermission removes the permission of token on tag, giving the token
+// a new rights version, or returns acl.ErrNotFound when there is none.
 func (s *Store) DeletePermission(ctx context.Context, tokenID, tagID int64) (err error) {
 	defer s.metrics.Track(storemetrics.Write, time.Now(), &err)
-	return s.deleteRow(ctx, "DELETE FROM permissions WHERE token_id = ? AND tag_id = ?",
-		fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID), tokenID, tagID)
+	return s.writeTx(ctx, "deleting permission", func(tx *sql.Tx) error {
+		if err := deleteRow(ctx, tx, "DELETE FROM permissions WHERE token_id = ? AND tag_id = ?",
+			fmt.Errorf("%w: no permission of token %d on tag %d", acl.ErrNotFound, tokenID, tagID), tokenID, tagID); err != nil {
+			return err
+		}
+		v, err := nextVersion(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return bumpToken(ctx, tx, tokenID, v)
+	})
 }
 
 // ListGrants returns the token's permissions joined with tag patterns,
@@ -451,14 +577,66 @@ func (s *Store) TokensWithTag(ctx context.Context, tagID int64) (_ []int64, err 
 	return ids, nil
 }
 
-// deleteRow runs a single-row DELETE and returns notFound when it removed
-// nothing.
-func (s *Store) deleteRow(ctx context.Context, query string, notFound error, args ...any) error {
-	if err := s.lockWrite(ctx); err != nil {
-		return err
+// RightsVersion returns the rights-version counter: the last version
+// handed out (0 before the first).
+func (s *Store) RightsVersion(ctx context.Context) (v int64, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
+	if err := s.db.QueryRowContext(ctx, "SELECT value FROM rights_version WHERE id = 1").Scan(&v); err != nil {
+		return 0, fmt.Errorf("acl/sqlite: reading the rights version: %w", err)
 	}
-	defer s.unlockWrite()
-	res, err := s.db.ExecContext(ctx, query, args...)
+	return v, nil
+}
+
+// TokenVersions returns the rights version of each token of ids that
+// exists, reading acl.MaxVersionBatch IDs per query: the IDs travel as one
+// JSON array parameter, each looked up by primary key.
+func (s *Store) TokenVersions(ctx context.Context, ids []int64) (_ map[int64]int64, err error) {
+	defer s.metrics.Track(storemetrics.Read, time.Now(), &err)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make(map[int64]int64, len(ids))
+	var list []byte
+	for chunk := range slices.Chunk(ids, acl.MaxVersionBatch) {
+		list = append(list[:0], '[')
+		for i, id := range chunk {
+			if i > 0 {
+				list = append(list, ',')
+			}
+			list = strconv.AppendInt(list, id, 10)
+		}
+		list = append(list, ']')
+		if err := s.readVersions(ctx, string(list), out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) readVersions(ctx context.Context, list string, out map[int64]int64) error {
+	rows, err := s.db.QueryContext(ctx,
+		"SELECT id, rights_version FROM tokens WHERE id IN (SELECT value FROM json_each(?))", list)
+	if err != nil {
+		return fmt.Errorf("acl/sqlite: reading token versions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, v int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return fmt.Errorf("acl/sqlite: reading token versions: %w", err)
+		}
+		out[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("acl/sqlite: reading token versions: %w", err)
+	}
+	return nil
+}
+
+// deleteRow runs a single-row DELETE in tx and returns notFound when it
+// removed nothing.
+func deleteRow(ctx context.Context, tx *sql.Tx, query string, notFound error, args ...any) error {
+	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("acl/sqlite: deleting: %w", err)
 	}

@@ -42,7 +42,8 @@ const (
 	// cache miss and on every rights refresh.
 	LoadGrants
 	// Read is every other read: ListTokens, GetTag, ListTags, GetGrant,
-	// TokensWithTag, ListImported, CountWeakSecrets, ListAudit.
+	// TokensWithTag, ListImported, CountWeakSecrets, ListAudit,
+	// RightsVersion, TokenVersions.
 	Read
 	// Write is every change: the Create (CreateTokenWith included),
 	// Update, Delete, SetTokenHash, SetPermission, DeletePermission and
