@@ -21,11 +21,21 @@ import (
 // on a Redis Cluster a PUBLISH reaches subscribers on every master, and
 // admin changes are rare enough that the broadcast costs nothing.
 const (
-	barrierChannel    = "gc:rev"
-	barrierAckPrefix  = "gc:revack:"
-	barrierMaxTokens  = 100000
-	barrierMsgVersion = "r1"
+	barrierChannel   = "gc:rev"
+	barrierAckPrefix = "gc:revack:"
+	barrierMaxTokens = 100000
+	// barrierMsgVersion carries id:version pairs; barrierMsgV1 (token IDs
+	// only) is still sent when no version is known, and still parsed.
+	barrierMsgVersion = "r2"
+	barrierMsgV1      = "r1"
 )
+
+// TokenVersion names a token and the version of it in the store of record
+// a node must have applied; 0 when unknown (apply whatever the store of
+// record holds now).
+type TokenVersion struct {
+	ID, Version int64
+}
 
 // Barrier makes a rights change wait until every live node has applied it.
 // Enforce broadcasts the changed token IDs; every other node applies them
@@ -35,6 +45,27 @@ const (
 //
 // Apply runs on a goroutine of Barrier's, one change at a time, never on
 // the Redis reading goroutine. Enforce may be called from any goroutine.
+//
+// # Versions and rolling upgrades
+//
+// EnforceVersions also tells every node the version of each token it must
+// reach (so it can take the rights from the projection when its copy is
+// that new, instead of reading the store of record). Messages:
+//
+//	r1|<from>|<barrier id>|<id>,<id>,…            no versions (the previous format)
+//	r2|<from>|<barrier id>|<id>:<ver>,<id>:<ver>,…
+//
+// This version parses both (r1 as versions 0). A node of the previous
+// version parses only r1: it drops an r2 broadcast as malformed (logging
+// "dropping a malformed revocation broadcast"), neither applies nor
+// acknowledges it, so the sender waits until its ctx ends and reports that
+// node unconfirmed (the node still hears the change through the Rights
+// counters if the writer calls Changed). An r2 is sent only when some
+// version is not 0: Enforce, and EnforceVersions with all versions 0, send
+// r1, which every node understands. So during a rolling upgrade from a
+// version without r2, callers pass versions 0 (or call Enforce) until
+// every live node runs a version that parses r2 (e.g. judged from
+// NodeInfo.Version in the Registry).
 type Barrier struct {
 	c   rueidis.Client
 	cfg BarrierConfig
@@ -53,22 +84,26 @@ type Barrier struct {
 type BarrierConfig struct {
 	Client rueidis.Client // not closed by Close
 	NodeID string
-	// Apply enforces a change made on another node. Required.
-	Apply  func(ctx context.Context, ids []int64) error
-	Logger *slog.Logger
+	// Apply enforces a change made on another node. Required unless
+	// ApplyVersions is set.
+	Apply func(ctx context.Context, ids []int64) error
+	// ApplyVersions, when set, is used instead of Apply and also gets the
+	// version each token must reach (0 when the sender sent none).
+	ApplyVersions func(ctx context.Context, tokens []TokenVersion) error
+	Logger        *slog.Logger
 }
 
 // revocation is one broadcast change.
 type revocation struct {
 	from, id string
-	tokens   []int64
+	tokens   []TokenVersion
 }
 
 // OpenBarrier subscribes this node to the barrier channels and returns once
 // both subscriptions are confirmed by Redis.
 func OpenBarrier(ctx context.Context, cfg BarrierConfig) (*Barrier, error) {
-	if cfg.Client == nil || cfg.NodeID == "" || cfg.Apply == nil {
-		return nil, errors.New("cluster: OpenBarrier: Client, NodeID and Apply are required")
+	if cfg.Client == nil || cfg.NodeID == "" || (cfg.Apply == nil && cfg.ApplyVersions == nil) {
+		return nil, errors.New("cluster: OpenBarrier: Client, NodeID and Apply (or ApplyVersions) are required")
 	}
 	if strings.ContainsAny(cfg.NodeID, "| ") {
 		return nil, fmt.Errorf("cluster: OpenBarrier: node ID %q must not contain '|' or spaces", cfg.NodeID)
@@ -105,36 +140,65 @@ func (b *Barrier) receive(ch string, onMsg func(string), ready chan<- struct{}) 
 	}, b.cfg.Logger)
 }
 
-// encodeRevocation: "r1|<from>|<barrier id>|<id>,<id>,…".
-func encodeRevocation(from, id string, tokens []int64) string {
+// encodeRevocation: r2 with id:version pairs, or r1 (IDs only) when every
+// version is 0, so a node of the previous version understands it.
+func encodeRevocation(from, id string, tokens []TokenVersion) string {
+	versions := slices.ContainsFunc(tokens, func(t TokenVersion) bool { return t.Version != 0 })
 	var sb strings.Builder
-	sb.WriteString(barrierMsgVersion + "|" + from + "|" + id + "|")
+	if versions {
+		sb.WriteString(barrierMsgVersion)
+	} else {
+		sb.WriteString(barrierMsgV1)
+	}
+	sb.WriteString("|" + from + "|" + id + "|")
 	for i, t := range tokens {
 		if i > 0 {
 			sb.WriteByte(',')
 		}
-		sb.WriteString(strconv.FormatInt(t, 10))
+		sb.WriteString(strconv.FormatInt(t.ID, 10))
+		if versions {
+			sb.WriteByte(':')
+			sb.WriteString(strconv.FormatInt(t.Version, 10))
+		}
 	}
 	return sb.String()
 }
 
-// parseRevocation decodes a broadcast; anything malformed is an error.
+// parseRevocation decodes a broadcast, r1 or r2; anything malformed is an
+// error (token IDs > 0, versions >= 0, at most barrierMaxTokens).
 func parseRevocation(s string) (revocation, error) {
 	parts := strings.SplitN(s, "|", 4)
-	if len(parts) != 4 || parts[0] != barrierMsgVersion || parts[1] == "" || parts[2] == "" || parts[3] == "" {
+	if len(parts) != 4 || (parts[0] != barrierMsgV1 && parts[0] != barrierMsgVersion) ||
+		parts[1] == "" || parts[2] == "" || parts[3] == "" {
 		return revocation{}, errors.New("malformed revocation")
 	}
-	ids := strings.Split(parts[3], ",")
-	if len(ids) > barrierMaxTokens {
+	versions := parts[0] == barrierMsgVersion
+	items := strings.Split(parts[3], ",")
+	if len(items) > barrierMaxTokens {
 		return revocation{}, errors.New("too many tokens in one revocation")
 	}
-	r := revocation{from: parts[1], id: parts[2], tokens: make([]int64, 0, len(ids))}
-	for _, p := range ids {
-		v, err := strconv.ParseInt(p, 10, 64)
-		if err != nil || v <= 0 {
+	r := revocation{from: parts[1], id: parts[2], tokens: make([]TokenVersion, 0, len(items))}
+	for _, p := range items {
+		var t TokenVersion
+		idStr := p
+		if versions {
+			var verStr string
+			var ok bool
+			if idStr, verStr, ok = strings.Cut(p, ":"); !ok {
+				return revocation{}, errors.New("token without a version in an r2 revocation")
+			}
+			v, err := strconv.ParseInt(verStr, 10, 64)
+			if err != nil || v < 0 {
+				return revocation{}, errors.New("malformed token version in revocation")
+			}
+			t.Version = v
+		}
+		id, err := strconv.ParseInt(idStr, 10, 64)
+		if err != nil || id <= 0 {
 			return revocation{}, errors.New("malformed token ID in revocation")
 		}
-		r.tokens = append(r.tokens, v)
+		t.ID = id
+		r.tokens = append(r.tokens, t)
 	}
 	return r, nil
 }
@@ -174,7 +238,17 @@ func (b *Barrier) applyLoop() {
 func (b *Barrier) apply(r revocation) {
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
-	if err := b.cfg.Apply(ctx, r.tokens); err != nil {
+	var err error
+	if b.cfg.ApplyVersions != nil {
+		err = b.cfg.ApplyVersions(ctx, r.tokens)
+	} else {
+		ids := make([]int64, len(r.tokens))
+		for i, t := range r.tokens {
+			ids[i] = t.ID
+		}
+		err = b.cfg.Apply(ctx, ids)
+	}
+	if err != nil {
 		b.cfg.Logger.Error("applying a rights change from another node failed", "from", r.from, "err", err)
 		return
 	}
@@ -201,10 +275,31 @@ func (b *Barrier) onAck(s string) {
 // Enforce broadcasts that the rights of tokens changed and waits until
 // every node in expect (this node excluded) has applied the change. It
 // returns the nodes that had not when ctx ended, sorted; nil when all did.
-// The caller must have enforced the change locally already.
+// The caller must have enforced the change locally already. It sends r1,
+// which nodes of every version understand.
 func (b *Barrier) Enforce(ctx context.Context, tokens []int64, expect []string) ([]string, error) {
+	tv := make([]TokenVersion, len(tokens))
+	for i, id := range tokens {
+		tv[i] = TokenVersion{ID: id}
+	}
+	return b.EnforceVersions(ctx, tv, expect)
+}
+
+// EnforceVersions is Enforce telling every node the version of each token
+// it must reach (ApplyVersions receives them). It sends r2 when some
+// version is not 0, which nodes of the previous version drop and so never
+// confirm: see "Versions and rolling upgrades" on Barrier.
+func (b *Barrier) EnforceVersions(ctx context.Context, tokens []TokenVersion, expect []string) ([]string, error) {
 	if len(tokens) == 0 {
 		return nil, nil
+	}
+	if len(tokens) > barrierMaxTokens {
+		return nil, fmt.Errorf("cluster: a rights change of %d tokens exceeds %d per broadcast", len(tokens), barrierMaxTokens)
+	}
+	for _, t := range tokens {
+		if t.ID <= 0 || t.Version < 0 {
+			return nil, fmt.Errorf("cluster: invalid token %d version %d in a rights change", t.ID, t.Version)
+		}
 	}
 	var raw [12]byte
 	_, _ = rand.Read(raw[:])
