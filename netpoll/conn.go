@@ -103,22 +103,24 @@ type Conn struct {
 	rd        frameReader // event goroutine only
 	mode      uint8       // event goroutine only
 	shard     uint8
-	handler   uint8       // stream connections: 1 + index of their StreamHandler in Server.streams; fixed at accept
-	pauses    uint32      // netpoll's count of input-limit pauses when last looked; event goroutine only
-	held      int         // this connection's share of Server.inputHeld; event goroutine (and the close callback)
-	heldPause bool        // reads paused for the process-wide input limit, guarded by Server.inputMu
-	msgCount  uint32      // messages delivered during the current OnRequest; event goroutine only
-	rate      inboundRate // event goroutine only
+	handler   uint8  // stream connections: 1 + index of their StreamHandler in Server.streams; fixed at accept
+	heldPause bool   // reads paused for the process-wide input limit, guarded by Server.inputMu
+	pauses    uint32 // netpoll's count of input-limit pauses when last looked; event goroutine only
+	held      int    // this connection's share of Server.inputHeld; event goroutine (and the close callback)
+	msgCount  uint32 // messages delivered during the current OnRequest; event goroutine only
 	// closingRead counts input bytes skipped since the connection started
-	// closing (or was refused); past closeReadAllowance the TCP connection
-	// is dropped. Event goroutine only.
-	closingRead int
+	// closing (or was refused), saturating just past closeReadAllowance;
+	// past closeReadAllowance the TCP connection is dropped. Event
+	// goroutine only.
+	closingRead int32
+	rate        inboundRate // event goroutine only
 
 	mu          sync.Mutex
-	head, tail  *outSegment // outbox, guarded by mu
-	queued      int32       // frames in the outbox, guarded by mu
-	queuedBytes int         // bytes charged for the frames in the outbox (frameCharge each), guarded by mu
-	inflight    int         // bytes charged for the batch the drain is writing, guarded by mu
+	head, tail  *outSegment   // outbox, guarded by mu
+	queued      int32         // frames in the outbox, guarded by mu
+	refusals    atomic.Uint32 // frames refused at a limit, ever: the sweeper tells a continuing overflow from a past one
+	queuedBytes int           // bytes charged for the frames in the outbox (frameCharge each), guarded by mu
+	inflight    int           // bytes charged for the batch the drain is writing, guarded by mu
 	// stall is open while the connection is backlogged (pending output past
 	// OutboxSoftLimit, not overflowing): senders wait on it (Backlog). It
 	// is closed, and set to nil, when the backlog drains, when the
@@ -130,14 +132,16 @@ type Conn struct {
 	// its soft limit; 0 when not overflowing. Written under mu, read by the
 	// sweeper (slow-consumer policy after WriteTimeout).
 	overflowAt    atomic.Int64
-	pending       atomic.Int64  // queuedBytes+inflight, mirrored for the sweeper's gauge
-	refused       bool          // a frame was refused since the drain's last batch, guarded by mu
-	refusals      atomic.Uint32 // frames refused at a limit, ever: the sweeper tells a continuing overflow from a past one
-	sweptRefusals uint32        // refusals at the previous sweep; sweeper only
-	closeCode     uint16        // guarded by mu; fixed once fClosing is set
-	cause         closeCause    // guarded by mu
-	closeReason   string        // guarded by mu; fixed once fClosing is set
-	flags         atomic.Uint32
+	pending       atomic.Int64 // queuedBytes+inflight, mirrored for the sweeper's gauge
+	sweptRefusals uint32       // refusals at the previous sweep; sweeper only
+	closeCode     uint16       // guarded by mu; fixed once fClosing is set
+	cause         closeCause   // guarded by mu
+	refused       bool         // a frame was refused since the drain's last batch, guarded by mu
+	// closeReason is the close reason, nil for none (a pointer: most
+	// connections never close with one, and the Conn stays in its size
+	// class). Guarded by mu; fixed once fClosing is set.
+	closeReason *string
+	flags       atomic.Uint32
 	// idleMs is the per-connection idle timeout in milliseconds
 	// (SetIdleTimeout), 0 for the server's; read by the sweeper. It fills
 	// the padding after flags, so Conn stays in its size class.
@@ -334,7 +338,11 @@ func (c *Conn) beginCloseLocked(code uint16, reason string, cause closeCause) (s
 	if fl&(fClosing|fGone) != 0 {
 		return false
 	}
-	c.closeCode, c.closeReason = code, truncateReason(reason)
+	c.closeCode = code
+	if reason != "" {
+		r := truncateReason(reason)
+		c.closeReason = &r
+	}
 	if c.cause == causeNone {
 		c.cause = cause
 	}
@@ -450,7 +458,10 @@ func (c *Conn) drain() {
 		if writeClose {
 			c.flags.Store(fl | fCloseWritten)
 		}
-		code, reason := c.closeCode, c.closeReason
+		code, reason := c.closeCode, ""
+		if c.closeReason != nil {
+			reason = *c.closeReason
+		}
 		c.mu.Unlock()
 
 		stream := fl&fStream != 0

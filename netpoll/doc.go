@@ -90,8 +90,8 @@
 // connection's input node as soon as it is read, and the drain writes each
 // batch into a node netpoll drops once it is sent (mallocBatch). What
 // remains is netpoll's per-connection bookkeeping (about 2.9 KiB, of which
-// 1.3 KiB is its iovec barrier) and this package's Conn (344 bytes, in the
-// 352-byte size class; TestConnSizeClass keeps it there): 3400 bytes per
+// 1.3 KiB is its iovec barrier) and this package's Conn (320 bytes, a
+// malloc size class; TestConnSizeClass keeps it there): 3400 bytes per
 // connection measured at 15,000 connections, against about 12 KiB with
 // netpoll's defaults. The measurement is TestIdleConnectionMemory
 // (GATECAST_MEASURE_IDLE=1). A stream connection is the same Conn; its

@@ -531,7 +531,7 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 	if c.mode >= modeSkim {
 		// Closing: past the close handshake's allowance, stop reading
 		// altogether (dropTCP is idempotent).
-		c.closingRead += n
+		c.closingRead = int32(min(int(c.closingRead)+n, closeReadAllowance+1))
 		if c.closingRead > closeReadAllowance {
 			c.mode = modeDiscard
 			c.dropTCP(causeServer)

@@ -1,11 +1,16 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 	"unsafe"
+
+	"github.com/bytedance/gopkg/lang/mcache"
+	"github.com/gobwas/ws"
 
 	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/proto"
@@ -23,34 +28,53 @@ const (
 // reassembly, topic aliases, keep alive) over a session, which may outlive
 // it. It is the transport's session (OnMessage, OnClose).
 //
-// A node holds a million of these, so the struct is kept small: decode
-// scratch lives on the stack or in pools, rare state behind pointers.
+// A node holds a million of these, so the struct stays in the 64-byte size
+// class: decode scratch lives on the stack or in pools, and the state few
+// connections need (a split packet, inbound topic aliases, a will) in a
+// connExtra made on first use.
 type Conn struct {
-	srv    *Server
-	t      Transport
-	remote string
-
-	// Event goroutine only (OnMessage, OnClose).
-	s       *session
-	stash   []byte    // a packet split across reads
-	ctl     []byte    // scratch for control packets
-	aliases *[]string // inbound topic aliases (MQTT 5), index = alias; nil until the first
+	srv *Server
+	t   Transport
+	s   *session // event goroutine only
 	// aliases5 are the server → client topic aliases, when the client
 	// allows some (set at CONNECT, before any delivery; see alias.go).
 	aliases5 *aliasOut
-	will     *will
-	closed   chan struct{} // made by OnClose, closed when its work is done
+	x        *connExtra // event goroutine only (OnMessage, OnClose); nil when none is needed
 
 	// Set while handling CONNECT, before the session can receive anything;
 	// read-only afterwards (Deliver reads them from other goroutines).
-	maxOut  int32 // the client's Maximum Packet Size; 0 none
-	window  int32 // outbound QoS 1/2 in flight, at most
+	maxOut  int32  // the client's Maximum Packet Size; 0 none
+	window  uint16 // outbound QoS 1/2 in flight, at most
 	version byte
 	enc     broker.Encoding
 	ws      bool // packets travel in WebSocket binary messages (set at creation)
 
 	state    uint8 // event goroutine only
 	graceful bool  // the client sent DISCONNECT without will; event goroutine only
+}
+
+// connExtra is the part of a connection's state that only some connections
+// need, made on first use. Event goroutine only.
+type connExtra struct {
+	stash   []byte   // a packet split across reads (pooled: see stashAppend); nil when none
+	aliases []string // inbound topic aliases (MQTT 5), index = alias; nil until the first
+	will    *will
+	closed  chan struct{} // made by OnClose, closed when its work is done
+}
+
+// extra returns the connection's connExtra, made on first use.
+func (c *Conn) extra() *connExtra {
+	if c.x == nil {
+		c.x = &connExtra{}
+	}
+	return c.x
+}
+
+// trimExtra drops the connExtra once it holds nothing.
+func (c *Conn) trimExtra() {
+	if x := c.x; x != nil && x.stash == nil && x.aliases == nil && x.will == nil && x.closed == nil {
+		c.x = nil
+	}
 }
 
 // encoders maps each connection variant's shared encoding to its encoder.
@@ -84,20 +108,39 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 		return
 	}
 	c.srv.b.CountInput(len(data))
-	if len(c.stash) > 0 {
-		c.stash = append(c.stash, data...)
-		n := c.packets(c.stash)
-		rest := copy(c.stash, c.stash[n:])
-		c.stash = c.stash[:rest]
-		if rest == 0 && cap(c.stash) > 64<<10 {
-			c.stash = nil // a large packet passed: do not keep its buffer
+	if x := c.x; x != nil && len(x.stash) > 0 {
+		x.stash = stashAppend(x.stash, data)
+		n := c.packets(x.stash)
+		rest := copy(x.stash, x.stash[n:])
+		x.stash = x.stash[:rest]
+		if rest == 0 || c.state == stClosed {
+			// the split packet passed: give its buffer back, so that an
+			// idle connection keeps none
+			mcache.Free(x.stash)
+			x.stash = nil
+			c.trimExtra()
 		}
 		return
 	}
 	n := c.packets(data)
 	if n < len(data) && c.state != stClosed {
-		c.stash = append(c.stash[:0], data[n:]...)
+		x := c.extra()
+		x.stash = stashAppend(nil, data[n:])
 	}
+}
+
+// stashAppend appends p to a stash buffer taken from a size-class pool
+// (mcache), moving it to a larger one when it must grow.
+func stashAppend(stash, p []byte) []byte {
+	if len(stash)+len(p) <= cap(stash) {
+		return append(stash, p...)
+	}
+	b := mcache.Malloc(len(stash)+len(p), max(2*cap(stash), len(stash)+len(p), 512))
+	copy(b[copy(b, stash):], p)
+	if stash != nil {
+		mcache.Free(stash)
+	}
+	return b
 }
 
 // maxIn is the largest packet the client may send: Config.MaxPacketSize,
@@ -156,7 +199,9 @@ func (c *Conn) handle(h packet.Header, body []byte) {
 		err = c.unsubscribe(h, body)
 	case packet.PINGREQ:
 		if err = packet.DecodePingreq(body); err == nil {
-			c.send(packet.AppendPingresp(c.ctl[:0]))
+			f := proto.AcquireFrame()
+			f.B = packet.AppendPingresp(f.B)
+			c.sendCtl(f)
 		}
 	case packet.DISCONNECT:
 		c.disconnected(body)
@@ -194,7 +239,9 @@ func (c *Conn) protocolError(code byte, reason string) {
 		return
 	}
 	c.srv.metrics.protoError.Inc()
-	c.srv.log.Debug("mqtt connection closed for a protocol error", "remote", c.remote, "code", code, "reason", reason)
+	if c.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.srv.log.Debug("mqtt connection closed for a protocol error", "remote", c.t.RemoteAddr(), "code", code, "reason", reason)
+	}
 	if c.state == stConnected && c.version == packet.Version5 {
 		c.state = stClosed
 		c.t.CloseAfter(c.disconnectFrame(code, reason), 1002, "")
@@ -208,17 +255,29 @@ func (c *Conn) closeNow() {
 	c.t.CloseAfter(nil, 1002, "")
 }
 
-// frame wraps one control packet for the transport.
-func (c *Conn) frame(pkt []byte) *proto.Frame {
-	f := proto.AcquireFrame()
-	f.B = appendFramed(f.B, c.ws, pkt)
+// framed puts the packet in f.B in a WebSocket binary frame when the
+// connection has that framing, and returns f.
+func (c *Conn) framed(f *proto.Frame) *proto.Frame {
+	if c.ws {
+		n := len(f.B)
+		h := proto.FrameHeaderLen(n)
+		f.B = append(f.B, make([]byte, h)...)
+		copy(f.B[h:], f.B[:n])
+		proto.AppendFrameHeader(f.B[:0], ws.OpBinary, n)
+	}
 	return f
 }
 
-// send queues one control packet.
-func (c *Conn) send(pkt []byte) {
-	c.ctl = pkt[:0]
-	c.t.SendBacklog(c.frame(pkt))
+// sendCtl queues one control packet, encoded in f.B (a frame of its own).
+func (c *Conn) sendCtl(f *proto.Frame) {
+	c.t.SendBacklog(c.framed(f))
+}
+
+// sendAck queues a PUBACK, PUBREC, PUBREL or PUBCOMP.
+func (c *Conn) sendAck(typ byte, id uint16, code byte) {
+	f := proto.AcquireFrame()
+	f.B = packet.AppendAck(f.B, typ, c.version, id, code, nil)
+	c.sendCtl(f)
 }
 
 func (c *Conn) disconnectFrame(code byte, reason string) *proto.Frame {
@@ -227,7 +286,9 @@ func (c *Conn) disconnectFrame(code byte, reason string) *proto.Frame {
 		props.ReasonString = []byte(broker.SafeReason(reason))
 		props.Set(packet.PropReasonString)
 	}
-	return c.frame(packet.AppendDisconnect(nil, packet.Version5, code, &props))
+	f := proto.AcquireFrame()
+	f.B = packet.AppendDisconnect(f.B, packet.Version5, code, &props)
+	return c.framed(f)
 }
 
 // connect handles CONNECT: authentication through the broker, client
@@ -288,12 +349,12 @@ func (c *Conn) connect(body []byte) {
 		if n := min(p.Props.TopicAliasMaximum, uint16(c.srv.cfg.ServerTopicAliases)); n > 0 {
 			c.aliases5 = &aliasOut{max: n}
 		}
-		c.window = int32(c.srv.cfg.MaxInflight)
+		c.window = uint16(c.srv.cfg.MaxInflight)
 		if p.Props.Has(packet.PropReceiveMaximum) {
-			c.window = min(c.window, int32(p.Props.ReceiveMaximum))
+			c.window = min(c.window, p.Props.ReceiveMaximum)
 		}
 	} else {
-		c.window = int32(c.srv.cfg.MaxInflight)
+		c.window = uint16(c.srv.cfg.MaxInflight)
 	}
 	c.enc = sharedEncoding(c.version, c.ws)
 	if p.WillFlag {
@@ -304,11 +365,14 @@ func (c *Conn) connect(body []byte) {
 			}
 			w.delay = time.Duration(p.WillProps.WillDelayInterval) * time.Second
 		}
-		c.will = w
+		c.extra().will = w
 	}
 	present, ok := c.openSession(&p, clientID)
 	if !ok {
-		c.will = nil
+		if c.x != nil {
+			c.x.will = nil
+			c.trimExtra()
+		}
 		return
 	}
 	keepAlive := int(p.KeepAlive)
@@ -338,7 +402,9 @@ func (c *Conn) connect(body []byte) {
 	c.state = stConnected
 	c.t.Established()
 	c.srv.metrics.connects[connAccepted].Inc()
-	c.send(packet.AppendConnack(c.ctl[:0], c.version, present, packet.Success, &props))
+	f := proto.AcquireFrame()
+	f.B = packet.AppendConnack(f.B, c.version, present, packet.Success, &props)
+	c.sendCtl(f)
 	if present {
 		c.srv.metrics.resumed.Inc()
 		c.s.resend(c)
@@ -382,13 +448,13 @@ func (c *Conn) openSession(p *packet.Connect, clientID string) (present, ok bool
 	if c.version == packet.Version5 {
 		protocol = "mqtt5"
 	}
-	s := &session{srv: c.srv, key: key, conn: c, persistent: persistent, username: string(p.Username)}
+	s := newSession(c.srv, key, string(p.Username), c, persistent)
 	if persistent {
 		s.offlineLocked().expiry = expiry // not shared yet: no lock needed
 	}
 	bs, err := b.Open(s, broker.ConnectRequest{
 		Secret:     p.Password,
-		RemoteAddr: c.remote,
+		RemoteAddr: c.t.RemoteAddr(),
 		Protocol:   protocol,
 		OnRevoke:   c.srv.cfg.OnRevoke,
 	})
@@ -420,7 +486,7 @@ func (c *Conn) resume(s *session, secret []byte, persistent bool, expiry time.Du
 	prev := s.conn
 	s.mu.Unlock()
 	if prev == nil {
-		if err := c.srv.b.Reattach(s.bs, secret, c.remote); err != nil {
+		if err := c.srv.b.Reattach(s.bs, secret, c.t.RemoteAddr()); err != nil {
 			c.refused(err)
 			return false
 		}
@@ -454,12 +520,12 @@ func (c *Conn) resume(s *session, secret []byte, persistent bool, expiry time.Du
 func (c *Conn) refused(err error) {
 	var rej *broker.Rejection
 	if !errors.As(err, &rej) {
-		c.srv.log.Error("mqtt connect failed", "remote", c.remote, "err", err)
+		c.srv.log.Error("mqtt connect failed", "remote", c.t.RemoteAddr(), "err", err)
 		c.srv.metrics.connects[connUnavailable].Inc()
 		c.refuseV(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "store unavailable, retry")
 		return
 	}
-	logRefusal(c.srv.log, c.remote, rej) // info, sampled per cause (lograte.go)
+	logRefusal(c.srv.log, c.t.RemoteAddr(), rej) // info, sampled per cause (lograte.go)
 	switch rej.Cause {
 	case broker.CauseBadCredentials:
 		c.srv.metrics.connects[connBadCredentials].Inc()
@@ -493,7 +559,9 @@ func (c *Conn) refuse(version, code byte, reason string) {
 		props.Set(packet.PropReasonString)
 	}
 	c.state = stClosed
-	c.t.CloseAfter(c.frame(packet.AppendConnack(nil, version, false, code, &props)), 1000, "")
+	f := proto.AcquireFrame()
+	f.B = packet.AppendConnack(f.B, version, false, code, &props)
+	c.t.CloseAfter(c.framed(f), 1000, "")
 }
 
 func errReason(err error) string {
@@ -519,11 +587,11 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 			c.protocolError(packet.TopicAliasInvalid, "topic alias out of range")
 			return nil
 		}
-		if c.aliases == nil {
-			t := make([]string, c.srv.cfg.TopicAliasMaximum+1)
-			c.aliases = &t
+		x := c.extra()
+		if x.aliases == nil {
+			x.aliases = make([]string, c.srv.cfg.TopicAliasMaximum+1)
 		}
-		aliases := *c.aliases
+		aliases := x.aliases
 		if topic == "" {
 			if topic = aliases[a]; topic == "" {
 				c.protocolError(packet.ProtocolError, "unknown topic alias")
@@ -536,13 +604,17 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 	if p.QoS == 2 {
 		s := c.s
 		s.mu.Lock()
-		_, dup := s.awaitRel[p.PacketID]
-		n := len(s.awaitRel)
+		var dup bool
+		n := 0
+		if s.q != nil {
+			_, dup = s.q.awaitRel[p.PacketID]
+			n = len(s.q.awaitRel)
+		}
 		s.mu.Unlock()
 		if dup {
 			// A retransmission of a publish we already took: acknowledge,
 			// do not deliver twice (MQTT-4.3.3-9).
-			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREC, c.version, p.PacketID, packet.Success, nil))
+			c.sendAck(packet.PUBREC, p.PacketID, packet.Success)
 			return nil
 		}
 		if n >= c.srv.cfg.ReceiveMaximum {
@@ -604,18 +676,19 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 	}
 	switch p.QoS {
 	case 1:
-		c.send(packet.AppendAck(c.ctl[:0], packet.PUBACK, c.version, p.PacketID, code, nil))
+		c.sendAck(packet.PUBACK, p.PacketID, code)
 	case 2:
 		if code < 0x80 {
 			s := c.s
 			s.mu.Lock()
-			if s.awaitRel == nil {
-				s.awaitRel = make(map[uint16]struct{})
+			q := s.qLocked()
+			if q.awaitRel == nil {
+				q.awaitRel = make(map[uint16]struct{})
 			}
-			s.awaitRel[p.PacketID] = struct{}{}
+			q.awaitRel[p.PacketID] = struct{}{}
 			s.mu.Unlock()
 		}
-		c.send(packet.AppendAck(c.ctl[:0], packet.PUBREC, c.version, p.PacketID, code, nil))
+		c.sendAck(packet.PUBREC, p.PacketID, code)
 	}
 	return nil
 }
@@ -631,24 +704,27 @@ func (c *Conn) acknowledged(h packet.Header, body []byte) error {
 	switch h.Type {
 	case packet.PUBREL: // inbound QoS 2, step 2
 		code := packet.Success
+		ok := false
 		s.mu.Lock()
-		_, ok := s.awaitRel[a.PacketID]
-		delete(s.awaitRel, a.PacketID)
+		if s.q != nil {
+			_, ok = s.q.awaitRel[a.PacketID]
+			delete(s.q.awaitRel, a.PacketID)
+		}
 		s.mu.Unlock()
 		if !ok && c.version == packet.Version5 {
 			code = packet.PacketIdentifierNotFound
 		}
-		c.send(packet.AppendAck(c.ctl[:0], packet.PUBCOMP, c.version, a.PacketID, code, nil))
+		c.sendAck(packet.PUBCOMP, a.PacketID, code)
 		return nil
 	case packet.PUBREC: // outbound QoS 2, step 1
 		failed := c.version == packet.Version5 && a.Code >= 0x80
 		switch {
 		case s.acked(packet.PUBREC, a.PacketID, failed):
 			if !failed {
-				c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, a.PacketID, packet.Success, nil))
+				c.sendAck(packet.PUBREL, a.PacketID, packet.Success)
 			}
 		case c.version == packet.Version5:
-			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, a.PacketID, packet.PacketIdentifierNotFound, nil))
+			c.sendAck(packet.PUBREL, a.PacketID, packet.PacketIdentifierNotFound)
 		}
 	case packet.PUBACK, packet.PUBCOMP:
 		s.acked(h.Type, a.PacketID, false)
@@ -681,7 +757,9 @@ func (c *Conn) subscribe(h packet.Header, body []byte) error {
 			retained = append(retained, retainedFor{string(f.Filter), code, subID})
 		}
 	}
-	c.send(packet.AppendSuback(c.ctl[:0], c.version, s.PacketID, nil, codes))
+	f := proto.AcquireFrame()
+	f.B = packet.AppendSuback(f.B, c.version, s.PacketID, nil, codes)
+	c.sendCtl(f)
 	// Retained messages follow the SUBACK (MQTT-3.3.1-9), each judged by
 	// the token's grants now.
 	for _, r := range retained {
@@ -772,7 +850,9 @@ func (c *Conn) unsubscribe(h packet.Header, body []byte) error {
 	if c.version != packet.Version5 {
 		codes = nil
 	}
-	c.send(packet.AppendUnsuback(c.ctl[:0], c.version, u.PacketID, nil, codes))
+	f := proto.AcquireFrame()
+	f.B = packet.AppendUnsuback(f.B, c.version, u.PacketID, nil, codes)
+	c.sendCtl(f)
 	return nil
 }
 
@@ -802,15 +882,22 @@ func (c *Conn) disconnected(body []byte) {
 // is closed when it is done.
 func (c *Conn) OnClose() {
 	c.state = stClosed
-	c.closed = make(chan struct{})
+	x := c.extra()
+	if x.stash != nil {
+		mcache.Free(x.stash)
+		x.stash = nil
+	}
+	x.aliases = nil
+	done := make(chan struct{})
+	x.closed = done
 	if c.s == nil {
-		close(c.closed)
+		close(done)
 		return
 	}
-	s, w, graceful := c.s, c.will, c.graceful
+	s, w, graceful := c.s, x.will, c.graceful
 	go func() {
 		s.detached(c, w, graceful)
-		close(c.closed)
+		close(done)
 	}()
 }
 

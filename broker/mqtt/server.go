@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ type Transport interface {
 	// budget; false: drop it (the transport closes a connection that stays
 	// over its rate).
 	AdmitInbound() bool
+	// RemoteAddr is the peer's address ("ip:port"), made on each call:
+	// the adapter asks at CONNECT and for log lines, and keeps no copy.
+	RemoteAddr() string
 }
 
 // Config configures a Server.
@@ -139,7 +143,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, b: cfg.Broker, log: cfg.Logger, metrics: m}
-	s.sessions.m = make(map[clientKey]*session)
+	s.sessions.seed = maphash.MakeSeed()
 	def(&cfg.RetainedMax, 100_000)
 	def(&cfg.RetainedMaxBytes, 64<<20)
 	s.cfg = cfg
@@ -154,9 +158,11 @@ func NewServer(cfg Config) (*Server, error) {
 
 // NewConn returns the session of a new connection; wsFraming: its packets
 // travel in WebSocket binary messages (the /mqtt path), else in a TCP byte
-// stream. The transport calls its OnMessage and OnClose.
+// stream. The transport calls its OnMessage and OnClose. remote is unused:
+// the connection asks t.RemoteAddr when it needs the address, so that it
+// keeps no copy.
 func (s *Server) NewConn(t Transport, wsFraming bool, remote string) *Conn {
-	return &Conn{srv: s, t: t, ws: wsFraming, remote: remote}
+	return &Conn{srv: s, t: t, ws: wsFraming}
 }
 
 // clientKey names a live session by client identifier. Identifiers are

@@ -19,23 +19,68 @@ import (
 //
 // mu guards everything mutable; it is held for O(1) work, never across a
 // broker call or a transport call that may wait.
+//
+// A node holds a million of these, so the struct stays in the 80-byte size
+// class: the client identifier and the user name share one string, and the
+// state only QoS 1/2 flows and persistent sessions need lives behind
+// pointers made on first use.
 type session struct {
-	srv      *Server
-	key      clientKey
-	bs       *broker.Session
-	username string // the CONNECT user name: a label for the admin listing
+	srv   *Server
+	token int64  // the token's ID: with the client identifier, the session's key
+	names string // the client identifier, then the CONNECT user name (a label for the admin listing)
+	bs    *broker.Session
 
 	mu         sync.Mutex
-	conn       *Conn              // attached connection; nil while the client is away
-	off        *offlineState      // a persistent session's expiry and timers; nil for a clean one
-	inflight   map[uint16]*flight // packet identifier → delivery awaiting acknowledgement
-	queued     []queuedMsg        // waiting for an in-flight slot, oldest first
-	held       int                // bytes of the copies in queued and inflight (Server.held counts every session's)
-	awaitRel   map[uint16]struct{}
-	nextID     uint16
+	conn       *Conn         // attached connection; nil while the client is away
+	off        *offlineState // a persistent session's expiry and timers; nil for a clean one
+	q          *qosState     // the QoS 1/2 flows; nil until the first one
+	idLen      uint16        // names[:idLen] is the client identifier
 	persistent bool
 	ended      bool // the broker ended the session, or it expired: deliver nothing more
 	revoked    bool // ended by a rights change: no will
+}
+
+// qosState is a session's QoS 1 and 2 state, both ways. Guarded by
+// session.mu.
+type qosState struct {
+	inflight map[uint16]*flight  // packet identifier → delivery awaiting acknowledgement
+	queued   []queuedMsg         // waiting for an in-flight slot, oldest first
+	held     int                 // bytes of the copies in queued and inflight (Server.held counts every session's)
+	awaitRel map[uint16]struct{} // the client's QoS 2 publishes awaiting PUBREL
+	nextID   uint16
+}
+
+func newSession(srv *Server, key clientKey, username string, c *Conn, persistent bool) *session {
+	return &session{srv: srv, token: key.token, names: key.id + username, idLen: uint16(len(key.id)), conn: c, persistent: persistent}
+}
+
+// id is the client identifier.
+func (s *session) id() string { return s.names[:s.idLen] }
+
+// key is the session's key in Server.sessions.
+func (s *session) key() clientKey { return clientKey{token: s.token, id: s.id()} }
+
+// qLocked returns the session's QoS state, made on first use.
+func (s *session) qLocked() *qosState {
+	if s.q == nil {
+		s.q = &qosState{}
+	}
+	return s.q
+}
+
+// queuedLen and inflightLen read the QoS state; s.mu must be held.
+func (s *session) queuedLen() int {
+	if s.q == nil {
+		return 0
+	}
+	return len(s.q.queued)
+}
+
+func (s *session) inflightLen() int {
+	if s.q == nil {
+		return 0
+	}
+	return len(s.q.inflight)
 }
 
 // offlineState is what a persistent session needs to outlive its
@@ -82,19 +127,20 @@ func (q *queuedMsg) size() int {
 // holdLocked charges a copy of n bytes to the session and the process, if
 // both bounds allow it (Config.MaxQueuedBytes, Config.MaxQueuedTotal).
 func (s *session) holdLocked(n int) bool {
-	if s.held+n > s.srv.cfg.MaxQueuedBytes {
+	q := s.qLocked()
+	if q.held+n > s.srv.cfg.MaxQueuedBytes {
 		return false
 	}
 	if s.srv.held.Add(int64(n)) > int64(s.srv.cfg.MaxQueuedTotal) {
 		s.srv.held.Add(-int64(n))
 		return false
 	}
-	s.held += n
+	q.held += n
 	return true
 }
 
 func (s *session) unholdLocked(n int) {
-	s.held -= n
+	s.q.held -= n
 	s.srv.held.Add(-int64(n))
 }
 
@@ -112,7 +158,7 @@ func copyMsg(m *broker.Message, d broker.Delivery, retain bool) queuedMsg {
 }
 
 // Describe names the client for the admin listing (broker.Describer).
-func (s *session) Describe() (clientID, username string) { return s.key.id, s.username }
+func (s *session) Describe() (clientID, username string) { return s.id(), s.names[s.idLen:] }
 
 // Deliver queues one message for the client (broker.Endpoint). QoS 0
 // without per-subscriber parts shares one encoding per protocol variant and
@@ -138,7 +184,7 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 		}
 		return c.sendDelivery(f)
 	}
-	if c != nil && len(s.queued) == 0 && len(s.inflight) < int(c.window) {
+	if c != nil && s.queuedLen() == 0 && s.inflightLen() < int(c.window) {
 		fl := &flight{}
 		if s.persistent {
 			// kept for a redelivery after a reconnect, within the byte
@@ -160,32 +206,34 @@ func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-ch
 	// (MaxQueuedTotal), so away or slow clients cannot exhaust memory.
 	q := copyMsg(m, d, retain)
 	n := q.size()
-	for !(len(s.queued) < s.srv.cfg.MaxQueued && s.holdLocked(n)) {
+	qs := s.qLocked()
+	for !(len(qs.queued) < s.srv.cfg.MaxQueued && s.holdLocked(n)) {
 		s.srv.metrics.dropped[dropQueueFull].Inc()
-		if len(s.queued) == 0 { // this one alone is over a bound
+		if len(qs.queued) == 0 { // this one alone is over a bound
 			s.mu.Unlock()
 			return 0, false, nil
 		}
-		s.unholdLocked(s.queued[0].size())
-		s.queued[0] = queuedMsg{}
-		s.queued = s.queued[1:]
+		s.unholdLocked(qs.queued[0].size())
+		qs.queued[0] = queuedMsg{}
+		qs.queued = qs.queued[1:]
 	}
-	s.queued = append(s.queued, q)
+	qs.queued = append(qs.queued, q)
 	s.mu.Unlock()
 	return 0, true, nil
 }
 
 // takeIDLocked assigns a free packet identifier to a new QoS 1/2 delivery.
 func (s *session) takeIDLocked(qos byte, fl *flight) uint16 {
-	if s.inflight == nil {
-		s.inflight = make(map[uint16]*flight)
+	q := s.qLocked()
+	if q.inflight == nil {
+		q.inflight = make(map[uint16]*flight)
 	}
 	for {
-		s.nextID++
-		if s.nextID == 0 {
+		q.nextID++
+		if q.nextID == 0 {
 			continue
 		}
-		if _, used := s.inflight[s.nextID]; !used {
+		if _, used := q.inflight[q.nextID]; !used {
 			break
 		}
 	}
@@ -193,8 +241,8 @@ func (s *session) takeIDLocked(qos byte, fl *flight) uint16 {
 	if qos == 2 {
 		fl.awaited = packet.PUBREC
 	}
-	s.inflight[s.nextID] = fl
-	return s.nextID
+	q.inflight[q.nextID] = fl
+	return q.nextID
 }
 
 // acked ends (or advances) an outbound flow. It reports whether the
@@ -202,7 +250,10 @@ func (s *session) takeIDLocked(qos byte, fl *flight) uint16 {
 func (s *session) acked(typ byte, id uint16, failed bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fl, ok := s.inflight[id]
+	if s.q == nil {
+		return false
+	}
+	fl, ok := s.q.inflight[id]
 	if !ok || fl.awaited != typ {
 		return false
 	}
@@ -214,7 +265,7 @@ func (s *session) acked(typ byte, id uint16, failed bool) bool {
 		fl.msg = nil // from here on only PUBREL is resent
 		return true
 	}
-	delete(s.inflight, id)
+	delete(s.q.inflight, id)
 	return true
 }
 
@@ -224,13 +275,14 @@ func (s *session) acked(typ byte, id uint16, failed bool) bool {
 func (s *session) pump(c *Conn) {
 	for {
 		s.mu.Lock()
-		if s.ended || s.conn != c || len(s.queued) == 0 || len(s.inflight) >= int(c.window) {
+		if s.ended || s.conn != c || s.queuedLen() == 0 || s.inflightLen() >= int(c.window) {
 			s.mu.Unlock()
 			return
 		}
-		q := s.queued[0]
-		s.queued[0] = queuedMsg{}
-		s.queued = s.queued[1:]
+		qs := s.q
+		q := qs.queued[0]
+		qs.queued[0] = queuedMsg{}
+		qs.queued = qs.queued[1:]
 		if !s.bs.MayRead(q.topic) || !refreshExpiry(&q, time.Now()) {
 			// revoked meanwhile, or expired while it waited: never sent
 			s.unholdLocked(q.size())
@@ -260,11 +312,14 @@ func (s *session) pump(c *Conn) {
 func (s *session) undelivered(id uint16, tooLarge bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	fl, ok := s.inflight[id]
+	if s.q == nil {
+		return
+	}
+	fl, ok := s.q.inflight[id]
 	if !ok {
 		return
 	}
-	delete(s.inflight, id)
+	delete(s.q.inflight, id)
 	if fl.msg == nil {
 		return
 	}
@@ -272,7 +327,7 @@ func (s *session) undelivered(id uint16, tooLarge bool) {
 		s.unholdLocked(fl.msg.size())
 		return
 	}
-	s.queued = append([]queuedMsg{*fl.msg}, s.queued...) // its bytes stay held
+	s.q.queued = append([]queuedMsg{*fl.msg}, s.q.queued...) // its bytes stay held
 }
 
 // resend sends again, after a reconnect, what was in flight: PUBLISH with
@@ -285,10 +340,13 @@ func (s *session) resend(c *Conn) {
 		fl flight
 	}
 	var out []re
-	for id, fl := range s.inflight {
-		out = append(out, re{id, *fl})
+	var next uint16
+	if s.q != nil {
+		for id, fl := range s.q.inflight {
+			out = append(out, re{id, *fl})
+		}
+		next = s.q.nextID
 	}
-	next := s.nextID
 	s.mu.Unlock()
 	// identifiers were assigned in order; sort by distance from the next
 	// one, which handles the wrap at 65535
@@ -300,16 +358,16 @@ func (s *session) resend(c *Conn) {
 	for _, r := range out {
 		switch {
 		case r.fl.awaited == packet.PUBCOMP:
-			c.send(packet.AppendAck(c.ctl[:0], packet.PUBREL, c.version, r.id, packet.Success, nil))
+			c.sendAck(packet.PUBREL, r.id, packet.Success)
 		case r.fl.msg != nil && s.bs.MayRead(r.fl.msg.topic) && refreshExpiry(r.fl.msg, time.Now()):
 			c.sendQueued(r.fl.msg, r.id, true)
 		default: // revoked meanwhile: the flow ends here
 			s.mu.Lock()
-			if fl, ok := s.inflight[r.id]; ok {
+			if fl, ok := s.q.inflight[r.id]; ok {
 				if fl.msg != nil {
 					s.unholdLocked(fl.msg.size())
 				}
-				delete(s.inflight, r.id)
+				delete(s.q.inflight, r.id)
 			}
 			s.mu.Unlock()
 		}
@@ -327,7 +385,7 @@ func (s *session) End(cause broker.Cause, reason string) {
 	c := s.conn
 	s.discardLocked()
 	s.mu.Unlock()
-	s.srv.sessions.drop(s.key, s)
+	s.srv.sessions.drop(s.key(), s)
 	if c != nil {
 		c.ended(cause, reason)
 	}
@@ -335,10 +393,12 @@ func (s *session) End(cause broker.Cause, reason string) {
 
 // discardLocked drops the queued state and stops the timers.
 func (s *session) discardLocked() {
-	s.queued = nil
-	s.inflight = nil
-	if s.held != 0 {
-		s.unholdLocked(s.held)
+	if q := s.q; q != nil {
+		q.queued = nil
+		q.inflight = nil
+		if q.held != 0 {
+			s.unholdLocked(q.held)
+		}
 	}
 	if o := s.off; o != nil {
 		if o.expire != nil {
@@ -389,7 +449,7 @@ func (s *session) detached(c *Conn, w *will, graceful bool) {
 	s.ended = true
 	s.discardLocked()
 	s.mu.Unlock()
-	s.srv.sessions.drop(s.key, s)
+	s.srv.sessions.drop(s.key(), s)
 	s.bs.Close()
 }
 
@@ -436,36 +496,6 @@ func (s *session) expired(gen uint64) {
 	s.discardLocked()
 	s.mu.Unlock()
 	s.srv.metrics.expired.Inc()
-	s.srv.sessions.drop(s.key, s)
+	s.srv.sessions.drop(s.key(), s)
 	s.bs.Close()
-}
-
-// sessionTable maps client identifiers to sessions, live or offline.
-type sessionTable struct {
-	mu sync.Mutex
-	m  map[clientKey]*session
-}
-
-func (t *sessionTable) get(k clientKey) *session {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[k]
-}
-
-// put registers s under k and returns the session it replaces.
-func (t *sessionTable) put(k clientKey, s *session) *session {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	old := t.m[k]
-	t.m[k] = s
-	return old
-}
-
-// drop unregisters s, if k is still its own.
-func (t *sessionTable) drop(k clientKey, s *session) {
-	t.mu.Lock()
-	if t.m[k] == s {
-		delete(t.m, k)
-	}
-	t.mu.Unlock()
 }

@@ -162,7 +162,7 @@ func TestSessionExpiry(t *testing.T) {
 	dev.subscribe(1, 1, "a/#")
 	closeWait(dev.c)
 	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.sessions.get(clientKey{dev.c.s.key.token, "dev"}) != nil {
+	for e.srv.sessions.get(clientKey{dev.c.s.token, "dev"}) != nil {
 		if time.Now().After(deadline) {
 			t.Fatal("the session did not expire")
 		}
@@ -222,9 +222,9 @@ func TestQueuedBytesBounded(t *testing.T) {
 	for i := range 50 {
 		backend.publish("cmd/dev", payload, 1, uint16(i+1))
 	}
-	s := e.srv.sessions.get(clientKey{dev.c.s.key.token, "dev"})
+	s := e.srv.sessions.get(clientKey{dev.c.s.token, "dev"})
 	s.mu.Lock()
-	held, n := s.held, len(s.queued)
+	held, n := s.q.held, len(s.q.queued)
 	s.mu.Unlock()
 	if held > 4096 || n == 0 || n > 4 {
 		t.Fatalf("held %d bytes in %d messages; want at most 4096 bytes", held, n)

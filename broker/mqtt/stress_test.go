@@ -121,9 +121,7 @@ func TestConcurrentSessionsStress(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		e.srv.sessions.mu.Lock()
-		n := len(e.srv.sessions.m)
-		e.srv.sessions.mu.Unlock()
+		n := e.srv.sessions.count()
 		if n == 0 && e.b.SessionCount() == 0 && e.srv.held.Load() == 0 {
 			break
 		}
