@@ -40,6 +40,23 @@ type GrantEnforcer interface {
 	RefreshGrant(ctx context.Context, tokenID, tagID int64) error
 }
 
+// SecretRetirer is an Enforcer that must be told which secret a token
+// stopped accepting when it is rotated or deleted, after the store write and
+// before RefreshTokens: a cluster keeps token rights in Redis under the
+// secret's hash, and retires that entry so that no node admits the old
+// secret from it (server's clusterEnforcer). prev is the token as it was
+// read, under the write lock, before the write.
+type SecretRetirer interface {
+	RetireSecret(ctx context.Context, prev acl.Token, reason acl.GoneReason) error
+}
+
+// Projector is an Enforcer that publishes a token's rights where the nodes
+// of a cluster read them (the projection in Redis) — for a new token, which
+// no session holds yet, so there is nothing to enforce or wait for.
+type Projector interface {
+	ProjectTokens(ctx context.Context, ids ...int64) error
+}
+
 // PendingError is what an Enforcer returns when a change is enforced on
 // this node but some cluster nodes did not confirm it within the wait; the
 // API answers 202 with those nodes.
@@ -313,6 +330,13 @@ func (h *handler) createToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit(r, "token_id", tok.ID, "imported_secret", imported, "weak_secret", weak)
+	if p, ok := h.enf.(Projector); ok {
+		// No live session can hold a new token, so there is nothing to
+		// enforce; a failure only costs its first connect a store read.
+		if err := p.ProjectTokens(r.Context(), tok.ID); err != nil {
+			h.log.Warn("publishing a new token's rights to the cluster failed; its first connect reads the store", "token_id", tok.ID, "err", err)
+		}
+	}
 	out := tokenJSON(tok)
 	out.Secret = secret
 	writeJSON(w, http.StatusCreated, out)
@@ -404,6 +428,7 @@ func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ws.unlock()
 	ctx := ws.ctx
+	prev, prevErr := h.store.GetToken(ctx, id)
 	err := h.store.DeleteToken(ctx, id)
 	if err != nil && !errors.Is(err, acl.ErrNotFound) {
 		h.storeError(w, r, err, "", "")
@@ -411,7 +436,7 @@ func (h *handler) deleteToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// Enforce even when the token is already gone: a retry after an
 	// enforcement failure must still close the sessions of the deleted token.
-	if !h.enforce(ws, w, r, nil, id) {
+	if !h.enforceRetiring(ws, w, r, nil, id, prev, prevErr == nil, acl.GoneDeleted) {
 		return
 	}
 	if err != nil {
@@ -438,6 +463,7 @@ func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request) {
 	}
 	defer ws.unlock()
 	ctx := ws.ctx
+	prev, prevErr := h.store.GetToken(ctx, id)
 	tok, err := h.store.SetTokenHash(ctx, id, acl.HashSecret([]byte(secret)))
 	if err != nil {
 		h.storeError(w, r, err, fmt.Sprintf("token %d", id), "")
@@ -447,7 +473,7 @@ func (h *handler) rotateToken(w http.ResponseWriter, r *http.Request) {
 	// saved, and shown nowhere else.
 	out := tokenJSON(tok)
 	out.Secret = secret
-	if !h.enforce(ws, w, r, out, id) {
+	if !h.enforceRetiring(ws, w, r, out, id, prev, prevErr == nil, acl.GoneRotated) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -911,6 +937,27 @@ const (
 // result is what the normal answer carries (nil for 204), repeated in a 202.
 func (h *handler) enforce(ws *writeScope, w http.ResponseWriter, r *http.Request, result any, ids ...int64) bool {
 	return h.enforceWith(ws, w, r, result, ids, func(ctx context.Context) error { return h.enf.RefreshTokens(ctx, ids...) })
+}
+
+// enforceRetiring is enforce for a rotation or a deletion of token id: an
+// Enforcer that is a SecretRetirer retires prev's secret first (when prev
+// could be read: a retried deletion of a token already gone has no secret
+// left to retire here, and the cluster's enforcer retires what its node
+// caches).
+func (h *handler) enforceRetiring(ws *writeScope, w http.ResponseWriter, r *http.Request, result any, id int64, prev acl.Token, havePrev bool, reason acl.GoneReason) bool {
+	sr, ok := h.enf.(SecretRetirer)
+	if !ok {
+		return h.enforce(ws, w, r, result, id)
+	}
+	ids := []int64{id}
+	return h.enforceWith(ws, w, r, result, ids, func(ctx context.Context) error {
+		if havePrev {
+			if err := sr.RetireSecret(ctx, prev, reason); err != nil {
+				return err
+			}
+		}
+		return h.enf.RefreshTokens(ctx, ids...)
+	})
 }
 
 // enforceGrant is enforce for a change of the tokens' grant on one tag.

@@ -90,6 +90,9 @@ type Router interface {
 // Config configures a Broker.
 type Config struct {
 	Store Store
+	// Rights is where token rights are read from (see RightsSource); nil
+	// means the store of record, with Watcher's change counters.
+	Rights RightsSource
 	// Watcher and Limiter are nil on a single node.
 	Watcher TokenWatcher
 	Limiter ConnectionLimiter
@@ -141,7 +144,7 @@ const (
 // Broker is one node's session manager and router.
 type Broker struct {
 	store     Store
-	watcher   TokenWatcher
+	rights    RightsSource
 	limiter   ConnectionLimiter
 	router    Router
 	available func() bool
@@ -204,7 +207,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{
 		store:        cfg.Store,
-		watcher:      cfg.Watcher,
+		rights:       cfg.Rights,
 		limiter:      cfg.Limiter,
 		router:       cfg.Router,
 		available:    cfg.Available,
@@ -226,6 +229,9 @@ func New(cfg Config) (*Broker, error) {
 	b.maxOffline = cfg.MaxOfflineSessions
 	if b.maxOffline <= 0 {
 		b.maxOffline = DefaultMaxOfflineSessions
+	}
+	if b.rights == nil {
+		b.rights = storeRights{store: cfg.Store, watcher: cfg.Watcher}
 	}
 	b.routerBacklog, _ = cfg.Router.(backlogger)
 	b.tokens.init()
@@ -821,7 +827,7 @@ func (b *Broker) RefreshTokens(ctx context.Context, ids ...int64) error {
 	defer func() { b.metrics.enforce.Observe(time.Since(start).Seconds()) }()
 	var errs []error
 	for _, id := range ids {
-		if err := b.refreshToken(ctx, id); err != nil {
+		if err := b.refreshToken(ctx, id, 0); err != nil {
 			errs = append(errs, fmt.Errorf("token %d: %w", id, err))
 		}
 	}
@@ -889,51 +895,57 @@ func (b *Broker) trimClusterLocked(ctx context.Context, ts *tokenState, unsub []
 	return unsub
 }
 
-func (b *Broker) refreshToken(ctx context.Context, id int64) error {
+// refreshToken enforces token id's rights at version minVersion or later
+// (0: whatever the source reads now) on its sessions.
+func (b *Broker) refreshToken(ctx context.Context, id, minVersion int64) error {
 	ts := b.tokens.byIDGet(id)
 	if ts == nil {
 		return nil // not cached: no live session, and the next connect reads the store
 	}
-	// One refresh of a token at a time: the last store read is the last
+	// One refresh of a token at a time: the last read is the last
 	// installed (two refreshes racing could otherwise install an older read
 	// over a newer one), and the two locked phases below never interleave
 	// with another refresh's. Connects and closes do not take refreshMu.
 	ts.refreshMu.Lock()
 	defer ts.refreshMu.Unlock()
-	tok, err := b.store.GetToken(ctx, id)
+	r, err := b.rights.Current(ctx, id, ts.hash, minVersion)
 	gone := errors.Is(err, acl.ErrNotFound)
 	if err != nil && !gone {
 		return err
 	}
-	var grants []acl.Grant
 	if !gone {
-		grants, err = b.store.ListGrants(ctx, id)
-		switch {
-		case errors.Is(err, acl.ErrNotFound):
-			gone = true // deleted between the two reads
-		case err != nil:
-			return err
+		gone = r.Gone != acl.NotGone
+		if !gone && r.ID != id {
+			return fmt.Errorf("rights source answered token %d for token %d", r.ID, id)
+		}
+		if !gone && r.Version != 0 && r.Version <= ts.version.Load() {
+			// What is in force is this version or a newer one: an older
+			// copy (a reordered or late read) never replaces it, and the
+			// same version was enforced when it was installed.
+			return nil
 		}
 	}
 	var g *acl.Grants
-	if !gone && !tok.Disabled {
-		g = acl.CompileGrants(grants) // outside the lock: O(grants)
+	if !gone && !r.Disabled {
+		g = acl.CompileGrants(r.Grants) // outside the lock: O(grants)
 	}
+	tok := r.Token()
+	rotated := !gone && tok.Hash != ts.hash || r.Gone == acl.GoneRotated
 
 	var unsub []*Session
 	ts.mu.Lock()
-	if g == nil || tok.Hash != ts.hash {
+	if g == nil || rotated {
 		reason := reasonTokenRotated
-		if gone {
+		switch {
+		case rotated:
+		case gone:
 			reason = reasonTokenDeleted
-		} else if tok.Disabled {
+		case tok.Disabled:
 			reason = reasonTokenDisabled
 		}
 		ts.gone = true
 		b.tokens.remove(ts)
-		if b.watcher != nil {
-			b.watcher.Unwatch(ts.id)
-		}
+		b.rights.Forget(ts.id, ts.hash)
 		for s := range ts.sessions {
 			if s.closeLocked(CauseTokenChanged, reason, revokeToken) {
 				unsub = append(unsub, s)
@@ -953,6 +965,7 @@ func (b *Broker) refreshToken(ctx context.Context, id int64) error {
 	ts.disabled = false
 	ts.name = tok.Name
 	ts.maxConns = tok.MaxConnections
+	ts.version.Store(r.Version)
 	ts.grants.Store(g) // from here on every publish and every admission is judged by g
 	open := make([]*Session, 0, len(ts.sessions))
 	for s := range ts.sessions {
@@ -1061,6 +1074,9 @@ func (b *Broker) RefreshGrant(ctx context.Context, tokenID, tagID int64) error {
 		return nil
 	}
 	prev, had := old.Grant(tagID)
+	// The grants in force are now newer than any version seen: unknown,
+	// so that the next refresh applies whatever it reads.
+	ts.version.Store(0)
 	ts.grants.Store(g) // from here on every publish and every admission is judged by g
 	narrowed := had && (removed || prev.Pattern != grant.Pattern)
 	var open, offline []*Session

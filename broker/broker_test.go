@@ -22,6 +22,7 @@ type recConn struct {
 	mu        sync.Mutex
 	frames    [][]byte
 	closeCode uint16
+	reason    string
 	closed    atomic.Bool
 	keep      bool // copy frames (false: just count them, allocation-free)
 	sent      atomic.Int64
@@ -44,7 +45,7 @@ func (c *recConn) Send(f *proto.Frame) bool {
 func (c *recConn) Close(code uint16, reason string) {
 	if c.closed.CompareAndSwap(false, true) {
 		c.mu.Lock()
-		c.closeCode = code
+		c.closeCode, c.reason = code, reason
 		c.mu.Unlock()
 	}
 }

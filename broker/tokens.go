@@ -20,6 +20,10 @@ type tokenState struct {
 	// refreshMu serializes RefreshTokens runs for this token (store reads
 	// included); only they take it, never a connect or a close.
 	refreshMu sync.Mutex
+	// version is the version of the rights in force (acl.Rights.Version;
+	// 0: unknown). Written under refreshMu (and before the state is
+	// published), read by CachedVersions without it.
+	version atomic.Int64
 
 	// mu guards everything below. Revocation needs it, so nothing held
 	// under it is proportional to a client's request (see the package
@@ -72,8 +76,8 @@ func (c *tokenCache) init() {
 func hashShard(h acl.Hash) int { return int(h[0]) & (cacheShards - 1) }
 func idShard(id int64) int     { return int(uint64(id) & (cacheShards - 1)) }
 
-// lookup returns the cached state for hash, loading it from the store on a
-// miss. acl.ErrNotFound means no such token.
+// lookup returns the cached state for hash, loading it from the rights
+// source on a miss. acl.ErrNotFound means no such token.
 func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 	hs := &c.byHash[hashShard(hash)]
 	hs.Lock()
@@ -90,36 +94,24 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 	for attempt := 0; attempt < 8; attempt++ {
 		gen := c.gen.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
-		tok, err := b.store.GetTokenByHash(ctx, hash)
-		if err == nil && b.watcher != nil {
-			// Watch, then read again: a change committed before the watch
-			// is in the second read, one committed after it is heard.
-			if err = b.watcher.Watch(ctx, tok.ID); err == nil {
-				tok, err = b.store.GetToken(ctx, tok.ID)
-			}
-		}
-		var grants []acl.Grant
-		if err == nil {
-			grants, err = b.store.ListGrants(ctx, tok.ID)
-		}
+		r, err := b.rights.ByHash(ctx, hash)
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		if tok.Hash != hash {
-			// rotated between the two reads: the presented secret is stale
-			// (the next lookup finds nothing under it)
-			continue
+		if r.Gone != acl.NotGone || r.Hash != hash {
+			return nil, acl.ErrNotFound
 		}
 		fresh := &tokenState{
-			id:       tok.ID,
-			hash:     tok.Hash,
-			name:     tok.Name,
-			maxConns: tok.MaxConnections,
-			disabled: tok.Disabled,
+			id:       r.ID,
+			hash:     r.Hash,
+			name:     r.Name,
+			maxConns: r.MaxConnections,
+			disabled: r.Disabled,
 			sessions: make(map[*Session]struct{}),
 		}
-		fresh.grants.Store(acl.CompileGrants(grants))
+		fresh.version.Store(r.Version)
+		fresh.grants.Store(acl.CompileGrants(r.Grants))
 		if ts, ok := c.install(fresh, gen); ok {
 			return ts, nil
 		}

@@ -33,9 +33,30 @@ type NodeInfo struct {
 	Version     string    `json:"version,omitempty"`
 	StartedAt   time.Time `json:"started_at"`
 	Connections int       `json:"connections"`
+	// Features names what the node understands beyond what every version
+	// does, so that a node only uses a feature once every live node has it
+	// (rolling upgrades). FeatureBarrierVersions: r2 barrier messages.
+	Features []string `json:"features,omitempty"`
 	// ExpiresAt is when the node counts as gone unless it heartbeats again
 	// (filled in by Nodes, from the Redis clock).
 	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Features a node can announce in NodeInfo.Features.
+const (
+	// FeatureBarrierVersions: the node acknowledges barrier messages that
+	// carry versions (Barrier.EnforceVersions).
+	FeatureBarrierVersions = "barrier-versions"
+)
+
+// HasFeature reports whether n announced feature f.
+func (n NodeInfo) HasFeature(f string) bool {
+	for _, g := range n.Features {
+		if g == f {
+			return true
+		}
+	}
+	return false
 }
 
 // heartbeatLua: KEYS expiry, info; ARGV node, ttl ms, info JSON. Sweeps

@@ -126,6 +126,10 @@ type rightsEvent struct {
 
 const rightsQueue = 1024
 
+// projectionCacheBytes bounds the client-side cache per Redis connection:
+// about 100,000 projections of a token with a few grants.
+const projectionCacheBytes = 32 << 20
+
 func changeKey(tokenID int64) string { return leaseKeyPrefix + strconv.FormatInt(tokenID, 10) + "}:v" }
 
 // parseChangeKey returns the token ID of a change counter key.
@@ -161,6 +165,11 @@ func OpenRights(cfg RightsConfig) (*Rights, error) {
 	c, err := rueidis.NewClient(rueidis.ClientOption{
 		InitAddress:     cfg.Addrs,
 		OnInvalidations: r.onInvalidations,
+		// The local cache holds every projection this node read, found or
+		// not (a connect with a secret nobody issued reads one too), so it
+		// is bounded: LRU past this many bytes per Redis connection. A
+		// projection evicted is read from Redis again; nothing is lost.
+		CacheSizeEachConn: projectionCacheBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: connecting to Redis: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/admin"
 	"github.com/gatecast/gatecast/broker"
 	"github.com/gatecast/gatecast/cluster"
@@ -28,6 +29,7 @@ type clusterNode struct {
 	id        string
 	log       *slog.Logger
 	rights    *cluster.Rights
+	projected *projectedRights // the broker's RightsSource
 	leases    *cluster.Leases
 	registry  *cluster.Registry
 	routes    *cluster.Routes
@@ -121,12 +123,12 @@ func (c *clusterNode) pollStore() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.staleness)
 	defer cancel()
-	if err := b.RefreshAll(ctx); err != nil {
+	if _, err := c.projected.reconcile(ctx, b); err != nil {
 		c.log.Warn("re-reading cached tokens while Redis is unreachable failed", "err", err)
 	}
 }
 
-func openCluster(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*clusterNode, error) {
+func openCluster(cfg Config, store acl.Store, log *slog.Logger, reg prometheus.Registerer) (*clusterNode, error) {
 	c := &clusterNode{id: cfg.NodeID, log: log, ttl: cfg.LeaseTTL, started: time.Now().UTC(),
 		staleness: cfg.Staleness, closeOnLoss: cfg.OnRedisLoss == "close", wait: cfg.RevocationWait, reconcile: cfg.Reconcile,
 		seen: map[string]bool{}, stop: make(chan struct{}), done: make(chan struct{}),
@@ -140,13 +142,19 @@ func openCluster(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*clus
 		return nil, err
 	}
 	c.rights, err = cluster.OpenRights(cluster.RightsConfig{
-		Addrs:      redisAddrs(cfg.Redis),
-		OnChange:   c.onChange,
-		OnReset:    c.onReset,
-		Logger:     log,
-		Registerer: reg,
+		Addrs:        redisAddrs(cfg.Redis),
+		OnChange:     c.onChange,
+		OnProjection: c.onProjection,
+		OnReset:      c.onReset,
+		Logger:       log,
+		Registerer:   reg,
 	})
 	if err != nil {
+		c.writeLock.close()
+		return nil, err
+	}
+	if c.projected, err = newProjectedRights(c.rights, store, c.available, log, reg); err != nil {
+		c.rights.Close()
 		c.writeLock.close()
 		return nil, err
 	}
@@ -182,11 +190,20 @@ func openCluster(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*clus
 	c.barrier, err = cluster.OpenBarrier(ctx, cluster.BarrierConfig{
 		Client: client,
 		NodeID: c.id,
-		Apply: func(ctx context.Context, ids []int64) error {
+		ApplyVersions: func(ctx context.Context, tokens []cluster.TokenVersion) error {
 			if b := c.currentBroker(); b != nil {
-				return b.RefreshTokens(ctx, ids...)
+				tvs := make([]broker.TokenVersion, len(tokens))
+				for i, t := range tokens {
+					tvs[i] = broker.TokenVersion{ID: t.ID, Version: t.Version}
+					if t.Version == 0 {
+						// Announced without a version: by a node of the
+						// previous version, which wrote the store only.
+						tvs[i].Version = broker.ReadStore
+					}
+				}
+				return b.RefreshVersions(ctx, tvs)
 			}
-			return nil // no broker yet: nothing cached, nothing to enforce
+			return nil
 		},
 		Logger: log,
 	})
@@ -213,7 +230,36 @@ func (c *clusterNode) attach(b *broker.Broker, info cluster.NodeInfo) error {
 	}
 	go c.loop()
 	go c.probe()
+	go c.rebuildProjection("start-up")
 	return nil
+}
+
+// projectionBuiltKey marks a Redis whose rights projection was rebuilt from
+// the store of record: a Redis that lost its data (restarted empty,
+// flushed) has no marker, and the next node to start or to re-validate
+// after the loss rebuilds it.
+const projectionBuiltKey = "gc:r:built"
+
+// rebuildProjection rebuilds the rights projection in the background when
+// Redis has no marker of a previous rebuild (see projectedRights.rebuild).
+func (c *clusterNode) rebuildProjection(why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	client := c.rights.Client()
+	n, err := client.Do(ctx, client.B().Exists().Key(projectionBuiltKey).Build()).AsInt64()
+	if err != nil || n > 0 {
+		return
+	}
+	start := time.Now()
+	written, err := c.projected.rebuild(ctx)
+	if err != nil {
+		c.log.Warn("rebuilding the rights projection in Redis failed; tokens are read from the store of record until their first read backfills them", "why", why, "written", written, "err", err)
+		return
+	}
+	if err := client.Do(ctx, client.B().Set().Key(projectionBuiltKey).Value(c.id+" "+time.Now().UTC().Format(time.RFC3339)).Build()).Error(); err != nil {
+		c.log.Warn("marking the rights projection rebuilt failed", "err", err)
+	}
+	c.log.Info("rights projection rebuilt from the store of record", "why", why, "tokens_written", written, "took", time.Since(start).Round(time.Millisecond))
 }
 
 func (c *clusterNode) currentBroker() *broker.Broker {
@@ -232,13 +278,41 @@ func (c *clusterNode) onChange(ids []int64) {
 	}
 }
 
+// onProjection enforces the tokens whose projection another node (or this
+// one) rewrote: the cluster's tracking invalidation.
+func (c *clusterNode) onProjection(hashes [][32]byte) {
+	b := c.currentBroker()
+	if b == nil {
+		for _, h := range hashes {
+			c.rights.ForgetProjection(h)
+		}
+		return
+	}
+	hs := make([]acl.Hash, len(hashes))
+	for i, h := range hashes {
+		hs[i] = h
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.RefreshHashes(ctx, hs); err != nil {
+		c.log.Error("enforcing a rights change heard from Redis failed", "err", err)
+	}
+}
+
+// onReset runs when rights changes may have been missed (the link to Redis
+// dropped, Redis was flushed): every cached token is compared with the
+// store of record by version, and the changed ones enforced; the
+// projection is rebuilt if Redis lost it.
 func (c *clusterNode) onReset() {
 	if b := c.currentBroker(); b != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := b.RefreshAll(ctx); err != nil {
+		if n, err := c.projected.reconcile(ctx, b); err != nil {
 			c.log.Error("re-validating cached tokens failed", "err", err)
+		} else if n > 0 {
+			c.log.Info("re-validation found tokens changed without this node hearing it", "tokens", n)
 		}
+		go c.rebuildProjection("re-validation")
 	}
 }
 
@@ -252,10 +326,12 @@ func (c *clusterNode) loop() {
 	defer close(c.done)
 	t := time.NewTicker(c.ttl / 3)
 	defer t.Stop()
-	// The reconciler: rights live only in the store of record and Redis
-	// carries change signals; if a signal was lost without the link
-	// dropping (which already triggers a re-validation), re-reading every
-	// cached token on a timer bounds how long a stale right can survive.
+	// The reconciler: the store of record is the truth and Redis carries
+	// its projection; if a change was lost on the way without the link
+	// dropping (which already triggers a re-validation) - a writer that
+	// died between its commit and its Redis write, say - comparing every
+	// cached token's version with the store's on a timer bounds how long a
+	// stale right can survive, at one bulk query per thousand tokens.
 	r := time.NewTicker(c.reconcile)
 	defer r.Stop()
 	for {
@@ -379,8 +455,29 @@ func (e clusterEnforcer) RefreshGrant(ctx context.Context, tokenID, _ int64) err
 	return e.RefreshTokens(ctx, tokenID)
 }
 
+// ProjectTokens writes new tokens' rights to the projection
+// (admin.Projector): their first connect on any node is then one Redis read.
+func (e clusterEnforcer) ProjectTokens(ctx context.Context, ids ...int64) error {
+	_, err := e.node.projected.project(ctx, e.Broker, ids)
+	return err
+}
+
+// RetireSecret puts a tombstone over the projection of the secret a
+// rotated or deleted token no longer accepts (admin.SecretRetirer).
+func (e clusterEnforcer) RetireSecret(ctx context.Context, prev acl.Token, reason acl.GoneReason) error {
+	return e.node.projected.retire(ctx, prev, reason)
+}
+
+// RefreshTokens writes the tokens' rights, as just committed, to the
+// projection in Redis (which invalidates every node's cached copy), enforces
+// them here, bumps the change counters nodes of the previous version watch,
+// and waits on the barrier for every live node to enforce that version.
 func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error {
-	if err := e.Broker.RefreshTokens(ctx, ids...); err != nil {
+	versions, err := e.node.projected.project(ctx, e.Broker, ids)
+	if err != nil {
+		return err
+	}
+	if err := e.Broker.RefreshVersions(ctx, versions); err != nil {
 		return err
 	}
 	if err := e.node.rights.Changed(ctx, ids...); err != nil {
@@ -391,13 +488,25 @@ func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error 
 		return err
 	}
 	expect := make([]string, 0, len(nodes))
+	versioned := true
 	for _, n := range nodes {
 		expect = append(expect, n.ID)
+		versioned = versioned && n.HasFeature(cluster.FeatureBarrierVersions)
 	}
 	wctx, cancel := context.WithTimeout(ctx, e.node.wait)
 	defer cancel()
 	start := time.Now()
-	left, err := e.node.barrier.Enforce(wctx, ids, expect)
+	// Versions only once every live node understands them: a node of the
+	// previous version would drop the message and never confirm (it hears
+	// the change through its change counter, and reads the store).
+	tvs := make([]cluster.TokenVersion, len(versions))
+	for i, v := range versions {
+		tvs[i] = cluster.TokenVersion{ID: v.ID}
+		if versioned {
+			tvs[i].Version = v.Version
+		}
+	}
+	left, err := e.node.barrier.EnforceVersions(wctx, tvs, expect)
 	if err != nil {
 		return err
 	}

@@ -106,11 +106,13 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		MaxSubscriptions: cfg.MaxSubscriptions, MaxTopicBytes: cfg.MaxTopicBytes, MaxTopicLevels: cfg.MaxTopicLevels,
 		ForwardSeedFrames: cfg.ForwardLegacy}
 	if cfg.Redis != "" {
-		n.cluster, err = openCluster(cfg, log.With("component", "cluster"), n.registry)
+		n.cluster, err = openCluster(cfg, store, log.With("component", "cluster"), n.registry)
 		if err != nil {
 			return nil, fmt.Errorf("joining the cluster through Redis %s: %w", cfg.Redis, err)
 		}
-		bcfg.Watcher, bcfg.Limiter, bcfg.Router = n.cluster.rights, n.cluster.leases, n.cluster.routes
+		// Rights come from the projection in Redis (tracked: no per-token
+		// change counters to watch), the store of record behind it.
+		bcfg.Rights, bcfg.Limiter, bcfg.Router = n.cluster.projected, n.cluster.leases, n.cluster.routes
 		bcfg.Available = n.cluster.available
 		if err := n.cluster.registerMetrics(n.registry); err != nil {
 			return nil, err
@@ -177,7 +179,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		enforcer = clusterEnforcer{Broker: n.broker, node: n.cluster}
 		nodes, nodeID, peers = n.cluster.nodes, n.cluster.id, n.cluster.peers
 		writeLock = n.cluster.writeLock.take
-		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.advertisedAdmin()}); err != nil {
+		if err := n.cluster.attach(n.broker, cluster.NodeInfo{WSAddr: n.WSAddr(), AdminAddr: n.advertisedAdmin(),
+			Features: []string{cluster.FeatureBarrierVersions}}); err != nil {
 			return nil, fmt.Errorf("cluster heartbeat: %w", err)
 		}
 	}

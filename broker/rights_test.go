@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/acl/sqlite"
+)
+
+// scriptedRights is a RightsSource that answers Current with what the test
+// set (a projection read, say), and reads the store otherwise.
+type scriptedRights struct {
+	storeRights
+	mu     sync.Mutex
+	answer *acl.Rights
+	asked  []int64 // minVersion of each Current call
+	forgot []acl.Hash
+}
+
+func (s *scriptedRights) Current(ctx context.Context, id int64, hash acl.Hash, min int64) (acl.Rights, error) {
+	s.mu.Lock()
+	s.asked = append(s.asked, min)
+	a := s.answer
+	s.mu.Unlock()
+	if a != nil {
+		return *a, nil
+	}
+	return s.storeRights.Current(ctx, id, hash, min)
+}
+
+func (s *scriptedRights) Forget(id int64, hash acl.Hash) {
+	s.mu.Lock()
+	s.forgot = append(s.forgot, hash)
+	s.mu.Unlock()
+}
+
+func newScriptedEnv(t *testing.T) (*env, *scriptedRights) {
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "acl.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	src := &scriptedRights{storeRights: storeRights{store: st}}
+	b, err := New(Config{Store: st, Rights: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{store: st, b: b}, src
+}
+
+// A rights read older than, or as old as, what is in force changes nothing
+// (a reordered or late projection read); a newer one is enforced.
+func TestRefreshAppliesOnlyNewerVersions(t *testing.T) {
+	e, src := newScriptedEnv(t)
+	tok, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermReadWrite})
+	_, conn := e.connect(t, secret, "a/x")
+	cached := e.b.CachedVersions()
+	if len(cached) != 1 || cached[0].ID != tok.ID || cached[0].Version == 0 {
+		t.Fatalf("CachedVersions = %+v, want token %d with its store version", cached, tok.ID)
+	}
+	inForce := cached[0].Version
+	for _, v := range []int64{inForce - 1, inForce} {
+		src.answer = &acl.Rights{ID: tok.ID, Version: v, Hash: tok.Hash} // no grants: would close the session
+		if err := e.b.RefreshTokens(context.Background(), tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		if conn.code() != 0 {
+			t.Fatalf("a read at version %d (in force: %d) closed the session with %d", v, inForce, conn.code())
+		}
+	}
+	src.answer = &acl.Rights{ID: tok.ID, Version: inForce + 1, Hash: tok.Hash}
+	if err := e.b.RefreshVersions(context.Background(), []TokenVersion{{ID: tok.ID, Version: inForce + 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if conn.code() != 4003 {
+		t.Fatalf("a newer version without the grant: close %d, want 4003", conn.code())
+	}
+	if got := src.asked[len(src.asked)-1]; got != inForce+1 {
+		t.Fatalf("RefreshVersions asked the source for version %d, want %d", got, inForce+1)
+	}
+}
+
+// A tombstone closes the token's sessions with the reason it carries, and
+// the broker forgets the hash; a hash no cached token has is forgotten too.
+func TestRefreshTombstones(t *testing.T) {
+	for _, tc := range []struct {
+		gone   acl.GoneReason
+		reason string
+	}{{acl.GoneDeleted, reasonTokenDeleted}, {acl.GoneRotated, reasonTokenRotated}} {
+		e, src := newScriptedEnv(t)
+		tok, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermRead})
+		_, conn := e.connect(t, secret, "a/x")
+		src.answer = &acl.Rights{ID: tok.ID, Version: 1, Hash: tok.Hash, Gone: tc.gone}
+		if err := e.b.RefreshHashes(context.Background(), []acl.Hash{tok.Hash, {1, 2, 3}}); err != nil {
+			t.Fatal(err)
+		}
+		if conn.code() != 4002 || conn.closeReason() != tc.reason {
+			t.Fatalf("tombstone %d: close %d %q, want 4002 %q", tc.gone, conn.code(), conn.reason, tc.reason)
+		}
+		if len(src.forgot) != 2 {
+			t.Fatalf("forgotten hashes %d, want 2 (the unknown one and the tombstoned one)", len(src.forgot))
+		}
+		if _, ok := e.b.CachedHash(tok.ID); ok {
+			t.Fatal("the tombstoned token is still cached")
+		}
+	}
+}
+
+func (c *recConn) closeReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
