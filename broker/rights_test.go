@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -113,4 +114,36 @@ func (c *recConn) closeReason() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reason
+}
+
+// BenchmarkRevoke2000 measures the broker's side of a permission deletion
+// that closes 2,000 sessions of one token, each on its own topic (the
+// issue's revocation figure, without sockets): the store read, the
+// coverage check of every session and the 2,000 closes.
+func BenchmarkRevoke2000(b *testing.B) {
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		e := newEnv(b)
+		tok, secret := e.token(b, 0, map[string]acl.Permission{"dev/#": acl.PermRead})
+		tags, _ := e.store.ListTags(ctx)
+		conns := make([]*recConn, 2000)
+		for i := range conns {
+			_, conns[i] = e.connect(b, secret, "dev/"+strconv.Itoa(i)+"/cmd")
+		}
+		if err := e.store.DeletePermission(ctx, tok.ID, tags[0].ID); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := e.b.RefreshTokens(ctx, tok.ID); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		for _, c := range conns {
+			if c.code() != 4003 {
+				b.Fatalf("close %d, want 4003", c.code())
+			}
+		}
+		b.StartTimer()
+	}
 }
