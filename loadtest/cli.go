@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 const cliUsage = `Usage: gatecast loadtest SCENARIO [flags]
@@ -113,7 +114,17 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		o.Progress = stderr
 	}
 	o.Stderr = stderr
+	if x.kinds != "" {
+		if scenario != "revoke" {
+			fmt.Fprintln(stderr, "gatecast loadtest: --kind is for the revoke scenario")
+			return 2
+		}
+		return runKinds(ctx, o, x, stdout, stderr)
+	}
 	rep, err := Run(ctx, scenario, o)
+	if rep != nil && rep.Storm != nil {
+		writeStormTable(stderr, rep)
+	}
 	if rep != nil {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -141,6 +152,7 @@ type cliExtra struct {
 	devices  int
 	qos      int
 	scenario string // --scenario, taken out of the arguments by scenarioArg; here for --help
+	kinds    string // --kind / --kinds
 }
 
 // scenarioArg returns the scenario, named first (`loadtest telemetry
@@ -199,7 +211,7 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/ws/brocker/", "broker WebSocket URL; several comma-separated (cluster nodes): connections are spread over them")
-	fs.StringVar(&o.AdminURL, "admin-url", "http://127.0.0.1:8081", "broker admin URL (creates and disables tokens, reads /metrics)")
+	fs.StringVar(&o.AdminURL, "admin-url", "http://127.0.0.1:8081", "broker admin URL (creates and disables tokens, reads /metrics); several comma-separated (cluster nodes): the calls go to the first, /metrics is read from each (revoke --kind), token creations are spread over them (storm)")
 	// The environment is read after parsing, so that --help never prints
 	// the key as a default.
 	fs.StringVar(&o.AdminKey, "admin-key", "", "admin key (default: env GATECAST_ADMIN_KEY)")
@@ -238,8 +250,69 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 	fs.DurationVar(&o.KeepAlive, "mqtt-keep-alive", 0, "mqtt: CONNECT keep alive; every connection sends PINGREQ each half of it (default 60s)")
 	fs.IntVar(&x.qos, "mqtt-command-qos", 1, "mqtt: QoS of the commands and of the devices' command subscriptions: 0, 1 (PUBACK) or 2 (PUBREC, PUBREL, PUBCOMP); telemetry is QoS 0")
 	fs.DurationVar(&o.SessionExpiry, "mqtt-session-expiry", 0, "offline: MQTT 5 Session Expiry Interval of the devices' persistent sessions (default 1h; 3.1.1 uses Clean Session 0)")
+	fs.StringVar(&x.kinds, "kind", "", "revoke: time one kind of rights change on --conns sessions (default 2000) each on its own topic: "+strings.Join(RevokeKinds, ", ")+"; a comma-separated list or all runs each in turn and prints a table (without it: the classic revoke scenario)")
+	fs.StringVar(&x.kinds, "kinds", "", "same as --kind")
+	fs.IntVar(&o.Unaffected, "unaffected", 0, "revoke --kind: sessions the change must not touch (default 10% of --conns; -1: none)")
+	fs.DurationVar(&o.Settle, "settle", 0, "revoke --kind: after the last expected signal, how long to watch for wrong ones (default 300ms)")
+	fs.StringVar(&o.Storm.TokensFile, "tokens-file", "", "storm: reuse the device tokens saved in this file (when they still exist on the broker), or save them there; they are then kept at the end")
+	fs.StringVar(&o.Storm.ReadyFile, "ready-file", "", "storm: create this file once every device is connected and the reconnects are armed (also printed: \"storm: ready\" on stderr)")
+	fs.DurationVar(&o.Storm.Timeout, "storm-timeout", 0, "storm: a device stops retrying this long after its drop (default 60s)")
+	fs.DurationVar(&o.Storm.Wait, "storm-wait", 0, "storm: longest wait for the nodes to drop the devices after ready (default 5m)")
+	fs.DurationVar(&o.Storm.Quiet, "storm-quiet", 0, "storm: when some devices never drop, the storm is over once none is down and none dropped for this long (default 3s)")
+	fs.IntVar(&o.Storm.Attempts, "storm-attempts", 0, "storm: reconnect attempts per device and drop (default 100)")
+	fs.DurationVar(&o.Storm.Jitter, "storm-jitter", 0, "storm: delay a device's first reconnect attempt by a random [0, this) (default 0: at once)")
+	fs.DurationVar(&o.Storm.Backoff, "storm-backoff", 0, "storm: delay after a failed attempt, doubling per attempt, each drawn from [d/2, d) (default 50ms)")
+	fs.DurationVar(&o.Storm.BackoffMax, "storm-backoff-max", 0, "storm: longest delay between attempts (default 1s)")
+	fs.IntVar(&o.Storm.AdminConcurrency, "admin-concurrency", 0, "storm: token creations (and deletions) in flight, spread over the --admin-url list (default 32)")
+	fs.IntVar(&o.Storm.TokenLimit, "token-limit", 0, "storm: max_connections of the tokens it creates (0: unlimited)")
+	fs.StringVar(&o.Storm.RedisAddrs, "redis-addr", "", "storm: read INFO commandstats of these Redis servers (host:port or redis://[:password@]host:port, comma-separated) before and after the storm")
+	fs.StringVar(&o.Storm.PGDSN, "pg-dsn", "", "storm: read pg_stat_database (and pg_stat_statements, created if it can be) of this Postgres database (the broker's --store) before and after the storm")
+	fs.DurationVar(&o.Storm.PGStatsDelay, "pg-stats-delay", 11*time.Second, "storm: wait this long after the storm before the last Postgres reading (idle backends report their counts up to 10 s late)")
+	fs.DurationVar(&o.Storm.Baseline, "stats-baseline", 0, "storm: idle window before the storm measuring the stores' background rate, subtracted in the net figures (default 2s; negative: none)")
 	fs.IntVar(&o.BrokerPID, "broker-pid", 0, "PID of a broker on this machine: report its RSS and CPU from /proc")
 	fs.StringVar(&x.chart, "chart", "", "write an SVG chart (connections and p99 latency over time) to this file")
 	fs.BoolVar(&x.quiet, "quiet", false, "no progress lines on stderr")
 	return fs
+}
+
+// runKinds runs `revoke --kind K1,K2…` (or all): one run per kind, each
+// with its own sessions, tokens and tags; a line per kind as it ends and a
+// table at the end on stderr; the report on stdout (an array of reports
+// for more than one kind).
+func runKinds(ctx context.Context, o Options, x cliExtra, stdout, stderr io.Writer) int {
+	kinds, err := parseKinds(x.kinds)
+	if err != nil {
+		fmt.Fprintln(stderr, "gatecast loadtest:", err)
+		return 2
+	}
+	var reps []*Report
+	code := 0
+	for _, k := range kinds {
+		ko := o
+		ko.Kind = k
+		rep, err := Run(ctx, "revoke", ko)
+		if rep != nil {
+			reps = append(reps, rep)
+			if rep.RevKind != nil {
+				fmt.Fprintln(stderr, revKindLine(rep.RevKind))
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "gatecast loadtest: revoke --kind %s: %v\n", k, err)
+			code = 1
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if len(kinds) == 1 && len(reps) == 1 {
+		_ = enc.Encode(reps[0])
+	} else {
+		_ = enc.Encode(reps)
+	}
+	fmt.Fprintln(stderr)
+	writeRevKindTable(stderr, reps)
+	return code
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -214,10 +215,93 @@ func (dc *devConn) connect(ctx context.Context) (errKind, error) {
 		}
 		return errHandshake, err
 	}
+	if w.spec.ConfirmPing {
+		if kind, err := dc.confirmSeed(c); err != nil {
+			_ = c.Close()
+			return kind, err
+		}
+	}
 	_ = c.SetReadTimeout(frameReadTimeout)
 	_ = c.SetWriteTimeout(writeTimeout)
 	dc.attach(c, time.Now().UnixNano())
 	return 0, nil
+}
+
+// confirmSeed sends a ping on a freshly upgraded connection and reads
+// frames (from the dialing goroutine, before the connection is attached)
+// until its pong: the broker admits a seed connection after its 101, so
+// the pong is the first sign that it was admitted, and a refusal's close
+// frame comes before it. The read timeout set for the handshake bounds the
+// wait. A refusal is counted (rejected_<code>) and returned as a
+// *refusedError.
+func (dc *devConn) confirmSeed(c netpoll.Connection) (errKind, error) {
+	w := dc.w
+	var buf [14 + 125]byte
+	if err := writeNow(c, appendClientFrame(buf[:0], ws.OpPing, []byte("lt"), w.mask())); err != nil {
+		return errHandshake, err
+	}
+	r := c.Reader()
+	for {
+		b, err := r.Peek(2)
+		if err != nil {
+			if isTimeout(err) {
+				return errHandshakeTimeout, err
+			}
+			return errHandshake, err
+		}
+		hl := headerLen(b[1])
+		if b, err = r.Peek(hl); err != nil {
+			return errHandshake, err
+		}
+		h, _, err := parseHeader(b)
+		if err != nil {
+			return errProtocol, err
+		}
+		frame, err := r.Next(hl + int(h.Length))
+		if err != nil {
+			return errHandshake, err
+		}
+		p := frame[hl:]
+		switch h.OpCode {
+		case ws.OpPong:
+			return 0, r.Release()
+		case ws.OpClose:
+			code := uint16(ws.StatusNoStatusRcvd)
+			if len(p) >= 2 {
+				code = binary.BigEndian.Uint16(p)
+			}
+			_ = r.Release()
+			w.errs.addClose(closeKey{code: code, rejected: true})
+			return errCounted, &refusedError{code: code, what: "close frame"}
+		case ws.OpPing:
+			pong := appendClientFrame(buf[:0], ws.OpPong, p, w.mask())
+			if err := writeNow(c, pong); err != nil {
+				_ = r.Release()
+				return errHandshake, err
+			}
+		}
+		// A delivery before the pong: the connection is admitted (the
+		// pong follows); nothing else to do with it here.
+		if err := r.Release(); err != nil {
+			return errHandshake, err
+		}
+	}
+}
+
+// refusedError is a connection the broker refused after the TCP connect:
+// a seed close frame (code), an MQTT CONNACK or SUBACK failure (reason
+// code).
+type refusedError struct {
+	code uint16
+	mqtt bool
+	what string
+}
+
+func (e *refusedError) Error() string {
+	if e.mqtt {
+		return "loadtest: " + e.what + " refused: " + closeKey{code: e.code, mqtt: mqttKindConnack}.String()
+	}
+	return "loadtest: refused with " + e.what + " " + strconv.Itoa(int(e.code))
 }
 
 // attach makes c dc's live connection and hands its reads to netpoll's
@@ -263,10 +347,13 @@ func (dc *devConn) closed(c netpoll.Connection, gen uint32) {
 	}
 	dc.wmu.Unlock()
 	dc.w.open.Add(-1)
+	if current && fl&fByUs == 0 && dc.w.stormDropped(dc, fl&fGotClose != 0) {
+		return
+	}
 	if current && fl&(fGotClose|fByUs) == 0 {
 		if dc.w.spec.mqtt() {
 			dc.w.lostMQTT(dc)
-		} else {
+		} else if !dc.w.signal(dc, sigLost, 0) {
 			dc.w.errs.add(errDropped)
 		}
 	}

@@ -107,7 +107,7 @@ func (w *worker) appendMQTTConnect(b []byte, dc *devConn) []byte {
 	i := int(dc.id)
 	switch dc.role {
 	case roleDevice:
-		c.Password = []byte(w.spec.DeviceTokens[i%len(w.spec.DeviceTokens)])
+		c.Password = []byte(w.deviceToken(i))
 		if w.spec.Persistent {
 			if w.spec.MQTTVersion == mqtt.Version5 {
 				dc.wmu.Lock()
@@ -132,11 +132,13 @@ func (w *worker) appendMQTTConnect(b []byte, dc *devConn) []byte {
 func (w *worker) appendMQTTSubscribe(b []byte, dc *devConn) []byte {
 	i := int(dc.id)
 	var filters []mqtt.SubscribeFilter
-	switch dc.role {
-	case roleDevice:
+	switch {
+	case dc.role == roleDevice && w.spec.Layout != "":
+		filters = []mqtt.SubscribeFilter{{Filter: w.appendDeviceFilter(nil, i), QoS: w.spec.CommandQoS}}
+	case dc.role == roleDevice:
 		own := appendDeviceTopic(nil, i%w.spec.Regions, i, "cmd")
 		filters = []mqtt.SubscribeFilter{{Filter: own, QoS: w.spec.CommandQoS}, {Filter: []byte(fleetTopic), QoS: w.spec.CommandQoS}}
-	case roleDashboard:
+	case dc.role == roleDashboard:
 		f := append([]byte("lt/r"), strconv.Itoa((i-w.spec.Devices)%w.spec.Regions)...)
 		filters = []mqtt.SubscribeFilter{{Filter: append(f, "/+/telemetry"...), QoS: dashboardQoS}}
 	default:
@@ -179,7 +181,7 @@ func (dc *devConn) handshakeMQTT(c netpoll.Connection, dialAt int64) (errKind, e
 	_ = r.Release()
 	if ack.Code != 0 {
 		w.errs.addClose(closeKey{code: uint16(ack.Code), mqtt: mqttKindConnack})
-		return fail(errCounted, errors.New("loadtest: CONNACK refused: "+mqtt.ReasonString(ack.Code)))
+		return fail(errCounted, &refusedError{code: uint16(ack.Code), mqtt: true, what: "CONNACK " + mqtt.ReasonString(ack.Code)})
 	}
 	if ack.SessionPresent {
 		w.sessionPresent.Add(1)
@@ -216,7 +218,7 @@ func (dc *devConn) handshakeMQTT(c netpoll.Connection, dialAt int64) (errKind, e
 			}
 			if refused != 0 {
 				w.errs.addClose(closeKey{code: uint16(refused), mqtt: mqttKindSuback})
-				return fail(errCounted, errors.New("loadtest: SUBACK refused: "+mqtt.ReasonString(refused)))
+				return fail(errCounted, &refusedError{code: uint16(refused), mqtt: true, what: "SUBACK " + mqtt.ReasonString(refused)})
 			}
 			break
 		}
@@ -342,6 +344,11 @@ func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte
 		if err := mqtt.DecodeAck(h, body, v, &a); err != nil {
 			return err
 		}
+		if dc.role == roleDevice {
+			// A device's probe (revoke --kind downgrade).
+			w.probeAcked(dc, a.Code)
+			break
+		}
 		w.pubacks.Add(1)
 		if a.Code >= 0x80 {
 			w.errs.addClose(closeKey{code: uint16(a.Code), mqtt: mqttKindPuback})
@@ -391,6 +398,9 @@ func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte
 // disconnected accounts for a DISCONNECT the broker sent first (MQTT 5).
 // 0x87 (not authorized) to a device of a revoked token is the revocation.
 func (w *worker) disconnected(dc *devConn, code byte, now int64) {
+	if w.stormCause(dc, closeKey{code: uint16(code), mqtt: mqttKindDisconn}.String()) || w.signal(dc, sigDisconnect, uint16(code)) {
+		return
+	}
 	if code == mqtt.NotAuthorized && w.revokedDevice(dc) {
 		w.revokedClose(now)
 		return
@@ -402,6 +412,9 @@ func (w *worker) disconnected(dc *devConn, code byte, now int64) {
 // DISCONNECT: in 3.1.1, whose server never sends one, that is how a
 // revocation ends a device of a revoked token; anything else is a drop.
 func (w *worker) lostMQTT(dc *devConn) {
+	if w.signal(dc, sigLost, 0) {
+		return
+	}
 	if w.spec.MQTTVersion != mqtt.Version5 && w.revokedDevice(dc) {
 		w.revokedClose(time.Now().UnixNano())
 		return

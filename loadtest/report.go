@@ -30,6 +30,8 @@ type Report struct {
 	Commands    *TrafficReport   `json:"commands,omitempty"`
 	Churn       *ChurnReport     `json:"churn,omitempty"`
 	Revoke      *RevokeReport    `json:"revoke,omitempty"`
+	RevKind     *RevKindReport   `json:"revoke_kind,omitempty"`
+	Storm       *StormReport     `json:"storm,omitempty"`
 	Offline     *OfflineReport   `json:"offline,omitempty"`
 	MQTT        *MQTTReport      `json:"mqtt,omitempty"`
 	Errors      map[string]int64 `json:"errors"`

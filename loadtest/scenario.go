@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios lists what `gatecast loadtest` runs.
-var Scenarios = []string{"connect", "idle", "telemetry", "command", "churn", "revoke", "mixed", "fanout", "fanin", "offline"}
+var Scenarios = []string{"connect", "idle", "telemetry", "command", "churn", "revoke", "mixed", "fanout", "fanin", "offline", "storm"}
 
 // Options are the knobs of a run. Zero values take the defaults of
 // RunCLI's flags (see withDefaults); every wait is bounded by Timeout.
@@ -65,6 +65,15 @@ type Options struct {
 	SessionExpiry time.Duration // offline: MQTT 5 Session Expiry Interval of the devices' sessions (default 1h)
 	CommandQoS    *int          // MQTT: QoS of the commands and of the devices' command subscriptions, 0 to 2 (nil: 1)
 
+	// revoke --kind (revkind.go)
+	Kind       string        // one of RevokeKinds; "" is the classic revoke scenario
+	Unaffected int           // sessions the change must not touch (default Conns/10, at least 1)
+	Settle     time.Duration // after the expected signals, how long to watch for wrong ones (default 300ms)
+	note       string        // set by withDefaults: why the protocol was changed
+
+	// storm (storm.go)
+	Storm StormOptions
+
 	BrokerPID int       // read the broker's RSS and CPU from /proc/<pid>
 	Progress  io.Writer // one progress line per second (nil: none)
 	Stderr    io.Writer // worker processes' stderr (nil: discarded)
@@ -90,6 +99,27 @@ func (o Options) withDefaults(scenario string) Options {
 	}
 	if scenario == "offline" {
 		def(&o.Conns, 10000)
+	}
+	if scenario == "revoke" && o.Kind != "" {
+		def(&o.Conns, 2000)
+		if o.Unaffected == 0 {
+			o.Unaffected = max(1, o.Conns/10)
+		}
+		if o.Unaffected < 0 {
+			o.Unaffected = 0
+		}
+		defD(&o.Settle, 300*time.Millisecond)
+		if o.Kind == "downgrade" && o.Protocol != protoMQTT {
+			// A seed client cannot see a refused publish: the broker drops
+			// it and counts it, without a word (protocol-seed.md). MQTT 5
+			// answers a QoS 1 publish with PUBACK 0x87.
+			o.Protocol, o.MQTTVersion = protoMQTT, 5
+			o.note = "downgrade runs with MQTT 5 clients: a seed client is never told a publish was refused (dropped and counted), an MQTT 5 client gets PUBACK 0x87"
+		}
+	}
+	if scenario == "storm" {
+		def(&o.Conns, 15000)
+		o.Storm = o.Storm.withDefaults()
 	}
 	def(&o.Conns, 1000)
 	def(&o.Size, 64)
@@ -204,6 +234,18 @@ func (o Options) validate(scenario string) error {
 		return errors.New("offline needs --mqtt-command-qos 1 or 2: a broker keeps no QoS 0 message for a client that is away")
 	case o.Protocol == protoMQTT && len(splitURLs(o.MQTTURL)) == 0:
 		return errors.New("--mqtt-url is empty")
+	case len(splitURLs(o.AdminURL)) == 0:
+		return errors.New("--admin-url is empty")
+	case o.Kind != "" && scenario != "revoke":
+		return errors.New("--kind is for the revoke scenario")
+	case o.Kind != "" && !contains(RevokeKinds, o.Kind):
+		return fmt.Errorf("--kind %q: want one of %s", o.Kind, strings.Join(RevokeKinds, ", "))
+	case o.Kind == "downgrade" && o.MQTTVersion != 5:
+		return errors.New("--kind downgrade needs MQTT 5: a 3.1.1 server acknowledges a refused QoS 1 publish like an accepted one")
+	case o.Kind == "limit" && o.Unaffected < 1:
+		return errors.New("--kind limit needs --unaffected ≥ 1: the limit is lowered to the unaffected count (0 would mean unlimited)")
+	case scenario == "storm":
+		return o.Storm.validate()
 	}
 	return nil
 }
@@ -218,7 +260,14 @@ func shapeOf(scenario string, o Options) (shape, error) {
 	s := shape{devices: o.Conns}
 	switch scenario {
 	case "connect", "idle", "churn":
-	case "telemetry", "revoke":
+	case "revoke":
+		if o.Kind != "" {
+			s.devices = o.Conns + o.Unaffected
+		} else {
+			s.dashboards = o.Dashboards
+		}
+	case "storm":
+	case "telemetry":
 		s.dashboards = o.Dashboards
 	case "mixed":
 		s.dashboards, s.commander = o.Dashboards, true
@@ -250,8 +299,13 @@ type run struct {
 	rep      *Report
 	epoch    time.Time
 
-	devTokens []ltToken
-	created   []int64
+	devTokens   []ltToken
+	created     []int64
+	createdTags []int64
+
+	revKind      *revKindState // revoke --kind
+	storm        *stormRun     // storm
+	preConnected int64         // connections made before connectAll (revoke --kind limit)
 
 	sessionPresent int64 // MQTT: CONNACKs with Session Present 1, summed over the connects
 }
@@ -268,7 +322,7 @@ func Run(ctx context.Context, scenario string, o Options) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	r := &run{o: o, scenario: scenario, shape: sh, api: newAdminAPI(o.AdminURL, o.AdminKey), epoch: time.Now()}
+	r := &run{o: o, scenario: scenario, shape: sh, api: newAdminAPI(splitURLs(o.AdminURL)[0], o.AdminKey), epoch: time.Now()}
 	r.rep = &Report{Scenario: scenario, Started: r.epoch.UTC(), Devices: sh.devices, Dashboards: sh.dashboards, Commander: sh.commander, InProcess: o.InProcess}
 	if o.Protocol == protoMQTT {
 		r.rep.Protocol = protoMQTT
@@ -282,7 +336,14 @@ func Run(ctx context.Context, scenario string, o Options) (*Report, error) {
 		r.rep.Broker = &BrokerReport{PID: o.BrokerPID, RSSStart: r.broker.rssNow()}
 	}
 	defer r.cleanupTokens()
-	if err := r.start(ctx); err != nil {
+	start := r.start
+	switch {
+	case scenario == "storm":
+		start = r.startStorm
+	case o.Kind != "":
+		start = r.startRevKind
+	}
+	if err := start(ctx); err != nil {
 		if r.broker != nil {
 			r.broker.finish()
 		}
@@ -318,7 +379,12 @@ func (r *run) scenarioBody(ctx context.Context) error {
 	case "churn":
 		return r.churnScenario(ctx)
 	case "revoke":
+		if r.o.Kind != "" {
+			return r.revKindScenario(ctx)
+		}
 		return r.revokeScenario(ctx)
+	case "storm":
+		return r.stormScenario(ctx)
 	case "mixed":
 		return r.mixedScenario(ctx)
 	case "offline":
@@ -364,6 +430,16 @@ func (r *run) start(ctx context.Context) error {
 		}
 	}
 
+	return r.launch(ctx, secrets, dash.Secret, cmdr.Secret, nil)
+}
+
+// launch starts the workers of the fleet r.shape describes: device
+// secrets (device i uses secrets[i mod len], or as spec.Layout says), the
+// dashboards' and the commander's; mutate, when set, completes each
+// worker's spec.
+func (r *run) launch(ctx context.Context, secrets []string, dashSecret, cmdrSecret string, mutate func(*workerSpec)) error {
+	o, sh := r.o, r.shape
+	prefix := "loadtest-" + r.scenario + "-" + strconv.FormatInt(r.epoch.Unix(), 10)
 	total := sh.devices + sh.dashboards
 	if sh.commander {
 		total++
@@ -394,7 +470,7 @@ func (r *run) start(ctx context.Context) error {
 			Index: w, Count: workers, Epoch: r.epoch.UnixNano(), URLs: urls, SourceIPs: sourceIPs,
 			Devices: sh.devices, DevLo: sh.devices * w / workers, DevHi: sh.devices * (w + 1) / workers,
 			Dashboards: sh.dashboards, Regions: sh.regions, Commander: sh.commander && w == 0,
-			DeviceTokens: secrets, DashboardToken: dash.Secret, CommanderToken: cmdr.Secret,
+			DeviceTokens: secrets, DashboardToken: dashSecret, CommanderToken: cmdrSecret,
 			Size: o.Size, DialConcurrency: o.DialConcurrency, DialTimeout: o.DialTimeout, HandshakeTimeout: o.HandshakeTimeout,
 		}
 		if o.Protocol == protoMQTT {
@@ -405,6 +481,9 @@ func (r *run) start(ctx context.Context) error {
 				sp.Persistent, sp.SessionExpiry = true, uint32(o.SessionExpiry/time.Second)
 			}
 		}
+		if mutate != nil {
+			mutate(&specs[w])
+		}
 		if err := specs[w].validate(); err != nil {
 			return err
 		}
@@ -414,6 +493,7 @@ func (r *run) start(ctx context.Context) error {
 		stderr = io.Discard
 	}
 	r.agg = newAggregator(workers, o.Progress, r.broker)
+	var err error
 	r.fl, err = startFleet(ctx, specs, o.InProcess, stderr, r.agg)
 	return err
 }
@@ -423,9 +503,34 @@ func (r *run) start(ctx context.Context) error {
 func (r *run) cleanupTokens() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, id := range r.created {
-		_ = r.api.deleteToken(ctx, id)
+	if r.storm != nil && !r.storm.deleteTokens {
+		r.created = nil // kept for the next run (--tokens-file)
 	}
+	deleteAll(ctx, r.created, r.o.Storm.AdminConcurrency, func(ctx context.Context, id int64) error { return r.api.deleteToken(ctx, id) })
+	for _, id := range r.createdTags {
+		_ = r.api.do(ctx, "DELETE", fmt.Sprintf("/api/v1/tags/%d", id), nil, nil)
+	}
+}
+
+// deleteAll calls del for every id, conc at a time (at least 1).
+func deleteAll(ctx context.Context, ids []int64, conc int, del func(context.Context, int64) error) {
+	conc = max(1, min(conc, len(ids)))
+	ch := make(chan int64)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range ch {
+				_ = del(ctx, id)
+			}
+		}()
+	}
+	for _, id := range ids {
+		ch <- id
+	}
+	close(ch)
+	wg.Wait()
 }
 
 // connectAll connects the whole fleet (ramp) and records it.
@@ -441,6 +546,7 @@ func (r *run) connectAll(ctx context.Context) ([]status, error) {
 		c.Target++
 	}
 	var first, last int64
+	c.Connected = r.preConnected
 	for _, s := range st {
 		c.Connected += s.Connected
 		c.Failed += s.Failed

@@ -59,7 +59,30 @@ type workerSpec struct {
 	SessionExpiry uint32        `json:",omitempty"` // MQTT 5 Session Expiry Interval of persistent sessions, seconds
 	ClientPrefix  string        `json:",omitempty"` // client identifiers are <prefix>-<connection id>
 	CommandQoS    byte          `json:",omitempty"` // QoS of the commands and of the devices' command subscriptions
+
+	// Layout is how devices are laid out when not as the fleet's (""):
+	// layoutRev (the revoke scenario's --kind: devices [0, Affected) use
+	// DeviceTokens[0] and subscribe to TopicBase/a/<i>, the others use the
+	// last token and subscribe to TopicBase/u/<i>) or layoutStorm (device
+	// i uses DeviceTokens[i] and subscribes to TopicBase/<i>). Either way a
+	// device has exactly one subscription, its own topic, and no dashboard
+	// or commander is involved.
+	Layout    string `json:",omitempty"`
+	TopicBase string `json:",omitempty"`
+	Affected  int    `json:",omitempty"`
+	// ConfirmPing (seed): a connect is complete when the pong of a ping
+	// sent right after the upgrade arrives. The broker answers the upgrade
+	// before it admits the connection (token, grants, limit), so only a
+	// frame read back shows the connection admitted; a refusal's close
+	// frame comes before the pong.
+	ConfirmPing bool `json:",omitempty"`
 }
+
+// Device layouts (workerSpec.Layout).
+const (
+	layoutRev   = "rev"
+	layoutStorm = "storm"
+)
 
 func (s *workerSpec) mqtt() bool { return s.Protocol == protoMQTT }
 
@@ -123,6 +146,18 @@ type command struct {
 	At            int64 `json:"at,omitempty"` // unix ns the parent starts revoking
 	// histograms: reset them after answering
 	Reset bool `json:"reset,omitempty"`
+	// connect: only the devices with From <= id < To (To 0: every
+	// connection not open)
+	From int `json:"from,omitempty"`
+	To   int `json:"to,omitempty"`
+	// revmark (the revoke scenario's --kind): the signal the change should
+	// give (sigClose, sigDisconnect, sigLost or sigRefused, and its code)
+	SigKind uint8  `json:"sig_kind,omitempty"`
+	SigCode uint16 `json:"sig_code,omitempty"`
+	// probe: start (true) or stop QoS 1 probe publishes on every device
+	Probe bool `json:"probe,omitempty"`
+	// stormarm: reconnect every dropped device until it is back
+	Storm *stormSettings `json:"storm,omitempty"`
 }
 
 // event is one line from a worker.
@@ -181,6 +216,19 @@ type status struct {
 	// reconnect, and dial → command of persistent devices
 	DialHist   string `json:"dial_hist,omitempty"`
 	ResumeHist string `json:"resume_hist,omitempty"`
+
+	// revoke --kind: signals recorded since revmark; per device of this
+	// worker (op "revtimes"), the CLOCK_MONOTONIC ns of its first signal
+	// (0: none) and the signal (kind<<16 | code); the probes (downgrade)
+	RevSignals  int64    `json:"rev_signals,omitempty"`
+	RevTimes    []int64  `json:"rev_times,omitempty"`
+	RevCodes    []uint32 `json:"rev_codes,omitempty"`
+	ProbesSent  int64    `json:"probes_sent,omitempty"`
+	ProbesAcked int64    `json:"probes_acked,omitempty"`
+	ProbeHist   string   `json:"probe_hist,omitempty"`
+
+	// storm
+	Storm *stormStatus `json:"storm,omitempty"`
 }
 
 // nShards receive shards per worker: event goroutines of different
@@ -235,6 +283,10 @@ type worker struct {
 	markAt           atomic.Int64
 	revokedCloses    atomic.Int64
 	lastRevokedClose atomic.Int64
+
+	rev   atomic.Pointer[revState]   // revoke --kind: set by revmark
+	probe atomic.Pointer[probeState] // revoke --kind downgrade: QoS 1 probes running
+	storm atomic.Pointer[stormState] // storm: set by stormarm
 
 	// MQTT
 	mqttCounters
@@ -459,13 +511,17 @@ func (w *worker) handshakeHeader(dc *devConn) []byte {
 	b := make([]byte, 0, 160)
 	b = append(b, "Authorization: Token "...)
 	i := int(dc.id)
-	switch dc.role {
-	case roleDevice:
+	switch {
+	case dc.role == roleDevice && w.spec.Layout != "":
+		b = append(b, w.deviceToken(i)...)
+		b = append(b, "\r\nTag: "...)
+		b = w.appendDeviceFilter(b, i)
+	case dc.role == roleDevice:
 		b = append(b, w.spec.DeviceTokens[i%len(w.spec.DeviceTokens)]...)
 		b = append(b, "\r\nTag: "...)
 		b = appendDeviceTopic(b, i%w.spec.Regions, i, "cmd")
 		b = append(b, ","+fleetTopic...)
-	case roleDashboard:
+	case dc.role == roleDashboard:
 		b = append(b, w.spec.DashboardToken...)
 		b = append(b, "\r\nTag: lt/r"...)
 		b = strconv.AppendInt(b, int64((i-w.spec.Devices)%w.spec.Regions), 10)
@@ -475,6 +531,39 @@ func (w *worker) handshakeHeader(dc *devConn) []byte {
 		b = append(b, "\r\nTag: lt/commander"...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// deviceToken returns device i's token secret.
+func (w *worker) deviceToken(i int) string {
+	t := w.spec.DeviceTokens
+	switch w.spec.Layout {
+	case layoutRev:
+		if i < w.spec.Affected {
+			return t[0]
+		}
+		return t[len(t)-1]
+	case layoutStorm:
+		if i < len(t) {
+			return t[i]
+		}
+	}
+	return t[i%len(t)]
+}
+
+// appendDeviceFilter appends the one subscription of device i of a
+// layout: TopicBase/a/<i> (rev, affected), TopicBase/u/<i> (rev, the
+// others), TopicBase/<i> (storm).
+func (w *worker) appendDeviceFilter(b []byte, i int) []byte {
+	b = append(b, w.spec.TopicBase...)
+	if w.spec.Layout == layoutRev {
+		if i < w.spec.Affected {
+			b = append(b, "/a"...)
+		} else {
+			b = append(b, "/u"...)
+		}
+	}
+	b = append(b, '/')
+	return strconv.AppendInt(b, int64(i), 10)
 }
 
 // fleetTopic is the command topic every device subscribes to.
@@ -508,6 +597,9 @@ func (w *worker) delivered(dc *devConn, latNs int64) {
 
 // closeFrame accounts for a close frame the broker sent first.
 func (w *worker) closeFrame(dc *devConn, code uint16, now int64) {
+	if w.stormCause(dc, closeKey{code: code}.String()) || w.signal(dc, sigClose, code) {
+		return
+	}
 	if code == 4002 && w.revokedDevice(dc) {
 		w.revokedClose(now)
 		return
@@ -546,7 +638,11 @@ func (w *worker) handle(ctx context.Context, c command) (status, error) {
 	case "connect":
 		idx := make([]int32, 0, len(w.conns))
 		for i := range w.conns {
-			if !w.conns[i].isOpen() {
+			dc := &w.conns[i]
+			if c.To > 0 && (dc.role != roleDevice || int(dc.id) < c.From || int(dc.id) >= c.To) {
+				continue
+			}
+			if !dc.isOpen() {
 				idx = append(idx, int32(i))
 			}
 		}
@@ -577,6 +673,22 @@ func (w *worker) handle(ctx context.Context, c command) (status, error) {
 			}
 		}
 	case "counts":
+	case "revmark":
+		w.revMark(c.SigKind, c.SigCode)
+	case "probe":
+		w.setProbing(c.Probe)
+	case "revtimes":
+		st := w.status()
+		st.RevTimes, st.RevCodes = w.revTimes()
+		return st, nil
+	case "stormarm":
+		err = w.stormArm(c.Storm)
+	case "stormstop":
+		w.stormStop()
+	case "stormtimes":
+		st := w.status()
+		st.Storm = w.stormTimes()
+		return st, nil
 	case "histograms":
 		st := w.status()
 		w.connectMu.Lock()
@@ -617,6 +729,8 @@ func (w *worker) status() status {
 	st.RevokedAffected = w.affected
 	st.RevokedCloses = w.revokedCloses.Load()
 	st.LastRevokedClose = w.lastRevokedClose.Load()
+	w.revStatus(&st)
+	st.Storm = w.stormStatus()
 	st.Errors = w.errs.snapshot()
 	if w.spec.mqtt() {
 		st.PubAcks, st.Pings, st.PingResps, st.DupFlags = w.pubacks.Load(), w.pings.Load(), w.pingresps.Load(), w.dupFlags.Load()
@@ -1048,6 +1162,8 @@ func (w *worker) emitTick(sec int) {
 func (w *worker) shutdown() {
 	w.closeOnce.Do(func() {
 		w.stopTraffic()
+		w.stormStop()
+		w.setProbing(false)
 		if w.pingStop != nil {
 			close(w.pingStop)
 			<-w.pingDone
