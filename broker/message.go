@@ -34,9 +34,16 @@ type Message struct {
 	// in it.
 	Props []byte
 
-	from  *Session // the publisher, for no-local; nil from no session
-	json  int8     // 0 unknown, 1 the payload is JSON text, -1 it is not
-	frame [maxEncodings]*proto.Frame
+	from *Session // the publisher, for no-local; nil from no session
+	json int8     // 0 unknown, 1 the payload is JSON text, -1 it is not
+	// claimed: a recipient took the message by copy (Claim); the others
+	// share frames.
+	claimed bool
+	framed  uint8 // bit e: frame[e] is set
+	frame   [maxEncodings]*proto.Frame
+	// own holds the encodings made by Encode (own[e] = buf[start:end]).
+	own [maxEncodings]struct{ start, end int32 }
+	buf []byte // the encodings made by Encode; kept when the message is pooled
 }
 
 // Delivery is what one subscriber is owed for one message: the options of
@@ -81,17 +88,54 @@ func NewEncoding() Encoding {
 
 // Frame returns the message's shared frame for encoding e, encoding it on
 // first use with enc (a package-level function, so the call allocates
-// nothing). The message holds the returned reference; a caller that hands
-// the frame on (to an outbox) Retains it first. Only the dispatching
-// goroutine calls it, during Deliver.
+// nothing), or copying what Encode made for e. The message holds the
+// returned reference; a caller that hands the frame on (to an outbox)
+// Retains it first. Only the dispatching goroutine calls it, during
+// Deliver.
 func (m *Message) Frame(e Encoding, enc func(dst []byte, m *Message) []byte) *proto.Frame {
 	if f := m.frame[e]; f != nil {
 		return f
 	}
 	f := proto.AcquireFrame()
-	f.B = enc(f.B, m)
+	if o := m.own[e]; o.end > 0 {
+		f.B = append(f.B, m.buf[o.start:o.end]...)
+	} else {
+		f.B = enc(f.B, m)
+	}
 	m.frame[e] = f
+	m.framed |= 1 << e
 	return f
+}
+
+// Claim reports whether the caller is the first recipient of this
+// dispatch to ask. The first one may take the message by copy (Encode,
+// into an outbox that coalesces small writes); the others share one Frame
+// per encoding. So a message with one recipient (a fan-in) never needs a
+// refcounted Frame, and one with many costs each of them a reference, not
+// a copy, however deep their queues. Only the dispatching goroutine calls
+// it, during Deliver.
+func (m *Message) Claim() bool {
+	if m.claimed {
+		return false
+	}
+	m.claimed = true
+	return true
+}
+
+// Encode returns the message in encoding e, encoded with enc on first use
+// into a buffer of the message's own: valid until the message is released
+// or reset, for a caller that copies the bytes (an outbox that coalesces).
+// A later Frame of the same encoding copies them instead of encoding
+// again. Only the dispatching goroutine calls it, during Deliver; it
+// allocates nothing once the pooled message's buffer has grown.
+func (m *Message) Encode(e Encoding, enc func(dst []byte, m *Message) []byte) []byte {
+	if o := m.own[e]; o.end > 0 {
+		return m.buf[o.start:o.end]
+	}
+	start := len(m.buf)
+	m.buf = enc(m.buf, m)
+	m.own[e] = struct{ start, end int32 }{int32(start), int32(len(m.buf))}
+	return m.buf[start:]
 }
 
 // PayloadIsJSON reports whether the payload is one JSON value in valid
@@ -118,18 +162,40 @@ func AcquireMessage() *Message { return messagePool.Get().(*Message) }
 
 // ReleaseMessage releases the message's frames and returns it to the pool.
 func ReleaseMessage(m *Message) {
-	m.releaseFrames()
-	*m = Message{}
+	m.Reset()
 	messagePool.Put(m)
 }
 
+// Reset releases the message's frames and empties it for the next
+// publish, keeping its buffer: an adapter that publishes several messages
+// of one read may fill and Publish the same Message for each of them.
+func (m *Message) Reset() {
+	m.releaseFrames()
+	if len(m.buf) > 0 {
+		m.own = [maxEncodings]struct{ start, end int32 }{}
+		m.buf = m.buf[:0]
+		if cap(m.buf) > maxOwnBuffer {
+			m.buf = nil // one large message must not pin its buffer in the pool
+		}
+	}
+	m.Topic, m.Payload, m.Props, m.from = "", nil, nil, nil
+	m.QoS, m.Retain, m.json, m.claimed = 0, false, 0, false
+}
+
+// maxOwnBuffer bounds the Encode buffer a pooled message keeps.
+const maxOwnBuffer = 64 << 10
+
 func (m *Message) releaseFrames() {
+	if m.framed == 0 {
+		return
+	}
 	for i, f := range m.frame {
 		if f != nil {
 			f.Release()
 			m.frame[i] = nil
 		}
 	}
+	m.framed = 0
 }
 
 // The forwarded form of a message between nodes (the topic travels beside

@@ -157,7 +157,11 @@ type Conn struct {
 // a 128-byte allocation exactly; segments are pooled.
 type outSegment struct {
 	frames [14]*proto.Frame
-	n      int
+	n      int32
+	// chunks marks the entries (bit i: frames[i]) that are chunks, not
+	// frames: buffers of the outbox's own into which SendBytes copied
+	// bytes (see chunk.go).
+	chunks uint16
 	next   *outSegment
 }
 
@@ -177,8 +181,14 @@ func releaseFrame(f *proto.Frame) {
 
 // push appends f to the outbox; c.mu must be held.
 func (c *Conn) push(f *proto.Frame) {
+	c.pushEntry(f, false)
+}
+
+// pushEntry appends a frame, or a chunk when chunk is set, to the outbox;
+// c.mu must be held.
+func (c *Conn) pushEntry(f *proto.Frame, chunk bool) {
 	t := c.tail
-	if t == nil || t.n == len(t.frames) {
+	if t == nil || int(t.n) == len(t.frames) {
 		s := segmentPool.Get().(*outSegment)
 		if t == nil {
 			c.head = s
@@ -186,6 +196,9 @@ func (c *Conn) push(f *proto.Frame) {
 			t.next = s
 		}
 		c.tail, t = s, s
+	}
+	if chunk {
+		t.chunks |= 1 << t.n
 	}
 	t.frames[t.n] = f
 	t.n++
@@ -196,16 +209,20 @@ func (c *Conn) push(f *proto.Frame) {
 	c.srv.outboxTotal.Add(int64(n))
 }
 
-// releaseSegments releases every frame of a detached outbox chain and
-// returns its segments to the pool.
+// releaseSegments releases every frame (and frees every chunk) of a
+// detached outbox chain and returns its segments to the pool.
 func releaseSegments(s *outSegment) {
 	for s != nil {
 		next := s.next
 		for i := range s.n {
-			releaseFrame(s.frames[i])
+			if s.chunks&(1<<i) != 0 {
+				freeChunk(s.frames[i])
+			} else {
+				releaseFrame(s.frames[i])
+			}
 			s.frames[i] = nil
 		}
-		s.n, s.next = 0, nil
+		s.n, s.chunks, s.next = 0, 0, nil
 		segmentPool.Put(s)
 		s = next
 	}
@@ -465,7 +482,7 @@ func (c *Conn) drain() {
 		c.mu.Unlock()
 
 		stream := fl&fStream != 0
-		err := c.writeBatch(w, head, writeClose && !stream, code, reason)
+		err := c.writeBatch(w, head, !stream, writeClose && !stream, code, reason)
 		if err == nil && writeClose && stream {
 			// Everything is out: the peer reads EOF after the last byte.
 			// Still the writer's owner (fDraining), so netpoll cannot have
@@ -538,7 +555,7 @@ func (c *Conn) firstBatchLocked() (last *outSegment, charge int, frames int32) {
 			break
 		}
 		charge += segCharge
-		frames += int32(seg.n)
+		frames += seg.n
 		last = seg
 	}
 	return last, charge, frames
@@ -567,12 +584,16 @@ func (c *Conn) closeSlow() {
 
 // writeBatch copies a detached outbox chain (and the close frame) into
 // netpoll's output buffer, releasing each frame as soon as it is copied,
-// and flushes once.
-func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, writeClose bool, code uint16, reason string) error {
+// and flushes once. On a WebSocket each chunk goes out as one binary
+// message: a frame header is written in front of its bytes.
+func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose bool, code uint16, reason string) error {
 	total := 0
 	for s := head; s != nil; s = s.next {
-		for _, f := range s.frames[:s.n] {
+		for i, f := range s.frames[:s.n] {
 			total += len(f.B)
+			if ws && s.chunks&(1<<i) != 0 {
+				total += frameHeaderLen(len(f.B))
+			}
 		}
 	}
 	var closeBuf [2 + maxControlPayload]byte
@@ -592,7 +613,10 @@ func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, writeClose bool,
 	}
 	off := 0
 	for s := head; s != nil; s = s.next {
-		for _, f := range s.frames[:s.n] {
+		for i, f := range s.frames[:s.n] {
+			if ws && s.chunks&(1<<i) != 0 {
+				off += len(appendFrameHeader(buf[off:off], opBinary, len(f.B)))
+			}
 			off += copy(buf[off:], f.B)
 		}
 	}

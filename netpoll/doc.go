@@ -22,8 +22,10 @@
 //     (Conn.AdmitInbound). See stream.go.
 //
 // Either way Conn.Send writes the bytes of a proto.Frame as they are (a
-// complete WebSocket frame, or raw bytes), and Conn.Close / Conn.CloseAfter
-// end the connection (with a close frame on a WebSocket).
+// complete WebSocket frame, or raw bytes), Conn.SendBytes copies bytes of a
+// protocol that frames its own packets (raw on a stream, in binary
+// messages of netpoll's making on a WebSocket), and Conn.Close /
+// Conn.CloseAfter end the connection (with a close frame on a WebSocket).
 //
 // It must not know any protocol above these framings: no topics, tokens or
 // grants, no seed header names, no MQTT packets. What a Handler needs from
@@ -51,9 +53,10 @@
 //     gatecast_eventloop_lag_seconds (lag.go). It and the sweeper run from
 //     the first Serve or ServeStream until Shutdown returns.
 //
-// Conn.Send, Conn.Close, Conn.CloseAfter, Conn.Established and
-// Conn.SetIdleTimeout are safe from any goroutine and never block;
-// Conn.AdmitInbound belongs to the event goroutine (call it from OnMessage).
+// Conn.Send, Conn.SendBytes, Conn.Close, Conn.CloseAfter,
+// Conn.Established and Conn.SetIdleTimeout are safe from any goroutine and
+// never block; Conn.AdmitInbound belongs to the event goroutine (call it
+// from OnMessage).
 //
 // # Buffer lifetimes
 //
@@ -71,11 +74,13 @@
 //     as soon as the frame is complete.
 //   - Fragmented messages are assembled in a pooled buffer returned to the
 //     pool right after the OnMessage call that delivers it.
-//   - Output: Send takes one reference of a proto.Frame; the drain copies
-//     the bytes of every queued frame into netpoll's output buffer (one
-//     Malloc per batch, see mallocBatch) and Releases each frame right
-//     after copying it, before the flush. Frames still queued when a
-//     connection dies are Released by the close path.
+//   - Output: Send takes one reference of a proto.Frame; SendBytes copies
+//     the caller's bytes into chunks of the outbox's own (chunk.go). The
+//     drain copies the bytes of every queued frame and chunk into netpoll's
+//     output buffer (one Malloc per batch, see mallocBatch) and Releases
+//     each frame (frees each chunk) right after copying it, before the
+//     flush. Frames and chunks still queued when a connection dies are
+//     released by the close path.
 //   - The upgrade request is parsed straight from netpoll's buffer (or from
 //     the stash when it arrived in pieces); path, query, Authorization, the
 //     headers named in Config.CaptureHeaders and Sec-WebSocket-Protocol are

@@ -34,6 +34,18 @@ func appendFrameHeader(dst []byte, op byte, n int) []byte {
 	}
 }
 
+// frameHeaderLen is the size of the header appendFrameHeader writes for an
+// n-byte payload.
+func frameHeaderLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xffff:
+		return 4
+	}
+	return 10
+}
+
 // maxCloseReason is the longest close reason that fits a control frame
 // (125 bytes of payload minus the 2-byte code).
 const maxCloseReason = maxControlPayload - 2

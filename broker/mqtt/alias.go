@@ -28,9 +28,11 @@ type aliasOut struct {
 func (c *Conn) sendOwn(m *broker.Message, qos byte, id uint16, retain, dup bool, subIDs []uint32) (n int, ok, tooLarge bool, backlog <-chan struct{}) {
 	a := c.aliases5
 	if a == nil {
-		f := proto.AcquireFrame()
-		f.B = appendPublish(f.B, c.version, c.ws, m, qos, id, retain, dup, subIDs)
-		return c.sendDeliveryWhy(f)
+		f := proto.AcquireFrame() // scratch: the transport copies the packet
+		f.B = appendPublish(f.B, c.version, false, m, qos, id, retain, dup, subIDs)
+		n, ok, tooLarge, backlog = c.sendPacket(f.B)
+		f.Release()
+		return n, ok, tooLarge, backlog
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -43,9 +45,10 @@ func (c *Conn) sendOwn(m *broker.Message, qos byte, id uint16, retain, dup bool,
 		}
 		a.m[string([]byte(m.Topic))] = alias
 	}
-	f := proto.AcquireFrame()
-	f.B = appendPublishAlias(f.B, c.version, c.ws, m, qos, id, retain, dup, subIDs, alias, known)
-	n, ok, tooLarge, backlog = c.sendDeliveryWhy(f)
+	f := proto.AcquireFrame() // scratch: the transport copies the packet
+	f.B = appendPublishAlias(f.B, c.version, false, m, qos, id, retain, dup, subIDs, alias, known)
+	n, ok, tooLarge, backlog = c.sendPacket(f.B)
+	f.Release()
 	if !ok && !known && alias != 0 {
 		// the packet that would have taught the client this alias was not
 		// sent: forget it, so the next one on the topic teaches it again

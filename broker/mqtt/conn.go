@@ -108,9 +108,10 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 		return
 	}
 	c.srv.b.CountInput(len(data))
+	var rs readScratch
 	if x := c.x; x != nil && len(x.stash) > 0 {
 		x.stash = stashAppend(x.stash, data)
-		n := c.packets(x.stash)
+		n := c.packets(x.stash, &rs)
 		rest := copy(x.stash, x.stash[n:])
 		x.stash = x.stash[:rest]
 		if rest == 0 || c.state == stClosed {
@@ -120,12 +121,38 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 			x.stash = nil
 			c.trimExtra()
 		}
+		rs.release()
 		return
 	}
-	n := c.packets(data)
+	n := c.packets(data, &rs)
 	if n < len(data) && c.state != stClosed {
 		x := c.extra()
 		x.stash = stashAppend(nil, data[n:])
+	}
+	rs.release()
+}
+
+// readScratch is what the packets of one OnMessage call share, on its
+// stack (an idle connection keeps no decode scratch): the decoded PUBLISH
+// (DecodePublish overwrites it for each) and the Message publishes are
+// filled into, taken from the pool at the first publish and reset after
+// each (one pool round trip per read, not per publish).
+type readScratch struct {
+	m   *broker.Message
+	pub packet.Publish
+}
+
+func (rs *readScratch) message() *broker.Message {
+	if rs.m == nil {
+		rs.m = broker.AcquireMessage()
+	}
+	return rs.m
+}
+
+func (rs *readScratch) release() {
+	if rs.m != nil {
+		broker.ReleaseMessage(rs.m)
+		rs.m = nil
 	}
 }
 
@@ -155,27 +182,30 @@ func (c *Conn) maxIn() int {
 
 // packets handles the complete packets at the start of b and returns the
 // bytes they took.
-func (c *Conn) packets(b []byte) int {
+func (c *Conn) packets(b []byte, rs *readScratch) int {
 	done := 0
 	for c.state != stClosed {
 		h, body, n, err := packet.ReadPacket(b[done:], c.maxIn())
+		if err == nil {
+			done += n
+			c.handle(h, body, rs)
+			continue
+		}
 		switch {
 		case errors.Is(err, packet.ErrIncomplete):
 			return done
 		case errors.Is(err, packet.ErrPacketTooLarge):
 			c.protocolError(packet.PacketTooLarge, "packet larger than the Maximum Packet Size")
 			return len(b)
-		case err != nil:
+		default:
 			c.packetError(err)
 			return len(b)
 		}
-		done += n
-		c.handle(h, body)
 	}
 	return len(b)
 }
 
-func (c *Conn) handle(h packet.Header, body []byte) {
+func (c *Conn) handle(h packet.Header, body []byte, rs *readScratch) {
 	if c.state == stConnecting {
 		if h.Type != packet.CONNECT {
 			c.closeNow() // MQTT-3.1.0-1: the first packet must be CONNECT
@@ -190,7 +220,7 @@ func (c *Conn) handle(h packet.Header, body []byte) {
 	var err error
 	switch h.Type {
 	case packet.PUBLISH:
-		err = c.publish(h, body)
+		err = c.publish(h, body, rs)
 	case packet.PUBACK, packet.PUBREC, packet.PUBREL, packet.PUBCOMP:
 		err = c.acknowledged(h, body)
 	case packet.SUBSCRIBE:
@@ -268,9 +298,11 @@ func (c *Conn) framed(f *proto.Frame) *proto.Frame {
 	return f
 }
 
-// sendCtl queues one control packet, encoded in f.B (a frame of its own).
+// sendCtl queues one control packet, encoded in f.B (raw, in a pooled
+// frame used as scratch: the transport copies the bytes).
 func (c *Conn) sendCtl(f *proto.Frame) {
-	c.t.SendBacklog(c.framed(f))
+	c.t.SendBytes(f.B)
+	f.Release()
 }
 
 // sendAck queues a PUBACK, PUBREC, PUBREL or PUBCOMP.
@@ -479,11 +511,11 @@ func (c *Conn) openSession(p *packet.Connect, clientID string) (present, ok bool
 // to resume.
 func (c *Conn) resume(s *session, secret []byte, persistent bool, expiry time.Duration) bool {
 	s.mu.Lock()
-	if s.ended || !s.persistent {
+	if s.ended.Load() || !s.persistent {
 		s.mu.Unlock()
 		return false
 	}
-	prev := s.conn
+	prev := s.conn.Load()
 	s.mu.Unlock()
 	if prev == nil {
 		if err := c.srv.b.Reattach(s.bs, secret, c.t.RemoteAddr()); err != nil {
@@ -492,12 +524,12 @@ func (c *Conn) resume(s *session, secret []byte, persistent bool, expiry time.Du
 		}
 	}
 	s.mu.Lock()
-	if s.ended {
+	if s.ended.Load() {
 		s.mu.Unlock()
 		return false
 	}
-	prev = s.conn
-	s.conn = c
+	prev = s.conn.Load()
+	s.conn.Store(c)
 	s.persistent = persistent
 	o := s.offlineLocked()
 	o.expiry = expiry
@@ -574,9 +606,8 @@ func errReason(err error) string {
 
 // publish handles a client's PUBLISH: topic alias, authorization by the
 // broker, the QoS 1/2 acknowledgements.
-func (c *Conn) publish(h packet.Header, body []byte) error {
-	var pub packet.Publish // on the stack: an idle connection keeps no decode scratch
-	p := &pub
+func (c *Conn) publish(h packet.Header, body []byte, rs *readScratch) error {
+	p := &rs.pub
 	if err := packet.DecodePublish(h, body, c.version, p); err != nil {
 		return err
 	}
@@ -639,7 +670,7 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 		}
 	}
 	if code == packet.Success {
-		m := broker.AcquireMessage()
+		m := rs.message()
 		m.Topic = topic
 		m.Payload = p.Payload
 		m.QoS = p.QoS
@@ -666,7 +697,7 @@ func (c *Conn) publish(h packet.Header, body []byte) error {
 			c.srv.metrics.refused[refusedInvalidTopic].Inc()
 			code = packet.TopicNameInvalid
 		}
-		broker.ReleaseMessage(m)
+		m.Reset() // for the next publish of this read
 		if bp != nil && cap(*bp) <= 64<<10 {
 			propBufs.Put(bp)
 		}
@@ -937,16 +968,9 @@ func (c *Conn) sendQueued(q *queuedMsg, id uint16, dup bool) (ok, tooLarge bool)
 	return ok, tooLarge
 }
 
-// sendDelivery hands a PUBLISH to the transport, unless it exceeds the
-// client's Maximum Packet Size (MQTT-3.1.2-25: discarded).
-func (c *Conn) sendDelivery(f *proto.Frame) (int, bool, <-chan struct{}) {
-	n, ok, _, backlog := c.sendDeliveryWhy(f)
-	return n, ok, backlog
-}
-
-// sendDeliveryWhy is sendDelivery, which also says whether the packet was
-// discarded for the client's Maximum Packet Size (it never will fit).
-func (c *Conn) sendDeliveryWhy(f *proto.Frame) (n int, ok, tooLarge bool, backlog <-chan struct{}) {
+// sendDelivery hands a shared PUBLISH frame to the transport, unless it
+// exceeds the client's Maximum Packet Size (MQTT-3.1.2-25: discarded).
+func (c *Conn) sendDelivery(f *proto.Frame) (n int, ok bool, backlog <-chan struct{}) {
 	if c.maxOut > 0 {
 		n := len(f.B)
 		if c.ws {
@@ -960,14 +984,30 @@ func (c *Conn) sendDeliveryWhy(f *proto.Frame) (n int, ok, tooLarge bool, backlo
 		if n > int(c.maxOut) {
 			f.Release()
 			c.srv.metrics.dropped[dropTooLarge].Inc()
-			return 0, false, true, nil
+			return 0, false, nil
 		}
 	}
 	n = len(f.B)
 	ok, backlog = c.t.SendBacklog(f)
 	if !ok {
 		c.srv.metrics.dropped[dropTransport].Inc()
+		return 0, false, backlog
+	}
+	return n, true, backlog
+}
+
+// sendPacket hands the bytes of one PUBLISH packet to the transport (a
+// copy), unless it exceeds the client's Maximum Packet Size (it is then
+// discarded, MQTT-3.1.2-25, and tooLarge says it never will fit).
+func (c *Conn) sendPacket(pkt []byte) (n int, ok, tooLarge bool, backlog <-chan struct{}) {
+	if c.maxOut > 0 && len(pkt) > int(c.maxOut) {
+		c.srv.metrics.dropped[dropTooLarge].Inc()
+		return 0, false, true, nil
+	}
+	ok, backlog = c.t.SendBytes(pkt)
+	if !ok {
+		c.srv.metrics.dropped[dropTransport].Inc()
 		return 0, false, false, backlog
 	}
-	return n, true, false, backlog
+	return len(pkt), true, false, backlog
 }

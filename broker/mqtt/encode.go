@@ -18,17 +18,44 @@ var (
 	encV5WS  = broker.NewEncoding()
 )
 
-func sharedV3TCP(dst []byte, m *broker.Message) []byte {
-	return appendPublish(dst, packet.Version311, false, m, 0, 0, false, false, nil)
-}
-func sharedV3WS(dst []byte, m *broker.Message) []byte {
-	return appendPublish(dst, packet.Version311, true, m, 0, 0, false, false, nil)
-}
-func sharedV5TCP(dst []byte, m *broker.Message) []byte {
-	return appendPublish(dst, packet.Version5, false, m, 0, 0, false, false, nil)
-}
-func sharedV5WS(dst []byte, m *broker.Message) []byte {
-	return appendPublish(dst, packet.Version5, true, m, 0, 0, false, false, nil)
+func sharedV3TCP(dst []byte, m *broker.Message) []byte { return appendShared(dst, false, false, m) }
+func sharedV3WS(dst []byte, m *broker.Message) []byte  { return appendShared(dst, false, true, m) }
+func sharedV5TCP(dst []byte, m *broker.Message) []byte { return appendShared(dst, true, false, m) }
+func sharedV5WS(dst []byte, m *broker.Message) []byte  { return appendShared(dst, true, true, m) }
+
+// appendShared is appendPublish for the shared encodings (QoS 0, no
+// packet identifier, retain and DUP clear, no subscription identifier or
+// alias), with only the branches those need: every QoS 0 delivery of a
+// fan-in runs it.
+func appendShared(dst []byte, v5, wsFraming bool, m *broker.Message) []byte {
+	body := 2 + len(m.Topic) + len(m.Payload)
+	if v5 {
+		body += packet.VarintLen(len(m.Props)) + len(m.Props)
+	}
+	total := 1 + packet.VarintLen(body) + body
+	need := total
+	if wsFraming {
+		need += proto.FrameHeaderLen(total)
+	}
+	if cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	if wsFraming {
+		dst = proto.AppendFrameHeader(dst, ws.OpBinary, total)
+	}
+	if body < 128 {
+		dst = append(dst, packet.PUBLISH<<4, byte(body), byte(len(m.Topic)>>8), byte(len(m.Topic)))
+	} else {
+		dst = packet.AppendVarint(append(dst, packet.PUBLISH<<4), body)
+		dst = append(dst, byte(len(m.Topic)>>8), byte(len(m.Topic)))
+	}
+	dst = append(dst, m.Topic...)
+	if v5 {
+		dst = append(packet.AppendVarint(dst, len(m.Props)), m.Props...)
+	}
+	return append(dst, m.Payload...)
 }
 
 // sharedEncoding returns the encoding slot of a connection's variant; its
@@ -41,6 +68,16 @@ func sharedEncoding(version byte, wsFraming bool) broker.Encoding {
 		return encV5TCP
 	case wsFraming:
 		return encV3WS
+	}
+	return encV3TCP
+}
+
+// rawEncoding is the shared encoding without framing of a protocol
+// version: what a WebSocket connection's transport frames itself for the
+// packets it is handed by copy (Transport.SendBytes).
+func rawEncoding(version byte) broker.Encoding {
+	if version == packet.Version5 {
+		return encV5TCP
 	}
 	return encV3TCP
 }

@@ -23,6 +23,12 @@ type Transport interface {
 	// reports whether it was queued and, when the connection's pending
 	// output is past its soft limit, a channel closed when it drains.
 	SendBacklog(f *proto.Frame) (ok bool, backlog <-chan struct{})
+	// SendBytes is SendBacklog for raw packet bytes the caller keeps: the
+	// transport copies them (coalescing small packets into a few buffers)
+	// and, over WebSocket, writes them in binary messages of its own
+	// making, which may carry several packets. b may be reused as soon as
+	// it returns.
+	SendBytes(b []byte) (ok bool, backlog <-chan struct{})
 	// CloseAfter writes final (one reference taken; nil for none) after
 	// everything queued, then closes: with a WebSocket close frame (code,
 	// reason) or, on a TCP stream, by closing the connection.

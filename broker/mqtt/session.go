@@ -3,10 +3,10 @@ package mqtt
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatecast/gatecast/broker"
-	"github.com/gatecast/gatecast/proto"
 	packet "github.com/gatecast/gatecast/proto/mqtt"
 )
 
@@ -30,14 +30,18 @@ type session struct {
 	names string // the client identifier, then the CONNECT user name (a label for the admin listing)
 	bs    *broker.Session
 
-	mu         sync.Mutex
-	conn       *Conn         // attached connection; nil while the client is away
+	mu sync.Mutex
+	// conn is the attached connection, nil while the client is away.
+	// Written under mu; a QoS 0 Deliver loads it without the lock.
+	conn       atomic.Pointer[Conn]
 	off        *offlineState // a persistent session's expiry and timers; nil for a clean one
 	q          *qosState     // the QoS 1/2 flows; nil until the first one
 	idLen      uint16        // names[:idLen] is the client identifier
 	persistent bool
-	ended      bool // the broker ended the session, or it expired: deliver nothing more
 	revoked    bool // ended by a rights change: no will
+	// ended: the broker ended the session, or it expired: deliver nothing
+	// more. Written under mu, loaded by a QoS 0 Deliver without it.
+	ended atomic.Bool
 }
 
 // qosState is a session's QoS 1 and 2 state, both ways. Guarded by
@@ -51,7 +55,9 @@ type qosState struct {
 }
 
 func newSession(srv *Server, key clientKey, username string, c *Conn, persistent bool) *session {
-	return &session{srv: srv, token: key.token, names: key.id + username, idLen: uint16(len(key.id)), conn: c, persistent: persistent}
+	s := &session{srv: srv, token: key.token, names: key.id + username, idLen: uint16(len(key.id)), persistent: persistent}
+	s.conn.Store(c)
+	return s
 }
 
 // id is the client identifier.
@@ -166,23 +172,34 @@ func (s *session) Describe() (clientID, username string) { return s.id(), s.name
 // and an in-flight slot, or wait in a bounded queue.
 func (s *session) Deliver(m *broker.Message, d broker.Delivery) (int, bool, <-chan struct{}) {
 	retain := d.RetainAsPublished && m.Retain
-	s.mu.Lock()
-	c := s.conn
-	if s.ended || (c == nil && d.QoS == 0) {
-		s.mu.Unlock()
-		return 0, false, nil
-	}
 	if d.QoS == 0 {
-		s.mu.Unlock()
-		var f *proto.Frame
-		if len(d.SubIDs) == 0 && !retain {
-			f = m.Frame(c.enc, encoders[c.enc])
-			f.Retain() // the transport's reference
-		} else {
+		// No lock: conn and ended are atomics (a delivery racing a detach
+		// or an end is refused by the closing transport, as it would be
+		// after the lock was released).
+		c := s.conn.Load()
+		if c == nil || s.ended.Load() {
+			return 0, false, nil
+		}
+		if len(d.SubIDs) != 0 || retain {
 			n, ok, _, backlog := c.sendOwn(m, 0, 0, retain, false, d.SubIDs)
 			return n, ok, backlog
 		}
+		if m.Claim() {
+			// the message's first recipient takes the packet by copy (no
+			// Frame: a fan-in never makes one); the others share one
+			// encoding per protocol variant
+			n, ok, _, backlog := c.sendPacket(m.Encode(rawEncoding(c.version), encoders[rawEncoding(c.version)]))
+			return n, ok, backlog
+		}
+		f := m.Frame(c.enc, encoders[c.enc])
+		f.Retain() // the transport's reference
 		return c.sendDelivery(f)
+	}
+	s.mu.Lock()
+	c := s.conn.Load()
+	if s.ended.Load() {
+		s.mu.Unlock()
+		return 0, false, nil
 	}
 	if c != nil && s.queuedLen() == 0 && s.inflightLen() < int(c.window) {
 		fl := &flight{}
@@ -275,7 +292,7 @@ func (s *session) acked(typ byte, id uint16, failed bool) bool {
 func (s *session) pump(c *Conn) {
 	for {
 		s.mu.Lock()
-		if s.ended || s.conn != c || s.queuedLen() == 0 || s.inflightLen() >= int(c.window) {
+		if s.ended.Load() || s.conn.Load() != c || s.queuedLen() == 0 || s.inflightLen() >= int(c.window) {
 			s.mu.Unlock()
 			return
 		}
@@ -323,7 +340,7 @@ func (s *session) undelivered(id uint16, tooLarge bool) {
 	if fl.msg == nil {
 		return
 	}
-	if tooLarge || s.ended {
+	if tooLarge || s.ended.Load() {
 		s.unholdLocked(fl.msg.size())
 		return
 	}
@@ -380,9 +397,9 @@ func (s *session) resend(c *Conn) {
 // lock: O(1).
 func (s *session) End(cause broker.Cause, reason string) {
 	s.mu.Lock()
-	s.ended = true
+	s.ended.Store(true)
 	s.revoked = cause == broker.CauseTokenChanged || cause == broker.CauseNotAuthorized
-	c := s.conn
+	c := s.conn.Load()
 	s.discardLocked()
 	s.mu.Unlock()
 	s.srv.sessions.drop(s.key(), s)
@@ -415,12 +432,12 @@ func (s *session) discardLocked() {
 // will is published now, or after its delay while the session is offline.
 func (s *session) detached(c *Conn, w *will, graceful bool) {
 	s.mu.Lock()
-	if s.conn != c {
+	if s.conn.Load() != c {
 		s.mu.Unlock()
 		return // taken over: the new connection owns the session
 	}
-	s.conn = nil
-	keep := s.persistent && !s.ended
+	s.conn.Store(nil)
+	keep := s.persistent && !s.ended.Load()
 	revoked := s.revoked
 	s.mu.Unlock()
 	publishWill := w != nil && !graceful && !revoked
@@ -446,7 +463,7 @@ func (s *session) detached(c *Conn, w *will, graceful bool) {
 		s.publishWill(w)
 	}
 	s.mu.Lock()
-	s.ended = true
+	s.ended.Store(true)
 	s.discardLocked()
 	s.mu.Unlock()
 	s.srv.sessions.drop(s.key(), s)
@@ -478,7 +495,7 @@ func (s *session) publishWill(w *will) {
 // not come back meanwhile.
 func (s *session) delayedWill(w *will, gen uint64) {
 	s.mu.Lock()
-	live := s.conn != nil || s.off.away != gen
+	live := s.conn.Load() != nil || s.off.away != gen
 	s.mu.Unlock()
 	if !live {
 		s.publishWill(w)
@@ -488,11 +505,11 @@ func (s *session) delayedWill(w *will, gen uint64) {
 // expired ends an offline session whose expiry passed.
 func (s *session) expired(gen uint64) {
 	s.mu.Lock()
-	if s.conn != nil || s.ended || s.off.away != gen {
+	if s.conn.Load() != nil || s.ended.Load() || s.off.away != gen {
 		s.mu.Unlock()
 		return
 	}
-	s.ended = true
+	s.ended.Store(true)
 	s.discardLocked()
 	s.mu.Unlock()
 	s.srv.metrics.expired.Inc()

@@ -1,0 +1,126 @@
+package netpoll
+
+import (
+	"sync"
+
+	"github.com/bytedance/gopkg/lang/mcache"
+
+	"github.com/gatecast/gatecast/proto"
+)
+
+// Coalesced output (SendBytes). A protocol that frames its own packets in
+// a byte stream (MQTT) need not hand the outbox one refcounted Frame per
+// packet: SendBytes copies the bytes into the last entry of the outbox
+// when that entry is a chunk with room, else into a new chunk. A chunk is a
+// buffer of the outbox's own (a size-class buffer from mcache in a pooled
+// proto.Frame wrapper that is never shared or Released), so a burst of
+// small packets to one connection costs its bytes in a few buffers instead
+// of a pooled 512-byte Frame each, and the drain copies a few chunks
+// instead of many frames. Chunks grow from minChunk, doubling while the
+// outbox keeps filling, up to maxChunk; a larger packet gets a chunk of its
+// own, which takes nothing more. The drain frees a chunk once it has
+// copied it, so an idle connection holds none.
+//
+// On a raw stream a chunk is written as it is. On a WebSocket it is written
+// as one binary message (the drain puts the frame header in front), which
+// is why SendBytes suits only protocols whose WebSocket message boundaries
+// carry no meaning (MQTT over WebSocket: packets may span or share
+// messages, MQTT-6.0.0-2); a protocol with one unit per message (the seed
+// protocol) uses Send with complete frames. A chunk is charged its bytes
+// plus frameOverhead once, whatever the packets in it.
+const (
+	minChunk = 512
+	maxChunk = 16 << 10
+)
+
+var chunkPool = sync.Pool{New: func() any { return new(proto.Frame) }}
+
+// newChunk returns an empty chunk with room for at least n bytes.
+func newChunk(n int) *proto.Frame {
+	ch := chunkPool.Get().(*proto.Frame)
+	ch.B = mcache.Malloc(0, n)
+	return ch
+}
+
+// freeChunk gives a chunk's buffer back to mcache and the wrapper to its pool.
+func freeChunk(ch *proto.Frame) {
+	mcache.Free(ch.B)
+	ch.B = nil
+	chunkPool.Put(ch)
+}
+
+// SendBytes is SendBacklog for bytes the caller keeps: it copies b into the
+// outbox (b may be reused as soon as it returns) and reports the same
+// results. On a stream the bytes are written as they are; on a WebSocket,
+// in binary messages whose boundaries need not match those of the calls
+// (see above). It never blocks and allocates nothing in steady state.
+func (c *Conn) SendBytes(b []byte) (ok bool, backlog <-chan struct{}) {
+	c.mu.Lock()
+	fl := c.flags.Load()
+	if fl&(fClosing|fGone) != 0 {
+		c.mu.Unlock()
+		return false, nil
+	}
+	if reason := c.admitOutput(c.appendCharge(len(b))); reason != nil {
+		c.mu.Unlock()
+		reason.Inc()
+		return false, nil
+	}
+	c.appendLocked(b)
+	backlog = c.backlogLocked()
+	start := fl&(fDraining|fHold) == 0
+	if start {
+		c.flags.Store(fl | fDraining)
+	}
+	c.mu.Unlock()
+	if start {
+		go c.drainFn()
+	}
+	return true, backlog
+}
+
+// tailChunk returns the outbox's last entry when it is a chunk, else nil.
+// c.mu must be held.
+func (c *Conn) tailChunk() *proto.Frame {
+	t := c.tail
+	if t == nil || t.n == 0 || t.chunks&(1<<(t.n-1)) == 0 {
+		return nil
+	}
+	return t.frames[t.n-1]
+}
+
+// appendCharge is what appending n bytes costs the outbox's accounting: n
+// when they fit the tail chunk, plus frameOverhead when they start a new
+// one. c.mu must be held.
+func (c *Conn) appendCharge(n int) int {
+	if ch := c.tailChunk(); ch != nil && fits(ch, n) {
+		return n
+	}
+	return n + frameOverhead
+}
+
+// fits reports whether n more bytes go into chunk ch: within its capacity
+// and maxChunk (a chunk holding one larger piece takes nothing more, so a
+// WebSocket message is at most maxChunk or one piece).
+func fits(ch *proto.Frame, n int) bool {
+	return len(ch.B)+n <= min(cap(ch.B), maxChunk)
+}
+
+// appendLocked copies b into the tail chunk, or a new one. c.mu must be
+// held.
+func (c *Conn) appendLocked(b []byte) {
+	size := minChunk
+	if ch := c.tailChunk(); ch != nil {
+		if fits(ch, len(b)) {
+			ch.B = append(ch.B, b...)
+			c.queuedBytes += len(b)
+			c.pending.Store(int64(c.queuedBytes + c.inflight))
+			c.srv.outboxTotal.Add(int64(len(b)))
+			return
+		}
+		size = min(2*cap(ch.B), maxChunk) // the outbox is filling: a larger one
+	}
+	ch := newChunk(max(size, len(b)))
+	ch.B = append(ch.B, b...)
+	c.pushEntry(ch, true)
+}
