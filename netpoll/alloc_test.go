@@ -110,6 +110,44 @@ func TestReceiveAllocs(t *testing.T) {
 	}
 }
 
+// TestReceiveJoinedAllocs: the same for a ByteStreamSession, whose binary
+// messages of one read are joined (16 per read here): nothing allocates once
+// the join buffer's size class is pooled.
+func TestReceiveJoinedAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts need a build without -race")
+	}
+	s, err := NewServer(Config{Addr: "127.0.0.1:0", Paths: []string{"/ws"}}, newTestHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := &byteStreamSession{}
+	c := &Conn{srv: s, mode: modeFrames, sess: sess}
+	c.flags.Store(fUpgraded | fJoin)
+	var frames []byte
+	for range 16 {
+		frames = append(frames, clientFrame(true, 0, opBinary, bytes.Repeat([]byte{'m'}, 85))...)
+	}
+	lb := cwnetpoll.NewLinkBuffer()
+	recv := func() {
+		buf, _ := lb.Malloc(len(frames))
+		copy(buf, frames)
+		_ = lb.Flush()
+		c.readFrames(lb)
+		_ = lb.Release()
+		sess.binary = sess.binary[:0]
+	}
+	for range 100 {
+		recv()
+	}
+	if allocs := testing.AllocsPerRun(1000, recv); allocs != 0 {
+		t.Fatalf("receive: %v allocations per read of 16 messages, want 0", allocs)
+	}
+	if sess.calls != 100+1000+1 || lb.Len() != 0 {
+		t.Fatalf("%d deliveries for %d reads of 16 messages, %d bytes left", sess.calls, 100+1000+1, lb.Len())
+	}
+}
+
 // TestReceiveAllocsSocket measures the same over a real socket, netpoll's
 // poller and scheduling included. netpoll v0.7.2 allocates one closure per
 // wakeup (the task in connection.onProcess); nothing else may allocate.

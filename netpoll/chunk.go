@@ -26,8 +26,11 @@ import (
 // is why SendBytes suits only protocols whose WebSocket message boundaries
 // carry no meaning (MQTT over WebSocket: packets may span or share
 // messages, MQTT-6.0.0-2); a protocol with one unit per message (the seed
-// protocol) uses Send with complete frames. A chunk is charged its bytes
-// plus frameOverhead once, whatever the packets in it.
+// protocol) uses Send with complete frames. A chunk is charged to its
+// connection its bytes plus frameOverhead once, whatever the packets in it;
+// the process total (OutboxTotalLimit) counts its whole buffer from the
+// start (so appending to a chunk takes the connection's lock and no atomic
+// operation), and gets back what it did not fill when it is freed.
 const (
 	minChunk = 512
 	maxChunk = 16 << 10
@@ -112,10 +115,11 @@ func (c *Conn) appendLocked(b []byte) {
 	size := minChunk
 	if ch := c.tailChunk(); ch != nil {
 		if fits(ch, len(b)) {
+			// No atomic here: the process total already counts the whole
+			// chunk, and the pending mirror (a gauge) catches up at the
+			// next chunk or batch.
 			ch.B = append(ch.B, b...)
 			c.queuedBytes += len(b)
-			c.pending.Store(int64(c.queuedBytes + c.inflight))
-			c.srv.outboxTotal.Add(int64(len(b)))
 			return
 		}
 		size = min(2*cap(ch.B), maxChunk) // the outbox is filling: a larger one

@@ -3,6 +3,9 @@ package netpoll
 import (
 	"bytes"
 	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,8 +138,9 @@ func TestSendBytesLimits(t *testing.T) {
 	if queued != 5<<10+2*frameOverhead {
 		t.Fatalf("charged %d bytes, want %d", queued, 5<<10+2*frameOverhead)
 	}
-	if got := s.outboxTotal.Load(); got != int64(queued) {
-		t.Fatalf("process total %d, want %d", got, queued)
+	// the process total counts the two chunks' whole buffers (4 and 8 KiB)
+	if got, want := s.outboxTotal.Load(), int64(4<<10+8<<10+2*frameOverhead); got != want {
+		t.Fatalf("process total %d, want %d", got, want)
 	}
 	conn.Close()
 	sess.waitClosed(t)
@@ -192,4 +196,114 @@ func TestSendBytesAllocs(t *testing.T) {
 	if allocs := testing.AllocsPerRun(50, send); allocs > 2 {
 		t.Fatalf("64 SendBytes and their drain: %.1f allocations", allocs)
 	}
+}
+
+// BenchmarkSendBytes measures SendBytes of 85-byte packets (a QoS 0 MQTT
+// delivery of a 64-byte payload) and their batched drain to one stream
+// client over loopback (the client reads and discards).
+func BenchmarkSendBytes(b *testing.B) {
+	sh := newStreamHandler()
+	sh.onData = func(*streamSession, []byte) {}
+	_, _, addr := startStream(b, Config{}, sh, nil)
+	conn := dialStream(b, addr)
+	writeAll(b, conn, []byte("x"))
+	sess := sh.waitOpened(b)
+	var received atomic.Int64
+	go func() {
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			received.Add(int64(n))
+		}
+	}()
+	p := bytes.Repeat([]byte{'x'}, 85)
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	for b.Loop() {
+		for ok, _ := sess.c.SendBytes(p); !ok; ok, _ = sess.c.SendBytes(p) {
+			runtime.Gosched()
+		}
+	}
+	want := int64(b.N) * int64(len(p))
+	for received.Load() < want {
+		runtime.Gosched()
+	}
+}
+
+// byteStreamSession is a ByteStreamSession that records what it gets.
+type byteStreamSession struct {
+	mu     sync.Mutex
+	binary []byte
+	calls  int
+	events []string // "b" for a binary delivery, the text of a text one
+	opened chan struct{}
+}
+
+func (s *byteStreamSession) ByteStream() bool { return true }
+
+func (s *byteStreamSession) OnMessage(text bool, p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if text {
+		s.events = append(s.events, string(p))
+		return
+	}
+	s.binary = append(s.binary, p...)
+	s.calls++
+	if len(s.events) == 0 || s.events[len(s.events)-1] != "b" {
+		s.events = append(s.events, "b")
+	}
+}
+
+func (s *byteStreamSession) OnClose() {}
+
+type byteStreamHandler struct{ s *byteStreamSession }
+
+func (h byteStreamHandler) Open(*Conn, *Handshake) Session {
+	close(h.s.opened)
+	return h.s
+}
+
+// TestByteStreamJoined: a ByteStreamSession gets the binary messages of one
+// read joined in order, in fewer calls than messages, every one of them
+// counted; a text message between them comes alone, in its place, and so
+// does a fragmented binary message.
+func TestByteStreamJoined(t *testing.T) {
+	sess := &byteStreamSession{opened: make(chan struct{})}
+	s, reg := startServer(t, Config{}, byteStreamHandler{sess})
+	cl, _ := dial(t, s, "/ws", nil)
+	<-sess.opened
+	var burst, want []byte
+	for i := range 200 {
+		p := bytes.Repeat([]byte{byte(i)}, i%90)
+		burst = append(burst, clientFrame(true, 0, opBinary, p)...)
+		want = append(want, p...)
+		if i == 99 {
+			burst = append(burst, clientFrame(true, 0, opText, []byte("middle"))...)
+			burst = append(burst, clientFrame(false, 0, opBinary, []byte("frag"))...)
+			burst = append(burst, clientFrame(true, 0, opContinuation, []byte("mented"))...)
+			want = append(want, "fragmented"...)
+		}
+	}
+	cl.write(burst)
+	eventually(t, "every byte delivered", func() bool {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		return len(sess.binary) >= len(want)
+	})
+	sess.mu.Lock()
+	got, calls, events := sess.binary, sess.calls, sess.events
+	sess.mu.Unlock()
+	if !bytes.Equal(got, want) {
+		t.Fatalf("joined payloads differ from the messages sent (%d of %d bytes)", len(got), len(want))
+	}
+	if calls >= 150 || len(events) != 3 || events[1] != "middle" {
+		t.Fatalf("%d binary calls for 201 binary messages, events %q; want them joined around the text message", calls, events)
+	}
+	eventually(t, "messages counted", func() bool {
+		return counterValue(t, reg, "gatecast_ws_messages_received_total") == 202
+	})
 }

@@ -29,6 +29,7 @@ const (
 	fCloseFlushed                    // the close frame reached the socket (stream: everything did, and the write side is shut)
 	fPeerClosed                      // the peer's close frame arrived
 	fGone                            // netpoll closed the connection; the close callback ran
+	fJoin                            // the Session is a ByteStreamSession: consecutive binary messages are joined; set by handOver
 )
 
 // Read modes, owned by the event goroutine. The order matters: from
@@ -197,25 +198,34 @@ func (c *Conn) pushEntry(f *proto.Frame, chunk bool) {
 		}
 		c.tail, t = s, s
 	}
+	n := frameCharge(f)
+	total := n
 	if chunk {
 		t.chunks |= 1 << t.n
+		// The process total counts a chunk's whole buffer from the start,
+		// so that appending to it needs no atomic add; what it has not
+		// filled is given back when it is freed (releaseSegments).
+		total = cap(f.B) + frameOverhead
 	}
 	t.frames[t.n] = f
 	t.n++
 	c.queued++
-	n := frameCharge(f)
 	c.queuedBytes += n
 	c.pending.Store(int64(c.queuedBytes + c.inflight))
-	c.srv.outboxTotal.Add(int64(n))
+	c.srv.outboxTotal.Add(int64(total))
 }
 
 // releaseSegments releases every frame (and frees every chunk) of a
-// detached outbox chain and returns its segments to the pool.
-func releaseSegments(s *outSegment) {
+// detached outbox chain and returns its segments to the pool. The part of
+// each chunk's buffer it did not fill leaves the process total here (see
+// pushEntry); the rest of the chain's charge is its caller's to give back.
+func (c *Conn) releaseSegments(s *outSegment) {
+	slack := 0
 	for s != nil {
 		next := s.next
 		for i := range s.n {
 			if s.chunks&(1<<i) != 0 {
+				slack += cap(s.frames[i].B) - len(s.frames[i].B)
 				freeChunk(s.frames[i])
 			} else {
 				releaseFrame(s.frames[i])
@@ -225,6 +235,9 @@ func releaseSegments(s *outSegment) {
 		s.n, s.chunks, s.next = 0, 0, nil
 		segmentPool.Put(s)
 		s = next
+	}
+	if slack != 0 {
+		c.srv.outboxTotal.Add(int64(-slack))
 	}
 }
 
@@ -469,7 +482,7 @@ func (c *Conn) drain() {
 			c.wroteLocked(batch)
 			c.flags.Store(fl &^ fDraining)
 			c.mu.Unlock()
-			releaseSegments(head)
+			c.releaseSegments(head)
 			return
 		}
 		if writeClose {
@@ -576,7 +589,7 @@ func (c *Conn) closeSlow() {
 	}
 	start := c.beginCloseLocked(1008, "slow consumer", causeServer)
 	c.mu.Unlock()
-	releaseSegments(rest)
+	c.releaseSegments(rest)
 	if start {
 		go c.drainFn()
 	}
@@ -603,12 +616,12 @@ func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose b
 		total += len(closeFrame)
 	}
 	if total == 0 {
-		releaseSegments(head)
+		c.releaseSegments(head)
 		return nil
 	}
 	buf, err := mallocBatch(w, total)
 	if err != nil {
-		releaseSegments(head)
+		c.releaseSegments(head)
 		return err
 	}
 	off := 0
@@ -621,7 +634,7 @@ func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose b
 		}
 	}
 	copy(buf[off:], closeFrame)
-	releaseSegments(head)
+	c.releaseSegments(head)
 	c.flushStart.Store(c.srv.now())
 	err = w.Flush()
 	c.flushStart.Store(0)
@@ -655,7 +668,7 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	for c.flags.Load()&fDraining != 0 {
 		runtime.Gosched()
 	}
-	releaseSegments(head)
+	c.releaseSegments(head)
 	c.rd.reset()
 	s := c.srv
 	s.inputHeld.Add(int64(-c.held))
@@ -684,6 +697,24 @@ func (c *Conn) onMessage(text bool, payload []byte) {
 	}
 	c.msgCount++
 	c.sess.OnMessage(text, payload)
+}
+
+// admitJoined implements frameSink: admit one binary message that will be
+// delivered joined to its neighbours (onJoined).
+func (c *Conn) admitJoined() bool {
+	if c.flags.Load()&fClosing != 0 || c.sess == nil || !c.admitInbound() {
+		return false
+	}
+	c.msgCount++
+	return true
+}
+
+// onJoined implements frameSink: deliver admitted binary messages, joined.
+func (c *Conn) onJoined(payload []byte) {
+	if c.flags.Load()&fClosing != 0 || c.sess == nil {
+		return
+	}
+	c.sess.OnMessage(false, payload)
 }
 
 // onControl implements frameSink. Pings and pongs count against the

@@ -13,7 +13,9 @@
 //     handshake parser, Config.Paths, Config.Subprotocols,
 //     Config.CaptureHeaders), then RFC 6455 frames read and validated on
 //     the event loop; a Handler opens a Session with the Handshake, and the
-//     Session receives each complete text or binary message.
+//     Session receives each complete text or binary message (a
+//     ByteStreamSession, the consecutive binary messages of one read
+//     joined in one call).
 //   - Raw TCP byte streams (Server.ServeStream): no upgrade and no framing;
 //     a StreamHandler opens a Session at the first bytes, the Session
 //     receives raw chunks and reassembles its own packets, and tells

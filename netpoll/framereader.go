@@ -67,6 +67,28 @@ type frameSink interface {
 	// onControl gets a validated ping, pong or close frame; returning true
 	// stops the reader (the rest of the input is the caller's to discard).
 	onControl(op byte, payload []byte) (stop bool)
+	// admitJoined decides whether a complete binary message that will be
+	// joined to its neighbours is taken (false: it is dropped), and
+	// onJoined gets the joined payloads of the messages it took (see
+	// joiner). Only used when consume is given a joiner.
+	admitJoined() bool
+	onJoined(payload []byte)
+}
+
+// joiner collects the unmasked payloads of consecutive complete,
+// unfragmented binary frames during one consume call, to deliver them in
+// one onJoined call (ByteStreamSession). It lives on the caller's stack;
+// buf is pooled, and the caller returns it (putBuf) after consume.
+type joiner struct {
+	buf []byte
+}
+
+// flush delivers what j holds.
+func (j *joiner) flush(sink frameSink) {
+	if j != nil && len(j.buf) > 0 {
+		sink.onJoined(j.buf)
+		j.buf = j.buf[:0]
+	}
 }
 
 // frameHeader is a decoded client frame header.
@@ -106,11 +128,18 @@ type frameReader struct {
 //
 // maxSize is the largest message: a frame (or fragment) declaring a length
 // that would exceed it fails with errTooBig before any of its payload is read.
-func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSink) (stop bool, err error) {
+//
+// With a joiner (j non-nil), complete unfragmented binary frames that start
+// at the head of src are unmasked, admitted (sink.admitJoined) and copied
+// into j, and delivered together (sink.onJoined) before anything else is
+// acted on and before consume returns; everything else goes through
+// onMessage and onControl as without one.
+func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSink, j *joiner) (stop bool, err error) {
 	end := r.taken + budget
 	for {
 		avail := src.Len()
 		if avail == 0 || budget > 0 && r.taken >= end {
+			j.flush(sink)
 			return false, nil
 		}
 		if r.stash == nil {
@@ -118,6 +147,7 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 			b, _ := src.Peek(min(avail, maxFrameHeader))
 			h, ok, err := r.parseHeader(b, maxSize)
 			if err != nil {
+				j.flush(sink)
 				return false, err
 			}
 			if ok {
@@ -125,16 +155,30 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 				if avail >= total {
 					p, _ := src.Next(total)
 					r.taken += total
-					if stop, err := r.frame(&h, p[h.size:total:total], sink); stop || err != nil {
+					payload := p[h.size:total:total]
+					if j != nil && h.op == opBinary && h.fin && r.fragOp == 0 {
+						ws.Cipher(payload, h.mask, 0)
+						if sink.admitJoined() && len(payload) > 0 {
+							if j.buf == nil {
+								j.buf = getBuf(min(len(payload)+src.Len(), budget, maxSize))
+							}
+							j.buf = appendPooled(j.buf, payload, 0)
+						}
+						continue
+					}
+					j.flush(sink)
+					if stop, err := r.frame(&h, payload, sink); stop || err != nil {
 						return stop, err
 					}
 					continue
 				}
 				r.need = total
 			}
+			j.flush(sink)
 			r.stashFrom(src, avail)
 			return false, nil
 		}
+		j.flush(sink)
 		if r.need == 0 {
 			// The stash holds part of a header: complete it from src.
 			var hb [maxFrameHeader]byte

@@ -30,6 +30,28 @@ func (s *recordingSink) onMessage(text bool, payload []byte) {
 	s.events = append(s.events, frameEvent{k, string(payload)})
 }
 
+func (s *recordingSink) admitJoined() bool { return true }
+
+func (s *recordingSink) onJoined(payload []byte) {
+	s.events = append(s.events, frameEvent{'b', string(payload)})
+}
+
+// joinedEvents is what a ByteStreamSession's view of events is: empty
+// binary messages vanish, and consecutive binary messages become one.
+func joinedEvents(events []frameEvent) []frameEvent {
+	var out []frameEvent
+	for _, e := range events {
+		switch {
+		case e.kind == 'b' && e.payload == "":
+		case e.kind == 'b' && len(out) > 0 && out[len(out)-1].kind == 'b':
+			out[len(out)-1].payload += e.payload
+		default:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 func (s *recordingSink) onControl(op byte, payload []byte) bool {
 	k := map[byte]byte{opPing: 'p', opPong: 'o', opClose: 'c'}[op]
 	s.events = append(s.events, frameEvent{k, string(payload)})
@@ -40,11 +62,18 @@ func (s *recordingSink) onControl(op byte, payload []byte) bool {
 // the rest in one chunk) and returns the events and how the stream ended:
 // code is the close code of a protocol error (0 if none), stopped reports a
 // close frame.
-func decodeChunks(data, splits []byte, maxSize int) (events []frameEvent, code uint16, stopped bool) {
+//
+// With join, binary frames go through a joiner, as for a ByteStreamSession.
+func decodeChunks(data, splits []byte, maxSize int, join bool) (events []frameEvent, code uint16, stopped bool) {
 	data = bytes.Clone(data) // the reader unmasks in place
 	var r frameReader
 	defer r.reset()
 	sink := &recordingSink{}
+	var j *joiner
+	if join {
+		j = &joiner{}
+		defer func() { putBuf(j.buf) }()
+	}
 	for len(data) > 0 {
 		n := len(data)
 		if len(splits) > 0 {
@@ -53,7 +82,7 @@ func decodeChunks(data, splits []byte, maxSize int) (events []frameEvent, code u
 		}
 		src := &sliceSource{b: data[:n]}
 		data = data[n:]
-		stop, err := r.consume(src, maxSize, 0, sink)
+		stop, err := r.consume(src, maxSize, 0, sink, j)
 		if src.Len() != 0 && err == nil && !stop {
 			panic("consume left input unconsumed")
 		}
@@ -168,10 +197,14 @@ func FuzzFrameReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data, splits []byte) {
 		const maxSize = 256
-		got, gotCode, gotStop := decodeChunks(data, splits, maxSize)
+		got, gotCode, gotStop := decodeChunks(data, splits, maxSize, false)
 		want, wantCode, wantStop := referenceDecode(data, maxSize)
 		if !slices.Equal(got, want) || gotCode != wantCode || gotStop != wantStop {
 			t.Fatalf("reader:    %v code %d stop %v\nreference: %v code %d stop %v", got, gotCode, gotStop, want, wantCode, wantStop)
+		}
+		got, gotCode, gotStop = decodeChunks(data, splits, maxSize, true)
+		if want = joinedEvents(want); !slices.Equal(joinedEvents(got), want) || gotCode != wantCode || gotStop != wantStop {
+			t.Fatalf("joined:    %v code %d stop %v\nreference: %v code %d stop %v", got, gotCode, gotStop, want, wantCode, wantStop)
 		}
 	})
 }
@@ -201,6 +234,8 @@ type nopSink struct{ n int }
 
 func (s *nopSink) onMessage(_ bool, p []byte)      { s.n += len(p) }
 func (s *nopSink) onControl(_ byte, _ []byte) bool { return false }
+func (s *nopSink) admitJoined() bool               { return true }
+func (s *nopSink) onJoined(p []byte)               { s.n += len(p) }
 
 func TestFrameReaderTable(t *testing.T) {
 	cases := []struct {
@@ -251,9 +286,13 @@ func TestFrameReaderTable(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, code, stop := decodeChunks(tc.data, tc.splits, 100000)
+			got, code, stop := decodeChunks(tc.data, tc.splits, 100000, false)
 			if !slices.Equal(got, tc.want) || code != tc.code || stop != tc.stop {
 				t.Fatalf("got %.80v code %d stop %v; want %.80v code %d stop %v", got, code, stop, tc.want, tc.code, tc.stop)
+			}
+			got, code, stop = decodeChunks(tc.data, tc.splits, 100000, true)
+			if want := joinedEvents(tc.want); !slices.Equal(joinedEvents(got), want) || code != tc.code || stop != tc.stop {
+				t.Fatalf("joined: got %.80v code %d stop %v; want %.80v code %d stop %v", got, code, stop, want, tc.code, tc.stop)
 			}
 		})
 	}
@@ -290,7 +329,7 @@ func TestSkimForClose(t *testing.T) {
 				src := &sliceSource{b: data[:n]}
 				data = data[n:]
 				if !failed {
-					if _, err := r.consume(src, 1024, 0, &nopSink{}); err != nil {
+					if _, err := r.consume(src, 1024, 0, &nopSink{}, nil); err != nil {
 						failed = true
 					}
 				}
@@ -320,18 +359,18 @@ func TestFrameReaderAllocs(t *testing.T) {
 	whole := testing.AllocsPerRun(1000, func() {
 		copy(buf, frame)
 		src.b = buf
-		if _, err := r.consume(src, 1<<16, 0, sink); err != nil {
+		if _, err := r.consume(src, 1<<16, 0, sink, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
 	split := testing.AllocsPerRun(1000, func() {
 		copy(buf, frame)
 		src.b = buf[:9]
-		if _, err := r.consume(src, 1<<16, 0, sink); err != nil {
+		if _, err := r.consume(src, 1<<16, 0, sink, nil); err != nil {
 			t.Fatal(err)
 		}
 		src.b = buf[9:]
-		if _, err := r.consume(src, 1<<16, 0, sink); err != nil {
+		if _, err := r.consume(src, 1<<16, 0, sink, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -353,7 +392,7 @@ func BenchmarkFrameParse(b *testing.B) {
 			for b.Loop() {
 				copy(buf, frame)
 				src.b = buf
-				if _, err := r.consume(src, 1<<20, 0, sink); err != nil {
+				if _, err := r.consume(src, 1<<20, 0, sink, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -338,6 +338,9 @@ func (c *Conn) handOver(sess Session) {
 	c.sess = sess
 	c.mu.Lock()
 	fl := c.flags.Load() &^ fHold
+	if bs, ok := sess.(ByteStreamSession); ok && bs.ByteStream() {
+		fl |= fJoin
+	}
 	c.flags.Store(fl)
 	var start bool
 	if sess == nil && fl&fClosing == 0 {

@@ -34,7 +34,8 @@ import (
 //     connection is treated as at its hard limit, so the slowest consumers
 //     are cut first; past a quarter more, every connection with output
 //     pending is, so the process's pending output never exceeds 1.25 ×
-//     OutboxTotalLimit plus one frame per connection.
+//     OutboxTotalLimit plus one frame (or one chunk: at most 16 KiB, or one
+//     larger piece, see chunk.go) per connection.
 //
 // An idle connection holds no outbox at all: segments come from a pool
 // when the first frame is queued and go back when it is written.

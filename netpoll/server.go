@@ -57,6 +57,19 @@ type Session interface {
 	OnClose()
 }
 
+// ByteStreamSession is a Session whose WebSocket binary messages carry a
+// byte stream: their boundaries mean nothing to it (MQTT over WebSocket,
+// whose packets may span or share messages). When ByteStream reports true,
+// netpoll may hand it several consecutive binary messages of one read in
+// one OnMessage call, their payloads concatenated in order (each still
+// counted, and admitted against the inbound rate, as a message), which
+// saves the Session a call per message. Text messages and messages
+// assembled from fragments still come one per call, in their place.
+type ByteStreamSession interface {
+	Session
+	ByteStream() bool
+}
+
 // netpollBufferSize is the size of a new connection's first input buffer
 // node (netpoll's default: 8 KiB). See tuneNetpoll.
 const netpollBufferSize = netpollPageSize + 1
@@ -564,7 +577,13 @@ func (c *Conn) readFrames(rd byteSource) {
 		c.skim(rd)
 		return
 	}
-	stop, err := c.rd.consume(rd, s.cfg.MaxFrameSize, readBudget, c)
+	var j *joiner
+	var jv joiner
+	if c.flags.Load()&fJoin != 0 {
+		j = &jv
+	}
+	stop, err := c.rd.consume(rd, s.cfg.MaxFrameSize, readBudget, c, j)
+	putBuf(jv.buf)
 	if c.msgCount > 0 {
 		s.m.messagesIn.Add(float64(c.msgCount))
 		c.msgCount = 0

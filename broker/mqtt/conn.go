@@ -170,6 +170,12 @@ func stashAppend(stash, p []byte) []byte {
 	return b
 }
 
+// ByteStream reports that the connection's WebSocket binary messages carry
+// a byte stream (netpoll.ByteStreamSession): packets may span or share
+// messages (MQTT-6.0.0-2), so the transport may hand several messages of
+// one read over in one OnMessage call.
+func (c *Conn) ByteStream() bool { return c.ws }
+
 // maxIn is the largest packet the client may send: Config.MaxPacketSize,
 // and over WebSocket no more than a message may carry (the transport closes
 // a larger message with 1009 before the adapter sees it).
@@ -184,7 +190,7 @@ func (c *Conn) maxIn() int {
 // bytes they took.
 func (c *Conn) packets(b []byte, rs *readScratch) int {
 	done := 0
-	for c.state != stClosed {
+	for c.state != stClosed && done < len(b) {
 		h, body, n, err := packet.ReadPacket(b[done:], c.maxIn())
 		if err == nil {
 			done += n
@@ -192,7 +198,7 @@ func (c *Conn) packets(b []byte, rs *readScratch) int {
 			continue
 		}
 		switch {
-		case errors.Is(err, packet.ErrIncomplete):
+		case err == packet.ErrIncomplete || errors.Is(err, packet.ErrIncomplete):
 			return done
 		case errors.Is(err, packet.ErrPacketTooLarge):
 			c.protocolError(packet.PacketTooLarge, "packet larger than the Maximum Packet Size")

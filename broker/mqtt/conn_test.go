@@ -608,16 +608,27 @@ func TestConnSizeClass(t *testing.T) {
 	}
 }
 
-// BenchmarkFanInQoS0 is the adapter's half of a fan-in: one read of 16 QoS 0
-// PUBLISH packets (64-byte payloads, MQTT 3.1.1) decoded, authorized,
-// matched and delivered to one wildcard subscriber. ns/op is per read; the
-// deliveries/s metric counts messages.
+// BenchmarkFanInQoS0 is the adapter's half of a fan-in: 16 QoS 0 PUBLISH
+// packets (64-byte payloads, MQTT 3.1.1) decoded, authorized, matched and
+// delivered to one wildcard subscriber, in one read (tcp: a chunk of the
+// stream) or one WebSocket message each (ws, as MQTT.js sends them). ns/op
+// is per 16; the deliveries/s metric counts messages.
 func BenchmarkFanInQoS0(b *testing.B) {
+	for _, wsFraming := range []bool{false, true} {
+		name := "tcp"
+		if wsFraming {
+			name = "ws"
+		}
+		b.Run(name, func(b *testing.B) { benchFanIn(b, wsFraming) })
+	}
+}
+
+func benchFanIn(b *testing.B, wsFraming bool) {
 	e := newEnvTB(b, Config{})
 	_, secret := e.token(b, 0, map[string]acl.Permission{"bench/#": acl.PermReadWrite})
 	dial := func(id string) (*Conn, *fakeTransport) {
 		tr := newFakeTransport()
-		c := e.srv.NewConn(tr, false, "")
+		c := e.srv.NewConn(tr, wsFraming, "")
 		p := packet.Connect{ProtocolName: []byte("MQTT"), ProtocolLevel: 4, CleanStart: true, KeepAlive: 30, ClientID: []byte(id),
 			UsernameFlag: true, Username: []byte("bench"), PasswordFlag: true, Password: []byte(secret)}
 		c.OnMessage(false, packet.AppendConnect(nil, &p))
@@ -627,14 +638,18 @@ func BenchmarkFanInQoS0(b *testing.B) {
 	sub.OnMessage(false, packet.AppendSubscribe(nil, 4, 1, nil, []packet.SubscribeFilter{{Filter: []byte("bench/fanin/+")}}))
 	pub, _ := dial("pub")
 	payload := bytes.Repeat([]byte{'x'}, 64)
-	var batch []byte
-	for range 16 {
-		batch = packet.AppendPublish(batch, 4, &packet.Publish{Topic: []byte("bench/fanin/7"), Payload: payload})
-	}
+	pkt := packet.AppendPublish(nil, 4, &packet.Publish{Topic: []byte("bench/fanin/7"), Payload: payload})
+	batch := bytes.Repeat(pkt, 16)
 	subTr.out = make([]byte, 0, 64<<10)
 	b.ReportAllocs()
 	for b.Loop() {
-		pub.OnMessage(false, batch)
+		if wsFraming {
+			for range 16 {
+				pub.OnMessage(false, pkt)
+			}
+		} else {
+			pub.OnMessage(false, batch)
+		}
 		subTr.mu.Lock()
 		subTr.out = subTr.out[:0]
 		subTr.mu.Unlock()
