@@ -26,7 +26,15 @@ report on stdout (progress on stderr). Scenarios:
   churn      outage: every device (--churn-fraction) drops its TCP connection at once, then all
              reconnect with jittered backoff; time until all are back
   revoke     telemetry flows while --revoke of --tokens device tokens are disabled through the
-             admin API; time until every affected client has its 4002 close frame
+             admin API; time until every affected client has its 4002 close frame.
+             With --kind KIND (token-delete, token-disable, token-rotate, perm-delete, downgrade,
+             tag-edit, tag-delete, limit; a list, or all): --conns sessions (default 2000) each on
+             its own topic get one rights change; p50/p99/last of admin call → close frame (or
+             refused publish), wrong closes, the broker's gatecast_revocation_seconds
+  storm      --conns devices (default 15000), one token each (--tokens-file reuses them), connect
+             to --url a,b,c; after "storm: ready" the nodes are restarted (loadtest/scripts/storm.sh)
+             and every device reconnects at once: time until all are back, reconnect latency,
+             attempts, Redis calls (--redis-addr) and Postgres queries (--pg-dsn) per reconnect
   mixed      telemetry + commands + a churn of --churn-fraction of the devices + a revocation
   fanout     1 publisher → --conns subscribers of one topic (command with the fleet topic)
   fanin      --conns publishers → 1 wildcard subscriber (telemetry with one dashboard)

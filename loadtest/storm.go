@@ -116,8 +116,9 @@ type StormReport struct {
 	AllBackSinceFirstBack float64 `json:"all_back_since_first_reconnect_seconds"`
 	Downtime              float64 `json:"first_drop_to_first_reconnect_seconds"`
 	ReconnectsPerSecond   float64 `json:"reconnects_per_second"` // back / all_back_since_first_reconnect
-	// Reconnect is per device: its first attempt that reached a listening
-	// node (TCP connected) → admitted. SinceDrop: its drop → admitted.
+	// Reconnect is per device: its first attempt after its node came back
+	// (after the last attempt refused at the TCP level) → admitted.
+	// SinceDrop: its drop → admitted.
 	// Handshake: every successful attempt, dial → admitted.
 	Reconnect Latency        `json:"reconnect_latency"`
 	SinceDrop Latency        `json:"since_drop_latency"`

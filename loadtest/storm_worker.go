@@ -48,7 +48,7 @@ type stormStatus struct {
 	Handshake string           `json:"handshake,omitempty"`
 
 	DropAt   []int64 `json:"drop_at,omitempty"`  // first drop
-	UpAt     []int64 `json:"up_at,omitempty"`    // start of the first attempt that reached a listening node (TCP connected)
+	UpAt     []int64 `json:"up_at,omitempty"`    // start of the first attempt after the last one refused at the TCP level (the node back)
 	BackAt   []int64 `json:"back_at,omitempty"`  // last successful reconnect
 	Attempts []int32 `json:"attempts,omitempty"` // reconnect attempts, all drops together
 }
@@ -288,10 +288,14 @@ func (w *worker) stormResult(st *stormState, h *jobHeap, r dialResult) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.attempts[i]++
-	if r.err == nil || tcpConnected(r.kind) {
-		if st.upAt[i] == 0 {
-			st.upAt[i] = r.start
-		}
+	// upAt: the first attempt since the last one the node refused at the
+	// TCP level (down), i.e. the first after the node came back (an attempt
+	// that reached the old node while it was stopping does not count).
+	switch {
+	case r.err != nil && !tcpConnected(r.kind):
+		st.upAt[i] = 0
+	case st.upAt[i] == 0:
+		st.upAt[i] = r.start
 	}
 	if r.err == nil {
 		recordUs(st.handshake, r.dur)
