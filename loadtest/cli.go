@@ -271,6 +271,7 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 	fs.DurationVar(&o.Storm.Jitter, "storm-jitter", 0, "storm: delay a device's first reconnect attempt by a random [0, this) (default 0: at once)")
 	fs.DurationVar(&o.Storm.Backoff, "storm-backoff", 0, "storm: delay after a failed attempt, doubling per attempt, each drawn from [d/2, d) (default 50ms)")
 	fs.DurationVar(&o.Storm.BackoffMax, "storm-backoff-max", 0, "storm: longest delay between attempts (default 1s)")
+	fs.IntVar(&o.Storm.Concurrency, "storm-concurrency", 0, "storm: reconnects in flight per worker (default 2000: every device of a worker may be dialing at once, as in a real fleet; --dial-concurrency paces only the first connect)")
 	fs.IntVar(&o.Storm.AdminConcurrency, "admin-concurrency", 0, "storm: token creations (and deletions) in flight, spread over the --admin-url list (default 32)")
 	fs.IntVar(&o.Storm.TokenLimit, "token-limit", 0, "storm: max_connections of the tokens it creates (0: unlimited)")
 	fs.StringVar(&o.Storm.RedisAddrs, "redis-addr", "", "storm: read INFO commandstats of these Redis servers (host:port or redis://[:password@]host:port, comma-separated) before and after the storm")

@@ -47,6 +47,7 @@ type StormOptions struct {
 	Jitter           time.Duration // first attempt delayed by a random [0, Jitter) (default 0: at once)
 	Backoff          time.Duration // retry delay after a failed attempt, doubling, jittered [d/2, d) (default 50ms)
 	BackoffMax       time.Duration // at most (default 1s)
+	Concurrency      int           // reconnects in flight per worker (default 2000)
 	AdminConcurrency int           // token creations (and deletions) in flight (default 32)
 	TokenLimit       int           // max_connections of the created tokens (0: unlimited)
 	RedisAddrs       string        // read INFO commandstats here (comma-separated)
@@ -71,6 +72,9 @@ func (s StormOptions) withDefaults() StormOptions {
 	if s.Attempts == 0 {
 		s.Attempts = defStormAttempts
 	}
+	if s.Concurrency == 0 {
+		s.Concurrency = defStormConc
+	}
 	if s.AdminConcurrency == 0 {
 		s.AdminConcurrency = 32
 	}
@@ -85,6 +89,8 @@ func (s StormOptions) validate() error {
 		return errors.New("--storm-attempts must be 1…100000")
 	case s.Backoff <= 0 || s.BackoffMax < s.Backoff:
 		return errors.New("--storm-backoff must be > 0 and ≤ --storm-backoff-max")
+	case s.Concurrency < 1 || s.Concurrency > 20000:
+		return errors.New("--storm-concurrency must be 1…20000")
 	case s.AdminConcurrency < 1 || s.AdminConcurrency > 256:
 		return errors.New("--admin-concurrency must be 1…256")
 	case s.TokenLimit < 0:
@@ -232,7 +238,7 @@ func (r *run) startStorm(ctx context.Context) error {
 		}
 	}
 	rep := &StormReport{Devices: o.Conns, Nodes: len(r.deviceURLs()),
-		Settings: stormSettings{Attempts: o.Storm.Attempts, Timeout: o.Storm.Timeout, Jitter: o.Storm.Jitter, Backoff: o.Storm.Backoff, BackoffMax: o.Storm.BackoffMax}}
+		Settings: stormSettings{Attempts: o.Storm.Attempts, Timeout: o.Storm.Timeout, Jitter: o.Storm.Jitter, Backoff: o.Storm.Backoff, BackoffMax: o.Storm.BackoffMax, Concurrency: o.Storm.Concurrency}}
 	r.rep.Storm = rep
 	t0 := time.Now()
 	tokens, created, err := r.stormTokens(ctx)

@@ -15,7 +15,7 @@ import (
 // ("stormarm"), a device whose connection the broker drops (a close frame,
 // a DISCONNECT, the TCP connection gone) is queued for a reconnect at once
 // (after a random delay below Jitter, when set); a scheduler goroutine
-// dials the queue with at most DialConcurrency dials in flight and retries
+// dials the queue with at most Concurrency dials in flight and retries
 // a failed attempt after a jittered, doubling backoff while the node is
 // down (connection refused) or refuses with a try-again code (seed 1013,
 // MQTT 0x88 / 0x89), at most Attempts times and until Timeout after the
@@ -31,6 +31,10 @@ type stormSettings struct {
 	Jitter     time.Duration `json:"jitter"`      // first attempt after a drop delayed by [0, Jitter)
 	Backoff    time.Duration `json:"backoff"`     // retry delay after the first failed attempt; doubles
 	BackoffMax time.Duration `json:"backoff_max"` // at most this
+	// Concurrency is the reconnects in flight in this worker: a real fleet
+	// has every device dialing at once, so this must not be what limits
+	// the storm (the initial connect uses DialConcurrency).
+	Concurrency int `json:"concurrency"`
 }
 
 // stormStatus is a worker's storm so far; the per-device arrays only in
@@ -88,10 +92,11 @@ const (
 	defStormTimeout    = time.Minute
 	defStormBackoff    = 50 * time.Millisecond
 	defStormBackoffMax = time.Second
+	defStormConc       = 2000
 )
 
 func (w *worker) stormArm(set *stormSettings) error {
-	if set == nil || set.Attempts < 1 || set.Timeout <= 0 || set.Backoff <= 0 || set.BackoffMax < set.Backoff || set.Jitter < 0 {
+	if set == nil || set.Concurrency < 1 || set.Attempts < 1 || set.Timeout <= 0 || set.Backoff <= 0 || set.BackoffMax < set.Backoff || set.Jitter < 0 {
 		return errors.New("stormarm: bad settings")
 	}
 	if w.storm.Load() != nil {
@@ -221,7 +226,7 @@ func (st *stormState) backoff(attempt int32) time.Duration {
 // stormLoop schedules and dials the reconnects until stormStop.
 func (w *worker) stormLoop(st *stormState) {
 	defer close(st.done)
-	conc := w.spec.DialConcurrency
+	conc := st.set.Concurrency
 	jobs := make(chan dialJob)
 	results := make(chan dialResult, conc)
 	var wg sync.WaitGroup
