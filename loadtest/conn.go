@@ -389,6 +389,12 @@ func (dc *devConn) onRequest(_ context.Context, c netpoll.Connection) error {
 	return nil
 }
 
+// revEchoDelay is how long a device answers a close frame late during a
+// revoke --kind measurement (see readFrame): past the measurement's wait
+// for the signals at this size, well within the broker's --close-timeout
+// (2 s by default).
+const revEchoDelay = time.Second
+
 // closeLinger is how long a client waits, after the close handshake, for
 // the broker to close the TCP connection. RFC 6455 has the server close
 // first, which leaves TIME_WAIT on the server's side and keeps the
@@ -450,8 +456,25 @@ func (dc *devConn) readFrame(c netpoll.Connection, r netpoll.Reader) error {
 			if len(p) >= 2 {
 				copy(body[:], p)
 			}
+			n := min(len(p), 2)
+			if dc.role == roleDevice && dc.w.rev.Load() != nil {
+				// A revoke --kind measurement: the other sessions' close
+				// frames are still on their way, and on a machine the
+				// broker and the fleet share, answering now (our write, the
+				// broker's read and TCP close, our close callback) would
+				// compete with them for the CPU. A real device answers from
+				// its own machine; here the answer waits until the
+				// measurement is over ("revecho"), or revEchoDelay at the
+				// latest: within the broker's close timeout.
+				dc.w.deferEcho(func() {
+					var buf [14 + 2]byte
+					dc.write(appendClientFrame(buf[:0], ws.OpClose, body[:n], dc.w.mask()))
+					dc.lingerThenClose(c)
+				})
+				return r.Release()
+			}
 			var buf [14 + 2]byte
-			dc.write(appendClientFrame(buf[:0], ws.OpClose, body[:min(len(p), 2)], dc.w.mask()))
+			dc.write(appendClientFrame(buf[:0], ws.OpClose, body[:n], dc.w.mask()))
 		}
 		dc.lingerThenClose(c)
 		return r.Release()

@@ -94,10 +94,21 @@ type RevCall struct {
 // ProbeReport is the downgrade's probes: every session keeps one QoS 1
 // publish in flight, the next sent as soon as the last is acknowledged, so
 // a refusal is seen at most one probe round trip after it takes effect.
+//
+// A session's refusal took effect between the sending of its last
+// accepted probe and of its first refused one: LastAcceptedMs is the
+// latest of those last accepted probes (admin call sent → that probe
+// sent; negative when it was sent before the call), a lower bound of when
+// the change reached every session.
+// AcceptedAfterAnswer counts affected sessions with a probe sent after the
+// admin call was answered and still accepted: a 2xx answer means the
+// change is enforced, so it must be 0.
 type ProbeReport struct {
-	Sent      int64   `json:"sent"`
-	Acked     int64   `json:"acked"`
-	RoundTrip Latency `json:"round_trip"` // probe → PUBACK: the downgrade latency's resolution
+	Sent                int64   `json:"sent"`
+	Acked               int64   `json:"acked"`
+	RoundTrip           Latency `json:"round_trip"` // probe → PUBACK: the downgrade latency's resolution
+	LastAcceptedMs      float64 `json:"last_accepted_probe_ms"`
+	AcceptedAfterAnswer int64   `json:"accepted_after_answer"`
 }
 
 // NodeRevStats is one node's revocation metrics across the call.
@@ -419,12 +430,37 @@ func (r *run) revKindScenario(ctx context.Context) error {
 			return err
 		}
 	}
+	// The answers to the close frames, held back during the measurement,
+	// go out now; the broker then ends those connections.
+	if _, err := r.fl.all(ctx, command{Op: "revecho"}); err != nil {
+		return err
+	}
+	wantOpen := int64(m)
+	if o.Kind == "downgrade" {
+		wantOpen = int64(n + m)
+	}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		st, err := r.fl.all(ctx, command{Op: "counts"})
+		if err != nil {
+			return err
+		}
+		var open int64
+		for _, s := range st {
+			open += s.OpenDevices
+		}
+		if open <= wantOpen {
+			break
+		}
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
+		}
+	}
 	st, err := r.fl.all(ctx, command{Op: "revtimes"})
 	if err != nil {
 		return err
 	}
 	after, aerrs := r.scrapeRevocation(ctx)
-	r.revKindOutcome(st, t0, kind, code)
+	r.revKindOutcome(st, t0, t1, kind, code)
 	r.revKindBroker(before, after, aerrs)
 	if rk.Missing > 0 {
 		return fmt.Errorf("revoke %s: %d of %d affected sessions got no %s within %s", o.Kind, rk.Missing, n, rk.Signal, o.CloseTimeout)
@@ -433,7 +469,7 @@ func (r *run) revKindScenario(ctx context.Context) error {
 }
 
 // revKindOutcome judges every session's signal.
-func (r *run) revKindOutcome(st []status, t0 int64, expKind uint8, expCode uint16) {
+func (r *run) revKindOutcome(st []status, t0, t1 int64, expKind uint8, expCode uint16) {
 	o, rk := r.o, r.rep.RevKind
 	n := o.Conns
 	cluster := rk.Nodes > 1
@@ -441,6 +477,7 @@ func (r *run) revKindOutcome(st []status, t0 int64, expKind uint8, expCode uint1
 	wrong := map[string]int64{}
 	probeHist := newHist()
 	probes := &ProbeReport{}
+	haveOK := false
 	workers := len(st)
 	devices := r.shape.devices
 	for w, s := range st {
@@ -450,6 +487,17 @@ func (r *run) revKindOutcome(st []status, t0 int64, expKind uint8, expCode uint1
 		if s.ProbeHist != "" {
 			if h, err := decodeHist(s.ProbeHist); err == nil {
 				probeHist.Merge(h)
+			}
+		}
+		for j, ok := range s.ProbeOK {
+			if lo+j >= n || ok == 0 {
+				continue
+			}
+			if v := float64(ok-t0) / 1e6; !haveOK || v > probes.LastAcceptedMs {
+				probes.LastAcceptedMs, haveOK = v, true
+			}
+			if ok > t1 {
+				probes.AcceptedAfterAnswer++
 			}
 		}
 		for j, at := range s.RevTimes {
@@ -514,6 +562,10 @@ func (r *run) revKindOutcome(st []status, t0 int64, expKind uint8, expCode uint1
 	if o.Kind == "downgrade" {
 		probes.RoundTrip = latencyOf(probeHist)
 		rk.Probes = probes
+		if probes.AcceptedAfterAnswer > 0 {
+			rk.Wrong += probes.AcceptedAfterAnswer
+			rk.WrongKinds = append(rk.WrongKinds, fmt.Sprintf("affected: probe sent after the answer accepted: %d", probes.AcceptedAfterAnswer))
+		}
 	}
 }
 
@@ -610,8 +662,8 @@ func writeRevKindTable(w io.Writer, reps []*Report) {
 func revKindLine(rk *RevKindReport) string {
 	s := fmt.Sprintf("revoke %s: %d/%d %s, admin call %.2f ms, p50 %.2f p99 %.2f last %.2f ms, broker %.2f ms, wrong %d, unaffected closed %d",
 		rk.Kind, rk.Signaled, rk.Affected, rk.Signal, rk.AdminCall.Ms, rk.Latency.P50, rk.Latency.P99, rk.LastMs, rk.BrokerEnforcementMs, rk.Wrong, rk.UnaffectedClosed)
-	if rk.Probes != nil {
-		s += fmt.Sprintf(", probe round trip p50 %.2f ms", rk.Probes.RoundTrip.P50)
+	if p := rk.Probes; p != nil {
+		s += fmt.Sprintf(", probe round trip p50 %.2f ms, last accepted probe sent at %.2f ms, accepted after the answer %d", p.RoundTrip.P50, p.LastAcceptedMs, p.AcceptedAfterAnswer)
 	}
 	return s
 }

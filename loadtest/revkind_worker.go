@@ -3,6 +3,7 @@ package loadtest
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/gatecast/gatecast/proto/mqtt"
@@ -36,6 +37,9 @@ type revState struct {
 	at   []atomic.Int64
 	sig  []atomic.Uint32
 	n    atomic.Int64 // devices with a signal
+
+	echoMu sync.Mutex
+	echoes []func() // close-frame answers held back until "revecho"
 }
 
 // revMark starts recording signals (command goroutine).
@@ -62,6 +66,34 @@ func (w *worker) signal(dc *devConn, kind uint8, code uint16) bool {
 	return kind == rs.kind && code == rs.code
 }
 
+// deferEcho holds back a device's answer to a close frame until "revecho"
+// (revEchoDelay at the latest). Event goroutines.
+func (w *worker) deferEcho(f func()) {
+	var once sync.Once
+	run := func() { once.Do(f) }
+	time.AfterFunc(revEchoDelay, run)
+	if rs := w.rev.Load(); rs != nil {
+		rs.echoMu.Lock()
+		rs.echoes = append(rs.echoes, run)
+		rs.echoMu.Unlock()
+	}
+}
+
+// revEcho sends the answers held back (command goroutine).
+func (w *worker) revEcho() {
+	rs := w.rev.Load()
+	if rs == nil {
+		return
+	}
+	rs.echoMu.Lock()
+	fs := rs.echoes
+	rs.echoes = nil
+	rs.echoMu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
 // revTimes returns, per device of this worker, its signal's time (0:
 // none) and the signal, with revOpen set on devices still connected.
 func (w *worker) revTimes() ([]int64, []uint32) {
@@ -79,6 +111,20 @@ func (w *worker) revTimes() ([]int64, []uint32) {
 		}
 	}
 	return at, sig
+}
+
+// probeOK returns, per device of this worker, when its last accepted
+// probe was sent (nil when no probing ran).
+func (w *worker) probeOK() []int64 {
+	ps := w.probe.Load()
+	if ps == nil {
+		return nil
+	}
+	out := make([]int64, len(ps.lastOK))
+	for i := range out {
+		out[i] = ps.lastOK[i].Load()
+	}
+	return out
 }
 
 func (w *worker) revStatus(st *status) {
@@ -103,6 +149,7 @@ func (w *worker) revStatus(st *status) {
 type probeState struct {
 	on       atomic.Bool
 	inFlight []atomic.Int64 // per device: when its probe in flight was sent (0: none)
+	lastOK   []atomic.Int64 // per device: when its last accepted probe was sent
 	done     []atomic.Bool  // refused: no more probes
 	sent     atomic.Int64
 	acked    atomic.Int64
@@ -124,7 +171,7 @@ func (w *worker) setProbing(on bool) {
 	if !w.spec.mqtt() {
 		return
 	}
-	ps := &probeState{inFlight: make([]atomic.Int64, w.nDev), done: make([]atomic.Bool, w.nDev), rtt: newHist()}
+	ps := &probeState{inFlight: make([]atomic.Int64, w.nDev), lastOK: make([]atomic.Int64, w.nDev), done: make([]atomic.Bool, w.nDev), rtt: newHist()}
 	ps.on.Store(true)
 	w.probe.Store(ps)
 	for i := range w.nDev {
@@ -155,7 +202,8 @@ func (w *worker) probeAcked(dc *devConn, code byte) {
 	if ps == nil || i < 0 || i >= len(ps.inFlight) {
 		return
 	}
-	if t := ps.inFlight[i].Swap(0); t > 0 {
+	t := ps.inFlight[i].Swap(0)
+	if t > 0 {
 		ps.acked.Add(1)
 		d := monoNow() - t
 		ps.mu.Lock()
@@ -168,6 +216,9 @@ func (w *worker) probeAcked(dc *devConn, code byte) {
 			w.errs.addClose(closeKey{code: uint16(code), mqtt: mqttKindPuback})
 		}
 		return
+	}
+	if t > 0 {
+		ps.lastOK[i].Store(t)
 	}
 	if ps.on.Load() && !ps.done[i].Load() {
 		w.sendProbe(ps, dc)

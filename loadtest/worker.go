@@ -226,6 +226,7 @@ type status struct {
 	ProbesSent  int64    `json:"probes_sent,omitempty"`
 	ProbesAcked int64    `json:"probes_acked,omitempty"`
 	ProbeHist   string   `json:"probe_hist,omitempty"`
+	ProbeOK     []int64  `json:"probe_ok,omitempty"` // per device: when its last accepted probe was sent
 
 	// storm
 	Storm *stormStatus `json:"storm,omitempty"`
@@ -677,9 +678,12 @@ func (w *worker) handle(ctx context.Context, c command) (status, error) {
 		w.revMark(c.SigKind, c.SigCode)
 	case "probe":
 		w.setProbing(c.Probe)
+	case "revecho":
+		w.revEcho()
 	case "revtimes":
 		st := w.status()
 		st.RevTimes, st.RevCodes = w.revTimes()
+		st.ProbeOK = w.probeOK()
 		return st, nil
 	case "stormarm":
 		err = w.stormArm(c.Storm)
