@@ -29,7 +29,8 @@ import (
 // (pg_stat_database, pg_stat_statements) per reconnect.
 //
 // Sequence: tokens (created through the admin API, or reused from
-// --tokens-file) → connect all → store snapshot S0 → --stats-baseline idle
+// --tokens-file) → connect all → (with --pg-dsn, --pg-stats-delay for the
+// connect's Postgres counts to come in) → store snapshot S0 → --stats-baseline idle
 // → arm the reconnects → snapshot S1 → "storm: ready" (stderr, and
 // --ready-file) → the nodes restart → all back (or given up) → Redis
 // snapshot S2 → --pg-stats-delay → Postgres snapshot S2. S0→S1 is the
@@ -501,6 +502,14 @@ func (r *run) stormScenario(ctx context.Context) error {
 		return err
 	}
 	var s0, s1, s2 storeSnapshot
+	if r.storm.pg != nil {
+		// pg_stat_database: the backends that served the connect report
+		// their counts up to 10 s after they went idle; they must be in
+		// before S0, not in the storm's window.
+		if err := sleep(ctx, o.Storm.PGStatsDelay); err != nil {
+			return err
+		}
+	}
 	s0.at = time.Now()
 	r.snapshotRedis(ctx, &s0)
 	r.snapshotPG(ctx, &s0)

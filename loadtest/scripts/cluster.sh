@@ -105,7 +105,7 @@ stores_up() {
     { cat "$PGDIR/initdb.log" >&2; exit 1; }
   "${AS_PG[@]}" "$PGBIN/postgres" -D "$PGDIR/data" -p "$PG_PORT" -h 127.0.0.1 -k "$PGDIR" \
     -c unix_socket_permissions=0700 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-    -c max_connections=300 -c shared_buffers=128MB \
+    -c max_connections=300 -c shared_buffers=128MB -c autovacuum=off \
     -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all >"$PGDIR/postgres.log" 2>&1 &
   PG_RUNNER=$!
   PSQL=("$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -v ON_ERROR_STOP=1)

@@ -11,9 +11,10 @@
 #   loadtest/scripts/storm.sh [BIN]                 (BIN: the gatecast binary, default bin/gatecast)
 #   N=2000 loadtest/scripts/storm.sh /tmp/gatecast-base
 #   OLD_BIN=/tmp/gatecast-old loadtest/scripts/storm.sh bin/gatecast
-#       runs the storm a second time with OLD_BIN's nodes on the same Redis
-#       and Postgres (the same tokens), after FLUSHALL and pg_stat_reset(),
-#       so that both are compared on one run
+#       runs the storm with OLD_BIN's nodes first, then with BIN's on the same
+#       Redis and Postgres (the same tokens), after FLUSHALL, pg_stat_reset()
+#       and pg_stat_statements_reset(), so that both are compared on one run
+#       (first: an older binary refuses a schema that a newer one migrated)
 #
 # Knobs (environment), with their defaults:
 #   N=15000 WORKERS=2 NODES=3     devices (= tokens), load-tool worker processes, nodes
@@ -79,17 +80,23 @@ storm() {
   return $rc
 }
 
-RC=0
-storm "$BIN" new || RC=$?
-if [ -n "$OLD_BIN" ]; then
-  stop_nodes
+# An older binary cannot open a schema a newer one migrated (it refuses a
+# schema version it does not know), so OLD_BIN runs first: the same stores,
+# the same tokens, a Redis flush and fresh statistics in between.
+reset_stores() {
   redis-cli -p "$REDIS_PORT" FLUSHALL >/dev/null
   "${PSQL[@]}" -d gatecast -c 'SELECT pg_stat_reset()' -c 'SELECT pg_stat_statements_reset()' >/dev/null
-  log "redis flushed, postgres statistics reset; the same storm with $OLD_BIN"
+  log "redis flushed, postgres statistics reset"
+}
+RC=0
+if [ -n "$OLD_BIN" ]; then
   storm "$OLD_BIN" old || RC=$?
+  stop_nodes
+  reset_stores
 fi
+storm "$BIN" new || RC=$?
 echo >&2
-for tag in new ${OLD_BIN:+old}; do
+for tag in ${OLD_BIN:+old} new; do
   echo "## $tag ($([ $tag = new ] && echo "$BIN" || echo "$OLD_BIN")), $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   sed -n '/^== gatecast loadtest storm/,$p' "$OUT/storm-$tag.log" >&2
 done
