@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/gatecast
 PKGS    := ./...
 
-.PHONY: all build run test test-short vet fuzz bench bench-compare loadtest clean
+.PHONY: all build run test test-short vet fuzz bench bench-compare loadtest loadtest-revoke loadtest-storm clean
 
 all: build
 
@@ -60,6 +60,17 @@ bench-compare: build
 ## JSON reports and SVG charts; see docs/loadtest.md and docs/PERFORMANCE.md)
 loadtest: build
 	loadtest/scripts/run.sh $(BIN)
+
+## loadtest-revoke: revocation latency per kind of rights change (loadtest revoke --kinds all,
+## 2,000 sessions each) on one throwaway node; NODES=3 for a cluster on a throwaway Redis +
+## Postgres (installed when missing, as root); see docs/loadtest.md
+loadtest-revoke: build
+	loadtest/scripts/revoke.sh $(BIN)
+
+## loadtest-storm: 15,000 devices (N=...) with their own tokens reconnecting to a restarted
+## 3-node cluster on a throwaway Redis + Postgres; OLD_BIN=path runs another build first
+loadtest-storm: build
+	loadtest/scripts/storm.sh $(BIN)
 
 clean:
 	rm -rf bin
