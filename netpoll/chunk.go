@@ -70,16 +70,7 @@ func (c *Conn) SendBytes(b []byte) (ok bool, backlog <-chan struct{}) {
 		return false, nil
 	}
 	c.appendLocked(b)
-	backlog = c.backlogLocked()
-	start := fl&(fDraining|fHold) == 0
-	if start {
-		c.flags.Store(fl | fDraining)
-	}
-	c.mu.Unlock()
-	if start {
-		go c.drainFn()
-	}
-	return true, backlog
+	return true, c.queuedUnlock(fl)
 }
 
 // tailChunk returns the outbox's last entry when it is a chunk, else nil.

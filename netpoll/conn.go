@@ -274,6 +274,13 @@ func (c *Conn) SendBacklog(f *proto.Frame) (ok bool, backlog <-chan struct{}) {
 		return false, nil
 	}
 	c.push(f)
+	return true, c.queuedUnlock(fl)
+}
+
+// queuedUnlock ends a Send that queued output: it reads the backlog signal,
+// marks a drain started when none runs or is held (fl is the flags read
+// under c.mu at the start), unlocks c.mu and starts that drain.
+func (c *Conn) queuedUnlock(fl uint32) (backlog <-chan struct{}) {
 	backlog = c.backlogLocked()
 	start := fl&(fDraining|fHold) == 0
 	if start {
@@ -283,7 +290,7 @@ func (c *Conn) SendBacklog(f *proto.Frame) (ok bool, backlog <-chan struct{}) {
 	if start {
 		go c.drainFn()
 	}
-	return true, backlog
+	return backlog
 }
 
 // sendControl queues a ping or pong of our own. Unlike Send, a full outbox

@@ -33,18 +33,7 @@ func appendShared(dst []byte, v5, wsFraming bool, m *broker.Message) []byte {
 		body += packet.VarintLen(len(m.Props)) + len(m.Props)
 	}
 	total := 1 + packet.VarintLen(body) + body
-	need := total
-	if wsFraming {
-		need += proto.FrameHeaderLen(total)
-	}
-	if cap(dst)-len(dst) < need {
-		grown := make([]byte, len(dst), len(dst)+need)
-		copy(grown, dst)
-		dst = grown
-	}
-	if wsFraming {
-		dst = proto.AppendFrameHeader(dst, ws.OpBinary, total)
-	}
+	dst = reserveFramed(dst, total, wsFraming)
 	if body < 128 {
 		dst = append(dst, packet.PUBLISH<<4, byte(body), byte(len(m.Topic)>>8), byte(len(m.Topic)))
 	} else {
@@ -119,18 +108,7 @@ func appendPublish(dst []byte, version byte, wsFraming bool, m *broker.Message, 
 // name (the client learnt the mapping from an earlier packet).
 func appendPublishAlias(dst []byte, version byte, wsFraming bool, m *broker.Message, qos byte, id uint16, retain, dup bool, subIDs []uint32, alias uint16, aliasOnly bool) []byte {
 	total, body, props := publishLen(version, m, qos, subIDs, alias, aliasOnly)
-	need := total
-	if wsFraming {
-		need += proto.FrameHeaderLen(total)
-	}
-	if cap(dst)-len(dst) < need {
-		grown := make([]byte, len(dst), len(dst)+need)
-		copy(grown, dst)
-		dst = grown
-	}
-	if wsFraming {
-		dst = proto.AppendFrameHeader(dst, ws.OpBinary, total)
-	}
+	dst = reserveFramed(dst, total, wsFraming)
 	b0 := packet.PUBLISH<<4 | qos<<1
 	if retain {
 		b0 |= 1
@@ -217,4 +195,23 @@ func appendTravellingExcept(dst []byte, p *packet.Properties, skip byte) ([]byte
 	}
 	copy(dst[start:], dst[start+k:])
 	return dst[:len(dst)-k], true
+}
+
+// reserveFramed makes room in dst for a packet of total bytes (and its
+// WebSocket frame header when wsFraming) in one growth, and appends that
+// header: what every PUBLISH encoder starts with.
+func reserveFramed(dst []byte, total int, wsFraming bool) []byte {
+	need := total
+	if wsFraming {
+		need += proto.FrameHeaderLen(total)
+	}
+	if cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	if wsFraming {
+		dst = proto.AppendFrameHeader(dst, ws.OpBinary, total)
+	}
+	return dst
 }
