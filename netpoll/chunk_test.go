@@ -48,7 +48,7 @@ func sendPattern(t *testing.T, c *Conn, n int, sizes []int, frameEvery int, fram
 	fl := c.flags.Load() &^ fHold
 	c.flags.Store(fl | fDraining)
 	c.mu.Unlock()
-	go c.drainFn()
+	go c.drain()
 	return want
 }
 

@@ -19,7 +19,7 @@ import (
 // read with atomic loads from anywhere.
 const (
 	fHold         uint32 = 1 << iota // the event goroutine owns the writer (handshake, OpenStream); no drain may start
-	fDraining                        // a drain goroutine owns the writer
+	fDraining                        // a drain owns the writer: queued for a writer (fQueued), run by one, or on a goroutine of its own
 	fUpgraded                        // a Session is open: the WebSocket handshake succeeded, or OpenStream ran
 	fEstablished                     // the handshake timeout no longer applies: set with fUpgraded (WebSocket), by Established (stream)
 	fStream                          // a raw byte stream (ServeStream): no WebSocket framing, no pings, no close frame; fixed at accept
@@ -30,6 +30,7 @@ const (
 	fPeerClosed                      // the peer's close frame arrived
 	fGone                            // netpoll closed the connection; the close callback ran
 	fJoin                            // the Session is a ByteStreamSession: consecutive binary messages are joined; set by handOver
+	fQueued                          // with fDraining: the drain waits in a writer queue, no writer has picked it up (writers.go)
 )
 
 // Read modes, owned by the event goroutine. The order matters: from
@@ -94,10 +95,9 @@ func shutdownWrite(nc cwnetpoll.Connection) {
 // (Stream). Its methods are safe for concurrent use from any goroutine and
 // never block, except where a method says otherwise.
 type Conn struct {
-	srv     *Server
-	nc      cwnetpoll.Connection
-	sess    Session // set on the event goroutine by Open; read there and by the close callback
-	drainFn func()  // c.drain bound once, so starting a drain allocates nothing
+	srv  *Server
+	nc   cwnetpoll.Connection
+	sess Session // set on the event goroutine by Open; read there and by the close callback
 
 	prev, next *Conn // registry shard list, guarded by the shard's mutex
 
@@ -284,11 +284,11 @@ func (c *Conn) queuedUnlock(fl uint32) (backlog <-chan struct{}) {
 	backlog = c.backlogLocked()
 	start := fl&(fDraining|fHold) == 0
 	if start {
-		c.flags.Store(fl | fDraining)
+		c.flags.Store(fl | fDraining | fQueued)
 	}
 	c.mu.Unlock()
 	if start {
-		go c.drainFn()
+		c.srv.startDrain(c)
 	}
 	return backlog
 }
@@ -307,11 +307,11 @@ func (c *Conn) sendControl(f *proto.Frame) {
 	c.push(f)
 	start := fl&(fDraining|fHold) == 0
 	if start {
-		c.flags.Store(fl | fDraining)
+		c.flags.Store(fl | fDraining | fQueued)
 	}
 	c.mu.Unlock()
 	if start {
-		go c.drainFn()
+		c.srv.startDrain(c)
 	}
 }
 
@@ -355,7 +355,7 @@ func (c *Conn) CloseAfter(final *proto.Frame, code uint16, reason string) {
 	start := c.beginCloseLocked(code, reason, causeServer)
 	c.mu.Unlock()
 	if start {
-		go c.drainFn()
+		c.srv.startDrain(c)
 	}
 }
 
@@ -364,7 +364,7 @@ func (c *Conn) closeWith(code uint16, reason string, cause closeCause) {
 	start := c.beginCloseLocked(code, reason, cause)
 	c.mu.Unlock()
 	if start {
-		go c.drainFn()
+		c.srv.startDrain(c)
 	}
 }
 
@@ -386,7 +386,7 @@ func (c *Conn) beginCloseLocked(code uint16, reason string, cause closeCause) (s
 	fl |= fClosing
 	startDrain = fl&(fDraining|fHold) == 0
 	if startDrain {
-		fl |= fDraining
+		fl |= fDraining | fQueued
 	}
 	c.flags.Store(fl)
 	return startDrain
@@ -472,66 +472,97 @@ func (c *Conn) dropTCP(cause closeCause) {
 	_ = c.nc.Close()
 }
 
-// drain writes the outbox until it is empty. It runs on its own goroutine
-// and is the only writer of netpoll's output buffer while fDraining is set.
+// drain writes the outbox until it is empty, waiting in Flush whenever the
+// socket is full. It runs on a goroutine of its own (a drain a writer
+// handed off, see writers.go) and is the only writer of netpoll's output
+// buffer while fDraining is set.
 func (c *Conn) drain() {
-	w := c.nc.Writer()
-	for {
-		c.mu.Lock()
-		fl := c.flags.Load()
-		head, batch := c.detachLocked()
-		c.inflight = batch // still pending until written: backpressure holds
-		// The close goes after the last queued frame: only with the batch
-		// that empties the outbox (Send refuses once closing, so nothing
-		// can be queued after it).
-		writeClose := fl&(fClosing|fCloseWritten) == fClosing && c.head == nil
-		if fl&fGone != 0 || (head == nil && !writeClose) {
-			c.wroteLocked(batch)
-			c.flags.Store(fl &^ fDraining)
-			c.mu.Unlock()
-			c.releaseSegments(head)
-			return
-		}
-		if writeClose {
-			c.flags.Store(fl | fCloseWritten)
-		}
-		code, reason := c.closeCode, ""
-		if c.closeReason != nil {
-			reason = *c.closeReason
-		}
-		c.mu.Unlock()
-
-		stream := fl&fStream != 0
-		err := c.writeBatch(w, head, !stream, writeClose && !stream, code, reason)
-		if err == nil && writeClose && stream {
-			// Everything is out: the peer reads EOF after the last byte.
-			// Still the writer's owner (fDraining), so netpoll cannot have
-			// closed the fd (onClosed waits for us).
-			shutdownWrite(c.nc)
-		}
-		c.mu.Lock()
-		c.wroteLocked(batch)
-		if err != nil {
-			c.flags.Store(c.flags.Load() &^ fDraining)
-			c.mu.Unlock()
-			c.dropTCP(causePeer)
-			return
-		}
-		if writeClose {
-			// Nothing can be queued after the close frame: the drain ends.
-			c.phaseAt.Store(c.srv.now())
-			fl = c.flags.Load() | fCloseFlushed
-			c.flags.Store(fl &^ fDraining)
-			c.mu.Unlock()
-			if fl&fPeerClosed != 0 {
-				// Close handshake complete: the peer sent its close first
-				// and has nothing more to send.
-				_ = c.nc.Close()
-			}
-			return
-		}
-		c.mu.Unlock()
+	for c.drainStep(nil) {
 	}
+}
+
+// drainStep writes one batch of the outbox (and the close frame after the
+// last one) and reports whether c still owns the writer with more to
+// write. With scratch (a writer of the pool), it waits for nothing: when the
+// socket does not take the whole batch at once, a goroutine of its own
+// finishes the flush and continues the drain, and drainStep reports false.
+func (c *Conn) drainStep(scratch []byte) (again bool) {
+	c.mu.Lock()
+	fl := c.flags.Load() &^ fQueued
+	head, batch := c.detachLocked()
+	c.inflight = batch // still pending until written: backpressure holds
+	// The close goes after the last queued frame: only with the batch
+	// that empties the outbox (Send refuses once closing, so nothing
+	// can be queued after it).
+	writeClose := fl&(fClosing|fCloseWritten) == fClosing && c.head == nil
+	if fl&fGone != 0 || (head == nil && !writeClose) {
+		c.wroteLocked(batch)
+		c.flags.Store(fl &^ fDraining)
+		c.mu.Unlock()
+		c.releaseSegments(head)
+		return false
+	}
+	if writeClose {
+		fl |= fCloseWritten
+	}
+	c.flags.Store(fl)
+	code, reason := c.closeCode, ""
+	if c.closeReason != nil {
+		reason = *c.closeReason
+	}
+	c.mu.Unlock()
+
+	w := c.nc.Writer()
+	stream := fl&fStream != 0
+	pending, err := c.writeBatch(w, head, !stream, writeClose && !stream, code, reason, scratch)
+	if pending != 0 {
+		go func() {
+			err := w.Flush()
+			c.flushStart.Store(0)
+			if err == nil {
+				c.srv.m.bytesOut.Add(float64(pending))
+			}
+			if c.wrote(batch, writeClose, stream, err) {
+				c.drain()
+			}
+		}()
+		return false
+	}
+	return c.wrote(batch, writeClose, stream, err)
+}
+
+// wrote ends a batch drainStep wrote (err: its flush's error) and reports
+// whether c still owns the writer with more to write.
+func (c *Conn) wrote(batch int, wroteClose, stream bool, err error) (again bool) {
+	if err == nil && wroteClose && stream {
+		// Everything is out: the peer reads EOF after the last byte.
+		// Still the writer's owner (fDraining), so netpoll cannot have
+		// closed the fd (onClosed waits for us).
+		shutdownWrite(c.nc)
+	}
+	c.mu.Lock()
+	c.wroteLocked(batch)
+	if err != nil {
+		c.flags.Store(c.flags.Load() &^ fDraining)
+		c.mu.Unlock()
+		c.dropTCP(causePeer)
+		return false
+	}
+	if wroteClose {
+		// Nothing can be queued after the close frame: the drain ends.
+		c.phaseAt.Store(c.srv.now())
+		fl := c.flags.Load() | fCloseFlushed
+		c.flags.Store(fl &^ fDraining)
+		c.mu.Unlock()
+		if fl&fPeerClosed != 0 {
+			// Close handshake complete: the peer sent its close first
+			// and has nothing more to send.
+			_ = c.nc.Close()
+		}
+		return false
+	}
+	c.mu.Unlock()
+	return true
 }
 
 // maxBatch bounds the bytes one Flush writes, so that a slow reader's
@@ -598,15 +629,23 @@ func (c *Conn) closeSlow() {
 	c.mu.Unlock()
 	c.releaseSegments(rest)
 	if start {
-		go c.drainFn()
+		c.srv.startDrain(c)
 	}
 }
 
-// writeBatch copies a detached outbox chain (and the close frame) into
-// netpoll's output buffer, releasing each frame as soon as it is copied,
-// and flushes once. On a WebSocket each chunk goes out as one binary
-// message: a frame header is written in front of its bytes.
-func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose bool, code uint16, reason string) error {
+// writeBatch writes a detached outbox chain (and the close frame), releasing
+// each frame once it is copied. On a WebSocket each chunk goes out as one
+// binary message: a frame header is written in front of its bytes.
+//
+// With scratch nil (a drain on a goroutine of its own), the batch is copied
+// into netpoll's output buffer and flushed once, waiting while the socket
+// is full. With scratch (a writer of the pool, writers.go), nothing waits:
+// a batch that fits is copied there and written to the socket at once, and
+// a larger one is copied into netpoll's buffer and flushed with TryFlush.
+// Whatever the socket did not take is left in netpoll's output buffer:
+// pending, when not zero, is the batch's size and tells the caller to
+// Flush (flushStart stays set until it does).
+func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose bool, code uint16, reason string, scratch []byte) (pending int, err error) {
 	total := 0
 	for s := head; s != nil; s = s.next {
 		for i, f := range s.frames[:s.n] {
@@ -624,13 +663,61 @@ func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose b
 	}
 	if total == 0 {
 		c.releaseSegments(head)
-		return nil
+		return 0, nil
+	}
+	if fd, ok := c.nc.(interface{ Fd() int }); ok && total <= len(scratch) {
+		// Straight to the socket: netpoll's output buffer is empty (every
+		// batch before this one was flushed whole), so no byte can be
+		// overtaken, and no buffer of netpoll's is taken for it.
+		buf := scratch[:total]
+		c.fillBatch(buf, head, ws, closeFrame)
+		c.releaseSegments(head)
+		c.flushStart.Store(c.srv.now())
+		n, err := writeSome(fd.Fd(), buf)
+		if err != nil {
+			c.flushStart.Store(0)
+			return 0, err
+		}
+		if n == total {
+			c.flushStart.Store(0)
+			c.srv.m.bytesOut.Add(float64(total))
+			return 0, nil
+		}
+		rest, err := mallocBatch(w, total-n)
+		if err != nil {
+			c.flushStart.Store(0)
+			return 0, err
+		}
+		copy(rest, buf[n:])
+		return total, nil
 	}
 	buf, err := mallocBatch(w, total)
 	if err != nil {
 		c.releaseSegments(head)
-		return err
+		return 0, err
 	}
+	c.fillBatch(buf, head, ws, closeFrame)
+	c.releaseSegments(head)
+	c.flushStart.Store(c.srv.now())
+	if tf, ok := w.(tryFlusher); ok && scratch != nil {
+		var done bool
+		done, err = tf.TryFlush()
+		if err == nil && !done {
+			return total, nil
+		}
+	} else {
+		err = w.Flush()
+	}
+	c.flushStart.Store(0)
+	if err == nil {
+		c.srv.m.bytesOut.Add(float64(total))
+	}
+	return 0, err
+}
+
+// fillBatch copies a detached outbox chain and the close frame into buf,
+// exactly their size (writeBatch).
+func (c *Conn) fillBatch(buf []byte, head *outSegment, ws bool, closeFrame []byte) {
 	off := 0
 	for s := head; s != nil; s = s.next {
 		for i, f := range s.frames[:s.n] {
@@ -641,14 +728,26 @@ func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose b
 		}
 	}
 	copy(buf[off:], closeFrame)
-	c.releaseSegments(head)
-	c.flushStart.Store(c.srv.now())
-	err = w.Flush()
-	c.flushStart.Store(0)
-	if err == nil {
-		c.srv.m.bytesOut.Add(float64(total))
+}
+
+// writeSome writes what the non-blocking socket fd takes of p now: a full
+// socket is n < len(p) and no error.
+func writeSome(fd int, p []byte) (n int, err error) {
+	for n < len(p) {
+		m, err := syscall.Write(fd, p[n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, err
+		case m == 0:
+			return n, nil
+		}
+		n += m
 	}
-	return err
+	return n, nil
 }
 
 // onClosed is netpoll's close callback. netpoll runs it exactly once, never
@@ -671,9 +770,12 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	// A running drain may be copying into netpoll's output buffer, which
 	// netpoll recycles right after this callback: wait for it to let go. It
 	// does promptly, since the connection is closed: Flush returns at once
-	// and the drain sees fGone.
-	for c.flags.Load()&fDraining != 0 {
-		runtime.Gosched()
+	// and the drain sees fGone. A drain still in a writer queue (fQueued)
+	// will see fGone before it touches the buffer: no wait for it.
+	if fl&fQueued == 0 {
+		for c.flags.Load()&fDraining != 0 {
+			runtime.Gosched()
+		}
 	}
 	c.releaseSegments(head)
 	c.rd.reset()
@@ -761,7 +863,7 @@ func (c *Conn) peerClose(payload []byte) {
 		start := c.beginCloseLocked(code, "", causePeer)
 		c.mu.Unlock()
 		if start {
-			go c.drainFn()
+			c.srv.startDrain(c)
 		}
 		return
 	}

@@ -44,10 +44,13 @@
 //     process. Handler.Open, StreamHandler.OpenStream, Session.OnMessage and
 //     Session.OnClose run there, serially per connection. An idle connection
 //     has no goroutine.
-//   - A "drain" goroutine runs only while a connection has queued output: the
-//     first Send to an empty outbox starts it, it copies every queued frame
-//     into netpoll's output buffer, flushes once per batch and exits when the
-//     outbox is empty. At most one drain per connection runs at a time.
+//   - Writers (writers.go): one queue per core, each served by a goroutine
+//     only while it has work. The first Send to an empty outbox, or a
+//     Close, queues the connection's drain; a writer writes one batch of it
+//     to the socket without ever waiting (a connection with more goes back
+//     to the tail). When the socket does not take a whole batch, a goroutine
+//     of that connection's own finishes the flush, waiting, and drains the
+//     rest. At most one drain per connection runs at a time.
 //   - One sweeper goroutine per Server enforces every timeout and sends pings
 //     by walking a sharded registry of connections.
 //   - One lag-probe goroutine per Server arms, once per

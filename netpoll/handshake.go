@@ -348,11 +348,11 @@ func (c *Conn) handOver(sess Session) {
 	} else {
 		start = fl&fDraining == 0 && (c.head != nil || fl&(fClosing|fCloseWritten) == fClosing)
 		if start {
-			c.flags.Store(fl | fDraining)
+			c.flags.Store(fl | fDraining | fQueued)
 		}
 	}
 	c.mu.Unlock()
 	if start {
-		go c.drainFn()
+		c.srv.startDrain(c)
 	}
 }

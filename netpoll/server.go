@@ -144,6 +144,7 @@ type Server struct {
 
 	wsConns  atomic.Int64 // connections with an open Session (upgraded, or streams past OpenStream) not yet gone
 	upgrades sync.Pool    // *upgrader
+	writers  writerPool   // writes the connections' outboxes (writers.go)
 
 	mu           sync.Mutex
 	ln           *listener
@@ -193,6 +194,7 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	s.lag.hist = m.eventLoopLag
 	s.lag.runFn = s.lag.run
 	s.upgrades.New = func() any { return newUpgrader(s) }
+	s.writers.init()
 	netpollLog.logger.Store(cfg.Logger)
 	if cfg.Registerer != nil {
 		total := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -468,7 +470,6 @@ func (s *Server) onPrepare(nc cwnetpoll.Connection) context.Context { return s.p
 // handler is 0, else a stream served by Server.streams[handler-1].
 func (s *Server) prepare(nc cwnetpoll.Connection, handler uint8) context.Context {
 	c := &Conn{srv: s, nc: nc, handler: handler}
-	c.drainFn = c.drain
 	fl := fHold
 	if handler != 0 {
 		fl |= fStream

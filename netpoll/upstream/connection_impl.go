@@ -317,6 +317,39 @@ func (c *connection) Flush() error {
 	return c.flush()
 }
 
+// TryFlush is Flush without the wait (added by Gatecast, not in upstream
+// netpoll): it writes what the socket takes now and reports whether the
+// output buffer is empty. What the socket did not take stays in the output
+// buffer for a later Flush, which waits for it as usual. A writer serving
+// many connections calls it so that one full socket never blocks it.
+func (c *connection) TryFlush() (done bool, err error) {
+	if !c.IsActive() {
+		return false, Exception(ErrConnClosed, "when flush")
+	}
+	if !c.lock(flushing) {
+		return false, Exception(ErrConcurrentAccess, "when flush")
+	}
+	defer c.unlock(flushing)
+
+	c.outputBuffer.Flush()
+	if c.outputBuffer.IsEmpty() {
+		return true, nil
+	}
+	bs := c.outputBuffer.GetBytes(c.outputBarrier.bs)
+	n, err := sendmsg(c.fd, bs, c.outputBarrier.ivs, false)
+	if err != nil && err != syscall.EAGAIN {
+		return false, Exception(err, "when flush")
+	}
+	if n > 0 {
+		err = c.outputBuffer.Skip(n)
+		c.outputBuffer.Release()
+		if err != nil {
+			return false, Exception(err, "when flush")
+		}
+	}
+	return c.outputBuffer.IsEmpty(), nil
+}
+
 // MallocAck implements Connection.
 func (c *connection) MallocAck(n int) (err error) {
 	return c.outputBuffer.MallocAck(n)

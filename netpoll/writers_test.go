@@ -1,0 +1,92 @@
+package netpoll
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/gatecast/gatecast/proto"
+)
+
+// TestFullSocketDoesNotHoldBackCloses: the writers of the pool never wait
+// on a socket. A client that stopped reading, whose socket is full and
+// whose flush is stuck, is closed first; the close frames of 40 other
+// connections closed right after it still arrive while its flush is stuck.
+func TestFullSocketDoesNotHoldBackCloses(t *testing.T) {
+	h := newTestHandler()
+	s, _ := startServer(t, Config{OutboxLimit: 8 << 20, WriteTimeout: time.Minute}, h)
+	slow := dialSlow(t, s)
+	_ = slow
+	slowSess := h.waitOpened(t)
+	payload := bytes.Repeat([]byte{0xcd}, 16<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for slowSess.c.flushStart.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the non-reading client's flush never got stuck")
+		}
+		f := proto.AcquireFrame()
+		f.B = AppendFrame(f.B[:0], false, payload)
+		slowSess.c.Send(f)
+		time.Sleep(time.Millisecond)
+	}
+	const n = 40
+	clients := make([]*client, n)
+	sessions := make([]*testSession, n)
+	for i := range n {
+		clients[i] = dialManual(t, s)
+		sessions[i] = h.waitOpened(t)
+	}
+	slowSess.c.Close(4002, "revoked")
+	for _, ss := range sessions {
+		ss.c.Close(4002, "revoked")
+	}
+	for _, c := range clients {
+		c.expectClose(4002, "revoked")
+	}
+	if slowSess.c.flushStart.Load() == 0 {
+		t.Fatal("the non-reading client's flush completed: the test proves nothing")
+	}
+}
+
+// TestWriterPoolWritesEveryClose: many connections closed at once, from
+// several goroutines, each get their close frame after every frame queued
+// before it, in order.
+func TestWriterPoolWritesEveryClose(t *testing.T) {
+	h := newTestHandler()
+	s, _ := startServer(t, Config{}, h)
+	const n = 200
+	clients := make([]*client, n)
+	sessions := make([]*testSession, n)
+	for i := range n {
+		clients[i] = dialManual(t, s)
+		sessions[i] = h.waitOpened(t)
+	}
+	done := make(chan struct{})
+	for g := range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := g; i < n; i += 4 {
+				for k := range 3 {
+					f := proto.AcquireFrame()
+					f.B = AppendFrame(f.B[:0], true, []byte{byte('a' + k)})
+					if !sessions[i].c.Send(f) {
+						t.Errorf("session %d: frame %d refused", i, k)
+					}
+				}
+				sessions[i].c.Close(4003, "forbidden")
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	for i, c := range clients {
+		for k := range 3 {
+			f := c.expectMessage()
+			if string(f.Payload) != string(rune('a'+k)) {
+				t.Fatalf("client %d: message %d = %q", i, k, f.Payload)
+			}
+		}
+		c.expectClose(4003, "forbidden")
+	}
+}
