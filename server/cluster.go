@@ -469,18 +469,21 @@ func (e clusterEnforcer) RetireSecret(ctx context.Context, prev acl.Token, reaso
 }
 
 // RefreshTokens writes the tokens' rights, as just committed, to the
-// projection in Redis (which invalidates every node's cached copy), enforces
-// them here, bumps the change counters nodes of the previous version watch,
-// and waits on the barrier for every live node to enforce that version.
+// projection in Redis (which invalidates every node's cached copy: the
+// nodes holding the token start enforcing from there), then enforces them
+// here while the barrier asks every live node to confirm that version, and
+// waits for both. The change counters, which only nodes of the previous
+// version watch, are bumped only while such a node is live.
+//
+// The local enforcement and the barrier run at once because nothing orders
+// them: a node's confirmation says it enforces the version, whoever told it
+// first, and this node's own confirmation (it hears its own broadcast) waits
+// on the same refreshMu as the local enforcement. Run one after the other,
+// the other nodes heard the barrier only after this node had queued its own
+// closes (on the shared cores of a small machine, after it wrote them).
 func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error {
 	versions, err := e.node.projected.project(ctx, e.Broker, ids)
 	if err != nil {
-		return err
-	}
-	if err := e.Broker.RefreshVersions(ctx, versions); err != nil {
-		return err
-	}
-	if err := e.node.rights.Changed(ctx, ids...); err != nil {
 		return err
 	}
 	nodes, err := e.node.registry.Nodes(ctx)
@@ -492,6 +495,11 @@ func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error 
 	for _, n := range nodes {
 		expect = append(expect, n.ID)
 		versioned = versioned && n.HasFeature(cluster.FeatureBarrierVersions)
+	}
+	if !versioned {
+		if err := e.node.rights.Changed(ctx, ids...); err != nil {
+			return err
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, e.node.wait)
 	defer cancel()
@@ -506,13 +514,26 @@ func (e clusterEnforcer) RefreshTokens(ctx context.Context, ids ...int64) error 
 			tvs[i].Version = v.Version
 		}
 	}
-	left, err := e.node.barrier.EnforceVersions(wctx, tvs, expect)
-	if err != nil {
-		return err
+	type barrierResult struct {
+		left []string
+		err  error
 	}
-	e.node.metrics.observeBarrier(start, len(left) > 0)
-	if len(left) > 0 {
-		return &admin.PendingError{Nodes: left}
+	done := make(chan barrierResult, 1)
+	go func() {
+		left, err := e.node.barrier.EnforceVersions(wctx, tvs, expect)
+		done <- barrierResult{left, err}
+	}()
+	localErr := e.Broker.RefreshVersions(ctx, versions)
+	br := <-done
+	if localErr != nil {
+		return localErr
+	}
+	if br.err != nil {
+		return br.err
+	}
+	e.node.metrics.observeBarrier(start, len(br.left) > 0)
+	if len(br.left) > 0 {
+		return &admin.PendingError{Nodes: br.left}
 	}
 	return nil
 }
