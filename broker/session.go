@@ -481,6 +481,7 @@ func (s *Session) closeLocked(cause Cause, reason string, why revokeKind) bool {
 	}
 	if why != revokeNone {
 		m.revocations[why].Inc()
+		s.b.holdCleanup()
 	}
 	if cause != CauseNone {
 		s.ep.End(cause, reason)
