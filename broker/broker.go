@@ -367,6 +367,9 @@ func (b *Broker) open(s *Session, ep Endpoint, req ConnectRequest) error {
 				return reject(CauseBadCredentials, "invalid token")
 			}
 			b.metrics.connects[resultError].Inc()
+			if errors.Is(err, errTokenChanging) {
+				return reject(CauseTryAgain, "rights are being changed, retry")
+			}
 			return fmt.Errorf("broker: loading token: %w", err)
 		}
 		ok, rej, retry := b.admit(s, ep, ts, hash, req, filters)

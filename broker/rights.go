@@ -124,6 +124,13 @@ func CurrentFromStore(ctx context.Context, s Store, id int64, hash acl.Hash) (ac
 // cache need nothing.
 func (b *Broker) RefreshVersions(ctx context.Context, tokens []TokenVersion) error {
 	b.tokens.gen.Add(1) // as RefreshTokens: a token load in flight must not be cached
+	return b.refreshVersions(ctx, tokens)
+}
+
+// refreshVersions is RefreshVersions after the generation bump: the
+// caller bumped the store-wide gen, or (RefreshHashes) the gens of the
+// hash shards concerned.
+func (b *Broker) refreshVersions(ctx context.Context, tokens []TokenVersion) error {
 	start := time.Now()
 	defer func() { b.metrics.enforce.Observe(time.Since(start).Seconds()) }()
 	var errs []error
@@ -139,10 +146,10 @@ func (b *Broker) RefreshVersions(ctx context.Context, tokens []TokenVersion) err
 // these secret hashes (the cluster's projection told this node they
 // changed). A hash no cached token has is forgotten at the source.
 func (b *Broker) RefreshHashes(ctx context.Context, hashes []acl.Hash) error {
-	b.tokens.gen.Add(1)
 	var ids []TokenVersion
 	for _, h := range hashes {
 		hs := &b.tokens.byHash[hashShard(h)]
+		hs.gen.Add(1) // before the lock: a load of h in flight must not be cached (tokenCache.install)
 		hs.Lock()
 		ts := hs.m[h]
 		hs.Unlock()
@@ -155,7 +162,7 @@ func (b *Broker) RefreshHashes(ctx context.Context, hashes []acl.Hash) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return b.RefreshVersions(ctx, ids)
+	return b.refreshVersions(ctx, ids)
 }
 
 // CachedVersions lists the tokens this node caches, each with the version

@@ -58,7 +58,16 @@ type tokenCache struct {
 		// after taking this shard's lock, whose line the core then holds,
 		// so they add no cache-line traffic of their own.
 		hits, misses atomic.Uint64
-		_            [32]byte // one shard per 64-byte line
+		// gen is this shard's generation: bumped by a refresh of the
+		// tokens cached under hashes of this shard (RefreshHashes, the
+		// projection's invalidations), before it takes the lock. A load
+		// under a hash of this shard that began before the bump is
+		// discarded, as for the store-wide gen; a refresh of other
+		// hashes leaves it alone, so that in a reconnect storm the
+		// invalidations of other tokens' backfills do not make every
+		// first connect read again.
+		gen atomic.Uint64
+		_   [24]byte // one shard per 64-byte line
 	}
 	byID [cacheShards]struct {
 		sync.Mutex
@@ -92,7 +101,7 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 		return ts, nil
 	}
 	for attempt := 0; attempt < 8; attempt++ {
-		gen := c.gen.Load()
+		gen, hgen := c.gen.Load(), hs.gen.Load()
 		ctx, cancel := context.WithTimeout(context.Background(), b.storeTimeout)
 		r, err := b.rights.ByHash(ctx, hash)
 		cancel()
@@ -112,7 +121,7 @@ func (c *tokenCache) lookup(b *Broker, hash acl.Hash) (*tokenState, error) {
 		}
 		fresh.version.Store(r.Version)
 		fresh.grants.Store(acl.CompileGrants(r.Grants))
-		if ts, ok := c.install(fresh, gen); ok {
+		if ts, ok := c.install(fresh, gen, hgen); ok {
 			return ts, nil
 		}
 	}
@@ -129,12 +138,13 @@ func (c *tokenCache) stats() (hits, misses uint64) {
 }
 
 // errTokenChanging reports a token that kept changing while it was read.
+// Connect answers it as CauseTryAgain.
 var errTokenChanging = errors.New("broker: token is being changed, try again")
 
 // install caches fresh unless a refresh started after it was read, in which
 // case ok is false and the caller reads again. If another connect cached the
 // token first, that state is returned instead.
-func (c *tokenCache) install(fresh *tokenState, gen uint64) (*tokenState, bool) {
+func (c *tokenCache) install(fresh *tokenState, gen, hgen uint64) (*tokenState, bool) {
 	hs := &c.byHash[hashShard(fresh.hash)]
 	is := &c.byID[idShard(fresh.id)]
 	hs.Lock()
@@ -145,8 +155,9 @@ func (c *tokenCache) install(fresh *tokenState, gen uint64) (*tokenState, bool) 
 	is.Lock()
 	defer is.Unlock()
 	// Checked under the ID shard's lock, which RefreshTokens takes after
-	// bumping gen: either it sees this entry or we see its bump.
-	if c.gen.Load() != gen {
+	// bumping gen: either it sees this entry or we see its bump. The same
+	// holds for the hash shard's gen and lock (RefreshHashes).
+	if c.gen.Load() != gen || hs.gen.Load() != hgen {
 		return nil, false
 	}
 	if is.m[fresh.id] != nil {
