@@ -147,3 +147,44 @@ func BenchmarkRevoke2000(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// A token load in flight is discarded by a refresh of its own hash's shard
+// (a projection invalidation) or by a store-wide refresh, never by the
+// invalidation of a hash in another shard: in a reconnect storm other
+// tokens' backfills must not make every first connect read again.
+func TestInstallGenerations(t *testing.T) {
+	e, _ := newScriptedEnv(t)
+	c := &e.b.tokens
+	h1, h2 := acl.Hash{1}, acl.Hash{2} // shards 1 and 2
+	fresh := func(id int64, h acl.Hash) *tokenState {
+		return &tokenState{id: id, hash: h, sessions: map[*Session]struct{}{}}
+	}
+	snap := func(h acl.Hash) (uint64, uint64) { return c.gen.Load(), c.byHash[hashShard(h)].gen.Load() }
+	ctx := context.Background()
+
+	g, hg := snap(h1)
+	if err := e.b.RefreshHashes(ctx, []acl.Hash{h2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.install(fresh(101, h1), g, hg); !ok {
+		t.Fatal("an invalidation of another shard's hash discarded the load")
+	}
+
+	h3 := acl.Hash{1, 9} // shard 1, like h1
+	g, hg = snap(h3)
+	if err := e.b.RefreshHashes(ctx, []acl.Hash{h1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.install(fresh(102, h3), g, hg); ok {
+		t.Fatal("an invalidation of a hash of the same shard did not discard the load")
+	}
+
+	h4 := acl.Hash{4}
+	g, hg = snap(h4)
+	if err := e.b.RefreshTokens(ctx, 999); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.install(fresh(103, h4), g, hg); ok {
+		t.Fatal("a store-wide refresh did not discard the load")
+	}
+}
