@@ -152,6 +152,7 @@ type Broker struct {
 	// route removal) so a transport goroutine never waits on Redis.
 	background   chan func()
 	cleanupHold  atomic.Int64 // monotonicNow before which the background goroutine does no cleanup (holdCleanup)
+	closes       closeWatch   // sessions the running rights changes ended (delivered.go)
 	log          *slog.Logger
 	storeTimeout time.Duration
 	index        *topic.Index[*Subscription]
@@ -862,7 +863,10 @@ func (b *Broker) RefreshTokens(ctx context.Context, ids ...int64) error {
 	// cached: it may predate the write being enforced.
 	b.tokens.gen.Add(1)
 	start := time.Now()
-	defer func() { b.metrics.enforce.Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		b.metrics.enforce.Observe(time.Since(start).Seconds())
+		b.deliveredAfter(start)
+	}()
 	var errs []error
 	for _, id := range ids {
 		if err := b.refreshToken(ctx, id, 0); err != nil {
@@ -1083,7 +1087,10 @@ func (b *Broker) RefreshGrant(ctx context.Context, tokenID, tagID int64) error {
 	}
 	b.tokens.gen.Add(1) // as RefreshTokens: a token load in flight must not be cached
 	start := time.Now()
-	defer func() { b.metrics.enforce.Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		b.metrics.enforce.Observe(time.Since(start).Seconds())
+		b.deliveredAfter(start)
+	}()
 	ts := b.tokens.byIDGet(tokenID)
 	if ts == nil {
 		return nil // not cached: no live session, and the next connect reads the store

@@ -66,6 +66,7 @@ var revokeKindNames = [numRevokes]string{"", "token", "subscription", "limit", "
 type metrics struct {
 	connections   [len(protocolNames)]prometheus.Gauge
 	enforce       prometheus.Histogram
+	delivered     prometheus.Histogram
 	subscriptions prometheus.Gauge
 	offline       prometheus.Gauge
 	connects      [numResults]prometheus.Counter
@@ -89,6 +90,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name:    "gatecast_revocation_seconds",
 			Help:    "Time a rights change takes on this node: from the request to re-check tokens (admin write, cluster signal, reconciler) to every affected live session closed or downgraded, store re-read included.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		delivered: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatecast_revocation_delivered_seconds",
+			Help:    "Time a rights change that closed sessions takes on this node until the last of their close frames (or DISCONNECTs) reached its socket: gatecast_revocation_seconds plus the writes, what the clients see but their own reading. Observed once per change that closed any.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatecast_subscriptions", Help: "Live subscriptions (filters) of all sessions."}),
@@ -138,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.revocations[revokeNone] = prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) // never registered
 	if reg != nil {
-		for _, c := range []prometheus.Collector{connections, m.enforce, m.subscriptions, m.offline, messagesIn, m.bytesIn,
+		for _, c := range []prometheus.Collector{connections, m.enforce, m.delivered, m.subscriptions, m.offline, messagesIn, m.bytesIn,
 			deliveries, m.bytesOut, dropped, m.forwardErrors, m.stalls, m.stallSeconds, connects, rejected, revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err

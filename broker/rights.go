@@ -132,7 +132,10 @@ func (b *Broker) RefreshVersions(ctx context.Context, tokens []TokenVersion) err
 // hash shards concerned.
 func (b *Broker) refreshVersions(ctx context.Context, tokens []TokenVersion) error {
 	start := time.Now()
-	defer func() { b.metrics.enforce.Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		b.metrics.enforce.Observe(time.Since(start).Seconds())
+		b.deliveredAfter(start)
+	}()
 	var errs []error
 	for _, tv := range tokens {
 		if err := b.refreshToken(ctx, tv.ID, tv.Version); err != nil {

@@ -105,6 +105,12 @@ func (ss *SeedSession) Deliver(m *Message, _ Delivery) (int, bool, <-chan struct
 	return len(f.B), ss.conn.Send(f), nil
 }
 
+// CloseWritten implements CloseWriter when the transport can tell.
+func (ss *SeedSession) CloseWritten() bool {
+	cw, ok := ss.conn.(CloseWriter)
+	return !ok || cw.CloseWritten()
+}
+
 // End closes the connection with the seed close code for cause.
 func (ss *SeedSession) End(cause Cause, reason string) {
 	ss.conn.Close(cause.SeedCode(), closeReason(reason))

@@ -485,6 +485,9 @@ func (s *Session) closeLocked(cause Cause, reason string, why revokeKind) bool {
 	}
 	if cause != CauseNone {
 		s.ep.End(cause, reason)
+		if why != revokeNone {
+			s.b.watchClose(s.ep)
+		}
 	}
 	return true
 }

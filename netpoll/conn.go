@@ -392,6 +392,14 @@ func (c *Conn) beginCloseLocked(code uint16, reason string, cause closeCause) (s
 	return startDrain
 }
 
+// CloseWritten reports whether the close Close or CloseAfter queued has
+// reached the socket — on a WebSocket the close frame, on a stream the last
+// byte before the half-close — or the connection is gone. Safe from any
+// goroutine: one atomic load.
+func (c *Conn) CloseWritten() bool {
+	return c.flags.Load()&(fCloseFlushed|fGone) != 0
+}
+
 // Stream reports whether c is a raw byte stream (accepted by ServeStream):
 // Send writes frames' bytes as they are, and the Session receives raw
 // chunks. Otherwise c is a WebSocket connection.

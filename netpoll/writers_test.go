@@ -46,6 +46,13 @@ func TestFullSocketDoesNotHoldBackCloses(t *testing.T) {
 	if slowSess.c.flushStart.Load() == 0 {
 		t.Fatal("the non-reading client's flush completed: the test proves nothing")
 	}
+	// CloseWritten tells the two apart (gatecast_revocation_delivered_seconds).
+	for _, ss := range sessions {
+		eventually(t, "close written", ss.c.CloseWritten)
+	}
+	if slowSess.c.CloseWritten() {
+		t.Fatal("CloseWritten is true for the close stuck behind a full socket")
+	}
 }
 
 // TestWriterPoolWritesEveryClose: many connections closed at once, from

@@ -391,6 +391,17 @@ func (s *session) resend(c *Conn) {
 	}
 }
 
+// CloseWritten implements broker.CloseWriter: the DISCONNECT (or the close)
+// End queued has reached the socket, or the connection is gone.
+func (s *session) CloseWritten() bool {
+	c := s.conn.Load()
+	if c == nil {
+		return true
+	}
+	cw, ok := c.t.(broker.CloseWriter)
+	return !ok || cw.CloseWritten()
+}
+
 // End is the broker ending the session (a rights change, a kick, a limit,
 // a takeover): the attached client gets DISCONNECT (MQTT 5) or a close
 // (3.1.1), and the session's state is discarded. Called under the token's
