@@ -161,6 +161,7 @@ type cliExtra struct {
 	qos      int
 	scenario string // --scenario, taken out of the arguments by scenarioArg; here for --help
 	kinds    string // --kind / --kinds
+	floor    bool   // --floor: revoke --kind measures the socket floor first
 }
 
 // scenarioArg returns the scenario, named first (`loadtest telemetry
@@ -261,6 +262,7 @@ func newFlagSet(scenario string, o *Options, x *cliExtra, stderr io.Writer) *fla
 	fs.StringVar(&x.kinds, "kind", "", "revoke: time one kind of rights change on --conns sessions (default 2000) each on its own topic: "+strings.Join(RevokeKinds, ", ")+"; a comma-separated list or all runs each in turn and prints a table (without it: the classic revoke scenario)")
 	fs.StringVar(&x.kinds, "kinds", "", "same as --kind")
 	fs.IntVar(&o.Unaffected, "unaffected", 0, "revoke --kind: sessions the change must not touch (default 10% of --conns; -1: none)")
+	fs.BoolVar(&x.floor, "floor", true, "revoke --kind: before the first kind, before any worker starts, time one close frame written to each of --conns raw loopback sockets of this process (the machine's floor, printed under the table and in socket_floor; scaled when the open files do not allow 2×--conns)")
 	fs.DurationVar(&o.Settle, "settle", 0, "revoke --kind: after the last expected signal, how long to watch for wrong ones (default 300ms)")
 	fs.StringVar(&o.Storm.TokensFile, "tokens-file", "", "storm: reuse the device tokens saved in this file (when they still exist on the broker), or save them there; they are then kept at the end")
 	fs.StringVar(&o.Storm.ReadyFile, "ready-file", "", "storm: create this file once every device is connected and the reconnects are armed (also printed: \"storm: ready\" on stderr)")
@@ -294,6 +296,21 @@ func runKinds(ctx context.Context, o Options, x cliExtra, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "gatecast loadtest:", err)
 		return 2
 	}
+	var floor *FloorReport
+	if x.floor {
+		// Before any worker process exists and any session connects: the
+		// sockets are closed again before the first kind starts.
+		ko := o
+		ko.Kind = kinds[0]
+		f, err := socketFloor(ctx, ko.withDefaults("revoke").Conns, floorDeadline)
+		if err != nil {
+			f.Error = err.Error()
+		}
+		floor = &f
+		if o.Progress != nil {
+			fmt.Fprintln(o.Progress, floorLine(floor))
+		}
+	}
 	var reps []*Report
 	code := 0
 	for _, k := range kinds {
@@ -301,6 +318,7 @@ func runKinds(ctx context.Context, o Options, x cliExtra, stdout, stderr io.Writ
 		ko.Kind = k
 		rep, err := Run(ctx, "revoke", ko)
 		if rep != nil {
+			rep.SocketFloor = floor
 			reps = append(reps, rep)
 			if rep.RevKind != nil {
 				fmt.Fprintln(stderr, revKindLine(rep.RevKind))
@@ -323,5 +341,9 @@ func runKinds(ctx context.Context, o Options, x cliExtra, stdout, stderr io.Writ
 	}
 	fmt.Fprintln(stderr)
 	writeRevKindTable(stderr, reps)
+	if floor != nil {
+		// The machine's part, under the broker's figures.
+		fmt.Fprintln(stderr, floorLine(floor))
+	}
 	return code
 }

@@ -39,6 +39,10 @@ type Report struct {
 	Client      ClientReport     `json:"client"`
 	Broker      *BrokerReport    `json:"broker,omitempty"`
 	Series      []Point          `json:"series"`
+	// SocketFloor (revoke --kind): raw loopback sockets getting one close
+	// frame each on this machine, measured once per run before the first
+	// kind (the same figures in every kind's report); see floor.go.
+	SocketFloor *FloorReport `json:"socket_floor,omitempty"`
 }
 
 // ConnReport is the first connection of the fleet (the ramp).
