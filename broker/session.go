@@ -240,7 +240,11 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 	t := m.Topic
 	// The configured caps count as topic syntax, as the topic package's own
 	// (larger) limits do; the length is checked before anything reads t.
-	if len(t) > b.maxTopicBytes || strings.Count(t, "/") >= b.maxTopicLevels || topic.ValidateTopic(t) != nil {
+	if len(t) > b.maxTopicBytes {
+		b.metrics.rejected[rejectTopic].Inc()
+		return PublishInvalidTopic
+	}
+	if levels, err := topic.TopicLevels(t); err != nil || levels > b.maxTopicLevels {
 		b.metrics.rejected[rejectTopic].Inc()
 		return PublishInvalidTopic
 	}

@@ -206,6 +206,9 @@ func FuzzValidate(f *testing.F) {
 		if ef == nil && et != nil && et != ErrWildcardInTopic {
 			t.Fatalf("%q is a valid filter but ValidateTopic says %v", s, et)
 		}
+		if n, err := TopicLevels(s); err != et || (err == nil && n != strings.Count(s, "/")+1) {
+			t.Fatalf("TopicLevels(%q) = %d, %v; ValidateTopic says %v, levels %d", s, n, err, et, strings.Count(s, "/")+1)
+		}
 		if et == nil && (!Match(s, s) || IsWildcard(s)) {
 			t.Fatalf("valid topic %q does not match itself", s)
 		}

@@ -115,13 +115,44 @@ func ValidateFilter(f string) error {
 // ValidateTopic reports whether t is a valid publish topic: a valid filter
 // without any '+' or '#'.
 func ValidateTopic(t string) error {
-	if _, err := checkCommon(t); err != nil {
-		return err
+	_, err := TopicLevels(t)
+	return err
+}
+
+// TopicLevels validates t as ValidateTopic does and returns its number of
+// levels, in one pass over t: the publish path checks a broker's own level
+// cap with it instead of counting the separators again.
+func TopicLevels(t string) (levels int, err error) {
+	if len(t) == 0 {
+		return 0, ErrEmpty
 	}
-	if strings.IndexByte(t, '+') >= 0 || strings.IndexByte(t, '#') >= 0 {
-		return ErrWildcardInTopic
+	if len(t) > MaxBytes {
+		return 0, ErrTooLong
 	}
-	return nil
+	levels = 1
+	ascii, wild := true, false
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case c == 0:
+			return 0, ErrNul
+		case c == '/':
+			levels++
+		case c == '+' || c == '#':
+			wild = true
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.ValidString(t) {
+		return 0, ErrInvalidUTF8
+	}
+	if levels > MaxLevels {
+		return 0, ErrTooManyLevels
+	}
+	if wild {
+		return 0, ErrWildcardInTopic
+	}
+	return levels, nil
 }
 
 // IsWildcard reports whether the filter contains a wildcard level. For a
