@@ -58,39 +58,42 @@ var (
 )
 
 // checkCommon applies the rules shared by topics and filters: length,
-// NUL and UTF-8. It returns the number of levels.
-func checkCommon(s string) (levels int, err error) {
+// NUL and UTF-8. It returns the number of levels, and whether a wildcard
+// character appears (placement is the caller's to judge).
+func checkCommon(s string) (levels int, wild bool, err error) {
 	if len(s) == 0 {
-		return 0, ErrEmpty
+		return 0, false, ErrEmpty
 	}
 	if len(s) > MaxBytes {
-		return 0, ErrTooLong
+		return 0, false, ErrTooLong
 	}
 	levels = 1
 	ascii := true
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == 0:
-			return 0, ErrNul
+			return 0, false, ErrNul
 		case c == '/':
 			levels++
+		case c == '+' || c == '#':
+			wild = true
 		case c >= utf8.RuneSelf:
 			ascii = false
 		}
 	}
 	if !ascii && !utf8.ValidString(s) {
-		return 0, ErrInvalidUTF8
+		return 0, false, ErrInvalidUTF8
 	}
 	if levels > MaxLevels {
-		return 0, ErrTooManyLevels
+		return 0, false, ErrTooManyLevels
 	}
-	return levels, nil
+	return levels, wild, nil
 }
 
 // ValidateFilter reports whether f is a valid subscription filter or grant
 // pattern. '+' must be a whole level; '#' must be a whole level and the last.
 func ValidateFilter(f string) error {
-	if _, err := checkCommon(f); err != nil {
+	if _, _, err := checkCommon(f); err != nil {
 		return err
 	}
 	for i := 0; i < len(f); i++ {
@@ -123,31 +126,9 @@ func ValidateTopic(t string) error {
 // levels, in one pass over t: the publish path checks a broker's own level
 // cap with it instead of counting the separators again.
 func TopicLevels(t string) (levels int, err error) {
-	if len(t) == 0 {
-		return 0, ErrEmpty
-	}
-	if len(t) > MaxBytes {
-		return 0, ErrTooLong
-	}
-	levels = 1
-	ascii, wild := true, false
-	for i := 0; i < len(t); i++ {
-		switch c := t[i]; {
-		case c == 0:
-			return 0, ErrNul
-		case c == '/':
-			levels++
-		case c == '+' || c == '#':
-			wild = true
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	if !ascii && !utf8.ValidString(t) {
-		return 0, ErrInvalidUTF8
-	}
-	if levels > MaxLevels {
-		return 0, ErrTooManyLevels
+	levels, wild, err := checkCommon(t)
+	if err != nil {
+		return 0, err
 	}
 	if wild {
 		return 0, ErrWildcardInTopic
