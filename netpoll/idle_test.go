@@ -58,11 +58,21 @@ func userSpaceBytes() (total, heapLive uint64) {
 // (ServeStream) that sent one byte, instead of upgraded WebSockets.
 //
 // The goal (issue 2) is at most 4 KiB per connection; the test fails above it.
+//
+// Without GATECAST_MEASURE_IDLE it runs in make test with 1,000 connections
+// and checks the live heap per connection only (the figure the runtime's
+// span rounding disturbs least at that count): at most idleLiveHeapLimit,
+// which a connection holding netpoll's per-connection iovec barrier again
+// (~1.3 KB, see sendOutput in upstream/connection_impl.go) exceeds.
 func TestIdleConnectionMemory(t *testing.T) {
-	if os.Getenv("GATECAST_MEASURE_IDLE") != "1" {
-		t.Skip("measurement: set GATECAST_MEASURE_IDLE=1 (and optionally GATECAST_IDLE_CONNS, default 5000)")
-	}
+	measure := os.Getenv("GATECAST_MEASURE_IDLE") == "1"
 	n := 5000
+	if !measure {
+		if raceEnabled {
+			t.Skip("the race detector's bookkeeping doubles the heap: make test checks this in its pass without -race")
+		}
+		n = 1000
+	}
 	if v := os.Getenv("GATECAST_IDLE_CONNS"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
@@ -116,10 +126,21 @@ func TestIdleConnectionMemory(t *testing.T) {
 	per := float64(after-before) / float64(n)
 	t.Logf("%d idle %s connections: %.0f bytes/connection (HeapInuse+StackInuse+MSpanInuse+MCacheInuse), live heap %.0f bytes/connection, goroutines %d",
 		n, kind, per, float64(afterLive-beforeLive)/float64(n), runtime.NumGoroutine())
+	if !measure {
+		if live := float64(afterLive-beforeLive) / float64(n); live > idleLiveHeapLimit {
+			t.Errorf("%.0f bytes of live heap per idle connection, at most %d expected", live, idleLiveHeapLimit)
+		}
+		return
+	}
 	if per > 4096 {
 		t.Errorf("%.0f bytes per idle connection, goal is at most 4096", per)
 	}
 }
+
+// idleLiveHeapLimit bounds the live heap of one idle WebSocket connection in
+// the network layer: ~1,850 B measured (2026-12-02, 15,000 connections), ~3,200 B
+// while each connection held its own iovec barrier.
+const idleLiveHeapLimit = 2400
 
 // runIdleClient is the client process: it opens count upgraded connections
 // (or, with kind "stream", raw streams that send one byte) to addr, prints
