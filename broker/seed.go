@@ -24,9 +24,9 @@ type Conn interface {
 type SeedSession struct {
 	Session
 	conn Conn
-	// bsend is conn's backpressure-aware send, when the transport has one
-	// (netpoll does).
-	bsend backlogSender
+	// bsend is conn's backpressure-aware, coalescing send, when the
+	// transport has one (netpoll does).
+	bsend seedSender
 	// dec is used only by the transport's goroutine inside OnMessage.
 	dec proto.SeedDecoder
 }
@@ -49,7 +49,7 @@ func (b *Broker) Connect(c Conn, req ConnectRequest) (*SeedSession, error) {
 		req.Protocol = "seed"
 	}
 	ss := &SeedSession{conn: c}
-	ss.bsend, _ = c.(backlogSender)
+	ss.bsend, _ = c.(seedSender)
 	req.seed = true    // the seed's own tag rule applies too
 	req.NoLocal = true // the seed protocol never echoes a publish to its publisher
 	if err := b.open(&ss.Session, ss, req); err != nil {
@@ -93,9 +93,25 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 // OnClose is the transport's report that the connection is gone.
 func (ss *SeedSession) OnClose() { ss.Close() }
 
-// Deliver queues the message's seed frame, encoded once per message and
-// shared by every seed subscriber.
+// seedSender is a Conn that reports backpressure and coalesces whole
+// frames (netpoll.Conn: SendBacklog, SendFrames).
+type seedSender interface {
+	backlogSender
+	// SendFrames copies b, one or more complete frames, into the outbox.
+	SendFrames(b []byte) (ok bool, backlog <-chan struct{})
+}
+
+// Deliver queues the message's seed frame, encoded once per message. The
+// first recipient of a dispatch takes it by copy (Claim, Encode), into an
+// outbox that coalesces a burst into a few buffers: a fan-in's single
+// subscriber never needs a refcounted frame per message. Every other seed
+// subscriber shares one Frame.
 func (ss *SeedSession) Deliver(m *Message, _ Delivery) (int, bool, <-chan struct{}) {
+	if ss.bsend != nil && m.Claim() {
+		b := m.Encode(EncodingSeed, appendSeed)
+		ok, backlog := ss.bsend.SendFrames(b)
+		return len(b), ok, backlog
+	}
 	f := m.Frame(EncodingSeed, appendSeed)
 	f.Retain() // the connection's reference, released by it in every case
 	if ss.bsend != nil {

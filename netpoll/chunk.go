@@ -64,20 +64,50 @@ func (c *Conn) SendBytes(b []byte) (ok bool, backlog <-chan struct{}) {
 		c.mu.Unlock()
 		return false, nil
 	}
-	if reason := c.admitOutput(c.appendCharge(len(b))); reason != nil {
+	if reason := c.admitOutput(c.appendCharge(len(b), false)); reason != nil {
 		c.mu.Unlock()
 		reason.Inc()
 		return false, nil
 	}
-	c.appendLocked(b)
+	c.appendLocked(b, false)
 	return true, c.queuedUnlock(fl)
 }
 
-// tailChunk returns the outbox's last entry when it is a chunk, else nil.
+// SendFrames is SendBytes for bytes that are whole frames already: one or
+// more complete WebSocket frames the caller encoded (a seed text frame). They
+// are copied into a chunk as SendBytes does, but on a WebSocket the chunk is
+// written as it is, without a message header of its own: a chunk of frames
+// holds whole frames only, so message boundaries stay the caller's. This is
+// how a protocol with one unit per message (the seed protocol) coalesces a
+// burst to one subscriber (a fan-in) without a refcounted Frame per message.
+// On a stream the chunk is written as it is, like SendBytes'. It never blocks and allocates nothing in
+// steady state.
+func (c *Conn) SendFrames(b []byte) (ok bool, backlog <-chan struct{}) {
+	c.mu.Lock()
+	fl := c.flags.Load()
+	if fl&(fClosing|fGone) != 0 {
+		c.mu.Unlock()
+		return false, nil
+	}
+	if reason := c.admitOutput(c.appendCharge(len(b), true)); reason != nil {
+		c.mu.Unlock()
+		reason.Inc()
+		return false, nil
+	}
+	c.appendLocked(b, true)
+	return true, c.queuedUnlock(fl)
+}
+
+// tailChunk returns the outbox's last entry when it is a chunk of the kind
+// framed asks for (whole frames, or bytes that the drain frames), else nil.
 // c.mu must be held.
-func (c *Conn) tailChunk() *proto.Frame {
+func (c *Conn) tailChunk(framed bool) *proto.Frame {
 	t := c.tail
-	if t == nil || t.n == 0 || t.chunks&(1<<(t.n-1)) == 0 {
+	if t == nil || t.n == 0 {
+		return nil
+	}
+	bit := uint16(1) << (t.n - 1)
+	if t.chunks&bit == 0 || (t.framed&bit != 0) != framed {
 		return nil
 	}
 	return t.frames[t.n-1]
@@ -86,8 +116,8 @@ func (c *Conn) tailChunk() *proto.Frame {
 // appendCharge is what appending n bytes costs the outbox's accounting: n
 // when they fit the tail chunk, plus frameOverhead when they start a new
 // one. c.mu must be held.
-func (c *Conn) appendCharge(n int) int {
-	if ch := c.tailChunk(); ch != nil && fits(ch, n) {
+func (c *Conn) appendCharge(n int, framed bool) int {
+	if ch := c.tailChunk(framed); ch != nil && fits(ch, n) {
 		return n
 	}
 	return n + frameOverhead
@@ -100,11 +130,11 @@ func fits(ch *proto.Frame, n int) bool {
 	return len(ch.B)+n <= min(cap(ch.B), maxChunk)
 }
 
-// appendLocked copies b into the tail chunk, or a new one. c.mu must be
-// held.
-func (c *Conn) appendLocked(b []byte) {
+// appendLocked copies b into the tail chunk of its kind, or a new one.
+// c.mu must be held.
+func (c *Conn) appendLocked(b []byte, framed bool) {
 	size := minChunk
-	if ch := c.tailChunk(); ch != nil {
+	if ch := c.tailChunk(framed); ch != nil {
 		if fits(ch, len(b)) {
 			// No atomic here: the process total already counts the whole
 			// chunk, and the pending mirror (a gauge) catches up at the
@@ -118,4 +148,7 @@ func (c *Conn) appendLocked(b []byte) {
 	ch := newChunk(max(size, len(b)))
 	ch.B = append(ch.B, b...)
 	c.pushEntry(ch, true)
+	if framed {
+		c.tail.framed |= 1 << (c.tail.n - 1)
+	}
 }

@@ -2,8 +2,10 @@ package netpoll
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -306,4 +308,83 @@ func TestByteStreamJoined(t *testing.T) {
 	eventually(t, "messages counted", func() bool {
 		return counterValue(t, reg, "gatecast_ws_messages_received_total") == 202
 	})
+}
+
+// TestSendFramesWebSocket: whole frames queued with SendFrames share chunks
+// (a burst of 300 takes a few outbox entries, not 300) and still reach a
+// WebSocket client one message each, in order, with SendBytes pieces (binary
+// messages) and Send frames between them in their places.
+func TestSendFramesWebSocket(t *testing.T) {
+	h := newTestHandler()
+	s, _ := startServer(t, Config{}, h)
+	cl, _ := dial(t, s, "/ws", nil)
+	sess := h.waitOpened(t)
+	c := sess.c
+	c.mu.Lock()
+	c.flags.Store(c.flags.Load() | fHold)
+	c.mu.Unlock()
+	text := func(i int) []byte { return AppendFrame(nil, true, []byte(fmt.Sprintf("frame %d", i))) }
+	const n = 300
+	var bin []byte
+	for i := range n {
+		if ok, _ := c.SendFrames(text(i)); !ok {
+			t.Fatalf("SendFrames %d refused", i)
+		}
+		switch i % 100 {
+		case 40:
+			p := bytes.Repeat([]byte{byte('a' + i%26)}, 70)
+			if ok, _ := c.SendBytes(p); !ok {
+				t.Fatalf("SendBytes %d refused", i)
+			}
+			bin = append(bin, p...)
+		case 80:
+			f := proto.AcquireFrame()
+			f.B = AppendFrame(f.B[:0], true, []byte(fmt.Sprintf("sent %d", i)))
+			if !c.Send(f) {
+				t.Fatalf("Send %d refused", i)
+			}
+		}
+	}
+	c.mu.Lock()
+	entries := c.queued
+	fl := c.flags.Load() &^ fHold
+	c.flags.Store(fl | fDraining)
+	c.mu.Unlock()
+	if entries > 20 {
+		t.Fatalf("%d frames and 6 other sends took %d outbox entries: SendFrames did not coalesce", n, entries)
+	}
+	go c.drain()
+	var got []byte
+	next := 0
+	for next < n {
+		f := cl.expectMessage()
+		switch f.Header.OpCode {
+		case ws.OpBinary:
+			got = append(got, f.Payload...)
+		case ws.OpText:
+			p := string(f.Payload)
+			if strings.HasPrefix(p, "sent ") {
+				if want := fmt.Sprintf("sent %d", next-1); p != want || (next-1)%100 != 80 {
+					t.Fatalf("after frame %d: %q", next-1, p)
+				}
+				continue
+			}
+			if want := fmt.Sprintf("frame %d", next); p != want {
+				t.Fatalf("message %q, want %q", p, want)
+			}
+			next++
+		default:
+			t.Fatalf("opcode %v", f.Header.OpCode)
+		}
+	}
+	for len(got) < len(bin) {
+		f := cl.expectMessage()
+		if f.Header.OpCode != ws.OpBinary {
+			t.Fatalf("opcode %v after the last frame", f.Header.OpCode)
+		}
+		got = append(got, f.Payload...)
+	}
+	if !bytes.Equal(got, bin) {
+		t.Fatalf("binary payloads differ: %d of %d bytes", len(got), len(bin))
+	}
 }

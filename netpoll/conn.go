@@ -163,6 +163,9 @@ type outSegment struct {
 	// frames: buffers of the outbox's own into which SendBytes copied
 	// bytes (see chunk.go).
 	chunks uint16
+	// framed marks the chunks that hold whole frames already (SendFrames):
+	// on a WebSocket they are written without a message header of their own.
+	framed uint16
 	next   *outSegment
 }
 
@@ -232,7 +235,7 @@ func (c *Conn) releaseSegments(s *outSegment) {
 			}
 			s.frames[i] = nil
 		}
-		s.n, s.chunks, s.next = 0, 0, nil
+		s.n, s.chunks, s.framed, s.next = 0, 0, 0, nil
 		segmentPool.Put(s)
 		s = next
 	}
@@ -658,7 +661,7 @@ func (c *Conn) writeBatch(w cwnetpoll.Writer, head *outSegment, ws, writeClose b
 	for s := head; s != nil; s = s.next {
 		for i, f := range s.frames[:s.n] {
 			total += len(f.B)
-			if ws && s.chunks&(1<<i) != 0 {
+			if ws && (s.chunks&^s.framed)&(1<<i) != 0 {
 				total += frameHeaderLen(len(f.B))
 			}
 		}
@@ -729,7 +732,7 @@ func (c *Conn) fillBatch(buf []byte, head *outSegment, ws bool, closeFrame []byt
 	off := 0
 	for s := head; s != nil; s = s.next {
 		for i, f := range s.frames[:s.n] {
-			if ws && s.chunks&(1<<i) != 0 {
+			if ws && (s.chunks&^s.framed)&(1<<i) != 0 {
 				off += len(appendFrameHeader(buf[off:off], opBinary, len(f.B)))
 			}
 			off += copy(buf[off:], f.B)

@@ -26,7 +26,8 @@
 // Either way Conn.Send writes the bytes of a proto.Frame as they are (a
 // complete WebSocket frame, or raw bytes), Conn.SendBytes copies bytes of a
 // protocol that frames its own packets (raw on a stream, in binary
-// messages of netpoll's making on a WebSocket), and Conn.Close /
+// messages of netpoll's making on a WebSocket), Conn.SendFrames copies
+// whole frames the caller encoded (written as they are), and Conn.Close /
 // Conn.CloseAfter end the connection (with a close frame on a WebSocket).
 //
 // It must not know any protocol above these framings: no topics, tokens or
@@ -79,8 +80,9 @@
 //     as soon as the frame is complete.
 //   - Fragmented messages are assembled in a pooled buffer returned to the
 //     pool right after the OnMessage call that delivers it.
-//   - Output: Send takes one reference of a proto.Frame; SendBytes copies
-//     the caller's bytes into chunks of the outbox's own (chunk.go). The
+//   - Output: Send takes one reference of a proto.Frame; SendBytes and
+//     SendFrames copy the caller's bytes into chunks of the outbox's own
+//     (chunk.go). The
 //     drain copies the bytes of every queued frame and chunk into netpoll's
 //     output buffer (one Malloc per batch, see mallocBatch) and Releases
 //     each frame (frees each chunk) right after copying it, before the

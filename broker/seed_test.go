@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+
+	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/proto"
+)
+
+// coalescingConn is a seed transport with netpoll's coalescing send: it
+// records which way each frame came (SendFrames copies, SendBacklog
+// shares a Frame).
+type coalescingConn struct {
+	recConn
+	mu2    sync.Mutex
+	copied [][]byte // SendFrames
+	shared [][]byte // SendBacklog
+	count  bool     // count only (allocation-free)
+	n      int
+}
+
+func (c *coalescingConn) SendFrames(b []byte) (bool, <-chan struct{}) {
+	c.mu2.Lock()
+	defer c.mu2.Unlock()
+	c.n++
+	if !c.count {
+		c.copied = append(c.copied, append([]byte(nil), b...))
+	}
+	return true, nil
+}
+
+func (c *coalescingConn) SendBacklog(f *proto.Frame) (bool, <-chan struct{}) {
+	c.mu2.Lock()
+	defer c.mu2.Unlock()
+	c.n++
+	if !c.count {
+		c.shared = append(c.shared, append([]byte(nil), f.B...))
+	}
+	f.Release()
+	return true, nil
+}
+
+// TestSeedDeliverCoalesces: a message with one seed recipient (a fan-in)
+// goes to it by copy, with no shared Frame; with several, the first takes
+// it by copy and the others share one Frame; the bytes are the same seed
+// frame either way.
+func TestSeedDeliverCoalesces(t *testing.T) {
+	e := newEnv(t)
+	_, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
+	pub, _ := e.connect(t, rw, "fleet/cmd")
+	connect := func(tag string) *coalescingConn {
+		c := &coalescingConn{}
+		if _, err := e.b.Connect(c, ConnectRequest{Secret: []byte(rw), Tags: []string{tag}}); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	solo := connect("fleet/solo/x")
+	a, b, c := connect("fleet/all"), connect("fleet/all"), connect("fleet/+")
+
+	pub.OnMessage(true, []byte(`{"tag":"fleet/solo/x","message":{"seq":1}}`))
+	want := proto.AppendSeedFrame(nil, "fleet/solo/x", []byte(`{"seq":1}`))
+	if len(solo.copied) != 1 || len(solo.shared) != 0 || !bytes.Equal(solo.copied[0], want) {
+		t.Fatalf("one recipient: copied %q, shared %d; want the frame %q by copy", solo.copied, len(solo.shared), want)
+	}
+	if got := c.n; got != 0 {
+		t.Fatalf("fleet/+ subscriber got %d frames for fleet/solo/x", got)
+	}
+
+	pub.OnMessage(true, []byte(`{"tag":"fleet/all","message":[2]}`))
+	want = proto.AppendSeedFrame(nil, "fleet/all", []byte(`[2]`))
+	copies, shares := 0, 0
+	for _, s := range []*coalescingConn{a, b, c} {
+		s.mu2.Lock()
+		for _, f := range s.copied {
+			if bytes.Equal(f, want) {
+				copies++
+			}
+		}
+		for _, f := range s.shared {
+			if !bytes.Equal(f, want) {
+				t.Fatalf("shared frame %q, want %q", f, want)
+			}
+			shares++
+		}
+		s.mu2.Unlock()
+	}
+	if copies != 1 || shares != 2 {
+		t.Fatalf("three recipients: %d by copy, %d shared; want 1 and 2", copies, shares)
+	}
+}
+
+// TestSeedFanInAllocs: the fan-in path (one subscriber, taken by copy into
+// the transport) allocates nothing in steady state.
+func TestSeedFanInAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race; make test runs this without it")
+	}
+	e := newEnv(t)
+	_, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
+	pub, _ := e.connect(t, rw, "fleet/cmd")
+	sub := &coalescingConn{count: true}
+	if _, err := e.b.Connect(sub, ConnectRequest{Secret: []byte(rw), Tags: []string{"fleet/+/temp"}}); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte(`{"tag":"fleet/dev1/temp","message":{"c":21.5,"unit":"C","seq":12345678}}`)
+	pub.OnMessage(true, msg)
+	if allocs := testing.AllocsPerRun(200, func() { pub.OnMessage(true, msg) }); allocs != 0 {
+		t.Fatalf("a fan-in publish allocates %.1f times per message", allocs)
+	}
+	if sub.n != 202 {
+		t.Fatalf("delivered %d, want 202", sub.n)
+	}
+}
