@@ -27,8 +27,10 @@ type SeedSession struct {
 	// bsend is conn's backpressure-aware, coalescing send, when the
 	// transport has one (netpoll does).
 	bsend seedSender
-	// dec is used only by the transport's goroutine inside OnMessage.
+	// dec and pub are used only by the transport's goroutine inside
+	// OnMessage; pub is made on the first publish.
 	dec proto.SeedDecoder
+	pub *publishCheck
 }
 
 // Connect admits a seed client: it authenticates the secret, checks every
@@ -86,6 +88,10 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
 	m.Payload = msg
 	m.SetJSON()
+	if ss.pub == nil {
+		ss.pub = new(publishCheck)
+	}
+	m.check = ss.pub
 	ss.Publish(m)
 	ReleaseMessage(m)
 }

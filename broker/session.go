@@ -159,6 +159,20 @@ type Session struct {
 	stallTimer *time.Timer
 }
 
+// publishCheck is one connection's memory of its last publish that passed
+// the topic checks and the grant check: its topic and the token's grants
+// then. A device publishes to the same topic again and again; while the
+// token's grants are the same object (RefreshTokens installs a new one on
+// every rights change, before it returns), the same topic passes both
+// again, so they are not repeated. The adapter that owns it (one per
+// connection, used only by that connection's goroutine) hands it to
+// Publish with the message (Message.check). topic is bounded by
+// maxTopicBytes.
+type publishCheck struct {
+	topic  []byte
+	grants *acl.Grants
+}
+
 // sessionExt: see Session.ext.
 type sessionExt struct {
 	clientID, username string
@@ -238,21 +252,30 @@ func (s *Session) PublishFinal(m *Message) PublishResult {
 func (s *Session) publish(m *Message, stall bool) PublishResult {
 	b := s.b
 	t := m.Topic
-	// The configured caps count as topic syntax, as the topic package's own
-	// (larger) limits do; the length is checked before anything reads t.
-	if len(t) > b.maxTopicBytes {
-		b.metrics.rejected[rejectTopic].Inc()
-		return PublishInvalidTopic
-	}
-	if levels, err := topic.TopicLevels(t); err != nil || levels > b.maxTopicLevels {
-		b.metrics.rejected[rejectTopic].Inc()
-		return PublishInvalidTopic
-	}
 	// The grants pointer is swapped by RefreshTokens before it returns, so
-	// a downgrade refuses the very next publish.
-	if !s.token.grants.Load().CanPublish(t) {
-		b.metrics.rejected[rejectDenied].Inc()
-		return PublishNotAuthorized
+	// a downgrade refuses the very next publish: the repeat below holds
+	// only while the grants are the very ones the topic passed.
+	grants := s.token.grants.Load()
+	if c := m.check; c == nil || c.grants != grants || string(c.topic) != t {
+		// The configured caps count as topic syntax, as the topic
+		// package's own (larger) limits do; the length is checked before
+		// anything reads t.
+		if len(t) > b.maxTopicBytes {
+			b.metrics.rejected[rejectTopic].Inc()
+			return PublishInvalidTopic
+		}
+		if levels, err := topic.TopicLevels(t); err != nil || levels > b.maxTopicLevels {
+			b.metrics.rejected[rejectTopic].Inc()
+			return PublishInvalidTopic
+		}
+		if !grants.CanPublish(t) {
+			b.metrics.rejected[rejectDenied].Inc()
+			return PublishNotAuthorized
+		}
+		if c != nil {
+			c.topic = append(c.topic[:0], t...)
+			c.grants = grants
+		}
 	}
 	b.metrics.messagesIn[s.proto].Inc()
 	m.from = s

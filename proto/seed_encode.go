@@ -112,8 +112,41 @@ var quoteLen = func() (t [256]uint8) {
 	return t
 }()
 
+// quoteVerbatim reports whether appendQuoted writes s as it is between the
+// quotes: every byte printable ASCII other than '"' and '\\', as topics
+// nearly always are. It looks at eight bytes per step (a topic is checked
+// twice per encoding, by quotedLen and by appendQuoted): a word has a byte
+// >= 0x80, < 0x20, '"' or '\\' exactly when one of the masks below has its
+// top bit set in that byte (the classic has-zero-byte and has-less-than
+// tricks; no borrow crosses into a byte that matters, see the test).
+func quoteVerbatim(s string) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
+		q := w ^ ('"' * ones)
+		b := w ^ ('\\' * ones)
+		bad := w | ((w - 0x20*ones) &^ w) | ((q - ones) &^ q) | ((b - ones) &^ b)
+		if bad&highs != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if quoteLen[s[i]] != 1 {
+			return false
+		}
+	}
+	return true
+}
+
 // quotedLen returns len(appendQuoted(nil, s)).
 func quotedLen(s string) int {
+	if quoteVerbatim(s) {
+		return len(s) + 2
+	}
 	n := 2
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -138,6 +171,10 @@ const hexDigits = "0123456789abcdef"
 // appendQuoted appends s as a JSON string.
 func appendQuoted(dst []byte, s string) []byte {
 	dst = append(dst, '"')
+	if quoteVerbatim(s) {
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	start := 0 // s[start:i] is pending verbatim output
 	for i := 0; i < len(s); {
 		c := s[i]

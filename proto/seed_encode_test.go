@@ -147,6 +147,9 @@ func FuzzSeedFrameRoundTrip(f *testing.F) {
 		if pad %= 70000; pad > 0 {
 			message = append(append(append([]byte(`[`), message...), `,"`+strings.Repeat("p", int(pad))+`"`...), ']')
 		}
+		if quoteVerbatim(topic) != quoteVerbatimRef(topic) {
+			t.Fatalf("quoteVerbatim(%q) = %v, the byte loop says otherwise", topic, quoteVerbatim(topic))
+		}
 		frame := AppendSeedFrame(nil, topic, message)
 		// Decoders read the value without the whitespace around it.
 		wantMsg := bytes.Trim(message, " \t\r\n")
@@ -197,5 +200,48 @@ func BenchmarkAppendSeedFrame(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendSeedFrame(buf[:0], topic, msg)
+	}
+}
+
+// quoteVerbatimRef is quoteVerbatim one byte at a time.
+func quoteVerbatimRef(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if quoteLen[s[i]] != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// TestQuoteVerbatim: the eight-bytes-a-step check agrees with the byte
+// loop for every byte value at every position of strings up to 17 bytes
+// (two words and a tail), alone and after another byte that must be
+// escaped (where a borrow could hide or invent a hit).
+func TestQuoteVerbatim(t *testing.T) {
+	for n := 1; n <= 17; n++ {
+		for pos := range n {
+			for c := range 256 {
+				b := []byte(strings.Repeat("a/b", 6)[:n])
+				b[pos] = byte(c)
+				if got, want := quoteVerbatim(string(b)), quoteVerbatimRef(string(b)); got != want {
+					t.Fatalf("%q: %v, want %v", b, got, want)
+				}
+				for _, other := range []byte{0x00, 0x1f, '"', '\\', 0x80, 0xff, 0x21, 0x7f} {
+					for at := range n {
+						if at == pos {
+							continue
+						}
+						b2 := append([]byte(nil), b...)
+						b2[at] = other
+						if got, want := quoteVerbatim(string(b2)), quoteVerbatimRef(string(b2)); got != want {
+							t.Fatalf("%q: %v, want %v", b2, got, want)
+						}
+					}
+				}
+			}
+		}
+	}
+	if !quoteVerbatim("") {
+		t.Fatal("the empty string is verbatim")
 	}
 }
