@@ -2,7 +2,9 @@ package proto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -86,7 +88,7 @@ func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
 	if cap(d.buf) > maxRetainedScratch {
 		d.buf = nil
 	}
-	if !utf8.Valid(payload) {
+	if !validUTF8(payload) {
 		return nil, nil, ErrInvalidUTF8
 	}
 	p := payload
@@ -102,7 +104,7 @@ func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
 		return nil, nil, ErrNotObject
 	}
 
-	tagStart, tagEnd := -1, -1
+	tagStart, tagEnd, tagEscaped := -1, -1, false
 	msgStart, msgEnd := -1, -1
 	i = skipWS(p, i+1)
 	if i < len(p) && p[i] == '}' {
@@ -117,18 +119,24 @@ func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
 				return nil, nil, ErrInvalidJSON
 			}
 			which := d.classifyKey(p[i+1:ke-1], esc)
-			i = skipWS(p, ke)
-			if i >= len(p) || p[i] != ':' {
+			if i = skipPast(p, ke, ':'); i < 0 {
 				return nil, nil, ErrInvalidJSON
 			}
-			vs := skipWS(p, i+1)
-			i = d.skipValue(p, vs, 1)
+			vs := skipWS(p, i)
+			valEscaped := false
+			if vs < len(p) && p[vs] == '"' {
+				// A string, such as the tag: scanString directly also
+				// tells whether it needs unescaping.
+				i, valEscaped = scanString(p, vs)
+			} else {
+				i = d.skipValue(p, vs, 1)
+			}
 			if i < 0 {
 				return nil, nil, ErrInvalidJSON
 			}
 			switch which {
 			case keyTag:
-				tagStart, tagEnd = vs, i
+				tagStart, tagEnd, tagEscaped = vs, i, valEscaped
 			case keyMessage:
 				msgStart, msgEnd = vs, i
 			}
@@ -157,7 +165,7 @@ func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
 		return nil, nil, ErrMissingTag
 	}
 	tag = p[tagStart+1 : tagEnd-1]
-	if bytes.IndexByte(tag, '\\') >= 0 {
+	if tagEscaped {
 		var ok bool
 		d.buf, ok = appendUnescaped(d.buf[:0], tag)
 		if !ok {
@@ -165,23 +173,46 @@ func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
 		}
 		tag = d.buf
 	}
-	if msgStart < 0 || string(p[msgStart:msgEnd]) == "null" {
+	// The message is valid JSON, so one that starts with 'n' is null.
+	if msgStart < 0 || p[msgStart] == 'n' {
 		return nil, nil, ErrMissingMessage
 	}
 	return tag, p[msgStart:msgEnd], nil
 }
 
+// validUTF8 is utf8.Valid(p), quicker for the usual all-ASCII payload: it
+// looks for a byte from 0x80 up 32 and then 8 bytes at a time, and only
+// from the block holding the first one on does it need utf8.Valid (an
+// ASCII prefix is whole characters, so skipping it keeps the answer).
+func validUTF8(p []byte) bool {
+	le := binary.LittleEndian
+	i := 0
+	for ; i <= len(p)-32; i += 32 {
+		if (le.Uint64(p[i:])|le.Uint64(p[i+8:])|le.Uint64(p[i+16:])|le.Uint64(p[i+24:]))&msbs != 0 {
+			return utf8.Valid(p[i:])
+		}
+	}
+	if len(p) < 8 {
+		for ; i < len(p); i++ {
+			if p[i] >= utf8.RuneSelf {
+				return utf8.Valid(p[i:])
+			}
+		}
+		return true
+	}
+	for ; i < len(p); i += 8 {
+		i = min(i, len(p)-8) // the last block may overlap checked bytes
+		if le.Uint64(p[i:])&msbs != 0 {
+			return utf8.Valid(p[i:])
+		}
+	}
+	return true
+}
+
 // classifyKey reports which member the raw (still escaped) key names.
 func (d *SeedDecoder) classifyKey(raw []byte, escaped bool) int {
 	if escaped {
-		// Rare: a client escaping plain ASCII key names. Compare the
-		// decoded key; a key with a lone surrogate names neither member.
-		var ok bool
-		d.buf, ok = appendUnescaped(d.buf[:0], raw)
-		if !ok {
-			return keyOther
-		}
-		raw = d.buf
+		return d.classifyEscapedKey(raw)
 	}
 	switch string(raw) {
 	case "tag":
@@ -192,15 +223,42 @@ func (d *SeedDecoder) classifyKey(raw []byte, escaped bool) int {
 	return keyOther
 }
 
+// classifyEscapedKey is classifyKey for a key with backslash escapes.
+// Rare: a client escaping plain ASCII key names. Compare the decoded key; a
+// key with a lone surrogate names neither member.
+func (d *SeedDecoder) classifyEscapedKey(raw []byte) int {
+	var ok bool
+	d.buf, ok = appendUnescaped(d.buf[:0], raw)
+	if !ok {
+		return keyOther
+	}
+	return d.classifyKey(d.buf, false)
+}
+
+// skipPast returns the index just after byte c, which must be the first
+// non-whitespace byte at or after i, or -1 if it is not.
+func skipPast(p []byte, i int, c byte) int {
+	if i < len(p) && p[i] == c { // no whitespace: one comparison
+		return i + 1
+	}
+	if i = skipWS(p, i); i < len(p) && p[i] == c {
+		return i + 1
+	}
+	return -1
+}
+
+// wsBits has bit c set for each JSON whitespace byte c.
+const wsBits uint64 = 1<<' ' | 1<<'\t' | 1<<'\n' | 1<<'\r'
+
 // skipWS returns the index of the first non-whitespace byte at or after i.
+// Every byte above ' ' ends the run at the first comparison: compact JSON
+// has no whitespace at all.
 func skipWS(p []byte, i int) int {
 	for i < len(p) {
-		switch p[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
+		if c := p[i]; c > ' ' || wsBits>>c&1 == 0 {
 			return i
 		}
+		i++
 	}
 	return i
 }
@@ -234,9 +292,7 @@ func (d *SeedDecoder) skipValue(p []byte, i, base int) int {
 			d.push(&lo, n, obj)
 			n++
 			if obj {
-				if i = scanMemberKey(p, i); i < 0 {
-					return -1
-				}
+				goto key
 			}
 			continue
 		case '"':
@@ -277,9 +333,7 @@ func (d *SeedDecoder) skipValue(p []byte, i, base int) int {
 			if p[i] == ',' {
 				i = skipWS(p, i+1)
 				if obj {
-					if i = scanMemberKey(p, i); i < 0 {
-						return -1
-					}
+					goto key
 				}
 				break
 			}
@@ -290,6 +344,20 @@ func (d *SeedDecoder) skipValue(p []byte, i, base int) int {
 			}
 			return -1
 		}
+		continue
+	key:
+		// An object member starts at p[i]: `"key" :` and whitespace, then
+		// its value.
+		if i >= len(p) || p[i] != '"' {
+			return -1
+		}
+		if i, _ = scanString(p, i); i < 0 {
+			return -1
+		}
+		if i = skipPast(p, i, ':'); i < 0 {
+			return -1
+		}
+		i = skipWS(p, i)
 	}
 }
 
@@ -320,20 +388,31 @@ func (d *SeedDecoder) isObject(lo uint64, n int) bool {
 	return d.deep[k/64]>>(k%64)&1 == 1
 }
 
-// scanMemberKey validates `"key" :` plus trailing whitespace at p[i] and
-// returns the index where the member's value starts, or -1.
-func scanMemberKey(p []byte, i int) int {
-	if i >= len(p) || p[i] != '"' {
-		return -1
-	}
-	if i, _ = scanString(p, i); i < 0 {
-		return -1
-	}
-	i = skipWS(p, i)
-	if i >= len(p) || p[i] != ':' {
-		return -1
-	}
-	return skipWS(p, i+1)
+// Word-at-a-time (SWAR) byte tests on eight bytes loaded little-endian, so
+// that byte k of the word is the k-th byte in memory. Each test sets the top
+// bit of every byte that matches, but a borrow or carry out of a matching
+// byte may also set it in bytes above: only the lowest set bit is exact,
+// which is all firstByte needs.
+const (
+	lsbs = 0x0101010101010101 // the low bit of every byte
+	msbs = 0x8080808080808080 // the top bit of every byte
+)
+
+// firstByte returns the index (0..7) of the byte whose top bit is the
+// lowest set bit of a non-zero SWAR test result m.
+func firstByte(m uint64) int { return bits.TrailingZeros64(m) >> 3 }
+
+// stringStops flags the bytes of w that do not stand for themselves in a
+// JSON string: '"', '\\' and control characters (below 0x20). Bytes from
+// 0x80 up are plain, like in plainString. A byte x below 0x80 gets its top
+// bit from x^'"'-1 exactly when x is '"' (0 wraps to 0xFF), from x^'\\'-1
+// when x is '\\', and from x-0x20 when x is below 0x20; the XOR constants
+// are below 0x80 and keep every byte's top bit, so one &^w clears the bytes
+// from 0x80 up for all three tests.
+func stringStops(w uint64) uint64 {
+	q := w ^ (lsbs * '"')
+	b := w ^ (lsbs * '\\')
+	return ((q - lsbs) | (b - lsbs) | (w - lsbs*0x20)) &^ w & msbs
 }
 
 // plainString marks the bytes that stand for themselves inside a JSON
@@ -348,16 +427,25 @@ var plainString = func() (t [256]bool) {
 
 // scanString validates the JSON string whose opening quote is p[i]; it
 // returns the index after the closing quote (or -1) and whether the string
-// contains backslash escapes.
+// contains backslash escapes. It skips plain bytes eight at a time while
+// eight remain, then byte by byte.
 func scanString(p []byte, i int) (end int, escaped bool) {
 	j := i + 1
+	_ = p[j:] // p[i] is the quote, so j <= len(p); lets the compiler drop the word loop's checks
 	for {
+		for ; j <= len(p)-8; j += 8 {
+			if m := stringStops(binary.LittleEndian.Uint64(p[j:])); m != 0 {
+				j += firstByte(m)
+				goto stop
+			}
+		}
 		for j < len(p) && plainString[p[j]] {
 			j++
 		}
 		if j >= len(p) {
 			return -1, false
 		}
+	stop:
 		switch p[j] {
 		case '"':
 			return j + 1, escaped
@@ -421,11 +509,28 @@ func scanNumber(p []byte, i int) int {
 	return i
 }
 
+// skipDigits returns the index of the first byte at or after i (at most
+// len(p)) that is not an ASCII digit, eight bytes at a time while eight
+// remain.
 func skipDigits(p []byte, i int) int {
+	_ = p[i:] // 0 <= i <= len(p): lets the compiler drop the word loop's checks
+	for ; i <= len(p)-8; i += 8 {
+		if m := nonDigits(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+			return i + firstByte(m)
+		}
+	}
 	for i < len(p) && '0' <= p[i] && p[i] <= '9' {
 		i++
 	}
 	return i
+}
+
+// nonDigits flags the bytes of w that are not '0'..'9' (SWAR, see lsbs):
+// for a byte x below 0x80, x-'0' wraps to 0x80 or more when x is below '0'
+// and x+(0x80-'9'-1) reaches 0x80 when x is above '9'; |w flags the bytes
+// from 0x80 up (whose sum may carry out and wrap below 0x80).
+func nonDigits(w uint64) uint64 {
+	return ((w - lsbs*'0') | (w + lsbs*(0x80-'9'-1)) | w) & msbs
 }
 
 func isHex(c byte) bool {

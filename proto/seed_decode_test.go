@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -257,7 +258,8 @@ func hasLoneSurrogate(s string) bool {
 	return false
 }
 
-// FuzzSeedDecode checks Decode against encoding/json: the payload is
+// FuzzSeedDecode checks the word-at-a-time scanners against their byte loop
+// references (checkScanners), and Decode against encoding/json: the payload is
 // accepted iff it is UTF-8, encoding/json accepts it and it is an object
 // with a non-empty string "tag" (no lone surrogate) and a non-null
 // "message"; the tag equals encoding/json's string and the message is
@@ -265,6 +267,7 @@ func hasLoneSurrogate(s string) bool {
 func FuzzSeedDecode(f *testing.F) {
 	var d SeedDecoder
 	f.Fuzz(func(t *testing.T, p []byte) {
+		checkScanners(t, p)
 		tag, msg, err := d.Decode(p)
 
 		want := func(e error) {
@@ -347,6 +350,200 @@ func BenchmarkSeedDecode(b *testing.B) {
 	for b.Loop() {
 		if _, _, err := d.Decode(p); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSeedDecodeHarness decodes the frame the benchmark harness
+// (bench/compare) publishes: topic bench/fanin/<n> and its default 64-byte
+// message {"t":<send time, Unix ns>,"p":"xxx…"}.
+func BenchmarkSeedDecodeHarness(b *testing.B) {
+	msg := `{"t":1745000000123456789,"p":"` + strings.Repeat("x", 32) + `"}`
+	if len(msg) != 64 {
+		b.Fatalf("message is %d bytes", len(msg))
+	}
+	p := []byte(`{"tag":"bench/fanin/17","message":` + msg + `}`)
+	var d SeedDecoder
+	b.SetBytes(int64(len(p)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := d.Decode(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// refScanString is scanString as a plain byte loop, the reference for the
+// word-at-a-time version.
+func refScanString(p []byte, i int) (end int, escaped bool) {
+	j := i + 1
+	for {
+		for j < len(p) && p[j] >= 0x20 && p[j] != '"' && p[j] != '\\' {
+			j++
+		}
+		if j >= len(p) {
+			return -1, false
+		}
+		switch p[j] {
+		case '"':
+			return j + 1, escaped
+		case '\\':
+			escaped = true
+			if j+1 >= len(p) {
+				return -1, false
+			}
+			switch p[j+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				j += 2
+			case 'u':
+				if len(p)-j < 6 || !isHex(p[j+2]) || !isHex(p[j+3]) || !isHex(p[j+4]) || !isHex(p[j+5]) {
+					return -1, false
+				}
+				j += 6
+			default:
+				return -1, false
+			}
+		default: // control character
+			return -1, false
+		}
+	}
+}
+
+// refSkipDigits is skipDigits as a plain byte loop.
+func refSkipDigits(p []byte, i int) int {
+	for i < len(p) && '0' <= p[i] && p[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// checkScanners compares the word-at-a-time scanners with their references
+// at every position of p where Decode may call them.
+func checkScanners(t *testing.T, p []byte) {
+	t.Helper()
+	if got, want := validUTF8(p), utf8.Valid(p); got != want {
+		t.Fatalf("validUTF8(%q) = %v, utf8.Valid says %v", p, got, want)
+	}
+	for i := range p {
+		if p[i] == '"' {
+			end, esc := scanString(p, i)
+			wantEnd, wantEsc := refScanString(p, i)
+			if end != wantEnd || esc != wantEsc {
+				t.Fatalf("scanString(%q, %d) = %d, %v; reference %d, %v", p, i, end, esc, wantEnd, wantEsc)
+			}
+		}
+	}
+	for i := 0; i <= len(p); i++ {
+		if got, want := skipDigits(p, i), refSkipDigits(p, i); got != want {
+			t.Fatalf("skipDigits(%q, %d) = %d, reference %d", p, i, got, want)
+		}
+	}
+}
+
+// TestSWARTests checks the word tests byte by byte: for every value of one
+// byte at every position, and of two adjacent bytes at one position, in
+// words filled with bytes that do and do not match, the lowest flagged byte
+// is the first matching one.
+func TestSWARTests(t *testing.T) {
+	tests := []struct {
+		name  string
+		word  func(uint64) uint64
+		match func(byte) bool
+	}{
+		{"stringStops", stringStops, func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' }},
+		{"nonDigits", nonDigits, func(c byte) bool { return c < '0' || c > '9' }},
+	}
+	for _, tc := range tests {
+		check := func(b [8]byte) {
+			m := tc.word(binary.LittleEndian.Uint64(b[:]))
+			want := -1
+			for k, c := range b {
+				if tc.match(c) {
+					want = k
+					break
+				}
+			}
+			got := -1
+			if m != 0 {
+				got = firstByte(m)
+			}
+			if got != want {
+				t.Fatalf("%s(% x): first match %d, want %d", tc.name, b, got, want)
+			}
+		}
+		for _, fill := range []byte{'a', '5', 0x00, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x2f, 0x30, 0x39, 0x3a, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xb9, 0xba, 0xff} {
+			var b [8]byte
+			for k := range b {
+				b[k] = fill
+			}
+			for k := range 8 {
+				for c := range 256 {
+					b[k] = byte(c)
+					check(b)
+				}
+				b[k] = fill
+			}
+			for c := range 1 << 16 {
+				b[3], b[4] = byte(c), byte(c>>8)
+				check(b)
+			}
+		}
+	}
+}
+
+// TestScanStringMatchesReference runs scanString and refScanString over
+// strings with a quote, escape, control character or multibyte character
+// at every position 0..20 (across the 8-byte word boundaries), after
+// fillers of every length, truncated at every length.
+func TestScanStringMatchesReference(t *testing.T) {
+	specials := []string{`"`, `\"`, `\\`, `\/`, `\n`, `\u00e9`, `\ud83d\ude00`, `\u12`, `\x`, `\`, "\x00", "\x1f", "\n", "\x7f", "é", "😀", "\xff", "\xc3"}
+	fillers := []string{"x", "é", "\x80", " "}
+	for _, sp := range specials {
+		for _, fill := range fillers {
+			for pos := range 21 {
+				body := strings.Repeat(fill, pos) + sp + strings.Repeat(fill, 3) + `"` + strings.Repeat("y", 9)
+				full := []byte(`"` + body)
+				for n := 1; n <= len(full); n++ {
+					p := full[:n]
+					end, esc := scanString(p, 0)
+					wantEnd, wantEsc := refScanString(p, 0)
+					if end != wantEnd || esc != wantEsc {
+						t.Fatalf("scanString(%q, 0) = %d, %v; reference %d, %v", p, end, esc, wantEnd, wantEsc)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestValidUTF8 compares validUTF8 with utf8.Valid for ASCII of every
+// length up to 80 with a valid or invalid non-ASCII sequence at every
+// position.
+func TestValidUTF8(t *testing.T) {
+	seqs := []string{"", "é", "€", "😀", "\xff", "\xc3", "\xc3(", "\xed\xa0\x80", "\xf0\x9f\x98", "\x80"}
+	for _, seq := range seqs {
+		for n := range 81 {
+			for pos := 0; pos <= n; pos++ {
+				p := []byte(strings.Repeat("a", pos) + seq + strings.Repeat("b", n-pos))
+				if got, want := validUTF8(p), utf8.Valid(p); got != want {
+					t.Fatalf("validUTF8(%q) = %v, utf8.Valid says %v", p, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestSkipDigitsMatchesReference checks skipDigits for runs of every length
+// up to 40 ending in every kind of byte, from every start.
+func TestSkipDigitsMatchesReference(t *testing.T) {
+	for _, end := range []string{"", ",", "}", ".", "e", "/", ":", "\x80", "\xff", " "} {
+		for n := range 41 {
+			p := []byte("-" + strings.Repeat("7", n) + end + "123456789")
+			for i := 0; i <= len(p); i++ {
+				if got, want := skipDigits(p, i), refSkipDigits(p, i); got != want {
+					t.Fatalf("skipDigits(%q, %d) = %d, reference %d", p, i, got, want)
+				}
+			}
 		}
 	}
 }
