@@ -750,6 +750,16 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 		sc.fwd = nil
 	}
 	b.scratch.Put(sc)
+	if p := m.pub; p != nil {
+		// the publishing connection adds them once per read
+		for i, n := range delivered1 {
+			p.deliveries[i] += n
+			p.dropped[i] += dropped1[i]
+			delivered += n
+		}
+		p.bytesOut += bytes
+		return delivered, backlog
+	}
 	for p, n := range delivered1 {
 		if n > 0 {
 			b.metrics.deliveries[p].Add(float64(n))

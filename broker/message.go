@@ -35,10 +35,11 @@ type Message struct {
 	Props []byte
 
 	from *Session // the publisher, for no-local; nil from no session
-	// check is the publishing connection's publishCheck, set by its
-	// adapter before Publish; nil: every check is made.
-	check *publishCheck
-	json  int8 // 0 unknown, 1 the payload is JSON text, -1 it is not
+	// pub is the publishing connection's connPublisher, set by its
+	// adapter before Publish; nil: every check is made and every count
+	// goes straight to the metrics.
+	pub  *connPublisher
+	json int8 // 0 unknown, 1 the payload is JSON text, -1 it is not
 	// claimed: a recipient took the message by copy (Claim); the others
 	// share frames.
 	claimed bool
@@ -181,7 +182,7 @@ func (m *Message) Reset() {
 			m.buf = nil // one large message must not pin its buffer in the pool
 		}
 	}
-	m.Topic, m.Payload, m.Props, m.from, m.check = "", nil, nil, nil, nil
+	m.Topic, m.Payload, m.Props, m.from, m.pub = "", nil, nil, nil, nil
 	m.QoS, m.Retain, m.json, m.claimed = 0, false, 0, false
 }
 

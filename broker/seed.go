@@ -30,7 +30,7 @@ type SeedSession struct {
 	// dec and pub are used only by the transport's goroutine inside
 	// OnMessage; pub is made on the first publish.
 	dec proto.SeedDecoder
-	pub *publishCheck
+	pub *connPublisher
 }
 
 // Connect admits a seed client: it authenticates the secret, checks every
@@ -74,7 +74,10 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 		return
 	}
 	met := ss.b.metrics
-	met.bytesIn.Add(float64(len(payload)))
+	if ss.pub == nil {
+		ss.pub = new(connPublisher)
+	}
+	ss.pub.bytesIn += len(payload)
 	if !text {
 		met.rejected[rejectBinary].Inc()
 		return
@@ -88,16 +91,25 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
 	m.Payload = msg
 	m.SetJSON()
-	if ss.pub == nil {
-		ss.pub = new(publishCheck)
-	}
-	m.check = ss.pub
+	m.pub = ss.pub
 	ss.Publish(m)
 	ReleaseMessage(m)
 }
 
+// OnReadEnd is the transport's report that the messages of one read have
+// all been handed to OnMessage: the counts kept meanwhile go to the
+// metrics, once per read instead of once per message.
+func (ss *SeedSession) OnReadEnd() {
+	if ss.pub != nil {
+		ss.pub.flush(ss.b.metrics, ss.proto)
+	}
+}
+
 // OnClose is the transport's report that the connection is gone.
-func (ss *SeedSession) OnClose() { ss.Close() }
+func (ss *SeedSession) OnClose() {
+	ss.OnReadEnd()
+	ss.Close()
+}
 
 // seedSender is a Conn that reports backpressure and coalesces whole
 // frames (netpoll.Conn: SendBacklog, SendFrames).

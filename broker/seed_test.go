@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gatecast/gatecast/acl"
 	"github.com/gatecast/gatecast/proto"
 )
@@ -112,5 +114,60 @@ func TestSeedFanInAllocs(t *testing.T) {
 	}
 	if sub.n != 202 {
 		t.Fatalf("delivered %d, want 202", sub.n)
+	}
+}
+
+// TestSeedCountsOncePerRead: a seed connection's publishes reach the
+// message and byte counters when its read ends (OnReadEnd), or when it
+// closes, all of them: none lost, none counted twice.
+func TestSeedCountsOncePerRead(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnvRegistered(t, reg)
+	_, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
+	value := func(name, label string) float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if label == "" || (len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label) {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+		return total
+	}
+	pub, _ := e.connect(t, rw, "fleet/cmd")
+	e.connect(t, rw, "fleet/+")
+	e.connect(t, rw, "fleet/#")
+	msg := []byte(`{"tag":"fleet/t","message":1}`)
+	for range 5 {
+		pub.OnMessage(true, msg)
+	}
+	if got := value("gatecast_messages_in_total", "seed"); got != 0 {
+		t.Fatalf("before the read ended: %v messages counted", got)
+	}
+	pub.OnReadEnd()
+	if in, out := value("gatecast_messages_in_total", "seed"), value("gatecast_messages_out_total", "seed"); in != 5 || out != 10 {
+		t.Fatalf("after the read: %v in, %v out; want 5, 10", in, out)
+	}
+	if b := value("gatecast_message_bytes_in_total", ""); b != float64(5*len(msg)) {
+		t.Fatalf("bytes in %v, want %d", b, 5*len(msg))
+	}
+	wantOut := float64(10 * len(proto.AppendSeedFrame(nil, "fleet/t", []byte("1"))))
+	if b := value("gatecast_message_bytes_out_total", ""); b != wantOut {
+		t.Fatalf("bytes out %v, want %v", b, wantOut)
+	}
+	pub.OnReadEnd() // nothing new: nothing added
+	pub.OnMessage(true, msg)
+	pub.OnClose()
+	if in, out := value("gatecast_messages_in_total", "seed"), value("gatecast_messages_out_total", "seed"); in != 6 || out != 12 {
+		t.Fatalf("after the close: %v in, %v out; want 6, 12", in, out)
 	}
 }

@@ -159,18 +159,53 @@ type Session struct {
 	stallTimer *time.Timer
 }
 
-// publishCheck is one connection's memory of its last publish that passed
-// the topic checks and the grant check: its topic and the token's grants
-// then. A device publishes to the same topic again and again; while the
-// token's grants are the same object (RefreshTokens installs a new one on
-// every rights change, before it returns), the same topic passes both
-// again, so they are not repeated. The adapter that owns it (one per
-// connection, used only by that connection's goroutine) hands it to
-// Publish with the message (Message.check). topic is bounded by
-// maxTopicBytes.
-type publishCheck struct {
+// connPublisher is what one publishing connection keeps between its
+// publishes. The adapter that owns it (one per connection, used only by
+// that connection's goroutine) hands it to Publish with the message
+// (Message.pub).
+//
+// topic and grants are its last publish that passed the topic checks and
+// the grant check, and the token's grants then. A device publishes to the
+// same topic again and again; while the token's grants are the same object
+// (RefreshTokens installs a new one on every rights change, before it
+// returns), the same topic passes both again, so they are not repeated.
+// topic is bounded by maxTopicBytes.
+//
+// The counts are the connection's publishes not yet added to the metrics:
+// the adapter adds them once per read (flush, from the transport's
+// OnReadEnd) instead of four shared atomic counters per message.
+type connPublisher struct {
 	topic  []byte
 	grants *acl.Grants
+
+	messagesIn, bytesIn, bytesOut int
+	deliveries, dropped           [len(protocolNames)]int
+}
+
+// flush adds the pending counts to the metrics (m) and clears them.
+func (p *connPublisher) flush(m *metrics, proto uint8) {
+	if p.messagesIn > 0 {
+		m.messagesIn[proto].Add(float64(p.messagesIn))
+		p.messagesIn = 0
+	}
+	if p.bytesIn > 0 {
+		m.bytesIn.Add(float64(p.bytesIn))
+		p.bytesIn = 0
+	}
+	if p.bytesOut > 0 {
+		m.bytesOut.Add(float64(p.bytesOut))
+		p.bytesOut = 0
+	}
+	for i, n := range p.deliveries {
+		if n > 0 {
+			m.deliveries[i].Add(float64(n))
+			p.deliveries[i] = 0
+		}
+		if d := p.dropped[i]; d > 0 {
+			m.dropped[i].Add(float64(d))
+			p.dropped[i] = 0
+		}
+	}
 }
 
 // sessionExt: see Session.ext.
@@ -256,7 +291,7 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 	// a downgrade refuses the very next publish: the repeat below holds
 	// only while the grants are the very ones the topic passed.
 	grants := s.token.grants.Load()
-	if c := m.check; c == nil || c.grants != grants || string(c.topic) != t {
+	if c := m.pub; c == nil || c.grants != grants || string(c.topic) != t {
 		// The configured caps count as topic syntax, as the topic
 		// package's own (larger) limits do; the length is checked before
 		// anything reads t.
@@ -277,7 +312,11 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 			c.grants = grants
 		}
 	}
-	b.metrics.messagesIn[s.proto].Inc()
+	if m.pub != nil {
+		m.pub.messagesIn++
+	} else {
+		b.metrics.messagesIn[s.proto].Inc()
+	}
 	m.from = s
 	if _, backlog := b.dispatch(m, true); backlog != nil && stall {
 		s.stall(backlog)

@@ -57,6 +57,15 @@ type Session interface {
 	OnClose()
 }
 
+// ReadEnder is a Session that is told when the messages of one read (one
+// wakeup of its connection) have all been handed to OnMessage: OnReadEnd
+// runs on the event goroutine right after the last of them, so the Session
+// can settle once per read what it kept per message (counts for its
+// metrics). It is not called after a read that delivered no message.
+type ReadEnder interface {
+	OnReadEnd()
+}
+
 // ByteStreamSession is a Session whose WebSocket binary messages carry a
 // byte stream: their boundaries mean nothing to it (MQTT over WebSocket,
 // whose packets may span or share messages). When ByteStream reports true,
@@ -589,6 +598,9 @@ func (c *Conn) readFrames(rd byteSource) {
 	if c.msgCount > 0 {
 		s.m.messagesIn.Add(float64(c.msgCount))
 		c.msgCount = 0
+		if re, ok := c.sess.(ReadEnder); ok {
+			re.OnReadEnd()
+		}
 	}
 	if err != nil {
 		c.mode = modeSkim
