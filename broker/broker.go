@@ -753,11 +753,11 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	if p := m.pub; p != nil {
 		// the publishing connection adds them once per read
 		for i, n := range delivered1 {
-			p.deliveries[i] += n
-			p.dropped[i] += dropped1[i]
+			p.deliveries[i] += uint32(n)
+			p.dropped[i] += uint32(dropped1[i])
 			delivered += n
 		}
-		p.bytesOut += bytes
+		p.bytesOut += uint64(bytes)
 		return delivered, backlog
 	}
 	for p, n := range delivered1 {

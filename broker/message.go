@@ -35,10 +35,9 @@ type Message struct {
 	Props []byte
 
 	from *Session // the publisher, for no-local; nil from no session
-	// pub is the publishing connection's connPublisher, set by its
-	// adapter before Publish; nil: every check is made and every count
-	// goes straight to the metrics.
-	pub  *connPublisher
+	// pub is the publishing connection's Publisher (SetPublisher); nil:
+	// every check is made and every count goes straight to the metrics.
+	pub  *Publisher
 	json int8 // 0 unknown, 1 the payload is JSON text, -1 it is not
 	// claimed: a recipient took the message by copy (Claim); the others
 	// share frames.
@@ -141,6 +140,11 @@ func (m *Message) Encode(e Encoding, enc func(dst []byte, m *Message) []byte) []
 	m.own[e] = struct{ start, end int32 }{int32(start), int32(len(m.buf))}
 	return m.buf[start:]
 }
+
+// SetPublisher hands the publishing connection's Publisher to the Publish
+// of this message: its last checked topic may spare the checks, and the
+// counts go to it until its Flush. Reset clears it.
+func (m *Message) SetPublisher(p *Publisher) { m.pub = p }
 
 // PayloadIsJSON reports whether the payload is one JSON value in valid
 // UTF-8, the rule by which a seed subscriber gets it embedded as JSON

@@ -30,7 +30,7 @@ type SeedSession struct {
 	// dec and pub are used only by the transport's goroutine inside
 	// OnMessage; pub is made on the first publish.
 	dec proto.SeedDecoder
-	pub *connPublisher
+	pub *Publisher
 }
 
 // Connect admits a seed client: it authenticates the secret, checks every
@@ -75,9 +75,9 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	}
 	met := ss.b.metrics
 	if ss.pub == nil {
-		ss.pub = new(connPublisher)
+		ss.pub = new(Publisher)
 	}
-	ss.pub.bytesIn += len(payload)
+	ss.pub.CountInput(len(payload))
 	if !text {
 		met.rejected[rejectBinary].Inc()
 		return
@@ -101,7 +101,7 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 // metrics, once per read instead of once per message.
 func (ss *SeedSession) OnReadEnd() {
 	if ss.pub != nil {
-		ss.pub.flush(ss.b.metrics, ss.proto)
+		ss.pub.flush(ss.b.metrics)
 	}
 }
 

@@ -159,35 +159,77 @@ type Session struct {
 	stallTimer *time.Timer
 }
 
-// connPublisher is what one publishing connection keeps between its
-// publishes. The adapter that owns it (one per connection, used only by
-// that connection's goroutine) hands it to Publish with the message
-// (Message.pub).
+// Publisher is what one publishing connection keeps between its
+// publishes. The adapter that owns it (one per connection, or one per read,
+// used only by that connection's goroutine) hands it to Publish with the
+// message (Message.SetPublisher) and adds its counts to the metrics with
+// Flush, once per read.
 //
-// topic and grants are its last publish that passed the topic checks and
-// the grant check, and the token's grants then. A device publishes to the
-// same topic again and again; while the token's grants are the same object
+// It remembers the last topic that passed the topic checks and the grant
+// check, and the token's grants then. A device publishes to the same topic
+// again and again; while the token's grants are the same object
 // (RefreshTokens installs a new one on every rights change, before it
 // returns), the same topic passes both again, so they are not repeated.
-// topic is bounded by maxTopicBytes.
+// Only the pair (topic, grants object) decides, so a Publisher reused for
+// another connection (a pooled or per-read one) cannot carry one token's
+// rights to another. The topic is copied (bounded by maxTopicBytes) unless
+// Borrow is set.
 //
 // The counts are the connection's publishes not yet added to the metrics:
-// the adapter adds them once per read (flush, from the transport's
-// OnReadEnd) instead of four shared atomic counters per message.
-type connPublisher struct {
-	topic  []byte
+// added once per read instead of four shared atomic counters per message.
+type Publisher struct {
+	topic  string
+	buf    []byte // the copy topic views, unless Borrow
 	grants *acl.Grants
 
-	messagesIn, bytesIn, bytesOut int
-	deliveries, dropped           [len(protocolNames)]int
+	// The counts of one read (bounded by a read's size, and for deliveries
+	// by that times the subscribers).
+	bytesOut            uint64
+	bytesIn             uint32
+	messagesIn          [len(protocolNames)]uint32
+	deliveries, dropped [len(protocolNames)]uint32
+
+	// Borrow: the topics published through this Publisher stay valid for
+	// as long as it is used (it lives for one read, whose buffer holds
+	// them), so the last one is remembered by reference, not copied.
+	Borrow bool
 }
 
-// flush adds the pending counts to the metrics (m) and clears them.
-func (p *connPublisher) flush(m *metrics, proto uint8) {
-	if p.messagesIn > 0 {
-		m.messagesIn[proto].Add(float64(p.messagesIn))
-		p.messagesIn = 0
+var publisherPool = sync.Pool{New: func() any { return &Publisher{Borrow: true} }}
+
+// AcquirePublisher returns a Publisher for the publishes of one read
+// (Borrow set: the read's buffer holds their topics), from a pool: an
+// adapter that has no per-connection place for one (MQTT) takes one per
+// read, at its first publish.
+func AcquirePublisher() *Publisher { return publisherPool.Get().(*Publisher) }
+
+// ReleasePublisher adds p's counts to b's metrics and returns it to the pool.
+func ReleasePublisher(b *Broker, p *Publisher) {
+	p.flush(b.metrics)
+	p.topic, p.grants = "", nil
+	publisherPool.Put(p)
+}
+
+// remember records t as passed against grants.
+func (p *Publisher) remember(t string, grants *acl.Grants) {
+	if p.Borrow {
+		p.topic = t
+	} else {
+		p.buf = append(p.buf[:0], t...)
+		p.topic = unsafe.String(unsafe.SliceData(p.buf), len(p.buf))
 	}
+	p.grants = grants
+}
+
+// CountInput counts n bytes a client sent (gatecast_message_bytes_in_total),
+// added at the next Flush.
+func (p *Publisher) CountInput(n int) { p.bytesIn += uint32(n) }
+
+// Flush adds the pending counts to b's metrics and clears them.
+func (p *Publisher) Flush(b *Broker) { p.flush(b.metrics) }
+
+// flush adds the pending counts to the metrics (m) and clears them.
+func (p *Publisher) flush(m *metrics) {
 	if p.bytesIn > 0 {
 		m.bytesIn.Add(float64(p.bytesIn))
 		p.bytesIn = 0
@@ -197,6 +239,10 @@ func (p *connPublisher) flush(m *metrics, proto uint8) {
 		p.bytesOut = 0
 	}
 	for i, n := range p.deliveries {
+		if in := p.messagesIn[i]; in > 0 {
+			m.messagesIn[i].Add(float64(in))
+			p.messagesIn[i] = 0
+		}
 		if n > 0 {
 			m.deliveries[i].Add(float64(n))
 			p.deliveries[i] = 0
@@ -291,7 +337,7 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 	// a downgrade refuses the very next publish: the repeat below holds
 	// only while the grants are the very ones the topic passed.
 	grants := s.token.grants.Load()
-	if c := m.pub; c == nil || c.grants != grants || string(c.topic) != t {
+	if c := m.pub; c == nil || c.grants != grants || c.topic != t {
 		// The configured caps count as topic syntax, as the topic
 		// package's own (larger) limits do; the length is checked before
 		// anything reads t.
@@ -308,12 +354,11 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 			return PublishNotAuthorized
 		}
 		if c != nil {
-			c.topic = append(c.topic[:0], t...)
-			c.grants = grants
+			c.remember(t, grants)
 		}
 	}
 	if m.pub != nil {
-		m.pub.messagesIn++
+		m.pub.messagesIn[s.proto]++
 	} else {
 		b.metrics.messagesIn[s.proto].Inc()
 	}

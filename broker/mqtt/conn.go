@@ -121,7 +121,7 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 			x.stash = nil
 			c.trimExtra()
 		}
-		rs.release()
+		rs.release(c.srv.b)
 		return
 	}
 	n := c.packets(data, &rs)
@@ -129,7 +129,7 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 		x := c.extra()
 		x.stash = stashAppend(nil, data[n:])
 	}
-	rs.release()
+	rs.release(c.srv.b)
 }
 
 // readScratch is what the packets of one OnMessage call share, on its
@@ -140,6 +140,17 @@ func (c *Conn) OnMessage(text bool, data []byte) {
 type readScratch struct {
 	m   *broker.Message
 	pub packet.Publish
+	// counts is the read's broker.Publisher, taken at its first publish:
+	// the checks of a topic repeated within the read are made once, and
+	// the counts reach the metrics once, at the end of the read.
+	counts *broker.Publisher
+}
+
+func (rs *readScratch) publisher() *broker.Publisher {
+	if rs.counts == nil {
+		rs.counts = broker.AcquirePublisher()
+	}
+	return rs.counts
 }
 
 func (rs *readScratch) message() *broker.Message {
@@ -149,7 +160,11 @@ func (rs *readScratch) message() *broker.Message {
 	return rs.m
 }
 
-func (rs *readScratch) release() {
+func (rs *readScratch) release(b *broker.Broker) {
+	if rs.counts != nil {
+		broker.ReleasePublisher(b, rs.counts)
+		rs.counts = nil
+	}
 	if rs.m != nil {
 		broker.ReleaseMessage(rs.m)
 		rs.m = nil
@@ -681,6 +696,7 @@ func (c *Conn) publish(h packet.Header, body []byte, rs *readScratch) error {
 		m.Payload = p.Payload
 		m.QoS = p.QoS
 		m.Retain = p.Retain
+		m.SetPublisher(rs.publisher())
 		var bp *[]byte
 		if c.version == packet.Version5 && !p.Props.Empty() {
 			bp = propBufs.Get().(*[]byte)

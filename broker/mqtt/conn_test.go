@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -655,4 +656,64 @@ func benchFanIn(b *testing.B, wsFraming bool) {
 		subTr.mu.Unlock()
 	}
 	b.ReportMetric(float64(b.N*16)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// TestRepeatedTopicsInOneRead: within one read, a topic repeated after
+// another one and a topic outside the grant each get their own
+// verdict (the read's Publisher remembers only the last topic that passed,
+// with the grants it passed against), and across reads a taken-away publish
+// right refuses the same topic at once (MQTT 5: PUBACK 0x87).
+func TestRepeatedTopicsInOneRead(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	tok, secret := e.token(t, 0, map[string]acl.Permission{"a/#": acl.PermReadWrite})
+	sub := e.dial(t, packet.Version5)
+	sub.connect(secret, "sub", nil, nil)
+	sub.subscribe(1, 0, "a/#")
+	pub := e.dial(t, packet.Version5)
+	pub.connect(secret, "pub", nil, nil)
+	var read []byte
+	for i, topic := range []string{"a/1", "a/1", "a/2", "b", "a/1", "a/1"} {
+		read = packet.AppendPublish(read, packet.Version5, &packet.Publish{Topic: []byte(topic), Payload: []byte{byte('0' + i)}, QoS: 1, PacketID: uint16(i + 1)})
+	}
+	pub.write(read)
+	var codes []byte
+	for _, r := range pub.tr.packets(t) {
+		if r.h.Type == packet.PUBACK {
+			var a packet.Ack
+			if err := packet.DecodeAck(r.h, r.body, packet.Version5, &a); err != nil {
+				t.Fatal(err)
+			}
+			codes = append(codes, a.Code)
+		}
+	}
+	if want := []byte{0, 0, 0, packet.NotAuthorized, 0, 0}; !bytes.Equal(codes, want) {
+		t.Fatalf("PUBACK codes %v, want %v", codes, want)
+	}
+	var got []string
+	for _, p := range publishes(t, packet.Version5, sub.tr.packets(t)) {
+		got = append(got, string(p.Topic)+"="+string(p.Payload))
+	}
+	if want := []string{"a/1=0", "a/1=1", "a/2=2", "a/1=4", "a/1=5"}; !slices.Equal(got, want) {
+		t.Fatalf("subscriber got %v, want %v", got, want)
+	}
+	tags, _ := e.store.ListTags(ctx)
+	if err := e.store.SetPermission(ctx, tok.ID, tags[0].ID, acl.PermRead); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.RefreshTokens(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	pub.write(packet.AppendPublish(nil, packet.Version5, &packet.Publish{Topic: []byte("a/1"), Payload: []byte("x"), QoS: 1, PacketID: 9}))
+	for _, r := range pub.tr.packets(t) {
+		if r.h.Type == packet.PUBACK {
+			var a packet.Ack
+			if err := packet.DecodeAck(r.h, r.body, packet.Version5, &a); err != nil {
+				t.Fatal(err)
+			}
+			if a.Code != packet.NotAuthorized {
+				t.Fatalf("after the publish right was taken away: PUBACK 0x%02x", a.Code)
+			}
+		}
+	}
 }
