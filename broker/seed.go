@@ -87,21 +87,32 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 		met.rejected[rejectInvalid].Inc()
 		return
 	}
-	m := AcquireMessage()
+	// One Message for the whole read (OnReadEnd gives it back), reset
+	// after each publish: one pool round trip per read, not per message.
+	m := ss.pub.msg
+	if m == nil {
+		m = AcquireMessage()
+		ss.pub.msg = m
+	}
 	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
 	m.Payload = msg
 	m.SetJSON()
 	m.pub = ss.pub
 	ss.Publish(m)
-	ReleaseMessage(m)
+	m.Reset()
 }
 
 // OnReadEnd is the transport's report that the messages of one read have
 // all been handed to OnMessage: the counts kept meanwhile go to the
-// metrics, once per read instead of once per message.
+// metrics, once per read instead of once per message, and the read's
+// Message goes back to its pool.
 func (ss *SeedSession) OnReadEnd() {
-	if ss.pub != nil {
-		ss.pub.flush(ss.b.metrics)
+	if p := ss.pub; p != nil {
+		p.flush(ss.b.metrics)
+		if p.msg != nil {
+			ReleaseMessage(p.msg)
+			p.msg = nil
+		}
 	}
 }
 

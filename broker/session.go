@@ -189,6 +189,10 @@ type Publisher struct {
 	messagesIn          [len(protocolNames)]uint32
 	deliveries, dropped [len(protocolNames)]uint32
 
+	// msg is the seed connection's Message for the publishes of one read
+	// (SeedSession.OnMessage; given back at OnReadEnd).
+	msg *Message
+
 	// Borrow: the topics published through this Publisher stay valid for
 	// as long as it is used (it lives for one read, whose buffer holds
 	// them), so the last one is remembered by reference, not copied.
