@@ -58,19 +58,7 @@ func freeChunk(ch *proto.Frame) {
 // in binary messages whose boundaries need not match those of the calls
 // (see above). It never blocks and allocates nothing in steady state.
 func (c *Conn) SendBytes(b []byte) (ok bool, backlog <-chan struct{}) {
-	c.mu.Lock()
-	fl := c.flags.Load()
-	if fl&(fClosing|fGone) != 0 {
-		c.mu.Unlock()
-		return false, nil
-	}
-	if reason := c.admitOutput(c.appendCharge(len(b), false)); reason != nil {
-		c.mu.Unlock()
-		reason.Inc()
-		return false, nil
-	}
-	c.appendLocked(b, false)
-	return true, c.queuedUnlock(fl)
+	return c.sendCopy(b, false)
 }
 
 // SendFrames is SendBytes for bytes that are whole frames already: one or
@@ -80,21 +68,26 @@ func (c *Conn) SendBytes(b []byte) (ok bool, backlog <-chan struct{}) {
 // holds whole frames only, so message boundaries stay the caller's. This is
 // how a protocol with one unit per message (the seed protocol) coalesces a
 // burst to one subscriber (a fan-in) without a refcounted Frame per message.
-// On a stream the chunk is written as it is, like SendBytes'. It never blocks and allocates nothing in
-// steady state.
+// On a stream the chunk is written as it is, like SendBytes'. It never
+// blocks and allocates nothing in steady state.
 func (c *Conn) SendFrames(b []byte) (ok bool, backlog <-chan struct{}) {
+	return c.sendCopy(b, true)
+}
+
+// sendCopy is SendBytes (framed false) and SendFrames (framed true).
+func (c *Conn) sendCopy(b []byte, framed bool) (ok bool, backlog <-chan struct{}) {
 	c.mu.Lock()
 	fl := c.flags.Load()
 	if fl&(fClosing|fGone) != 0 {
 		c.mu.Unlock()
 		return false, nil
 	}
-	if reason := c.admitOutput(c.appendCharge(len(b), true)); reason != nil {
+	if reason := c.admitOutput(c.appendCharge(len(b), framed)); reason != nil {
 		c.mu.Unlock()
 		reason.Inc()
 		return false, nil
 	}
-	c.appendLocked(b, true)
+	c.appendLocked(b, framed)
 	return true, c.queuedUnlock(fl)
 }
 
