@@ -26,6 +26,13 @@ const fdHeadroom = 100
 // failed or the run was interrupted (the tables then show what was
 // measured), 2 for bad flags.
 func RunCompareCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if path := os.Getenv(cpuProfileEnv); path != "" {
+		if stop, err := startCPUProfile(path); err != nil {
+			fmt.Fprintf(stderr, "gatecast bench compare: %s: %v\n", cpuProfileEnv, err)
+		} else {
+			defer stop()
+		}
+	}
 	cfg := DefaultConfig()
 	mqttDefaults := DefaultMQTTConfig()
 	fs := flag.NewFlagSet("gatecast bench compare", flag.ContinueOnError)
