@@ -135,13 +135,17 @@ func TestSendBytesLimits(t *testing.T) {
 		t.Fatal("past the hard limit: queued")
 	}
 	c.mu.Lock()
-	queued := c.queuedBytes
+	queued, credit := c.queuedBytes, c.credit
 	c.mu.Unlock()
 	if queued != 5<<10+2*frameOverhead {
 		t.Fatalf("charged %d bytes, want %d", queued, 5<<10+2*frameOverhead)
 	}
 	// the process total counts the two chunks' whole buffers (4 and 8 KiB)
-	if got, want := s.outboxTotal.Load(), int64(4<<10+8<<10+2*frameOverhead); got != want {
+	// and the credit charged ahead of use (at most creditBlock)
+	if credit < 0 || credit > creditBlock {
+		t.Fatalf("credit %d, want 0..%d", credit, creditBlock)
+	}
+	if got, want := s.outboxTotal.Load(), int64(4<<10+8<<10+2*frameOverhead+credit); got != want {
 		t.Fatalf("process total %d, want %d", got, want)
 	}
 	conn.Close()

@@ -35,7 +35,10 @@ import (
 //     are cut first; past a quarter more, every connection with output
 //     pending is, so the process's pending output never exceeds 1.25 ×
 //     OutboxTotalLimit plus one frame (or one chunk: at most 16 KiB, or one
-//     larger piece, see chunk.go) per connection.
+//     larger piece, see chunk.go) per connection. The total is charged in
+//     blocks (creditBlock, see pushEntry), so it may count up to 1 KiB more
+//     than is queued per connection with output pending: the bound errs on
+//     the safe side.
 //
 // An idle connection holds no outbox at all: segments come from a pool
 // when the first frame is queued and go back when it is written.
@@ -93,7 +96,12 @@ func (c *Conn) backlogLocked() chan struct{} {
 // c.mu must be held.
 func (c *Conn) wroteLocked(batch int) {
 	c.inflight -= batch
-	c.srv.outboxTotal.Add(int64(-batch))
+	give := batch
+	if c.queuedBytes+c.inflight == 0 {
+		give += c.credit // nothing pending: the credit goes back too
+		c.credit = 0
+	}
+	c.srv.outboxTotal.Add(int64(-give))
 	// The overflow ends only when a whole batch went out without a frame
 	// refused meanwhile: a consumer that drains each batch but never keeps
 	// up would otherwise look caught up between batches.
