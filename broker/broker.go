@@ -562,8 +562,8 @@ func (b *Broker) subscribe(s *Session) error {
 		}
 		b.indexAdd(s.subs[i])
 		s.inIndex++
+		b.metrics.subscriptions.Inc() // under subMu: see unsubscribeAll
 		s.subMu.Unlock()
-		b.metrics.subscriptions.Inc()
 	}
 	if b.hookSubscribing != nil {
 		b.hookSubscribing(s, n)

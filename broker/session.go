@@ -454,8 +454,8 @@ func (s *Session) Subscribe(filter string, opts SubOptions) SubResult {
 	b.indexAdd(sub)
 	s.subs = slices.Insert(s.subs, int(s.inIndex), sub)
 	s.inIndex++
+	b.metrics.subscriptions.Inc() // under subMu: see unsubscribeAll
 	s.subMu.Unlock()
-	b.metrics.subscriptions.Inc()
 	if b.router != nil {
 		if err := s.addRoute(sub.match()); err != nil {
 			b.log.Warn("cluster route unavailable; subscription refused", "err", err)
@@ -479,8 +479,8 @@ func (s *Session) Unsubscribe(filter string) bool {
 	s.b.indexRemove(sub)
 	s.subs = slices.Delete(s.subs, i, i+1)
 	s.inIndex--
+	s.b.metrics.subscriptions.Dec() // under subMu: see unsubscribeAll
 	s.subMu.Unlock()
-	s.b.metrics.subscriptions.Dec()
 	if s.b.router != nil {
 		s.removeRoute(sub.match())
 	}
@@ -648,14 +648,19 @@ func (s *Session) unsubscribeAll() {
 	// Under subMu, so that a second caller returns only once the entries
 	// are gone. The session is closed: enforcement no longer judges it, so
 	// holding its lock for O(filters) delays no rights change.
+	// The gauge too: a caller that returns because the list is done (the
+	// admission that saw the close) finds the gauge already down, so
+	// gatecast_subscriptions never counts a closed session's filters once
+	// its Connect has returned. Every change of the gauge is made under
+	// subMu with the change it counts.
 	in := s.subs[:s.inIndex]
 	for _, sub := range in {
 		s.b.indexRemove(sub)
 	}
-	s.subMu.Unlock()
 	if len(in) > 0 {
 		s.b.metrics.subscriptions.Sub(float64(len(in)))
 	}
+	s.subMu.Unlock()
 	if s.b.router == nil {
 		return
 	}
@@ -712,11 +717,13 @@ func (s *Session) dropUncovered(g *acl.Grants) int {
 		s.inIndex--
 		dropped = append(dropped, sub.match())
 	}
+	if len(dropped) > 0 {
+		s.b.metrics.subscriptions.Sub(float64(len(dropped))) // under subMu: see unsubscribeAll
+	}
 	s.subMu.Unlock()
 	if len(dropped) == 0 {
 		return 0
 	}
-	s.b.metrics.subscriptions.Sub(float64(len(dropped)))
 	if s.b.router != nil {
 		s.b.later(func() {
 			for _, f := range dropped {
