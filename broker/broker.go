@@ -649,6 +649,27 @@ func (b *Broker) DeliverRemote(t string, msg []byte) {
 	ReleaseMessage(m)
 }
 
+// match returns the subscription records m's topic matches: the index's
+// answer, or, for a message with a Publisher, that Publisher's match memo
+// when it holds the topic at the index's current generation (see
+// Publisher). The generation is loaded before Match, so a memo made now is
+// dropped by the first change that completes after that load. The result
+// is read only: it is the scratch's slice or the memo's.
+func (b *Broker) match(m *Message, sc *matchScratch) []*Subscription {
+	p := m.pub
+	if p == nil {
+		sc.subs = b.index.Match(m.Topic, sc.subs[:0])
+		return sc.subs
+	}
+	g := b.index.Generation()
+	if subs, ok := p.memoized(m.Topic, g); ok {
+		return subs
+	}
+	sc.subs = b.index.Match(m.Topic, sc.subs[:0])
+	p.memoize(m.Topic, g, sc.subs)
+	return sc.subs
+}
+
 // dispatch delivers m to every local subscription matching its topic (the
 // publisher's own only where the subscription allows it: seed never, MQTT
 // unless No Local), once per session, then, when forward is set (the
@@ -656,12 +677,12 @@ func (b *Broker) DeliverRemote(t string, msg []byte) {
 // Each protocol's encoding is made once, on first use, and shared.
 func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-chan struct{}) {
 	sc := b.scratch.Get().(*matchScratch)
-	sc.subs = b.index.Match(m.Topic, sc.subs[:0])
+	subs := b.match(m, sc)
 	sc.multi = sc.multi[:0]
 	// counts per subscriber protocol, added to the metrics once
 	var delivered1, dropped1 [len(protocolNames)]int
 	bytes := 0
-	for _, sub := range sc.subs {
+	for _, sub := range subs {
 		if sub.s == nil {
 			// a shared subscription group's entry: one member gets it
 			// (No Local does not apply to shared subscriptions)
@@ -745,6 +766,7 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	}
 	m.releaseFrames()
 	clear(sc.subs) // do not keep sessions reachable from the pool
+	sc.subs = sc.subs[:0]
 	clear(sc.multi)
 	if cap(sc.fwd) > 64<<10 {
 		sc.fwd = nil

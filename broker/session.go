@@ -177,10 +177,28 @@ type Session struct {
 //
 // The counts are the connection's publishes not yet added to the metrics:
 // added once per read instead of four shared atomic counters per message.
+//
+// It also keeps a match memo (dispatch): the subscriptions the remembered
+// topic matched and the index generation (topic.Index.Generation) loaded
+// before that Match. While the topic and the generation are the same, the
+// next publish to it reuses them instead of matching again; every
+// subscribe and unsubscribe changes the generation, and everything decided
+// per message (a shared group's member, closed sessions, No Local, the
+// merge of a session's several matches) is still decided per message. The
+// memo lives for one read: flush (the end of a read: OnReadEnd, close,
+// ReleasePublisher) forgets it, so neither a read buffer nor a subscriber
+// is kept reachable by an idle or pooled Publisher. It holds at most
+// maxMemoSubs subscriptions: a topic matching more is matched every time
+// (one Match per message is nothing next to its deliveries).
 type Publisher struct {
 	topic  string
 	buf    []byte // the copy topic views, unless Borrow
 	grants *acl.Grants
+
+	// The match memo: memoSubs are what topic matched at generation
+	// memoGen, when memoOK. Entries past len(memoSubs) are nil.
+	memoSubs []*Subscription
+	memoGen  uint64
 
 	// The counts of one read (bounded by a read's size, and for deliveries
 	// by that times the subscribers).
@@ -197,7 +215,12 @@ type Publisher struct {
 	// as long as it is used (it lives for one read, whose buffer holds
 	// them), so the last one is remembered by reference, not copied.
 	Borrow bool
+	memoOK bool
 }
+
+// maxMemoSubs bounds the match memo: a larger result is not kept (the
+// fan-out case), so a Publisher pins at most this many pointers' worth.
+const maxMemoSubs = 64
 
 var publisherPool = sync.Pool{New: func() any { return &Publisher{Borrow: true} }}
 
@@ -214,8 +237,10 @@ func ReleasePublisher(b *Broker, p *Publisher) {
 	publisherPool.Put(p)
 }
 
-// remember records t as passed against grants.
+// remember records t as passed against grants. The match memo was the
+// previous topic's: it no longer applies.
 func (p *Publisher) remember(t string, grants *acl.Grants) {
+	p.memoOK = false
 	if p.Borrow {
 		p.topic = t
 	} else {
@@ -225,15 +250,54 @@ func (p *Publisher) remember(t string, grants *acl.Grants) {
 	p.grants = grants
 }
 
+// memoized returns the memo's subscriptions for topic t at index
+// generation g, if it holds them.
+func (p *Publisher) memoized(t string, g uint64) ([]*Subscription, bool) {
+	if p.memoOK && p.memoGen == g && p.topic == t {
+		return p.memoSubs, true
+	}
+	return nil, false
+}
+
+// memoize keeps subs, what Match answered for t after the generation g was
+// loaded, when t is the remembered topic and subs are few enough.
+func (p *Publisher) memoize(t string, g uint64, subs []*Subscription) {
+	if len(subs) > maxMemoSubs || p.topic != t {
+		p.forgetMatch()
+		return
+	}
+	if n := len(p.memoSubs); n > len(subs) {
+		clear(p.memoSubs[len(subs):n]) // keep the tail nil
+	}
+	p.memoSubs = append(p.memoSubs[:0], subs...)
+	p.memoGen, p.memoOK = g, true
+}
+
+// forgetMatch drops the match memo: its subscriptions become unreachable
+// from p, and a capacity over the bound is let go.
+func (p *Publisher) forgetMatch() {
+	p.memoOK = false
+	clear(p.memoSubs)
+	p.memoSubs = p.memoSubs[:0]
+	if cap(p.memoSubs) > maxMemoSubs {
+		p.memoSubs = nil
+	}
+}
+
 // CountInput counts n bytes a client sent (gatecast_message_bytes_in_total),
 // added at the next Flush.
 func (p *Publisher) CountInput(n int) { p.bytesIn += uint32(n) }
 
-// Flush adds the pending counts to b's metrics and clears them.
+// Flush ends a read: it adds the pending counts to b's metrics and clears
+// them, and forgets the match memo.
 func (p *Publisher) Flush(b *Broker) { p.flush(b.metrics) }
 
-// flush adds the pending counts to the metrics (m) and clears them.
+// flush ends a read (Flush, SeedSession.OnReadEnd, ReleasePublisher): it
+// adds the pending counts to the metrics (m), clears them, and forgets the
+// match memo, which must not outlive the read (with Borrow its topic views
+// the read's buffer; and an idle connection keeps no subscriber reachable).
 func (p *Publisher) flush(m *metrics) {
+	p.forgetMatch()
 	if p.bytesIn > 0 {
 		m.bytesIn.Add(float64(p.bytesIn))
 		p.bytesIn = 0

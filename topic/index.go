@@ -42,6 +42,8 @@ import (
 //     window (a "doorkeeper" array of hash fingerprints), so streams of
 //     distinct topics - a million devices each publishing to its own topic -
 //     neither thrash the cache nor allocate on every miss.
+//   - Generation counts every change (literal ones too), for callers that
+//     keep a whole Match result of their own; see Generation.
 type Index[S comparable] struct {
 	seed  maphash.Seed
 	lit   [litShards]litShard[S]
@@ -53,6 +55,13 @@ type Index[S comparable] struct {
 	wildCount atomic.Int64  // distinct wildcard filters
 	wildPairs atomic.Int64  // (wildcard filter, subscriber) pairs
 	gen       atomic.Uint64 // bumped after every wildcard change
+
+	// changes is Generation: bumped after every change of any kind. It
+	// has a cache line to itself: literal subscribes (a connect storm)
+	// write it, and Match reads the fields above on every call.
+	_       [64]byte
+	changes atomic.Uint64
+	_       [56]byte
 }
 
 const (
@@ -123,6 +132,7 @@ func (x *Index[S]) Subscribe(filter string, s S) bool {
 		sh.filters.Add(1)
 	}
 	sh.pairs.Add(1)
+	x.changes.Add(1) // after the change is visible: see Generation
 	return true
 }
 
@@ -152,6 +162,7 @@ func (x *Index[S]) Unsubscribe(filter string, s S) bool {
 		sh.filters.Add(-1)
 	}
 	sh.pairs.Add(-1)
+	x.changes.Add(1) // after the change is visible: see Generation
 	return true
 }
 
@@ -197,6 +208,7 @@ func (x *Index[S]) subscribeWild(filter string, s S) bool {
 	// After the change is visible: a Match that reads the new generation
 	// is guaranteed to see the change in its walk.
 	x.gen.Add(1)
+	x.changes.Add(1)
 	return true
 }
 
@@ -257,8 +269,27 @@ func (x *Index[S]) unsubscribeWild(filter string, s S) bool {
 		n = parent
 	}
 	x.gen.Add(1)
+	x.changes.Add(1)
 	return true
 }
+
+// Generation returns the index's change counter, for callers that keep a
+// Match result to reuse it (the broker's per-publisher match memo). Every
+// Subscribe and Unsubscribe that changes the index - literal or wildcard,
+// adding or removing a subscriber - increments it after its change is
+// visible to Match and before it returns; calls that change nothing leave
+// it alone, and Match never writes it.
+//
+// The order that makes a kept result safe: load Generation BEFORE calling
+// Match, and tag the result with that value g; the result may stand in for
+// Match(topic) exactly while Generation() == g. A change whose increment
+// the first load missed may or may not be in the result, but then a later
+// load returns a different value, so the result is dropped; a change whose
+// increment the first load saw is in the result (it was visible before the
+// increment). A Subscribe that has returned is therefore seen by every
+// reuse that starts afterwards, as it is by every Match. One atomic load;
+// any goroutine; no lock.
+func (x *Index[S]) Generation() uint64 { return x.changes.Load() }
 
 // Match appends to dst every subscriber whose filter matches topic and
 // returns the extended slice. A subscriber subscribed with several matching
