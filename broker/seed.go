@@ -82,7 +82,9 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 		met.rejected[rejectBinary].Inc()
 		return
 	}
-	tag, msg, err := ss.dec.Decode(payload)
+	// A text message is valid UTF-8: the transport checked it, as RFC 6455
+	// requires (netpoll.Session), so it is not checked a second time.
+	tag, msg, err := ss.dec.DecodeValid(payload)
 	if err != nil {
 		met.rejected[rejectInvalid].Inc()
 		return

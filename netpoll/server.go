@@ -44,7 +44,9 @@ type Session interface {
 	// serially per connection, never concurrently with itself, on the
 	// connection's event goroutine. payload is only valid during the call
 	// (it points into netpoll's input buffer or a pooled assembly buffer).
-	// It is not called once the connection is closing.
+	// It is not called once the connection is closing. A text payload is
+	// valid UTF-8: a text message that is not closes the connection with
+	// 1007 (RFC 6455 section 8.1) instead of reaching OnMessage.
 	//
 	// On a stream connection (Conn.Stream), text is false and payload is
 	// the next chunk of raw input, in order, at most 64 KiB (the per-turn

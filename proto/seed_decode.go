@@ -85,11 +85,22 @@ const (
 //
 // Decode allocates nothing in steady state.
 func (d *SeedDecoder) Decode(payload []byte) (tag, message []byte, err error) {
-	if cap(d.buf) > maxRetainedScratch {
-		d.buf = nil
-	}
 	if !validUTF8(payload) {
 		return nil, nil, ErrInvalidUTF8
+	}
+	return d.DecodeValid(payload)
+}
+
+// DecodeValid is Decode for a payload the caller has already checked is
+// valid UTF-8: a WebSocket text message, which the transport must check
+// anyway (RFC 6455 section 8.1: it closes with 1007 otherwise), so the
+// check is not made twice per message. On invalid UTF-8 it does not crash
+// and returns nothing out of payload's bounds, but its results (an invalid
+// tag or message accepted) are undefined: only call it where the check was
+// made.
+func (d *SeedDecoder) DecodeValid(payload []byte) (tag, message []byte, err error) {
+	if cap(d.buf) > maxRetainedScratch {
+		d.buf = nil
 	}
 	p := payload
 	i := skipWS(p, 0)

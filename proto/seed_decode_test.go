@@ -268,7 +268,15 @@ func FuzzSeedDecode(f *testing.F) {
 	var d SeedDecoder
 	f.Fuzz(func(t *testing.T, p []byte) {
 		checkScanners(t, p)
+		// DecodeValid answers as Decode does for valid UTF-8 and stays in
+		// bounds (no panic) for the rest. Its results are copied: the
+		// tag may be the decoder's scratch, which Decode reuses.
+		vt, vm, verr := d.DecodeValid(p)
+		vtag, vmsg := string(vt), string(vm)
 		tag, msg, err := d.Decode(p)
+		if utf8.Valid(p) && (verr != err || vtag != string(tag) || vmsg != string(msg)) {
+			t.Fatalf("DecodeValid(%q) = %q, %q, %v; Decode = %q, %q, %v", p, vtag, vmsg, verr, tag, msg, err)
+		}
 
 		want := func(e error) {
 			t.Helper()
