@@ -95,7 +95,24 @@ func shutdownWrite(nc cwnetpoll.Connection) {
 // (Stream). Its methods are safe for concurrent use from any goroutine and
 // never block, except where a method says otherwise.
 type Conn struct {
-	srv  *Server
+	// The first 64 bytes are what queuing a frame touches (SendBacklog,
+	// SendFrames: admitOutput, pushEntry, queuedUnlock), so that a fan-out
+	// to thousands of connections, whose Conns are not in the CPU's cache,
+	// misses one cache line per connection instead of four. A Conn is a
+	// 320-byte allocation (5 × 64), so it starts on a line.
+	// TestConnSendFieldsShareALine keeps them there.
+	srv         *Server
+	mu          sync.Mutex
+	head, tail  *outSegment   // outbox, guarded by mu
+	queued      int32         // frames in the outbox, guarded by mu
+	flags       atomic.Uint32 // f* bits
+	queuedBytes int           // bytes charged for the frames in the outbox (frameCharge each), guarded by mu
+	inflight    int           // bytes charged for the batch the drain is writing, guarded by mu
+	// credit is what this connection has charged to Server.outboxTotal
+	// ahead of use (pushEntry), given back when its pending output is
+	// back to zero. Guarded by mu.
+	credit int
+
 	nc   cwnetpoll.Connection
 	sess Session // set on the event goroutine by Open; read there and by the close callback
 
@@ -116,12 +133,11 @@ type Conn struct {
 	closingRead int32
 	rate        inboundRate // event goroutine only
 
-	mu          sync.Mutex
-	head, tail  *outSegment   // outbox, guarded by mu
-	queued      int32         // frames in the outbox, guarded by mu
-	refusals    atomic.Uint32 // frames refused at a limit, ever: the sweeper tells a continuing overflow from a past one
-	queuedBytes int           // bytes charged for the frames in the outbox (frameCharge each), guarded by mu
-	inflight    int           // bytes charged for the batch the drain is writing, guarded by mu
+	refusals atomic.Uint32 // frames refused at a limit, ever: the sweeper tells a continuing overflow from a past one
+	// idleMs is the per-connection idle timeout in milliseconds
+	// (SetIdleTimeout), 0 for the server's; read by the sweeper. Next to
+	// refusals, so neither leaves padding and the Conn stays 320 bytes.
+	idleMs atomic.Uint32
 	// stall is open while the connection is backlogged (pending output past
 	// OutboxSoftLimit, not overflowing): senders wait on it (Backlog). It
 	// is closed, and set to nil, when the backlog drains, when the
@@ -142,27 +158,21 @@ type Conn struct {
 	// connections never close with one, and the Conn stays in its size
 	// class). Guarded by mu; fixed once fClosing is set.
 	closeReason *string
-	flags       atomic.Uint32
-	// idleMs is the per-connection idle timeout in milliseconds
-	// (SetIdleTimeout), 0 for the server's; read by the sweeper. It fills
-	// the padding after flags, so Conn stays in its size class.
-	idleMs atomic.Uint32
 
 	lastRead   atomic.Int64 // server clock of the last input (accept time before any)
 	phaseAt    atomic.Int64 // server clock of accept (read precisely: gatecast_ws_handshake_seconds measures from it) or of the close/HTTP error flush
 	flushStart atomic.Int64 // server clock when the running Flush started, 0 when none
 	lastPing   int64        // sweeper only
-	// credit is what this connection has charged to Server.outboxTotal
-	// ahead of use (pushEntry), given back when its pending output is
-	// back to zero. Guarded by mu. It fills the Conn's size class.
-	credit int
 }
 
-// outSegment is a block of the outbox queue. 14 frames plus two words fill
-// a 128-byte allocation exactly; segments are pooled.
+// outSegment is a block of the outbox queue. Two words plus 14 frames fill
+// a 128-byte allocation exactly (so it starts on a cache line); segments are
+// pooled. The header comes first: a connection's outbox usually holds a
+// frame or two between drains, and with n and the first six entries on one
+// line, queuing to a connection out of the CPU's cache (fan-out) misses one
+// line of its segment, not two.
 type outSegment struct {
-	frames [14]*proto.Frame
-	n      int32
+	n int32
 	// chunks marks the entries (bit i: frames[i]) that are chunks, not
 	// frames: buffers of the outbox's own into which SendBytes copied
 	// bytes (see chunk.go).
@@ -171,6 +181,7 @@ type outSegment struct {
 	// on a WebSocket they are written without a message header of their own.
 	framed uint16
 	next   *outSegment
+	frames [14]*proto.Frame
 }
 
 var segmentPool = sync.Pool{New: func() any { return new(outSegment) }}

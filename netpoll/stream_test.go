@@ -933,3 +933,31 @@ func TestStreamOpenRejects(t *testing.T) {
 	conn.Close()
 	eventually(t, "connection gone", func() bool { return s.reg.len() == 0 && s.ConnCount() == 0 })
 }
+
+// TestConnSendFieldsShareALine: what queuing a frame touches sits in the
+// Conn's first 64 bytes (a Conn starts on a line: 320 = 5 × 64), so a
+// fan-out misses one line per connection; see Conn.
+func TestConnSendFieldsShareALine(t *testing.T) {
+	var c Conn
+	for name, end := range map[string]uintptr{
+		"srv":         unsafe.Offsetof(c.srv) + unsafe.Sizeof(c.srv),
+		"mu":          unsafe.Offsetof(c.mu) + unsafe.Sizeof(c.mu),
+		"tail":        unsafe.Offsetof(c.tail) + unsafe.Sizeof(c.tail),
+		"queued":      unsafe.Offsetof(c.queued) + unsafe.Sizeof(c.queued),
+		"flags":       unsafe.Offsetof(c.flags) + unsafe.Sizeof(c.flags),
+		"queuedBytes": unsafe.Offsetof(c.queuedBytes) + unsafe.Sizeof(c.queuedBytes),
+		"inflight":    unsafe.Offsetof(c.inflight) + unsafe.Sizeof(c.inflight),
+		"credit":      unsafe.Offsetof(c.credit) + unsafe.Sizeof(c.credit),
+	} {
+		if end > 64 {
+			t.Errorf("Conn.%s ends at byte %d, past the first cache line", name, end)
+		}
+	}
+	if n := unsafe.Sizeof(c); n%64 != 0 {
+		t.Errorf("Conn is %d bytes: not a whole number of lines, so a Conn may not start on one", n)
+	}
+	var s outSegment
+	if unsafe.Sizeof(s) != 128 || unsafe.Offsetof(s.frames) != 16 {
+		t.Errorf("outSegment is %d bytes with frames at %d: want 128 with the header first", unsafe.Sizeof(s), unsafe.Offsetof(s.frames))
+	}
+}
