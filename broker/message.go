@@ -39,6 +39,11 @@ type Message struct {
 	// every check is made and every count goes straight to the metrics.
 	pub  *Publisher
 	json int8 // 0 unknown, 1 the payload is JSON text, -1 it is not
+	// seedRaw is the publisher's seed message when it is the seed
+	// encoding of Topic and Payload as it is (proto.SeedVerbatim): the
+	// seed frame is then that, behind a header, with nothing re-encoded.
+	// It views the read's buffer, as Payload does; nil otherwise.
+	seedRaw []byte
 	// claimed: a recipient took the message by copy (Claim); the others
 	// share frames.
 	claimed bool
@@ -186,7 +191,7 @@ func (m *Message) Reset() {
 			m.buf = nil // one large message must not pin its buffer in the pool
 		}
 	}
-	m.Topic, m.Payload, m.Props, m.from, m.pub = "", nil, nil, nil, nil
+	m.Topic, m.Payload, m.Props, m.from, m.pub, m.seedRaw = "", nil, nil, nil, nil, nil
 	m.QoS, m.Retain, m.json, m.claimed = 0, false, 0, false
 }
 

@@ -99,6 +99,9 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
 	m.Payload = msg
 	m.SetJSON()
+	if proto.SeedVerbatim(payload, tag, msg) {
+		m.seedRaw = payload // seed subscribers get it as it came
+	}
 	m.pub = ss.pub
 	ss.Publish(m)
 	m.Reset()
@@ -166,6 +169,9 @@ func (ss *SeedSession) End(cause Cause, reason string) {
 // appendSeed encodes m as a seed text frame: the payload embedded as JSON
 // when it is JSON text, as a JSON string otherwise (docs/protocol-mqtt.md).
 func appendSeed(dst []byte, m *Message) []byte {
+	if m.seedRaw != nil {
+		return proto.AppendSeedFrameVerbatim(dst, m.seedRaw)
+	}
 	if m.PayloadIsJSON() {
 		return proto.AppendSeedFrame(dst, m.Topic, m.Payload)
 	}

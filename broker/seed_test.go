@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"testing"
 
@@ -169,5 +170,60 @@ func TestSeedCountsOncePerRead(t *testing.T) {
 	pub.OnClose()
 	if in, out := value("gatecast_messages_in_total", "seed"), value("gatecast_messages_out_total", "seed"); in != 6 || out != 12 {
 		t.Fatalf("after the close: %v in, %v out; want 6, 12", in, out)
+	}
+}
+
+// TestSeedDeliversAsItCame: a client message in the encoder's own form
+// reaches seed subscribers byte for byte as it came; any other form
+// (spacing, an escaped tag, another key order) is encoded again into that
+// form. Within one read (one pooled Message) a message of one kind never
+// leaks into the next, whether it goes by copy (one recipient) or as a
+// shared Frame (several).
+func TestSeedDeliversAsItCame(t *testing.T) {
+	e := newEnv(t)
+	_, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
+	pub, _ := e.connect(t, rw, "fleet/cmd")
+	for _, n := range []int{1, 3} {
+		subs := make([]*coalescingConn, n)
+		for i := range subs {
+			subs[i] = &coalescingConn{}
+			if _, err := e.b.Connect(subs[i], ConnectRequest{Secret: []byte(rw), Tags: []string{"fleet/" + string(rune('a'+n)) + "/#"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		topic := "fleet/" + string(rune('a'+n)) + "/t"
+		ins := []string{
+			`{"tag":"` + topic + `","message":{"c":21.5}}`,
+			`{"tag": "` + topic + `", "message": {"c": 21.5}}`,
+			`{"tag":"` + topic + `","message":[1]}`,
+			`{"message":"x","tag":"` + topic + `"}`,
+			`{"tag":"` + strings.Replace(topic, "/", `\/`, 1) + `","message":2}`,
+			`{"tag":"` + topic + `","message":3}`,
+		}
+		wants := [][]byte{
+			proto.AppendSeedFrame(nil, topic, []byte(`{"c":21.5}`)),
+			proto.AppendSeedFrame(nil, topic, []byte(`{"c": 21.5}`)),
+			proto.AppendSeedFrame(nil, topic, []byte(`[1]`)),
+			proto.AppendSeedFrame(nil, topic, []byte(`"x"`)),
+			proto.AppendSeedFrame(nil, topic, []byte(`2`)),
+			proto.AppendSeedFrame(nil, topic, []byte(`3`)),
+		}
+		for _, in := range ins {
+			pub.OnMessage(true, []byte(in)) // one read: the Message is reused
+		}
+		pub.OnReadEnd()
+		for i, s := range subs {
+			s.mu2.Lock()
+			got := append(append([][]byte(nil), s.copied...), s.shared...)
+			s.mu2.Unlock()
+			if len(got) != len(wants) {
+				t.Fatalf("%d recipients: subscriber %d got %d frames, want %d", n, i, len(got), len(wants))
+			}
+			for j := range wants {
+				if !bytes.Equal(got[j], wants[j]) {
+					t.Fatalf("%d recipients: subscriber %d frame %d = %q, want %q (from %q)", n, i, j, got[j], wants[j], ins[j])
+				}
+			}
+		}
 	}
 }

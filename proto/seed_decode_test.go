@@ -331,6 +331,16 @@ func FuzzSeedDecode(f *testing.F) {
 		if json.Compact(&c1, msg) != nil || json.Compact(&c2, rawMsg) != nil || c1.String() != c2.String() {
 			t.Fatalf("message %q does not compact like %q", msg, rawMsg)
 		}
+		// Delivered as it came only where that is what the encoder writes.
+		if SeedVerbatim(p, tag, msg) {
+			frame := AppendSeedFrame(nil, string(tag), msg)
+			if got := frame[FrameHeaderLen(len(p)):]; !bytes.Equal(got, p) {
+				t.Fatalf("SeedVerbatim(%q) holds, but AppendSeedFrame writes %q", p, got)
+			}
+			if v := AppendSeedFrameVerbatim(nil, p); !bytes.Equal(v, frame) {
+				t.Fatalf("AppendSeedFrameVerbatim(%q) = %q, want %q", p, v, frame)
+			}
+		}
 	})
 }
 

@@ -245,3 +245,52 @@ func TestQuoteVerbatim(t *testing.T) {
 		t.Fatal("the empty string is verbatim")
 	}
 }
+
+// TestSeedVerbatim: a client message is delivered as it came exactly when it
+// is the form the encoder writes; anything else (spacing, escapes, another
+// key, another order) is encoded again.
+func TestSeedVerbatim(t *testing.T) {
+	var d SeedDecoder
+	for _, tc := range []struct {
+		in       string
+		verbatim bool
+	}{
+		{`{"tag":"fleet/dev1/temp","message":{"c":21.5}}`, true},
+		{`{"tag":"a","message":1}`, true},
+		{`{"tag":"température/😀","message":"x"}`, true}, // raw UTF-8 is written as is
+		{`{"tag":"a","message":[1, 2]}`, true},          // the message is verbatim in both
+		{`{"tag": "a","message":1}`, false},
+		{`{"tag":"a", "message":1}`, false},
+		{`{"tag":"a","message":1 }`, false},
+		{` {"tag":"a","message":1}`, false},
+		{`{"tag":"a","message":1}` + "\n", false},
+		{`{"tag":"\u0061","message":1}`, false}, // escaped: the encoder writes "a"
+		{`{"tag":"a\/b","message":1}`, false},
+		{`{"message":1,"tag":"a"}`, false},
+		{`{"tag":"a","message":1,"x":2}`, false},
+		{`{"tag":"b","tag":"a","message":1}`, false}, // last tag wins; not the encoder's form
+		{`{"tag":"a","message":1,"message":2}`, false},
+	} {
+		p := []byte(tc.in)
+		tag, msg, err := d.Decode(p)
+		if err != nil {
+			t.Fatalf("Decode(%q): %v", tc.in, err)
+		}
+		if got := SeedVerbatim(p, tag, msg); got != tc.verbatim {
+			t.Errorf("SeedVerbatim(%q) = %v, want %v", tc.in, got, tc.verbatim)
+		}
+		frame := AppendSeedFrame(nil, string(tag), msg)
+		if same := len(frame) == FrameHeaderLen(len(p))+len(p) && bytes.HasSuffix(frame, p); tc.verbatim && !same {
+			t.Errorf("%q: verbatim but the encoder writes %q", tc.in, frame)
+		}
+	}
+	if SeedVerbatim(nil, nil, nil) {
+		t.Error("SeedVerbatim of nothing")
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		p := []byte(`{"tag":"a","message":1}`)
+		_ = SeedVerbatim(p, p[8:9], p[21:22])
+	}); a != 0 {
+		t.Errorf("SeedVerbatim allocates %.0f times", a)
+	}
+}
