@@ -633,6 +633,19 @@ type matchScratch struct {
 	fwd   []byte   // the forwarded form of the message
 }
 
+// takeScratch returns a match scratch for one dispatch: the one the
+// publishing connection's read holds (p.scratch), else one from the pool.
+// It is taken out of p while in use, so a dispatch nested in a delivery
+// (none today) would get a scratch of its own.
+func (b *Broker) takeScratch(p *Publisher) *matchScratch {
+	if p != nil && p.scratch != nil {
+		sc := p.scratch
+		p.scratch = nil
+		return sc
+	}
+	return b.scratch.Get().(*matchScratch)
+}
+
 // DeliverRemote hands a message another node forwarded (its forwarded
 // form, see appendForward) to the local subscribers of topic t. It is what
 // the cluster router calls; msg is only read during the call.
@@ -676,7 +689,7 @@ func (b *Broker) match(m *Message, sc *matchScratch) []*Subscription {
 // message was published on this node), to the other nodes that route it.
 // Each protocol's encoding is made once, on first use, and shared.
 func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-chan struct{}) {
-	sc := b.scratch.Get().(*matchScratch)
+	sc := b.takeScratch(m.pub)
 	subs := b.match(m, sc)
 	sc.multi = sc.multi[:0]
 	// counts per subscriber protocol, added to the metrics once
@@ -771,7 +784,11 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	if cap(sc.fwd) > 64<<10 {
 		sc.fwd = nil
 	}
-	b.scratch.Put(sc)
+	if p := m.pub; p != nil {
+		p.scratch = sc // kept for the read's next publish (flush gives it back)
+	} else {
+		b.scratch.Put(sc)
+	}
 	if p := m.pub; p != nil {
 		// the publishing connection adds them once per read
 		for i, n := range delivered1 {

@@ -413,3 +413,44 @@ func TestMatchMemoAllocs(t *testing.T) {
 		t.Fatalf("the fan subscriber got %d, want %d", e.fan.count.Load(), want)
 	}
 }
+
+// TestPublisherScratchPerRead: a read keeps one match scratch for all its
+// publishes, holding no subscriber between them, and gives it back to the
+// pool when the read ends (seed OnReadEnd; a pooled Publisher's release).
+func TestPublisherScratchPerRead(t *testing.T) {
+	e := newMemoEnv(t)
+	e.subscriber(t, "fleet/dev1/temp", SubOptions{})
+	ss, _ := e.connect(t, e.rw, "fleet/dev1/cmd")
+	held := func(p *Publisher, what string) *matchScratch {
+		t.Helper()
+		sc := p.scratch
+		if sc == nil {
+			t.Fatalf("%s: the read holds no scratch", what)
+		}
+		if slices.ContainsFunc(sc.subs[:cap(sc.subs)], func(s *Subscription) bool { return s != nil }) ||
+			slices.ContainsFunc(sc.multi[:cap(sc.multi)], func(s *Subscription) bool { return s != nil }) {
+			t.Fatalf("%s: the held scratch keeps subscriptions reachable", what)
+		}
+		return sc
+	}
+	ss.OnMessage(true, []byte(`{"tag":"fleet/dev1/temp","message":1}`))
+	first := held(ss.pub, "after one publish")
+	ss.OnMessage(true, []byte(`{"tag":"fleet/dev2/temp","message":2}`))
+	if held(ss.pub, "after two") != first {
+		t.Fatal("the second publish of the read took another scratch")
+	}
+	ss.OnReadEnd()
+	if ss.pub.scratch != nil {
+		t.Fatal("the scratch outlived the read")
+	}
+
+	s, _ := e.open(t, e.rw, ConnectRequest{})
+	r := newMQTTRead(e.b, s)
+	r.publish(t, "fleet/dev1/temp", "1")
+	held(r.p, "pooled Publisher")
+	p := r.p
+	r.end()
+	if p.scratch != nil {
+		t.Fatal("a released Publisher still holds its scratch")
+	}
+}

@@ -113,7 +113,7 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 // Message goes back to its pool.
 func (ss *SeedSession) OnReadEnd() {
 	if p := ss.pub; p != nil {
-		p.flush(ss.b.metrics)
+		p.flush(ss.b)
 		if p.msg != nil {
 			ReleaseMessage(p.msg)
 			p.msg = nil

@@ -199,6 +199,11 @@ type Publisher struct {
 	// memoGen, when memoOK. Entries past len(memoSubs) are nil.
 	memoSubs []*Subscription
 	memoGen  uint64
+	// scratch is dispatch's match scratch, taken from the broker's pool on
+	// the read's first publish and kept until the read ends (flush), so a
+	// read of many publishes makes one pool round trip, not one each.
+	// dispatch holds it out of the Publisher while it uses it.
+	scratch *matchScratch
 
 	// The counts of one read (bounded by a read's size, and for deliveries
 	// by that times the subscribers).
@@ -232,7 +237,7 @@ func AcquirePublisher() *Publisher { return publisherPool.Get().(*Publisher) }
 
 // ReleasePublisher adds p's counts to b's metrics and returns it to the pool.
 func ReleasePublisher(b *Broker, p *Publisher) {
-	p.flush(b.metrics)
+	p.flush(b)
 	p.topic, p.grants = "", nil
 	publisherPool.Put(p)
 }
@@ -290,14 +295,19 @@ func (p *Publisher) CountInput(n int) { p.bytesIn += uint32(n) }
 
 // Flush ends a read: it adds the pending counts to b's metrics and clears
 // them, and forgets the match memo.
-func (p *Publisher) Flush(b *Broker) { p.flush(b.metrics) }
+func (p *Publisher) Flush(b *Broker) { p.flush(b) }
 
 // flush ends a read (Flush, SeedSession.OnReadEnd, ReleasePublisher): it
 // adds the pending counts to the metrics (m), clears them, and forgets the
 // match memo, which must not outlive the read (with Borrow its topic views
 // the read's buffer; and an idle connection keeps no subscriber reachable).
-func (p *Publisher) flush(m *metrics) {
+func (p *Publisher) flush(b *Broker) {
 	p.forgetMatch()
+	if p.scratch != nil {
+		b.scratch.Put(p.scratch)
+		p.scratch = nil
+	}
+	m := b.metrics
 	if p.bytesIn > 0 {
 		m.bytesIn.Add(float64(p.bytesIn))
 		p.bytesIn = 0
