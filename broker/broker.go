@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -692,9 +693,7 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	sc := b.takeScratch(m.pub)
 	subs := b.match(m, sc)
 	sc.multi = sc.multi[:0]
-	// counts per subscriber protocol, added to the metrics once
-	var delivered1, dropped1 [len(protocolNames)]int
-	bytes := 0
+	var c dispatchCounts // added to the metrics (or the Publisher) once
 	for _, sub := range subs {
 		if sub.s == nil {
 			// a shared subscription group's entry: one member gets it
@@ -703,12 +702,7 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 				continue
 			}
 			n, ok, bl := sub.s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), SubIDs: sub.subIDs()})
-			if ok {
-				delivered1[sub.s.proto]++
-				bytes += n
-			} else {
-				dropped1[sub.s.proto]++
-			}
+			c.add(sub.s.proto, n, ok)
 			if backlog == nil {
 				backlog = bl
 			}
@@ -725,12 +719,7 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 			continue
 		}
 		n, ok, bl := s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), RetainAsPublished: sub.opts.RetainAsPublished, SubIDs: sub.subIDs()})
-		if ok {
-			delivered1[s.proto]++
-			bytes += n
-		} else {
-			dropped1[s.proto]++
-		}
+		c.add(s.proto, n, ok)
 		if backlog == nil {
 			backlog = bl
 		}
@@ -753,12 +742,7 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 			}
 			d.SubIDs = sc.ids
 			n, ok, bl := s.ep.Deliver(m, d)
-			if ok {
-				delivered1[s.proto]++
-				bytes += n
-			} else {
-				dropped1[s.proto]++
-			}
+			c.add(s.proto, n, ok)
 			if backlog == nil {
 				backlog = bl
 			}
@@ -786,30 +770,54 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	}
 	if p := m.pub; p != nil {
 		p.scratch = sc // kept for the read's next publish (flush gives it back)
+		// the publishing connection adds the counts once per read
+		for seen := c.seen; seen != 0; seen &= seen - 1 {
+			i := bits.TrailingZeros8(seen)
+			p.deliveries[i] += uint32(c.delivered[i])
+			p.dropped[i] += uint32(c.dropped[i])
+		}
+		p.bytesOut += uint64(c.bytes)
+		return c.total, backlog
+	}
+	b.scratch.Put(sc)
+	for seen := c.seen; seen != 0; seen &= seen - 1 {
+		i := bits.TrailingZeros8(seen)
+		if n := c.delivered[i]; n > 0 {
+			b.metrics.deliveries[i].Add(float64(n))
+		}
+		if n := c.dropped[i]; n > 0 {
+			b.metrics.dropped[i].Add(float64(n))
+		}
+	}
+	if c.bytes > 0 {
+		b.metrics.bytesOut.Add(float64(c.bytes))
+	}
+	return c.total, backlog
+}
+
+// dispatchCounts are one dispatch's deliveries and drops per subscriber
+// protocol; seen marks the protocols with a count, so that adding them up
+// costs one step per protocol that had a subscriber, not one per protocol.
+type dispatchCounts struct {
+	delivered, dropped [len(protocolNames)]int
+	total, bytes       int // deliveries of every protocol; their bytes
+	seen               uint8
+}
+
+// seen has a bit per protocol: this fails to compile past 8 of them.
+var _ [8 - len(protocolNames)]struct{}
+
+// add counts one Deliver to a subscriber of protocol proto: n bytes when
+// ok, a drop otherwise.
+func (c *dispatchCounts) add(proto uint8, n int, ok bool) {
+	c.seen |= 1 << proto
+	if ok {
+		c.delivered[proto]++
+		c.total++
+		c.bytes += n
 	} else {
-		b.scratch.Put(sc)
+		c.dropped[proto]++
 	}
-	if p := m.pub; p != nil {
-		// the publishing connection adds them once per read
-		for i, n := range delivered1 {
-			p.deliveries[i] += uint32(n)
-			p.dropped[i] += uint32(dropped1[i])
-			delivered += n
-		}
-		p.bytesOut += uint64(bytes)
-		return delivered, backlog
-	}
-	for p, n := range delivered1 {
-		if n > 0 {
-			b.metrics.deliveries[p].Add(float64(n))
-			delivered += n
-		}
-		if dropped1[p] > 0 {
-			b.metrics.dropped[p].Add(float64(dropped1[p]))
-		}
-	}
-	b.metrics.bytesOut.Add(float64(bytes))
-	return delivered, backlog
 }
 
 func compareSessions(a, b *Session) int {
