@@ -102,7 +102,15 @@ func (d *SeedDecoder) DecodeValid(payload []byte) (tag, message []byte, err erro
 	if cap(d.buf) > maxRetainedScratch {
 		d.buf = nil
 	}
-	p := payload
+	if tag, message, ok := d.decodeEncoderForm(payload); ok {
+		return tag, message, nil
+	}
+	return d.decodeAny(payload)
+}
+
+// decodeAny is DecodeValid for any form: key by key, whitespace allowed
+// anywhere JSON allows it.
+func (d *SeedDecoder) decodeAny(p []byte) (tag, message []byte, err error) {
 	i := skipWS(p, 0)
 	if i == len(p) {
 		return nil, nil, ErrInvalidJSON
@@ -189,6 +197,39 @@ func (d *SeedDecoder) DecodeValid(payload []byte) (tag, message []byte, err erro
 		return nil, nil, ErrMissingMessage
 	}
 	return tag, p[msgStart:msgEnd], nil
+}
+
+// decodeEncoderForm decodes the form devices nearly always send, the one
+// AppendSeedFrame writes: {"tag":"<tag>","message":<message>} with no
+// space, no escape in the tag, no other key, and a message that is not
+// null. It answers ok only for a payload of exactly that form, and then
+// what the general path would; anything else (including every error) is
+// left to the general path, which reads the payload from the start. The
+// checks the general path makes key by key - whitespace, key
+// classification, a further key - are here two comparisons of constants.
+func (d *SeedDecoder) decodeEncoderForm(p []byte) (tag, message []byte, ok bool) {
+	const head, mid = seedPrefix + `"`, `"` + seedMiddle
+	if len(p) < len(head)+1+len(mid)+1+len(seedSuffix) || string(p[:len(head)]) != head {
+		return nil, nil, false
+	}
+	te, esc := scanString(p, len(head)-1)
+	if te < 0 || esc || te == len(head)+1 || len(p)-te < len(mid) || string(p[te-1:te-1+len(mid)]) != mid {
+		return nil, nil, false
+	}
+	vs := te - 1 + len(mid)
+	if vs >= len(p) || p[vs] == 'n' { // null, or not JSON: the general path says which
+		return nil, nil, false
+	}
+	var ve int
+	if p[vs] == '"' {
+		ve, _ = scanString(p, vs)
+	} else {
+		ve = d.skipValue(p, vs, 1)
+	}
+	if ve != len(p)-len(seedSuffix) || p[ve] != '}' {
+		return nil, nil, false
+	}
+	return p[len(head) : te-1], p[vs:ve], true
 }
 
 // validUTF8 is utf8.Valid(p), quicker for the usual all-ASCII payload: it

@@ -23,6 +23,19 @@ func TestSeedDecode(t *testing.T) {
 		{name: "message first", in: `{"message":[1,2],"tag":"a/b"}`, tag: "a/b", message: `[1,2]`},
 		{name: "whitespace everywhere", in: " \t\r\n{ \"tag\" :\n\"a\" , \"message\"\t:  \"x\"  }\n ", tag: "a", message: `"x"`},
 		{name: "message zero", in: `{"tag":"t","message":0}`, tag: "t", message: `0`},
+		// The encoder's form (decodeEncoderForm) and what is nearly it.
+		{name: "encoder form", in: `{"tag":"a/b","message":{"tag":"x","message":1}}`, tag: "a/b", message: `{"tag":"x","message":1}`},
+		{name: "encoder form, string message", in: `{"tag":"a","message":"}"}`, tag: "a", message: `"}"`},
+		{name: "encoder form, empty tag", in: `{"tag":"","message":1}`, err: ErrMissingTag},
+		{name: "encoder form, null message", in: `{"tag":"a","message":null}`, err: ErrMissingMessage},
+		{name: "encoder form, then a key", in: `{"tag":"a","message":1,"message":2}`, tag: "a", message: `2`},
+		{name: "encoder form, then a tag", in: `{"tag":"a","message":1,"tag":"b"}`, tag: "b", message: `1`},
+		{name: "encoder form, trailing space", in: `{"tag":"a","message":1} `, tag: "a", message: `1`},
+		{name: "encoder form, two closes", in: `{"tag":"a","message":1}}`, err: ErrInvalidJSON},
+		{name: "encoder form, no value", in: `{"tag":"a","message":}`, err: ErrInvalidJSON},
+		{name: "encoder form, cut", in: `{"tag":"a","message":`, err: ErrInvalidJSON},
+		{name: "encoder form, cut in the tag", in: `{"tag":"a`, err: ErrInvalidJSON},
+		{name: "encoder form, escaped tag", in: `{"tag":"a\u0062","message":1}`, tag: "ab", message: `1`},
 		{name: "message false", in: `{"tag":"t","message":false}`, tag: "t", message: `false`},
 		{name: "message empty string", in: `{"tag":"t","message":""}`, tag: "t", message: `""`},
 		{name: "message empty object", in: `{"tag":"t","message":{}}`, tag: "t", message: `{}`},
@@ -274,6 +287,16 @@ func FuzzSeedDecode(f *testing.F) {
 		vt, vm, verr := d.DecodeValid(p)
 		vtag, vmsg := string(vt), string(vm)
 		tag, msg, err := d.Decode(p)
+		// The encoder's form, where it answers, answers as the general
+		// path does.
+		if ft, fm, ok := d.decodeEncoderForm(p); ok {
+			ftag, fmsg := string(ft), string(fm)
+			at, am, aerr := d.decodeAny(p)
+			if aerr != nil || string(at) != ftag || string(am) != fmsg {
+				t.Fatalf("decodeEncoderForm(%q) = %q, %q; decodeAny = %q, %q, %v", p, ftag, fmsg, at, am, aerr)
+			}
+			tag, msg, err = d.Decode(p) // decodeAny may have reused the scratch
+		}
 		if utf8.Valid(p) && (verr != err || vtag != string(tag) || vmsg != string(msg)) {
 			t.Fatalf("DecodeValid(%q) = %q, %q, %v; Decode = %q, %q, %v", p, vtag, vmsg, verr, tag, msg, err)
 		}
