@@ -2,10 +2,11 @@ package netpoll
 
 import (
 	"encoding/binary"
-	"unicode/utf8"
 
 	"github.com/bytedance/gopkg/lang/mcache"
 	"github.com/gobwas/ws"
+
+	"github.com/gatecast/gatecast/proto"
 )
 
 // WebSocket opcodes and limits (RFC 6455 section 5.2).
@@ -286,7 +287,7 @@ func (r *frameReader) frame(h *frameHeader, payload []byte, sink frameSink) (sto
 			r.appendMsg(payload)
 			return false, nil
 		}
-		if h.op == opText && !utf8.Valid(payload) {
+		if h.op == opText && !proto.ValidUTF8(payload) {
 			return false, errInvalidUTF8
 		}
 		sink.onMessage(h.op == opText, payload)
@@ -297,7 +298,7 @@ func (r *frameReader) frame(h *frameHeader, payload []byte, sink frameSink) (sto
 		}
 		text := r.fragOp == opText
 		r.fragOp = 0
-		if text && !utf8.Valid(r.msg) {
+		if text && !proto.ValidUTF8(r.msg) {
 			return false, errInvalidUTF8
 		}
 		sink.onMessage(text, r.msg)
@@ -324,7 +325,7 @@ func checkClosePayload(p []byte) error {
 		return errCloseOneByte
 	case !validCloseCode(binary.BigEndian.Uint16(p)):
 		return errCloseCode
-	case !utf8.Valid(p[2:]):
+	case !proto.ValidUTF8(p[2:]):
 		return errInvalidCloseUTF8
 	}
 	return nil

@@ -462,8 +462,8 @@ func refSkipDigits(p []byte, i int) int {
 // at every position of p where Decode may call them.
 func checkScanners(t *testing.T, p []byte) {
 	t.Helper()
-	if got, want := validUTF8(p), utf8.Valid(p); got != want {
-		t.Fatalf("validUTF8(%q) = %v, utf8.Valid says %v", p, got, want)
+	if got, want := ValidUTF8(p), utf8.Valid(p); got != want {
+		t.Fatalf("ValidUTF8(%q) = %v, utf8.Valid says %v", p, got, want)
 	}
 	for i := range p {
 		if p[i] == '"' {
@@ -566,8 +566,8 @@ func TestValidUTF8(t *testing.T) {
 		for n := range 81 {
 			for pos := 0; pos <= n; pos++ {
 				p := []byte(strings.Repeat("a", pos) + seq + strings.Repeat("b", n-pos))
-				if got, want := validUTF8(p), utf8.Valid(p); got != want {
-					t.Fatalf("validUTF8(%q) = %v, utf8.Valid says %v", p, got, want)
+				if got, want := ValidUTF8(p), utf8.Valid(p); got != want {
+					t.Fatalf("ValidUTF8(%q) = %v, utf8.Valid says %v", p, got, want)
 				}
 			}
 		}
