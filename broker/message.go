@@ -40,7 +40,7 @@ type Message struct {
 	pub  *Publisher
 	json int8 // 0 unknown, 1 the payload is JSON text, -1 it is not
 	// seedRaw is the publisher's seed message when it is the seed
-	// encoding of Topic and Payload as it is (proto.SeedVerbatim): the
+	// encoding of Topic and Payload as it is (SeedDecoder.Verbatim): the
 	// seed frame is then that, behind a header, with nothing re-encoded.
 	// It views the read's buffer, as Payload does; nil otherwise.
 	seedRaw []byte

@@ -99,7 +99,7 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
 	m.Payload = msg
 	m.SetJSON()
-	if proto.SeedVerbatim(payload, tag, msg) {
+	if ss.dec.Verbatim() {
 		m.seedRaw = payload // seed subscribers get it as it came
 	}
 	m.pub = ss.pub

@@ -58,7 +58,18 @@ type SeedDecoder struct {
 	// beyond the 64 that fit in a register; grown only by deeply nested
 	// payloads, at most maxDepth/64+1 words.
 	deep []uint64
+	// verbatim: the last decode read the encoder's form (Verbatim).
+	verbatim bool
 }
+
+// Verbatim reports whether the last Decode or DecodeValid that succeeded
+// read a payload that is byte for byte what AppendSeedFrame writes for the
+// tag and message it returned: {"tag":"<tag>","message":<message>} and
+// nothing else, the tag without escapes - the form devices nearly always
+// send. Such a payload can be delivered as it came
+// (AppendSeedFrameVerbatim) instead of encoded again. It is the decoder's
+// fast path answering, so it costs nothing to ask.
+func (d *SeedDecoder) Verbatim() bool { return d.verbatim }
 
 // Which top-level member a key names.
 const (
@@ -102,7 +113,8 @@ func (d *SeedDecoder) DecodeValid(payload []byte) (tag, message []byte, err erro
 	if cap(d.buf) > maxRetainedScratch {
 		d.buf = nil
 	}
-	if tag, message, ok := d.decodeEncoderForm(payload); ok {
+	tag, message, ok := d.decodeEncoderForm(payload)
+	if d.verbatim = ok; ok {
 		return tag, message, nil
 	}
 	return d.decodeAny(payload)

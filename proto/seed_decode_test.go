@@ -355,10 +355,13 @@ func FuzzSeedDecode(f *testing.F) {
 			t.Fatalf("message %q does not compact like %q", msg, rawMsg)
 		}
 		// Delivered as it came only where that is what the encoder writes.
-		if SeedVerbatim(p, tag, msg) {
+		if d.Verbatim() != seedVerbatim(p, tag, msg) {
+			t.Fatalf("Decode(%q): Verbatim() = %v, the oracle says %v", p, d.Verbatim(), !d.Verbatim())
+		}
+		if d.Verbatim() {
 			frame := AppendSeedFrame(nil, string(tag), msg)
 			if got := frame[FrameHeaderLen(len(p)):]; !bytes.Equal(got, p) {
-				t.Fatalf("SeedVerbatim(%q) holds, but AppendSeedFrame writes %q", p, got)
+				t.Fatalf("Verbatim() after Decode(%q), but AppendSeedFrame writes %q", p, got)
 			}
 			if v := AppendSeedFrameVerbatim(nil, p); !bytes.Equal(v, frame) {
 				t.Fatalf("AppendSeedFrameVerbatim(%q) = %q, want %q", p, v, frame)

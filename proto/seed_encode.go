@@ -96,33 +96,10 @@ func AppendSeedFrame(dst []byte, topic string, message []byte) []byte {
 	return append(dst, seedSuffix...)
 }
 
-// SeedVerbatim reports whether payload, a client's seed message that
-// Decode (or DecodeValid) decoded into tag and message, is byte for byte
-// the payload AppendSeedFrame writes for them - {"tag":"<tag>","message":
-// <message>} and nothing else, the tag in place (no escapes) - so that it
-// can be delivered as it came (AppendSeedFrameVerbatim) instead of encoded
-// again. Devices nearly always send that form. A tag in place is JSON
-// string content without escapes: no '"', '\\' or control character, and
-// valid UTF-8 (Decode checked it), which is exactly what AppendSeedFrame
-// writes as is. O(1): the checks are on the slices' positions and the
-// constant parts.
-func SeedVerbatim(payload, tag, message []byte) bool {
-	const head, mid = seedPrefix + `"`, `"` + seedMiddle
-	t := len(head) + len(tag)
-	m := t + len(mid)
-	return len(tag) > 0 && len(message) > 0 &&
-		len(payload) == m+len(message)+len(seedSuffix) &&
-		unsafe.SliceData(tag) == unsafe.SliceData(payload[len(head):]) &&
-		unsafe.SliceData(message) == unsafe.SliceData(payload[m:]) &&
-		string(payload[:len(head)]) == head &&
-		string(payload[t:m]) == mid &&
-		string(payload[len(payload)-len(seedSuffix):]) == seedSuffix
-}
-
 // AppendSeedFrameVerbatim appends one server→client WebSocket text frame
-// whose payload is payload as it is: a client's seed message for which
-// SeedVerbatim holds, which is then what AppendSeedFrame would write. It
-// grows dst at most once.
+// whose payload is payload as it is: a client's seed message the decoder
+// found in the encoder's own form (SeedDecoder.Verbatim), which is then
+// what AppendSeedFrame would write. It grows dst at most once.
 func AppendSeedFrameVerbatim(dst, payload []byte) []byte {
 	if need := frameHeaderLen(len(payload)) + len(payload); cap(dst)-len(dst) < need {
 		grown := make([]byte, len(dst), len(dst)+need)
