@@ -237,10 +237,13 @@ func checkOffline(t *testing.T, r *Report, n int64, version int) {
 	if off.Delivered != n || off.Duplicates != 0 || off.Missing != 0 || off.DupFlag != 0 || off.ReconnectToCommand.Count != n || off.AllDeliveredSeconds <= 0 {
 		t.Errorf("offline deliveries: %+v", off)
 	}
-	// A command reaches its device after the device's CONNACK.
-	if off.ReconnectToCommand.P50 < off.ReconnectLatency.P50/2 || off.ReconnectToCommand.Max < off.ReconnectLatency.Max/2 {
-		t.Errorf("reconnect → command %+v, reconnect %+v", off.ReconnectToCommand, off.ReconnectLatency)
-	}
+	// A command reaches its device after the device's CONNACK: the client
+	// reads CONNACK first on the dialing goroutine and counts anything
+	// else as an error (errMQTTUnexpected), which checkCommon finds. The
+	// two latency distributions are not compared: the dial's duration
+	// ends when the dialer loop takes its result, after the command may
+	// already have arrived, so a comparison of the two measures scheduling
+	// (it failed CI once: reconnect → command max 5.8 ms, dial max 11.7 ms).
 	if off.CommandAge.Count != n || off.CommandAge.P50 < off.ReconnectToCommand.P50 {
 		t.Errorf("command age %+v, reconnect → command %+v", off.CommandAge, off.ReconnectToCommand)
 	}
