@@ -36,6 +36,18 @@ func AppendFrameHeader(dst []byte, op ws.OpCode, n int) []byte {
 	}
 }
 
+// appendTextHeader appends the header of a text frame with an n-byte
+// payload, first growing dst, once and exactly, when it has no room for
+// the whole frame: the seed encoders then append the payload in place.
+func appendTextHeader(dst []byte, n int) []byte {
+	if need := frameHeaderLen(n) + n; cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	return AppendFrameHeader(dst, ws.OpText, n)
+}
+
 // FrameHeaderLen is the size of the header AppendFrameHeader writes for a
 // payload of n bytes.
 func FrameHeaderLen(n int) int { return frameHeaderLen(n) }
@@ -78,13 +90,7 @@ func SeedPayloadLen(topic string, message []byte) int {
 // It grows dst at most once and allocates nothing when dst has room for
 // the frame (see SeedPayloadLen).
 func AppendSeedFrame(dst []byte, topic string, message []byte) []byte {
-	n := SeedPayloadLen(topic, message)
-	if need := frameHeaderLen(n) + n; cap(dst)-len(dst) < need {
-		grown := make([]byte, len(dst), len(dst)+need)
-		copy(grown, dst)
-		dst = grown
-	}
-	dst = AppendFrameHeader(dst, ws.OpText, n)
+	dst = appendTextHeader(dst, SeedPayloadLen(topic, message))
 	dst = append(dst, seedPrefix...)
 	dst = appendQuoted(dst, topic)
 	dst = append(dst, seedMiddle...)
@@ -101,12 +107,7 @@ func AppendSeedFrame(dst []byte, topic string, message []byte) []byte {
 // found in the encoder's own form (SeedDecoder.Verbatim), which is then
 // what AppendSeedFrame would write. It grows dst at most once.
 func AppendSeedFrameVerbatim(dst, payload []byte) []byte {
-	if need := frameHeaderLen(len(payload)) + len(payload); cap(dst)-len(dst) < need {
-		grown := make([]byte, len(dst), len(dst)+need)
-		copy(grown, dst)
-		dst = grown
-	}
-	dst = AppendFrameHeader(dst, ws.OpText, len(payload))
+	dst = appendTextHeader(dst, len(payload))
 	return append(dst, payload...)
 }
 
@@ -244,13 +245,7 @@ func SeedTextPayloadLen(topic string, payload []byte) int {
 // the topic (bytes that are not UTF-8 become \ufffd). Allocation-free when
 // dst has room (see SeedTextPayloadLen).
 func AppendSeedFrameText(dst []byte, topic string, payload []byte) []byte {
-	n := SeedTextPayloadLen(topic, payload)
-	if need := frameHeaderLen(n) + n; cap(dst)-len(dst) < need {
-		grown := make([]byte, len(dst), len(dst)+need)
-		copy(grown, dst)
-		dst = grown
-	}
-	dst = AppendFrameHeader(dst, ws.OpText, n)
+	dst = appendTextHeader(dst, SeedTextPayloadLen(topic, payload))
 	dst = append(dst, seedPrefix...)
 	dst = appendQuoted(dst, topic)
 	dst = append(dst, seedMiddle...)
