@@ -314,6 +314,10 @@ type ConnectRequest struct {
 	// OnRevoke is what enforcement does when a rights change uncovers one
 	// of the session's subscriptions.
 	OnRevoke RevokePolicy
+	// ReadEnds: the transport reports the end of each read's messages
+	// (OnReadEnd, as netpoll does), so a seed session may hold a run of
+	// publishes to one topic until then (run.go).
+	ReadEnds bool
 
 	seed bool // the seed protocol's tag rule applies to Tags
 }
@@ -447,6 +451,7 @@ func (b *Broker) admit(s *Session, ep Endpoint, ts *tokenState, hash acl.Hash, r
 		connectedAt: time.Now().UnixNano(),
 		proto:       protocolIndex(req.Protocol),
 		policy:      req.OnRevoke,
+		readEnds:    req.ReadEnds,
 	}
 	if req.ClientID != "" || req.Username != "" {
 		s.ext.Store(&sessionExt{clientID: req.ClientID, username: req.Username, remote: s.remote, at: s.connectedAt})
@@ -632,6 +637,13 @@ type matchScratch struct {
 	multi []*Subscription
 	ids   []uint32 // merged subscription identifiers
 	fwd   []byte   // the forwarded form of the message
+	// one holds dispatch's message, so that one message and a run take
+	// the same path (dispatchMessages) with nothing allocated.
+	one [1]*Message
+	// parts and frames are a seed subscriber's view of a run
+	// (SeedSession.deliverRun), reused from one subscriber to the next.
+	parts  [][]byte
+	frames []*proto.Frame
 }
 
 // takeScratch returns a match scratch for one dispatch: the one the
@@ -691,20 +703,44 @@ func (b *Broker) match(m *Message, sc *matchScratch) []*Subscription {
 // Each protocol's encoding is made once, on first use, and shared.
 func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-chan struct{}) {
 	sc := b.takeScratch(m.pub)
+	sc.one[0] = m
+	return b.dispatchMessages(sc, sc.one[:], forward)
+}
+
+// dispatchRun is dispatch for a run: messages of one publisher (the same
+// session and Publisher) to one topic, with the same QoS and retain flag,
+// in publish order (Publisher.hold). The topic is matched once, and each
+// subscriber whose endpoint takes runs (runEndpoint) gets them all in one
+// call: one lock and one first touch of its session and outbox per run,
+// not per message. Everything decided per message still is: a shared
+// group's member is picked for each message. Each subscriber gets the run's
+// messages in order, as it would one dispatch at a time.
+func (b *Broker) dispatchRun(ms []*Message, forward bool) (delivered int, backlog <-chan struct{}) {
+	return b.dispatchMessages(b.takeScratch(ms[0].pub), ms, forward)
+}
+
+// dispatchMessages is dispatch and dispatchRun: ms are one message, or a
+// run (same publisher, topic, QoS and retain flag), delivered with the
+// match scratch sc, which it gives back.
+func (b *Broker) dispatchMessages(sc *matchScratch, ms []*Message, forward bool) (delivered int, backlog <-chan struct{}) {
+	m := ms[0] // what the run's messages share: topic, publisher, QoS
 	subs := b.match(m, sc)
 	sc.multi = sc.multi[:0]
 	var c dispatchCounts // added to the metrics (or the Publisher) once
 	for _, sub := range subs {
 		if sub.s == nil {
-			// a shared subscription group's entry: one member gets it
-			// (No Local does not apply to shared subscriptions)
-			if sub = sub.shared.g.pick(); sub == nil {
-				continue
-			}
-			n, ok, bl := sub.s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), SubIDs: sub.subIDs()})
-			c.add(sub.s.proto, n, ok)
-			if backlog == nil {
-				backlog = bl
+			// a shared subscription group's entry: one member gets each
+			// message (No Local does not apply to shared subscriptions)
+			for _, m := range ms {
+				s := sub.shared.g.pick()
+				if s == nil {
+					break
+				}
+				n, ok, bl := s.s.ep.Deliver(m, Delivery{QoS: min(m.QoS, s.opts.QoS), SubIDs: s.subIDs()})
+				c.add(s.s.proto, n, ok)
+				if backlog == nil {
+					backlog = bl
+				}
 			}
 			continue
 		}
@@ -718,9 +754,8 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 			sc.multi = append(sc.multi, sub)
 			continue
 		}
-		n, ok, bl := s.ep.Deliver(m, Delivery{QoS: min(m.QoS, sub.opts.QoS), RetainAsPublished: sub.opts.RetainAsPublished, SubIDs: sub.subIDs()})
-		c.add(s.proto, n, ok)
-		if backlog == nil {
+		d := Delivery{QoS: min(m.QoS, sub.opts.QoS), RetainAsPublished: sub.opts.RetainAsPublished, SubIDs: sub.subIDs()}
+		if bl := deliverTo(s, ms, d, sc, &c); backlog == nil {
 			backlog = bl
 		}
 	}
@@ -741,27 +776,30 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 				}
 			}
 			d.SubIDs = sc.ids
-			n, ok, bl := s.ep.Deliver(m, d)
-			c.add(s.proto, n, ok)
-			if backlog == nil {
+			if bl := deliverTo(s, ms, d, sc, &c); backlog == nil {
 				backlog = bl
 			}
 		}
 	}
 	if forward && b.router != nil {
-		if b.forwardSeed {
-			sc.fwd = append(sc.fwd[:0], m.Frame(EncodingSeed, appendSeed).B...)
-		} else {
-			sc.fwd = appendForward(sc.fwd[:0], m)
-		}
-		if err := b.router.Forward(context.Background(), m.Topic, sc.fwd); err != nil {
-			b.metrics.forwardErrors.Inc()
+		for _, m := range ms {
+			if b.forwardSeed {
+				sc.fwd = append(sc.fwd[:0], m.Frame(EncodingSeed, appendSeed).B...)
+			} else {
+				sc.fwd = appendForward(sc.fwd[:0], m)
+			}
+			if err := b.router.Forward(context.Background(), m.Topic, sc.fwd); err != nil {
+				b.metrics.forwardErrors.Inc()
+			}
 		}
 		if backlog == nil && b.routerBacklog != nil {
 			backlog = b.routerBacklog.Backlog()
 		}
 	}
-	m.releaseFrames()
+	for _, m := range ms {
+		m.releaseFrames()
+	}
+	sc.one[0] = nil
 	clear(sc.subs) // do not keep sessions reachable from the pool
 	sc.subs = sc.subs[:0]
 	clear(sc.multi)
@@ -795,6 +833,28 @@ func (b *Broker) dispatch(m *Message, forward bool) (delivered int, backlog <-ch
 	return c.total, backlog
 }
 
+// deliverTo hands s the messages ms (one, or a run) with what it is owed,
+// d, and counts the outcome in c: a run in one call when s's endpoint takes
+// runs, else one Deliver per message. It returns the first backlog
+// reported.
+func deliverTo(s *Session, ms []*Message, d Delivery, sc *matchScratch, c *dispatchCounts) (backlog <-chan struct{}) {
+	if len(ms) > 1 {
+		if re, ok := s.ep.(runEndpoint); ok {
+			n, queued, bl := re.deliverRun(ms, d, sc)
+			c.addRun(s.proto, n, queued, len(ms)-queued)
+			return bl
+		}
+	}
+	for _, m := range ms {
+		n, ok, bl := s.ep.Deliver(m, d)
+		c.add(s.proto, n, ok)
+		if backlog == nil {
+			backlog = bl
+		}
+	}
+	return backlog
+}
+
 // dispatchCounts are one dispatch's deliveries and drops per subscriber
 // protocol; seen marks the protocols with a count, so that adding them up
 // costs one step per protocol that had a subscriber, not one per protocol.
@@ -818,6 +878,16 @@ func (c *dispatchCounts) add(proto uint8, n int, ok bool) {
 	} else {
 		c.dropped[proto]++
 	}
+}
+
+// addRun counts a run delivered to a subscriber of protocol proto: queued
+// messages of n bytes in all, dropped refused.
+func (c *dispatchCounts) addRun(proto uint8, n, queued, dropped int) {
+	c.seen |= 1 << proto
+	c.delivered[proto] += queued
+	c.dropped[proto] += dropped
+	c.total += queued
+	c.bytes += n
 }
 
 func compareSessions(a, b *Session) int {

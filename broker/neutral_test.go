@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,7 +41,7 @@ func (e *recEndpoint) Deliver(m *Message, d Delivery) (int, bool, <-chan struct{
 	f := m.Frame(testEncoding, recEncode)
 	if e.keep {
 		e.mu.Lock()
-		e.got = append(e.got, recDelivery{m.Topic, string(m.Payload), d.QoS, d.RetainAsPublished, slices.Clone(d.SubIDs), string(f.B)})
+		e.got = append(e.got, recDelivery{strings.Clone(m.Topic), string(m.Payload), d.QoS, d.RetainAsPublished, slices.Clone(d.SubIDs), string(f.B)})
 		e.mu.Unlock()
 	}
 	return len(f.B), true, nil

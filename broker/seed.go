@@ -89,20 +89,29 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 		met.rejected[rejectInvalid].Inc()
 		return
 	}
+	t := unsafe.String(unsafe.SliceData(tag), len(tag))
+	p := ss.pub
+	if ss.readEnds && len(payload) <= runHeldBytes {
+		m := ss.heldMessage(p, t)
+		m.fill(t, payload, msg, ss.dec.Verbatim())
+		ss.hold(p, m)
+		return
+	}
+	ss.publishRun(p) // what is held goes first
 	// One Message for the whole read (OnReadEnd gives it back), reset
 	// after each publish: one pool round trip per read, not per message.
-	m := ss.pub.msg
+	m := p.msg
 	if m == nil {
 		m = AcquireMessage()
-		ss.pub.msg = m
+		p.msg = m
 	}
-	m.Topic = unsafe.String(unsafe.SliceData(tag), len(tag))
+	m.Topic = t
 	m.Payload = msg
 	m.SetJSON()
 	if ss.dec.Verbatim() {
 		m.seedRaw = payload // seed subscribers get it as it came
 	}
-	m.pub = ss.pub
+	m.pub = p
 	ss.Publish(m)
 	m.Reset()
 }
@@ -113,6 +122,7 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 // Message goes back to its pool.
 func (ss *SeedSession) OnReadEnd() {
 	if p := ss.pub; p != nil {
+		ss.endRun(p)
 		p.flush(ss.b)
 		if p.msg != nil {
 			ReleaseMessage(p.msg)
@@ -133,6 +143,10 @@ type seedSender interface {
 	backlogSender
 	// SendFrames copies b, one or more complete frames, into the outbox.
 	SendFrames(b []byte) (ok bool, backlog <-chan struct{})
+	// SendBacklogRun and SendFramesRun queue a run in order under one
+	// lock, as many as are admitted (a prefix); see netpoll.
+	SendBacklogRun(fs []*proto.Frame) (queued int, backlog <-chan struct{})
+	SendFramesRun(parts [][]byte) (queued int, backlog <-chan struct{})
 }
 
 // Deliver queues the message's seed frame, encoded once per message. The
@@ -153,6 +167,57 @@ func (ss *SeedSession) Deliver(m *Message, _ Delivery) (int, bool, <-chan struct
 		return len(f.B), ok, backlog
 	}
 	return len(f.B), ss.conn.Send(f), nil
+}
+
+// deliverRun implements runEndpoint: the run's seed frames, queued under
+// one lock of the connection. The first recipient of the run takes it by
+// copy, as Deliver does with one message (a fan-in's subscriber gets a
+// whole run copied into its outbox at once); the others share each
+// message's Frame.
+func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (n, queued int, backlog <-chan struct{}) {
+	if ss.bsend == nil {
+		for _, m := range ms {
+			k, ok, bl := ss.Deliver(m, d)
+			if ok {
+				n += k
+				queued++
+			}
+			if backlog == nil {
+				backlog = bl
+			}
+		}
+		return n, queued, backlog
+	}
+	claim := true
+	for _, m := range ms {
+		claim = claim && !m.claimed
+	}
+	if claim {
+		for _, m := range ms {
+			m.claimed = true
+			sc.parts = append(sc.parts, m.Encode(EncodingSeed, appendSeed))
+		}
+		queued, backlog = ss.bsend.SendFramesRun(sc.parts)
+		for _, b := range sc.parts[:queued] {
+			n += len(b)
+		}
+		clear(sc.parts)
+		sc.parts = sc.parts[:0]
+		return n, queued, backlog
+	}
+	for _, m := range ms {
+		f := m.Frame(EncodingSeed, appendSeed)
+		f.Retain() // the connection's reference, released by it in every case
+		sc.frames = append(sc.frames, f)
+		n += len(f.B)
+	}
+	queued, backlog = ss.bsend.SendBacklogRun(sc.frames)
+	for _, m := range ms[queued:] {
+		n -= len(m.frame[EncodingSeed].B) // the message holds its own reference
+	}
+	clear(sc.frames)
+	sc.frames = sc.frames[:0]
+	return n, queued, backlog
 }
 
 // CloseWritten implements CloseWriter when the transport can tell.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,28 +22,65 @@ type coalescingConn struct {
 	copied [][]byte // SendFrames
 	shared [][]byte // SendBacklog
 	count  bool     // count only (allocation-free)
-	n      int
+	n      int      // frames or pieces queued
+	runs   int      // calls of the run methods
+	all    [][]byte // every frame, in the order queued (unless count)
+}
+
+func (c *coalescingConn) record(b []byte, copied bool) {
+	c.n++
+	if c.count {
+		return
+	}
+	b = append([]byte(nil), b...)
+	if copied {
+		c.copied = append(c.copied, b)
+	} else {
+		c.shared = append(c.shared, b)
+	}
+	c.all = append(c.all, b)
+}
+
+func (c *coalescingConn) frames() [][]byte {
+	c.mu2.Lock()
+	defer c.mu2.Unlock()
+	return slices.Clone(c.all)
 }
 
 func (c *coalescingConn) SendFrames(b []byte) (bool, <-chan struct{}) {
 	c.mu2.Lock()
 	defer c.mu2.Unlock()
-	c.n++
-	if !c.count {
-		c.copied = append(c.copied, append([]byte(nil), b...))
-	}
+	c.record(b, true)
 	return true, nil
 }
 
 func (c *coalescingConn) SendBacklog(f *proto.Frame) (bool, <-chan struct{}) {
 	c.mu2.Lock()
 	defer c.mu2.Unlock()
-	c.n++
-	if !c.count {
-		c.shared = append(c.shared, append([]byte(nil), f.B...))
-	}
+	c.record(f.B, false)
 	f.Release()
 	return true, nil
+}
+
+func (c *coalescingConn) SendFramesRun(parts [][]byte) (int, <-chan struct{}) {
+	c.mu2.Lock()
+	defer c.mu2.Unlock()
+	c.runs++
+	for _, b := range parts {
+		c.record(b, true)
+	}
+	return len(parts), nil
+}
+
+func (c *coalescingConn) SendBacklogRun(fs []*proto.Frame) (int, <-chan struct{}) {
+	c.mu2.Lock()
+	defer c.mu2.Unlock()
+	c.runs++
+	for _, f := range fs {
+		c.record(f.B, false)
+		f.Release()
+	}
+	return len(fs), nil
 }
 
 // TestSeedDeliverCoalesces: a message with one seed recipient (a fan-in)

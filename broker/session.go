@@ -148,6 +148,11 @@ type Session struct {
 	subMu    sync.Mutex
 	inIndex  int32 // subs[:inIndex] are in the index (admission inserts them one by one)
 	subsDone bool  // released: nothing may be added
+	// readEnds: the transport reports the end of each read
+	// (ConnectRequest.ReadEnds), so publishes may be held in a run until
+	// then (run.go). Set at admission; not guarded by subMu (it is here to
+	// fill padding).
+	readEnds bool
 	subs     []*Subscription
 
 	// routes are the session's cluster routes, allocated on first use
@@ -204,6 +209,10 @@ type Publisher struct {
 	// read of many publishes makes one pool round trip, not one each.
 	// dispatch holds it out of the Publisher while it uses it.
 	scratch *matchScratch
+	// run holds the publishes of one read waiting to be dispatched
+	// together (see run.go); taken from a pool on the read's first held
+	// publish, given back when the read ends.
+	run *runBuf
 
 	// The counts of one read (bounded by a read's size, and for deliveries
 	// by that times the subscribers).
@@ -409,6 +418,19 @@ func (s *Session) PublishFinal(m *Message) PublishResult {
 }
 
 func (s *Session) publish(m *Message, stall bool) PublishResult {
+	if r := s.authorize(m); r != Published {
+		return r
+	}
+	if _, backlog := s.b.dispatch(m, true); backlog != nil && stall {
+		s.stall(backlog)
+	}
+	return Published
+}
+
+// authorize is a publish but its dispatch: the topic and grant checks
+// (spared for the topic the Publisher last passed under the same grants),
+// the rejection and input counts, and the publisher recorded in m.
+func (s *Session) authorize(m *Message) PublishResult {
 	b := s.b
 	t := m.Topic
 	// The grants pointer is swapped by RefreshTokens before it returns, so
@@ -441,9 +463,6 @@ func (s *Session) publish(m *Message, stall bool) PublishResult {
 		b.metrics.messagesIn[s.proto].Inc()
 	}
 	m.from = s
-	if _, backlog := b.dispatch(m, true); backlog != nil && stall {
-		s.stall(backlog)
-	}
 	return Published
 }
 

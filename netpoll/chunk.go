@@ -91,6 +91,37 @@ func (c *Conn) sendCopy(b []byte, framed bool) (ok bool, backlog <-chan struct{}
 	return true, c.queuedUnlock(fl)
 }
 
+// SendFramesRun is SendFrames for several pieces in order, each one or
+// more complete frames, under one lock (see SendBacklogRun): each piece is
+// admitted as SendFrames admits it, and at the first refusal it and the
+// rest are dropped. queued is how many pieces were copied: a prefix of
+// parts. Nothing of parts is kept.
+func (c *Conn) SendFramesRun(parts [][]byte) (queued int, backlog <-chan struct{}) {
+	c.mu.Lock()
+	fl := c.flags.Load()
+	if fl&(fClosing|fGone) != 0 {
+		c.mu.Unlock()
+		return 0, nil
+	}
+	for i, b := range parts {
+		if reason := c.admitOutput(c.appendCharge(len(b), true)); reason != nil {
+			if i == 0 {
+				c.mu.Unlock()
+			} else {
+				backlog = c.queuedUnlock(fl)
+			}
+			reason.Add(float64(len(parts) - i))
+			return i, backlog
+		}
+		c.appendLocked(b, true)
+	}
+	if len(parts) == 0 {
+		c.mu.Unlock()
+		return 0, nil
+	}
+	return len(parts), c.queuedUnlock(fl)
+}
+
 // tailChunk returns the outbox's last entry when it is a chunk of the kind
 // framed asks for (whole frames, or bytes that the drain frames), else nil.
 // c.mu must be held.

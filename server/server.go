@@ -457,7 +457,7 @@ func (h *seedHandler) Open(c *netpoll.Conn, hs *netpoll.Handshake) netpoll.Sessi
 			tags = qTags
 		}
 	}
-	s, err := h.b.Connect(c, broker.ConnectRequest{Secret: secret, Tags: tags, RemoteAddr: hs.RemoteAddr, Protocol: "seed"})
+	s, err := h.b.Connect(c, broker.ConnectRequest{Secret: secret, Tags: tags, RemoteAddr: hs.RemoteAddr, Protocol: "seed", ReadEnds: true})
 	if err != nil {
 		var rej *broker.Rejection
 		if errors.As(err, &rej) {
