@@ -5,6 +5,7 @@ import (
 	"unsafe"
 
 	"github.com/gatecast/gatecast/acl"
+	"github.com/gatecast/gatecast/proto"
 )
 
 // Runs: consecutive publishes to one topic, dispatched together.
@@ -41,6 +42,10 @@ const (
 	// runHeldBytes: a larger message is not held (it is dispatched at
 	// once, after the run before it), so a run's copies stay small.
 	runHeldBytes = 4 << 10
+	// runBytes bounds the bytes a run copies: a subscriber's outbox
+	// lock (which a revocation closing it needs) is held for one run's
+	// copy at most, a few microseconds.
+	runBytes = 16 << 10
 )
 
 // runBuf is one read's run: msgs[:n] are held, in publish order, all to
@@ -49,6 +54,7 @@ const (
 type runBuf struct {
 	msgs   [runMax]*Message
 	n      int
+	bytes  int // bytes copied for msgs[:n] (fill)
 	grants *acl.Grants
 }
 
@@ -62,16 +68,17 @@ type runEndpoint interface {
 	deliverRun(ms []*Message, d Delivery, sc *matchScratch) (n, queued int, backlog <-chan struct{})
 }
 
-// heldMessage returns the Message for p's next held publish: the run's
-// next slot. The run held so far is dispatched first when the publish to
-// topic t cannot join it (another topic, or the run is full).
-func (s *Session) heldMessage(p *Publisher, t string) *Message {
+// heldMessage returns the Message for p's next held publish, of size
+// payload bytes: the run's next slot. The run held so far is dispatched
+// first when the publish to topic t cannot join it (another topic, or the
+// run is full).
+func (s *Session) heldMessage(p *Publisher, t string, size int) *Message {
 	r := p.run
 	if r == nil {
 		r = runPool.Get().(*runBuf)
 		p.run = r
 	}
-	if r.n > 0 && (r.n == runMax || r.msgs[0].Topic != t) {
+	if r.n > 0 && (r.n == runMax || r.bytes+size > runBytes || r.msgs[0].Topic != t) {
 		s.publishRun(p)
 	}
 	m := r.msgs[r.n]
@@ -95,6 +102,7 @@ func (s *Session) hold(p *Publisher, m *Message) PublishResult {
 		r.grants = p.grants // what the topic was checked against
 	}
 	r.n++
+	r.bytes += len(m.buf) // its copy (fill)
 	return Published
 }
 
@@ -108,7 +116,7 @@ func (s *Session) publishRun(p *Publisher) {
 		return
 	}
 	ms := r.msgs[:r.n]
-	r.n = 0
+	r.n, r.bytes = 0, 0
 	var backlog <-chan struct{}
 	if !s.closed.Load() {
 		if g := s.token.grants.Load(); g == r.grants || g.CanPublish(ms[0].Topic) {
@@ -138,23 +146,31 @@ func (s *Session) endRun(p *Publisher) {
 
 // fill makes m the seed message payload (tag t, JSON value msg, both views
 // of payload) in a copy of its own: payload is only valid during
-// OnMessage, and a held message outlives it.
+// OnMessage, and a held message outlives it. A payload in the encoder's
+// form (verbatim) is copied behind a text frame header, in place of the
+// seed encoding it is: Encode and Frame then copy nothing more to make it.
 func (m *Message) fill(t string, payload, msg []byte, verbatim bool) {
-	m.buf = append(m.buf[:0], payload...)
-	raw := m.buf[:len(payload):len(payload)]
+	var raw []byte
+	if verbatim {
+		m.buf = proto.AppendSeedFrameVerbatim(m.buf[:0], payload)
+		m.own[EncodingSeed] = struct{ start, end int32 }{0, int32(len(m.buf))}
+		raw = m.buf[len(m.buf)-len(payload) : len(m.buf) : len(m.buf)]
+		m.seedRaw = raw
+	} else {
+		m.buf = append(m.buf[:0], payload...)
+		raw = m.buf[:len(payload):len(payload)]
+	}
 	if off, ok := within(msg, payload); ok {
 		m.Payload = raw[off : off+len(msg)]
 	} else {
+		start := len(m.buf)
 		m.buf = append(m.buf, msg...)
-		m.Payload = m.buf[len(payload):]
+		m.Payload = m.buf[start:]
 	}
 	start := len(m.buf)
 	m.buf = append(m.buf, t...)
 	m.Topic = unsafe.String(unsafe.SliceData(m.buf[start:]), len(t))
 	m.SetJSON()
-	if verbatim {
-		m.seedRaw = raw
-	}
 }
 
 // within reports where sub starts in whole when it is a part of it.

@@ -58,17 +58,26 @@ func TestRunsKeepOrder(t *testing.T) {
 	type sent struct {
 		topic string
 		n     int
-		big   bool
+		pad   int
 	}
 	var seq []sent
-	publish := func(topic string, n int, big bool) {
-		msg := runMsg(topic, n)
-		if big {
-			pad := strings.Repeat("p", runHeldBytes)
-			msg = fmt.Appendf(nil, `{"tag":%q,"message":{"n":%d,"pad":%q}}`, topic, n, pad)
+	value := func(s sent) []byte {
+		if s.pad > 0 {
+			return fmt.Appendf(nil, `{"n":%d,"pad":%q}`, s.n, strings.Repeat("p", s.pad))
 		}
-		pub.OnMessage(true, msg)
-		seq = append(seq, sent{topic, n, big})
+		return fmt.Appendf(nil, `{"n":%d}`, s.n)
+	}
+	publishPadded := func(topic string, n, pad int) {
+		s := sent{topic, n, pad}
+		pub.OnMessage(true, fmt.Appendf(nil, `{"tag":%q,"message":%s}`, topic, value(s)))
+		seq = append(seq, s)
+	}
+	publish := func(topic string, n int, big bool) {
+		pad := 0
+		if big {
+			pad = runHeldBytes
+		}
+		publishPadded(topic, n, pad)
 	}
 	for i := range 5 {
 		publish("fleet/a", i, false)
@@ -82,6 +91,9 @@ func TestRunsKeepOrder(t *testing.T) {
 	}
 	publish("fleet/b", 6, false)
 	publish("fleet/a", 7, false)
+	// not in the encoder's form (keys swapped): encoded again, in the run
+	pub.OnMessage(true, []byte(`{"message":{"n":70},"tag":"fleet/a"}`))
+	seq = append(seq, sent{"fleet/a", 70, 0})
 	publish("fleet/a", 8, true) // too large to hold: after the run before it
 	publish("fleet/a", 9, false)
 	for i := range 3 {
@@ -90,14 +102,18 @@ func TestRunsKeepOrder(t *testing.T) {
 	for i := range runMax + 5 {
 		publish("fleet/a", 20+i, false)
 	}
-	pub.OnReadEnd()
-
-	frame := func(s sent) []byte {
-		if s.big {
-			return proto.AppendSeedFrame(nil, s.topic, fmt.Appendf(nil, `{"n":%d,"pad":%q}`, s.n, strings.Repeat("p", runHeldBytes)))
-		}
-		return proto.AppendSeedFrame(nil, s.topic, fmt.Appendf(nil, `{"n":%d}`, s.n))
+	runsBefore := fans[0].runs
+	for i := range 12 { // 3 KiB each: runs of 5 (runBytes)
+		publishPadded("fleet/a", 100+i, 3<<10)
 	}
+	pub.OnReadEnd()
+	// at most runBytes (16 KiB) a run: the 5 small ones held before with
+	// 5 of them, then 5, then 2
+	if got := fans[0].runs - runsBefore; got != 3 {
+		t.Fatalf("12 messages of 3 KiB went in %d runs, want 3", got)
+	}
+
+	frame := func(s sent) []byte { return proto.AppendSeedFrame(nil, s.topic, value(s)) }
 	want := func(match func(string) bool) (frames [][]byte) {
 		for _, s := range seq {
 			if match(s.topic) {

@@ -92,7 +92,7 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	t := unsafe.String(unsafe.SliceData(tag), len(tag))
 	p := ss.pub
 	if ss.readEnds && len(payload) <= runHeldBytes {
-		m := ss.heldMessage(p, t)
+		m := ss.heldMessage(p, t, len(payload)+len(tag))
 		m.fill(t, payload, msg, ss.dec.Verbatim())
 		ss.hold(p, m)
 		return

@@ -277,8 +277,38 @@ func (r *frameReader) parseHeader(b []byte, maxSize int) (h frameHeader, ok bool
 	return h, true, nil
 }
 
+// unmaskASCII unmasks p in place, as ws.Cipher(p, mask, 0) does, and
+// reports whether every byte of the result is ASCII (then it is valid
+// UTF-8), eight bytes at a time.
+func unmaskASCII(p []byte, mask [4]byte) (ascii bool) {
+	m32 := binary.LittleEndian.Uint32(mask[:])
+	m := uint64(m32) | uint64(m32)<<32
+	var acc uint64
+	i := 0
+	for ; i <= len(p)-8; i += 8 {
+		w := binary.LittleEndian.Uint64(p[i:]) ^ m
+		binary.LittleEndian.PutUint64(p[i:], w)
+		acc |= w
+	}
+	for ; i < len(p); i++ {
+		c := p[i] ^ mask[i&3]
+		p[i] = c
+		acc |= uint64(c)
+	}
+	return acc&0x8080808080808080 == 0
+}
+
 // frame unmasks one complete frame's payload in place and acts on it.
 func (r *frameReader) frame(h *frameHeader, payload []byte, sink frameSink) (stop bool, err error) {
+	if h.op == opText && h.fin {
+		// The usual text message: unmasked and checked in one pass over it
+		// when it is ASCII (a seed message nearly always is).
+		if !unmaskASCII(payload, h.mask) && !proto.ValidUTF8(payload) {
+			return false, errInvalidUTF8
+		}
+		sink.onMessage(true, payload)
+		return false, nil
+	}
 	ws.Cipher(payload, h.mask, 0)
 	switch h.op {
 	case opText, opBinary:
@@ -286,9 +316,6 @@ func (r *frameReader) frame(h *frameHeader, payload []byte, sink frameSink) (sto
 			r.fragOp = h.op
 			r.appendMsg(payload)
 			return false, nil
-		}
-		if h.op == opText && !proto.ValidUTF8(payload) {
-			return false, errInvalidUTF8
 		}
 		sink.onMessage(h.op == opText, payload)
 	case opContinuation:

@@ -2,8 +2,10 @@ package netpoll
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"unicode/utf8"
@@ -397,5 +399,34 @@ func BenchmarkFrameParse(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnmaskASCII: unmaskASCII unmasks exactly as ws.Cipher does, at every
+// length and mask, and reports ASCII exactly when no byte is above 0x7F.
+func TestUnmaskASCII(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := range 70 {
+		for trial := range 50 {
+			var mask [4]byte
+			binary.LittleEndian.PutUint32(mask[:], rng.Uint32())
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = byte(rng.IntN(0x80))
+			}
+			if trial%2 == 1 && n > 0 {
+				p[rng.IntN(n)] |= 0x80
+			}
+			wantASCII := !slices.ContainsFunc(p, func(c byte) bool { return c >= 0x80 })
+			masked := slices.Clone(p)
+			ws.Cipher(masked, mask, 0)
+			got := slices.Clone(masked)
+			if ascii := unmaskASCII(got, mask); ascii != wantASCII {
+				t.Fatalf("len %d: ascii %v, want %v", n, ascii, wantASCII)
+			}
+			if !bytes.Equal(got, p) {
+				t.Fatalf("len %d mask %x: unmasked %x, want %x", n, mask, got, p)
+			}
+		}
 	}
 }
