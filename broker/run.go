@@ -42,9 +42,9 @@ const (
 	// runHeldBytes: a larger message is not held (it is dispatched at
 	// once, after the run before it), so a run's copies stay small.
 	runHeldBytes = 4 << 10
-	// runBytes bounds the bytes a run copies: a subscriber's outbox
-	// lock (which a revocation closing it needs) is held for one run's
-	// copy at most, a few microseconds.
+	// runBytes bounds a run's topic and payload bytes: a subscriber's
+	// outbox lock (which a revocation closing it needs) is held for one
+	// run's copy at most, a few microseconds.
 	runBytes = 16 << 10
 )
 
@@ -54,8 +54,11 @@ const (
 type runBuf struct {
 	msgs   [runMax]*Message
 	n      int
-	bytes  int // bytes copied for msgs[:n] (fill)
+	bytes  int // topic and payload bytes of msgs[:n]
 	grants *acl.Grants
+	// views: a message of the run views the transport's read buffer
+	// (Message.view), valid only until the read ends.
+	views bool
 }
 
 var runPool = sync.Pool{New: func() any { return new(runBuf) }}
@@ -102,7 +105,7 @@ func (s *Session) hold(p *Publisher, m *Message) PublishResult {
 		r.grants = p.grants // what the topic was checked against
 	}
 	r.n++
-	r.bytes += len(m.buf) // its copy (fill)
+	r.bytes += len(m.Topic) + len(m.Payload) // what queuing it copies
 	return Published
 }
 
@@ -116,7 +119,7 @@ func (s *Session) publishRun(p *Publisher) {
 		return
 	}
 	ms := r.msgs[:r.n]
-	r.n, r.bytes = 0, 0
+	r.n, r.bytes, r.views = 0, 0, false
 	var backlog <-chan struct{}
 	if !s.closed.Load() {
 		if g := s.token.grants.Load(); g == r.grants || g.CanPublish(ms[0].Topic) {
@@ -142,6 +145,18 @@ func (s *Session) endRun(p *Publisher) {
 	s.publishRun(p)
 	runPool.Put(p.run)
 	p.run = nil
+}
+
+// dropViews discards p's run when it views a read buffer: at a close that
+// did not come after the read's end (a read cut short by a panic), that
+// buffer may be gone. After a read that ended normally the run is empty.
+func (s *Session) dropViews(p *Publisher) {
+	if r := p.run; r != nil && r.views {
+		for _, m := range r.msgs[:r.n] {
+			m.Reset()
+		}
+		r.n, r.bytes, r.views, r.grants = 0, 0, false, nil
+	}
 }
 
 // fill makes m the seed message payload (tag t, JSON value msg, both views
@@ -171,6 +186,28 @@ func (m *Message) fill(t string, payload, msg []byte, verbatim bool) {
 	m.buf = append(m.buf, t...)
 	m.Topic = unsafe.String(unsafe.SliceData(m.buf[start:]), len(t))
 	m.SetJSON()
+}
+
+// view makes m the seed message payload (tag t, JSON value msg) as views
+// of payload, which the transport keeps valid until the read ends
+// (PayloadHeld): nothing is copied but a tag the decoder unescaped (then t
+// views the decoder's buffer, reused by the next message).
+func (m *Message) view(t string, tag, payload, msg []byte, verbatim bool) {
+	m.Topic = t
+	if _, ok := within(tag, payload); !ok {
+		m.buf = append(m.buf[:0], t...)
+		m.Topic = unsafe.String(unsafe.SliceData(m.buf), len(t))
+	}
+	m.Payload = msg
+	if _, ok := within(msg, payload); !ok {
+		start := len(m.buf)
+		m.buf = append(m.buf, msg...)
+		m.Payload = m.buf[start:]
+	}
+	m.SetJSON()
+	if verbatim {
+		m.seedRaw = payload
+	}
 }
 
 // within reports where sub starts in whole when it is a part of it.

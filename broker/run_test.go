@@ -12,10 +12,12 @@ import (
 )
 
 // connectRuns connects a seed publisher whose transport reports the end of
-// each read (ReadEnds, as netpoll does), so its publishes are held in runs.
-func (e *env) connectRuns(tb testing.TB, secret string, tags ...string) *SeedSession {
+// each read (ReadEnds, as netpoll does), so its publishes are held in runs;
+// held: its payloads stay valid until the read ends (PayloadHeld), so runs
+// view them instead of copying.
+func (e *env) connectRuns(tb testing.TB, secret string, held bool, tags ...string) *SeedSession {
 	tb.Helper()
-	s, err := e.b.Connect(&recConn{}, ConnectRequest{Secret: []byte(secret), Tags: tags, ReadEnds: true})
+	s, err := e.b.Connect(&coalescingConn{held: held, count: true}, ConnectRequest{Secret: []byte(secret), Tags: tags, ReadEnds: true})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -32,11 +34,40 @@ func runMsg(topic string, n int) []byte {
 // endpoint (one Deliver per message), a shared group (one member per
 // message, alternating). A run is held until the read ends or the topic
 // changes, a message too large to hold goes after the run before it, and a
-// run longer than runMax is split.
+// run longer than runMax is split. Whether the transport keeps payloads
+// until the read ends (held: the run views them) or reuses its buffer after
+// each message (the run copies them: the test overwrites each payload as
+// soon as OnMessage returns), what is delivered is the same.
 func TestRunsKeepOrder(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) { testRunsKeepOrder(t, held) })
+	}
+}
+
+func testRunsKeepOrder(t *testing.T, held bool) {
 	e := newEnv(t)
 	_, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
-	pub := e.connectRuns(t, rw, "fleet/cmd")
+	pub := e.connectRuns(t, rw, held, "fleet/cmd")
+	var read [][]byte // the payloads of the read so far
+	onMessage := func(p []byte) {
+		pub.OnMessage(true, p)
+		if held {
+			read = append(read, p)
+		} else {
+			for i := range p {
+				p[i] = 'X' // the transport's buffer, reused
+			}
+		}
+	}
+	readEnd := func() {
+		pub.OnReadEnd()
+		for _, p := range read {
+			for i := range p {
+				p[i] = 'X' // released after the read
+			}
+		}
+		read = nil
+	}
 	seed := func(tag string) *coalescingConn {
 		c := &coalescingConn{}
 		if _, err := e.b.Connect(c, ConnectRequest{Secret: []byte(rw), Tags: []string{tag}}); err != nil {
@@ -69,7 +100,7 @@ func TestRunsKeepOrder(t *testing.T) {
 	}
 	publishPadded := func(topic string, n, pad int) {
 		s := sent{topic, n, pad}
-		pub.OnMessage(true, fmt.Appendf(nil, `{"tag":%q,"message":%s}`, topic, value(s)))
+		onMessage(fmt.Appendf(nil, `{"tag":%q,"message":%s}`, topic, value(s)))
 		seq = append(seq, s)
 	}
 	publish := func(topic string, n int, big bool) {
@@ -92,8 +123,11 @@ func TestRunsKeepOrder(t *testing.T) {
 	publish("fleet/b", 6, false)
 	publish("fleet/a", 7, false)
 	// not in the encoder's form (keys swapped): encoded again, in the run
-	pub.OnMessage(true, []byte(`{"message":{"n":70},"tag":"fleet/a"}`))
+	onMessage([]byte(`{"message":{"n":70},"tag":"fleet/a"}`))
 	seq = append(seq, sent{"fleet/a", 70, 0})
+	// an escaped tag: the decoder unescapes it into a buffer of its own
+	onMessage([]byte(`{"tag":"fleet\/a","message":{"n":71}}`))
+	seq = append(seq, sent{"fleet/a", 71, 0})
 	publish("fleet/a", 8, true) // too large to hold: after the run before it
 	publish("fleet/a", 9, false)
 	for i := range 3 {
@@ -106,7 +140,7 @@ func TestRunsKeepOrder(t *testing.T) {
 	for i := range 12 { // 3 KiB each: runs of 5 (runBytes)
 		publishPadded("fleet/a", 100+i, 3<<10)
 	}
-	pub.OnReadEnd()
+	readEnd()
 	// at most runBytes (16 KiB) a run: the 5 small ones held before with
 	// 5 of them, then 5, then 2
 	if got := fans[0].runs - runsBefore; got != 3 {
@@ -206,7 +240,7 @@ func TestRunStoppedByRevocation(t *testing.T) {
 			e := newEnv(t)
 			tok, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
 			_, reader := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermRead})
-			pub := e.connectRuns(t, rw, "fleet/cmd")
+			pub := e.connectRuns(t, rw, true, "fleet/cmd")
 			sub := &coalescingConn{}
 			if _, err := e.b.Connect(sub, ConnectRequest{Secret: []byte(reader), Tags: []string{"fleet/+"}}); err != nil {
 				t.Fatal(err)
@@ -267,7 +301,7 @@ func TestRunAllocs(t *testing.T) {
 		t.Run(fmt.Sprint(subs), func(t *testing.T) {
 			e := newEnv(t)
 			_, rw := e.token(t, 0, map[string]acl.Permission{"fleet/#": acl.PermReadWrite})
-			pub := e.connectRuns(t, rw, "fleet/cmd")
+			pub := e.connectRuns(t, rw, true, "fleet/cmd")
 			conns := make([]*coalescingConn, subs)
 			for i := range conns {
 				conns[i] = &coalescingConn{count: true}

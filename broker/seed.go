@@ -93,7 +93,12 @@ func (ss *SeedSession) OnMessage(text bool, payload []byte) {
 	p := ss.pub
 	if ss.readEnds && len(payload) <= runHeldBytes {
 		m := ss.heldMessage(p, t, len(payload)+len(tag))
-		m.fill(t, payload, msg, ss.dec.Verbatim())
+		if ss.bsend != nil && ss.bsend.PayloadHeld() {
+			m.view(t, tag, payload, msg, ss.dec.Verbatim())
+			p.run.views = true
+		} else {
+			m.fill(t, payload, msg, ss.dec.Verbatim())
+		}
 		ss.hold(p, m)
 		return
 	}
@@ -133,6 +138,9 @@ func (ss *SeedSession) OnReadEnd() {
 
 // OnClose is the transport's report that the connection is gone.
 func (ss *SeedSession) OnClose() {
+	if ss.pub != nil {
+		ss.dropViews(ss.pub)
+	}
 	ss.OnReadEnd()
 	ss.Close()
 }
@@ -143,10 +151,13 @@ type seedSender interface {
 	backlogSender
 	// SendFrames copies b, one or more complete frames, into the outbox.
 	SendFrames(b []byte) (ok bool, backlog <-chan struct{})
-	// SendBacklogRun and SendFramesRun queue a run in order under one
+	// SendBacklogRun and SendTextRun queue a run in order under one
 	// lock, as many as are admitted (a prefix); see netpoll.
 	SendBacklogRun(fs []*proto.Frame) (queued int, backlog <-chan struct{})
-	SendFramesRun(parts [][]byte) (queued int, backlog <-chan struct{})
+	SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct{})
+	// PayloadHeld reports, during OnMessage, that the payload stays valid
+	// until OnReadEnd returns (netpoll.Conn.PayloadHeld).
+	PayloadHeld() bool
 }
 
 // Deliver queues the message's seed frame, encoded once per message. The
@@ -195,11 +206,15 @@ func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (
 	if claim {
 		for _, m := range ms {
 			m.claimed = true
-			sc.parts = append(sc.parts, m.Encode(EncodingSeed, appendSeed))
+			p := m.seedRaw // the seed frame's payload as it came
+			if p == nil {
+				p = framePayload(m.Encode(EncodingSeed, appendSeed))
+			}
+			sc.parts = append(sc.parts, p)
 		}
-		queued, backlog = ss.bsend.SendFramesRun(sc.parts)
-		for _, b := range sc.parts[:queued] {
-			n += len(b)
+		queued, backlog = ss.bsend.SendTextRun(sc.parts)
+		for _, p := range sc.parts[:queued] {
+			n += proto.FrameHeaderLen(len(p)) + len(p)
 		}
 		clear(sc.parts)
 		sc.parts = sc.parts[:0]
@@ -218,6 +233,17 @@ func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (
 	clear(sc.frames)
 	sc.frames = sc.frames[:0]
 	return n, queued, backlog
+}
+
+// framePayload returns the payload of f, one unmasked server frame.
+func framePayload(f []byte) []byte {
+	switch f[1] {
+	case 126:
+		return f[4:]
+	case 127:
+		return f[10:]
+	}
+	return f[2:]
 }
 
 // CloseWritten implements CloseWriter when the transport can tell.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatecast/gatecast/acl"
@@ -18,13 +19,15 @@ import (
 // shares a Frame).
 type coalescingConn struct {
 	recConn
-	mu2    sync.Mutex
-	copied [][]byte // SendFrames
-	shared [][]byte // SendBacklog
-	count  bool     // count only (allocation-free)
-	n      int      // frames or pieces queued
-	runs   int      // calls of the run methods
-	all    [][]byte // every frame, in the order queued (unless count)
+	mu2     sync.Mutex
+	copied  [][]byte // SendFrames
+	shared  [][]byte // SendBacklog
+	count   bool     // count only (allocation-free)
+	n       int      // frames or pieces queued
+	runs    int      // calls of the run methods
+	all     [][]byte // every frame, in the order queued (unless count)
+	held    bool     // PayloadHeld's answer
+	scratch []byte
 }
 
 func (c *coalescingConn) record(b []byte, copied bool) {
@@ -62,15 +65,22 @@ func (c *coalescingConn) SendBacklog(f *proto.Frame) (bool, <-chan struct{}) {
 	return true, nil
 }
 
-func (c *coalescingConn) SendFramesRun(parts [][]byte) (int, <-chan struct{}) {
+func (c *coalescingConn) SendTextRun(payloads [][]byte) (int, <-chan struct{}) {
 	c.mu2.Lock()
 	defer c.mu2.Unlock()
 	c.runs++
-	for _, b := range parts {
-		c.record(b, true)
+	for _, p := range payloads {
+		c.scratch = proto.AppendFrameHeader(c.scratch[:0], ws.OpText, len(p))
+		c.scratch = append(c.scratch, p...)
+		c.record(c.scratch, true)
 	}
-	return len(parts), nil
+	return len(payloads), nil
 }
+
+// PayloadHeld: as a publisher's transport, the payloads it hands OnMessage
+// stay valid until OnReadEnd when held is set (netpoll's, for a whole frame
+// in its read buffer).
+func (c *coalescingConn) PayloadHeld() bool { return c.held }
 
 func (c *coalescingConn) SendBacklogRun(fs []*proto.Frame) (int, <-chan struct{}) {
 	c.mu2.Lock()

@@ -91,35 +91,38 @@ func (c *Conn) sendCopy(b []byte, framed bool) (ok bool, backlog <-chan struct{}
 	return true, c.queuedUnlock(fl)
 }
 
-// SendFramesRun is SendFrames for several pieces in order, each one or
-// more complete frames, under one lock (see SendBacklogRun): each piece is
-// admitted as SendFrames admits it, and at the first refusal it and the
-// rest are dropped. queued is how many pieces were copied: a prefix of
-// parts. Nothing of parts is kept.
-func (c *Conn) SendFramesRun(parts [][]byte) (queued int, backlog <-chan struct{}) {
+// SendTextRun queues one text message per payload, in order, under one
+// lock (see SendBacklogRun): each becomes a text frame copied into the
+// outbox's chunks, header and payload together, as SendFrames would copy
+// the frame the caller encoded, but without that encoding's copy. Each is
+// admitted as SendFrames admits a frame, and at the first refusal it and
+// the rest are dropped. queued is how many were copied: a prefix of
+// payloads. Nothing of payloads is kept. WebSocket connections only.
+func (c *Conn) SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct{}) {
 	c.mu.Lock()
 	fl := c.flags.Load()
 	if fl&(fClosing|fGone) != 0 {
 		c.mu.Unlock()
 		return 0, nil
 	}
-	for i, b := range parts {
-		if reason := c.admitOutput(c.appendCharge(len(b), true)); reason != nil {
+	for i, p := range payloads {
+		n := frameHeaderLen(len(p)) + len(p)
+		if reason := c.admitOutput(c.appendCharge(n, true)); reason != nil {
 			if i == 0 {
 				c.mu.Unlock()
 			} else {
 				backlog = c.queuedUnlock(fl)
 			}
-			reason.Add(float64(len(parts) - i))
+			reason.Add(float64(len(payloads) - i))
 			return i, backlog
 		}
-		c.appendLocked(b, true)
+		c.appendTextLocked(p, n)
 	}
-	if len(parts) == 0 {
+	if len(payloads) == 0 {
 		c.mu.Unlock()
 		return 0, nil
 	}
-	return len(parts), c.queuedUnlock(fl)
+	return len(payloads), c.queuedUnlock(fl)
 }
 
 // tailChunk returns the outbox's last entry when it is a chunk of the kind
@@ -152,6 +155,27 @@ func (c *Conn) appendCharge(n int, framed bool) int {
 // WebSocket message is at most maxChunk or one piece).
 func fits(ch *proto.Frame, n int) bool {
 	return len(ch.B)+n <= min(cap(ch.B), maxChunk)
+}
+
+// appendTextLocked is appendLocked(framed) of the text frame of payload p,
+// n bytes with its header, written straight into the chunk: the whole
+// frame goes into one chunk. c.mu must be held.
+func (c *Conn) appendTextLocked(p []byte, n int) {
+	size := minChunk
+	if ch := c.tailChunk(true); ch != nil {
+		if fits(ch, n) {
+			ch.B = appendFrameHeader(ch.B, opText, len(p))
+			ch.B = append(ch.B, p...)
+			c.queuedBytes += n // as in appendLocked: no atomic here
+			return
+		}
+		size = min(2*cap(ch.B), maxChunk)
+	}
+	ch := newChunk(max(size, n))
+	ch.B = appendFrameHeader(ch.B, opText, len(p))
+	ch.B = append(ch.B, p...)
+	c.pushEntry(ch, true)
+	c.tail.framed |= 1 << (c.tail.n - 1)
 }
 
 // appendLocked copies b into the tail chunk of its kind, or a new one.

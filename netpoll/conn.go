@@ -885,6 +885,15 @@ func (c *Conn) onClosed(cwnetpoll.Connection) error {
 	return nil
 }
 
+// PayloadHeld reports, during Session.OnMessage on a WebSocket connection,
+// whether the message's payload stays valid until the read ends (after the
+// Session's OnReadEnd returns), not only during the call: it then views
+// the connection's read buffer, which is released after the read, rather
+// than a buffer reused for the next message (a frame that came in pieces,
+// a fragmented message). A Session may keep such a payload until its
+// OnReadEnd instead of copying it. Event goroutine only.
+func (c *Conn) PayloadHeld() bool { return c.rd.held }
+
 // onMessage implements frameSink: deliver a message unless closing or over
 // the inbound rate.
 func (c *Conn) onMessage(text bool, payload []byte) {

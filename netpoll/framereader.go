@@ -116,6 +116,11 @@ type frameReader struct {
 	skip   int    // skimming: bytes of the current frame still to skip
 	taken  int    // bytes taken from sources since the reader was made (for byte counts and budgets)
 	fragOp byte   // opcode (text or binary) of the fragmented message in progress, 0 when none
+	// held is set while a message whose payload views the source's own
+	// bytes (a whole frame at the head of src: valid until the source is
+	// released) is being delivered, and clear for one in the stash or the
+	// fragment buffer (valid only during the call). See Conn.PayloadHeld.
+	held bool
 }
 
 // consume decodes the complete frames in src, delivers them to sink, and
@@ -168,7 +173,10 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 						continue
 					}
 					j.flush(sink)
-					if stop, err := r.frame(&h, payload, sink); stop || err != nil {
+					r.held = h.op != opContinuation
+					stop, err := r.frame(&h, payload, sink)
+					r.held = false
+					if stop || err != nil {
 						return stop, err
 					}
 					continue
