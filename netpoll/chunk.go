@@ -105,6 +105,23 @@ func (c *Conn) SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct
 		c.mu.Unlock()
 		return 0, nil
 	}
+	// The usual case first: the whole run fits the tail chunk and is
+	// admitted at once (admission is monotone in size: every message of it
+	// would be), so each message costs its copy and nothing else. A run
+	// that is not goes message by message, which refuses (with refusal's
+	// effects) only what the limits refuse.
+	total := 0
+	for _, p := range payloads {
+		total += frameHeaderLen(len(p)) + len(p)
+	}
+	if ch := c.tailChunk(true); ch != nil && len(payloads) > 0 && fits(ch, total) && c.refusal(total) == nil {
+		for _, p := range payloads {
+			ch.B = appendFrameHeader(ch.B, opText, len(p))
+			ch.B = append(ch.B, p...)
+		}
+		c.queuedBytes += total
+		return len(payloads), c.queuedUnlock(fl)
+	}
 	for i, p := range payloads {
 		n := frameHeaderLen(len(p)) + len(p)
 		if reason := c.admitOutput(c.appendCharge(n, true)); reason != nil {

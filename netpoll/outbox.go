@@ -53,23 +53,11 @@ func frameCharge(f *proto.Frame) int { return len(f.B) + frameOverhead }
 // when they may, or the counter to increment for the drop. c.mu must be
 // held.
 func (c *Conn) admitOutput(n int) prometheus.Counter {
-	pending := c.queuedBytes + c.inflight
-	if pending == 0 {
-		return nil // a first frame always goes, whatever its size
-	}
-	s := c.srv
-	var reason prometheus.Counter
-	total := s.outboxTotal.Load() + int64(n)
-	switch {
-	case pending+n > s.cfg.OutboxLimit:
-		reason = s.m.dropped
-	case pending+n > s.cfg.OutboxSoftLimit && total > s.cfg.OutboxTotalLimit:
-		reason = s.m.droppedTotal // the slowest consumers first
-	case total > s.cfg.OutboxTotalLimit+s.cfg.OutboxTotalLimit/4:
-		reason = s.m.droppedTotal // then everyone but a first frame: the bound is hard
-	default:
+	reason := c.refusal(n)
+	if reason == nil {
 		return nil
 	}
+	s := c.srv
 	c.refused = true
 	c.refusals.Add(1)
 	if c.overflowAt.Load() == 0 {
@@ -77,6 +65,27 @@ func (c *Conn) admitOutput(n int) prometheus.Counter {
 		c.releaseStallLocked()
 	}
 	return reason
+}
+
+// refusal is admitOutput's decision alone, without its effects: nil when n
+// more bytes may be queued, else the counter of the limit they would pass.
+// c.mu must be held.
+func (c *Conn) refusal(n int) prometheus.Counter {
+	pending := c.queuedBytes + c.inflight
+	if pending == 0 {
+		return nil // a first frame always goes, whatever its size
+	}
+	s := c.srv
+	total := s.outboxTotal.Load() + int64(n)
+	switch {
+	case pending+n > s.cfg.OutboxLimit:
+		return s.m.dropped
+	case pending+n > s.cfg.OutboxSoftLimit && total > s.cfg.OutboxTotalLimit:
+		return s.m.droppedTotal // the slowest consumers first
+	case total > s.cfg.OutboxTotalLimit+s.cfg.OutboxTotalLimit/4:
+		return s.m.droppedTotal // then everyone but a first frame: the bound is hard
+	}
+	return nil
 }
 
 // backlogLocked returns the channel senders wait on while the connection is

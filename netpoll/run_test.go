@@ -253,3 +253,39 @@ func TestPayloadHeld(t *testing.T) {
 		t.Fatalf("%d held payloads changed before the read ended", n)
 	}
 }
+
+// TestSendTextRunOneChunk: runs that fit the tail chunk go into it whole
+// (one entry for all of them), charged exactly, received in order.
+func TestSendTextRunOneChunk(t *testing.T) {
+	h := newTestHandler()
+	s, _ := startServer(t, Config{}, h)
+	cl, _ := dial(t, s, "/ws", nil)
+	c := h.waitOpened(t).c
+	release := holdOutput(c)
+	var want [][]byte
+	wire := 0
+	for r := range 5 {
+		var run [][]byte
+		for i := range 3 {
+			p := []byte(fmt.Sprintf("run %d message %d", r, i))
+			run = append(run, p)
+			want = append(want, bytes.Clone(p))
+			wire += frameHeaderLen(len(p)) + len(p)
+		}
+		if n, _ := c.SendTextRun(run); n != 3 {
+			t.Fatalf("run %d: queued %d of 3", r, n)
+		}
+	}
+	c.mu.Lock()
+	entries, charged := int(c.queued), c.queuedBytes
+	c.mu.Unlock()
+	if entries != 1 || charged != wire+frameOverhead {
+		t.Fatalf("5 small runs: %d entries charged %d bytes, want 1 entry of %d", entries, charged, wire+frameOverhead)
+	}
+	release()
+	for i, p := range want {
+		if f := cl.expectMessage(); !bytes.Equal(f.Payload, p) {
+			t.Fatalf("message %d: %q, want %q", i, f.Payload, p)
+		}
+	}
+}
