@@ -640,10 +640,11 @@ type matchScratch struct {
 	// one holds dispatch's message, so that one message and a run take
 	// the same path (dispatchMessages) with nothing allocated.
 	one [1]*Message
-	// parts and frames are a seed subscriber's view of a run
-	// (SeedSession.deliverRun), reused from one subscriber to the next.
-	parts  [][]byte
-	frames []*proto.Frame
+	// parts is the first seed recipient's view of a run, and runFrame the
+	// run's seed frames in one shared Frame for the others
+	// (SeedSession.deliverRun); the dispatch releases runFrame.
+	parts    [][]byte
+	runFrame *proto.Frame
 }
 
 // takeScratch returns a match scratch for one dispatch: the one the
@@ -798,6 +799,10 @@ func (b *Broker) dispatchMessages(sc *matchScratch, ms []*Message, forward bool)
 	}
 	for _, m := range ms {
 		m.releaseFrames()
+	}
+	if sc.runFrame != nil {
+		sc.runFrame.Release()
+		sc.runFrame = nil
 	}
 	sc.one[0] = nil
 	clear(sc.subs) // do not keep sessions reachable from the pool

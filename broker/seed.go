@@ -151,9 +151,8 @@ type seedSender interface {
 	backlogSender
 	// SendFrames copies b, one or more complete frames, into the outbox.
 	SendFrames(b []byte) (ok bool, backlog <-chan struct{})
-	// SendBacklogRun and SendTextRun queue a run in order under one
+	// SendTextRun queues a run of text messages in order under one
 	// lock, as many as are admitted (a prefix); see netpoll.
-	SendBacklogRun(fs []*proto.Frame) (queued int, backlog <-chan struct{})
 	SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct{})
 	// PayloadHeld reports, during OnMessage, that the payload stays valid
 	// until OnReadEnd returns (netpoll.Conn.PayloadHeld).
@@ -183,8 +182,8 @@ func (ss *SeedSession) Deliver(m *Message, _ Delivery) (int, bool, <-chan struct
 // deliverRun implements runEndpoint: the run's seed frames, queued under
 // one lock of the connection. The first recipient of the run takes it by
 // copy, as Deliver does with one message (a fan-in's subscriber gets a
-// whole run copied into its outbox at once); the others share each
-// message's Frame.
+// whole run copied into its outbox at once); the others share one Frame
+// holding the whole run.
 func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (n, queued int, backlog <-chan struct{}) {
 	if ss.bsend == nil {
 		for _, m := range ms {
@@ -220,19 +219,28 @@ func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (
 		sc.parts = sc.parts[:0]
 		return n, queued, backlog
 	}
-	for _, m := range ms {
-		f := m.Frame(EncodingSeed, appendSeed)
-		f.Retain() // the connection's reference, released by it in every case
-		sc.frames = append(sc.frames, f)
-		n += len(f.B)
+	// Every other seed recipient of the run queues the same bytes: the
+	// run's frames, one after the other, made once for all of them into
+	// one shared Frame (the dispatch's, sc.runFrame), one outbox entry
+	// each. A run is admitted or dropped whole.
+	f := sc.runFrame
+	if f == nil {
+		f = proto.AcquireFrame()
+		for _, m := range ms {
+			if m.seedRaw != nil {
+				f.B = proto.AppendSeedFrameVerbatim(f.B, m.seedRaw)
+			} else {
+				f.B = append(f.B, m.Frame(EncodingSeed, appendSeed).B...)
+			}
+		}
+		sc.runFrame = f
 	}
-	queued, backlog = ss.bsend.SendBacklogRun(sc.frames)
-	for _, m := range ms[queued:] {
-		n -= len(m.frame[EncodingSeed].B) // the message holds its own reference
+	f.Retain() // the connection's reference, released by it in every case
+	ok, backlog := ss.bsend.SendBacklog(f)
+	if !ok {
+		return 0, 0, nil
 	}
-	clear(sc.frames)
-	sc.frames = sc.frames[:0]
-	return n, queued, backlog
+	return len(f.B), len(ms), backlog
 }
 
 // framePayload returns the payload of f, one unmasked server frame.

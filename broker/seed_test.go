@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"encoding/binary"
 	"slices"
 	"strings"
 	"sync"
@@ -44,6 +45,18 @@ func (c *coalescingConn) record(b []byte, copied bool) {
 	c.all = append(c.all, b)
 }
 
+// frameLen is the length of the unmasked server frame at the start of b.
+func frameLen(b []byte) int {
+	switch n := int(b[1] & 0x7f); n {
+	case 126:
+		return 4 + int(binary.BigEndian.Uint16(b[2:4]))
+	case 127:
+		return 10 + int(binary.BigEndian.Uint64(b[2:10]))
+	default:
+		return 2 + n
+	}
+}
+
 func (c *coalescingConn) frames() [][]byte {
 	c.mu2.Lock()
 	defer c.mu2.Unlock()
@@ -60,7 +73,15 @@ func (c *coalescingConn) SendFrames(b []byte) (bool, <-chan struct{}) {
 func (c *coalescingConn) SendBacklog(f *proto.Frame) (bool, <-chan struct{}) {
 	c.mu2.Lock()
 	defer c.mu2.Unlock()
-	c.record(f.B, false)
+	k := 0
+	for b := f.B; len(b) > 0; k++ {
+		n := frameLen(b)
+		c.record(b[:n], false)
+		b = b[n:]
+	}
+	if k > 1 {
+		c.runs++ // a run's frames in one shared Frame (deliverRun)
+	}
 	f.Release()
 	return true, nil
 }
@@ -81,17 +102,6 @@ func (c *coalescingConn) SendTextRun(payloads [][]byte) (int, <-chan struct{}) {
 // stay valid until OnReadEnd when held is set (netpoll's, for a whole frame
 // in its read buffer).
 func (c *coalescingConn) PayloadHeld() bool { return c.held }
-
-func (c *coalescingConn) SendBacklogRun(fs []*proto.Frame) (int, <-chan struct{}) {
-	c.mu2.Lock()
-	defer c.mu2.Unlock()
-	c.runs++
-	for _, f := range fs {
-		c.record(f.B, false)
-		f.Release()
-	}
-	return len(fs), nil
-}
 
 // TestSeedDeliverCoalesces: a message with one seed recipient (a fan-in)
 // goes to it by copy, with no shared Frame; with several, the first takes

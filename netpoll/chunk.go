@@ -92,7 +92,9 @@ func (c *Conn) sendCopy(b []byte, framed bool) (ok bool, backlog <-chan struct{}
 }
 
 // SendTextRun queues one text message per payload, in order, under one
-// lock (see SendBacklogRun): each becomes a text frame copied into the
+// lock, so that a publisher's run of messages to one subscriber (the
+// broker's dispatchRun) costs one lock and one first touch of the Conn and
+// its outbox, not one per message: each becomes a text frame copied into the
 // outbox's chunks, header and payload together, as SendFrames would copy
 // the frame the caller encoded, but without that encoding's copy. Each is
 // admitted as SendFrames admits a frame, and at the first refusal it and

@@ -279,8 +279,8 @@ func (c *Conn) releaseSegments(s *outSegment) {
 }
 
 // Send queues f for writing and takes ownership of one reference of it: the
-// caller Retains first if it keeps its own. f.B is written as it is: a
-// complete WebSocket frame (AppendFrame) on a WebSocket connection, raw
+// caller Retains first if it keeps its own. f.B is written as it is: one or
+// more complete WebSocket frames (AppendFrame) on a WebSocket connection, raw
 // bytes of the protocol above on a stream (Stream). It never blocks. It returns
 // false, having Released f, when the connection is closing or gone, or when
 // the outbox is full (then the slow-consumer policy applies). A frame that
@@ -312,48 +312,6 @@ func (c *Conn) SendBacklog(f *proto.Frame) (ok bool, backlog <-chan struct{}) {
 	}
 	c.push(f)
 	return true, c.queuedUnlock(fl)
-}
-
-// SendBacklogRun is SendBacklog for several frames in order, under one
-// lock: a publisher's run of messages to one subscriber (the broker's
-// dispatchRun) costs one lock and one first touch of the Conn and its
-// outbox, not one per message. It takes ownership of one reference of each
-// frame in every case. Each frame is admitted as SendBacklog admits it;
-// at the first refusal that frame and the rest are released, unqueued (the
-// newest are dropped, as they would be one by one). queued is how many
-// were queued: a prefix of fs.
-func (c *Conn) SendBacklogRun(fs []*proto.Frame) (queued int, backlog <-chan struct{}) {
-	c.mu.Lock()
-	fl := c.flags.Load()
-	if fl&(fClosing|fGone) != 0 {
-		c.mu.Unlock()
-		releaseFrames(fs)
-		return 0, nil
-	}
-	for i, f := range fs {
-		if reason := c.admitOutput(frameCharge(f)); reason != nil {
-			if i == 0 {
-				c.mu.Unlock()
-			} else {
-				backlog = c.queuedUnlock(fl)
-			}
-			releaseFrames(fs[i:])
-			reason.Add(float64(len(fs) - i))
-			return i, backlog
-		}
-		c.push(f)
-	}
-	if len(fs) == 0 {
-		c.mu.Unlock()
-		return 0, nil
-	}
-	return len(fs), c.queuedUnlock(fl)
-}
-
-func releaseFrames(fs []*proto.Frame) {
-	for _, f := range fs {
-		releaseFrame(f)
-	}
 }
 
 // queuedUnlock ends a Send that queued output: it reads the backlog signal,
