@@ -21,11 +21,19 @@ import (
 // publishers are slow, up to runMax when the broker is busy), as a batch
 // should.
 //
+// Each seed subscriber takes a run in one call (runEndpoint): the first
+// recipient copies it into its outbox, every other one queues one shared
+// Frame that holds the whole run (made once per run), so a run costs a
+// subscriber one lock, one outbox entry and one reference.
+//
 // What stays per message: the topic and grant checks (Session.authorize,
-// before a message is held), the choice of a shared group's member, the
-// counts. What a run adds is bounded: runMax messages of at most
-// runHeldBytes each, copied (the transport's read buffer is only valid
-// during OnMessage), and at most one read's worth of delay. A run is
+// before a message is held; a message joining its run under the same
+// grants object passes as a repeated topic does), the choice of a shared
+// group's member, the counts. What a run adds is bounded: runMax messages
+// of at most runHeldBytes each, runBytes in all, and at most one read's
+// worth of delay. A held message views the transport's read buffer when
+// the transport keeps it until the read ends (PayloadHeld), and is copied
+// otherwise (a frame assembled across reads, a fragmented message). A run is
 // dispatched only while its publisher's session is live and only when the
 // grants it was checked against still allow its topic: a revocation or a
 // downgrade that completed before the run goes out stops it, as it stops

@@ -52,7 +52,7 @@ func DefaultConfig() Config {
 		Quiet:             3 * time.Second,
 		Step:              2 * time.Second,
 		FanOutSubscribers: 2000,
-		FanOutRates:       []int{50, 100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 3500, 4000, 5000},
+		FanOutRates:       []int{50, 100, 200, 300, 400, 500, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000, 7000, 8000, 10000},
 		FanOutMessages:    1000,
 		FanInPublishers:   200,
 		FanInRates: []int{10000, 20000, 40000, 60000, 80000, 100000, 125000, 150000, 200000, 250000, 300000, 400000,
