@@ -142,6 +142,10 @@ type frameReader struct {
 // onMessage and onControl as without one.
 func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSink, j *joiner) (stop bool, err error) {
 	end := r.taken + budget
+	// One header for the whole loop, filled in place: returned by value,
+	// it was copied twice per frame, each copy stalled on reading back
+	// the narrower stores that had just written it.
+	var h frameHeader
 	for {
 		avail := src.Len()
 		if avail == 0 || budget > 0 && r.taken >= end {
@@ -151,7 +155,7 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 		if r.stash == nil {
 			// Fast path: the frame starts at the head of src.
 			b, _ := src.Peek(min(avail, maxFrameHeader))
-			h, ok, err := r.parseHeader(b, maxSize)
+			ok, err := r.parseHeader(&h, b, maxSize)
 			if err != nil {
 				j.flush(sink)
 				return false, err
@@ -194,7 +198,7 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 			n := copy(hb[:], r.stash)
 			b, _ := src.Peek(min(avail, maxFrameHeader-n))
 			m := copy(hb[n:], b)
-			h, ok, err := r.parseHeader(hb[:n+m], maxSize)
+			ok, err := r.parseHeader(&h, hb[:n+m], maxSize)
 			if err != nil {
 				return false, err
 			}
@@ -211,7 +215,7 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 		}
 		// The header was validated when it completed and nothing changed
 		// the reader's state since, so parsing it again cannot fail.
-		h, _, _ := r.parseHeader(r.stash, maxSize)
+		_, _ = r.parseHeader(&h, r.stash, maxSize)
 		stop, err := r.frame(&h, r.stash[h.size:r.need:r.need], sink)
 		r.dropStash()
 		if stop || err != nil {
@@ -223,38 +227,38 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 // parseHeader decodes and validates the frame header at the start of b.
 // ok=false with a nil error means b is too short to tell yet. Checks that
 // need only the first two bytes fail as soon as those two bytes arrive.
-func (r *frameReader) parseHeader(b []byte, maxSize int) (h frameHeader, ok bool, err error) {
+func (r *frameReader) parseHeader(h *frameHeader, b []byte, maxSize int) (ok bool, err error) {
 	if len(b) < 2 {
-		return h, false, nil
+		return false, nil
 	}
 	b0, b1 := b[0], b[1]
 	h.fin = b0&0x80 != 0
 	h.op = b0 & 0x0f
 	l7 := b1 & 0x7f
 	if b0&0x70 != 0 {
-		return h, false, errReservedBits // no extension is ever negotiated
+		return false, errReservedBits // no extension is ever negotiated
 	}
 	switch h.op {
 	case opContinuation:
 		if r.fragOp == 0 {
-			return h, false, errStrayContinuation
+			return false, errStrayContinuation
 		}
 	case opText, opBinary:
 		if r.fragOp != 0 {
-			return h, false, errExpectedContinue
+			return false, errExpectedContinue
 		}
 	case opClose, opPing, opPong:
 		if !h.fin {
-			return h, false, errControlFragmented
+			return false, errControlFragmented
 		}
 		if l7 > maxControlPayload {
-			return h, false, errControlTooLong
+			return false, errControlTooLong
 		}
 	default:
-		return h, false, errReservedOpcode
+		return false, errReservedOpcode
 	}
 	if b1&0x80 == 0 {
-		return h, false, errUnmasked
+		return false, errUnmasked
 	}
 	h.size = 6
 	switch l7 {
@@ -264,7 +268,7 @@ func (r *frameReader) parseHeader(b []byte, maxSize int) (h frameHeader, ok bool
 		h.size = 14
 	}
 	if len(b) < h.size {
-		return h, false, nil
+		return false, nil
 	}
 	switch l7 {
 	case 126:
@@ -272,7 +276,7 @@ func (r *frameReader) parseHeader(b []byte, maxSize int) (h frameHeader, ok bool
 	case 127:
 		u := binary.BigEndian.Uint64(b[2:10])
 		if u>>63 != 0 {
-			return h, false, errLengthMSB
+			return false, errLengthMSB
 		}
 		h.length = int64(u)
 	default:
@@ -280,9 +284,9 @@ func (r *frameReader) parseHeader(b []byte, maxSize int) (h frameHeader, ok bool
 	}
 	copy(h.mask[:], b[h.size-4:h.size])
 	if h.op < opClose && h.length > int64(maxSize-len(r.msg)) {
-		return h, false, errTooBig
+		return false, errTooBig
 	}
-	return h, true, nil
+	return true, nil
 }
 
 // unmaskASCII unmasks p in place, as ws.Cipher(p, mask, 0) does, and
