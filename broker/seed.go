@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"unsafe"
 
 	"github.com/gatecast/gatecast/proto"
@@ -226,6 +227,15 @@ func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (
 	f := sc.runFrame
 	if f == nil {
 		f = proto.AcquireFrame()
+		size := 0
+		for _, m := range ms {
+			if m.seedRaw != nil {
+				size += proto.FrameHeaderLen(len(m.seedRaw)) + len(m.seedRaw)
+			} else {
+				size += len(m.Frame(EncodingSeed, appendSeed).B)
+			}
+		}
+		f.B = slices.Grow(f.B, size) // at most one allocation, none once pooled frames have grown
 		for _, m := range ms {
 			if m.seedRaw != nil {
 				f.B = proto.AppendSeedFrameVerbatim(f.B, m.seedRaw)
