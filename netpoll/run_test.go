@@ -9,6 +9,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gatecast/gatecast/proto"
 )
 
 // holdOutput stops c's drain, so that what is queued stays queued; the
@@ -215,6 +217,47 @@ func TestSendTextRunOneChunk(t *testing.T) {
 	for i, p := range want {
 		if f := cl.expectMessage(); !bytes.Equal(f.Payload, p) {
 			t.Fatalf("message %d: %q, want %q", i, f.Payload, p)
+		}
+	}
+}
+
+// TestBatchesInOrder: the writer's batches — chunks that need a message
+// header of their own, shared frames, a few entries or many — arrive whole
+// and in order, also when the socket takes them only in part (the reader
+// starts once ~9 MB are queued).
+func TestBatchesInOrder(t *testing.T) {
+	h := newTestHandler()
+	s, _ := startServer(t, Config{OutboxLimit: 64 << 20, OutboxSoftLimit: 32 << 20}, h)
+	cl, _ := dial(t, s, "/ws", nil)
+	c := h.waitOpened(t).c
+	var want [][]byte
+	release := holdOutput(c) // the first rounds go as one batch of many entries
+	for round := range 2000 {
+		if round == 3 {
+			release() // the rest as the writer takes them
+		}
+		n := 1 + round%5
+		if round%7 == 6 || round == 0 {
+			n = 74 // more than a segment's entries
+		}
+		for i := range n {
+			p := []byte(fmt.Sprintf("round %d entry %d %s", round, i, bytes.Repeat([]byte{'w'}, (round*3701+i*1013)%3000)))
+			if i%2 == 0 {
+				f := proto.AcquireFrame()
+				f.B = AppendFrame(f.B[:0], true, p)
+				if !c.Send(f) {
+					t.Fatal("Send refused")
+				}
+			} else if ok, _ := c.SendBytes(p); !ok { // a binary message: a chunk with a header of its own
+				t.Fatal("SendBytes refused")
+			}
+			want = append(want, p)
+		}
+	}
+	for i, p := range want {
+		f := cl.expectMessage()
+		if !bytes.Equal(f.Payload, p) {
+			t.Fatalf("message %d: %.30q…, want %.30q…", i, f.Payload, p)
 		}
 	}
 }
