@@ -107,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		forwardErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_cluster_forward_errors_total", Help: "Published messages that could not be forwarded to other nodes (cluster mode)."}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatecast_producer_stalls_total", Help: "Publishes after which the publisher waited for a backlogged subscriber or cluster peer queue."}),
+			Name: "gatecast_producer_stalls_total", Help: "Publishes (for the seed protocol: runs of a read's publishes to one topic) after which the publisher waited for a backlogged subscriber or cluster peer queue."}),
 		stallSeconds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatecast_producer_stall_seconds_total", Help: "Time publishers spent waiting for backlogged subscribers or peer queues."}),
 	}
