@@ -101,6 +101,9 @@ func (c *Conn) sendCopy(b []byte, framed bool) (ok bool, backlog <-chan struct{}
 // the rest are dropped. queued is how many were copied: a prefix of
 // payloads. Nothing of payloads is kept. WebSocket connections only.
 func (c *Conn) SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct{}) {
+	if len(payloads) == 0 {
+		return 0, nil
+	}
 	c.mu.Lock()
 	fl := c.flags.Load()
 	if fl&(fClosing|fGone) != 0 {
@@ -116,7 +119,7 @@ func (c *Conn) SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct
 	for _, p := range payloads {
 		total += frameHeaderLen(len(p)) + len(p)
 	}
-	if ch := c.tailChunk(true); ch != nil && len(payloads) > 0 && fits(ch, total) && c.refusal(total) == nil {
+	if ch := c.tailChunk(true); ch != nil && fits(ch, total) && c.refusal(total) == nil {
 		for _, p := range payloads {
 			ch.B = appendFrameHeader(ch.B, opText, len(p))
 			ch.B = append(ch.B, p...)
@@ -136,10 +139,6 @@ func (c *Conn) SendTextRun(payloads [][]byte) (queued int, backlog <-chan struct
 			return i, backlog
 		}
 		c.appendTextLocked(p, n)
-	}
-	if len(payloads) == 0 {
-		c.mu.Unlock()
-		return 0, nil
 	}
 	return len(payloads), c.queuedUnlock(fl)
 }
@@ -180,40 +179,46 @@ func fits(ch *proto.Frame, n int) bool {
 // n bytes with its header, written straight into the chunk: the whole
 // frame goes into one chunk. c.mu must be held.
 func (c *Conn) appendTextLocked(p []byte, n int) {
-	size := minChunk
-	if ch := c.tailChunk(true); ch != nil {
-		if fits(ch, n) {
-			ch.B = appendFrameHeader(ch.B, opText, len(p))
-			ch.B = append(ch.B, p...)
-			c.queuedBytes += n // as in appendLocked: no atomic here
-			return
-		}
-		size = min(2*cap(ch.B), maxChunk)
-	}
-	ch := newChunk(max(size, n))
+	ch, fresh := c.chunkFor(n, true)
 	ch.B = appendFrameHeader(ch.B, opText, len(p))
 	ch.B = append(ch.B, p...)
-	c.pushEntry(ch, true)
-	c.tail.framed |= 1 << (c.tail.n - 1)
+	c.filled(ch, n, fresh, true)
 }
 
 // appendLocked copies b into the tail chunk of its kind, or a new one.
 // c.mu must be held.
 func (c *Conn) appendLocked(b []byte, framed bool) {
+	ch, fresh := c.chunkFor(len(b), framed)
+	ch.B = append(ch.B, b...)
+	c.filled(ch, len(b), fresh, framed)
+}
+
+// chunkFor returns the chunk the next n bytes of kind framed go into: the
+// tail chunk when they fit it, else a new one (fresh), larger as the outbox
+// fills, which filled puts in the outbox once the bytes are in it. c.mu
+// must be held.
+func (c *Conn) chunkFor(n int, framed bool) (ch *proto.Frame, fresh bool) {
 	size := minChunk
 	if ch := c.tailChunk(framed); ch != nil {
-		if fits(ch, len(b)) {
-			// No atomic here: the process total already counts the whole
-			// chunk, and the pending mirror (a gauge) catches up at the
-			// next chunk or batch.
-			ch.B = append(ch.B, b...)
-			c.queuedBytes += len(b)
-			return
+		if fits(ch, n) {
+			return ch, false
 		}
 		size = min(2*cap(ch.B), maxChunk) // the outbox is filling: a larger one
 	}
-	ch := newChunk(max(size, len(b)))
-	ch.B = append(ch.B, b...)
+	return newChunk(max(size, n)), true
+}
+
+// filled accounts for n bytes appended to ch (chunkFor): a fresh chunk
+// enters the outbox (charged as pushEntry charges it), the tail chunk's
+// charge grows by n. c.mu must be held.
+func (c *Conn) filled(ch *proto.Frame, n int, fresh, framed bool) {
+	if !fresh {
+		// No atomic here: the process total already counts the whole
+		// chunk, and the pending mirror (a gauge) catches up at the next
+		// chunk or batch.
+		c.queuedBytes += n
+		return
+	}
 	c.pushEntry(ch, true)
 	if framed {
 		c.tail.framed |= 1 << (c.tail.n - 1)
