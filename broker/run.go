@@ -5,7 +5,6 @@ import (
 	"unsafe"
 
 	"github.com/gatecast/gatecast/acl"
-	"github.com/gatecast/gatecast/proto"
 )
 
 // Runs: consecutive publishes to one topic, dispatched together.
@@ -133,7 +132,6 @@ func (s *Session) publishRun(p *Publisher) {
 		return
 	}
 	ms := r.msgs[:r.n]
-	r.n, r.bytes, r.views = 0, 0, false
 	var backlog <-chan struct{}
 	if !s.closed.Load() {
 		if g := s.token.grants.Load(); g == r.grants || g.CanPublish(ms[0].Topic) {
@@ -142,10 +140,7 @@ func (s *Session) publishRun(p *Publisher) {
 			s.b.metrics.rejected[rejectDenied].Add(float64(len(ms)))
 		}
 	}
-	for _, m := range ms {
-		m.Reset()
-	}
-	r.grants = nil
+	r.reset()
 	if backlog != nil {
 		s.stall(backlog)
 	}
@@ -166,28 +161,26 @@ func (s *Session) endRun(p *Publisher) {
 // buffer may be gone. After a read that ended normally the run is empty.
 func (s *Session) dropViews(p *Publisher) {
 	if r := p.run; r != nil && r.views {
-		for _, m := range r.msgs[:r.n] {
-			m.Reset()
-		}
-		r.n, r.bytes, r.views, r.grants = 0, 0, false, nil
+		r.reset()
 	}
+}
+
+// reset empties the run, its Messages kept for the next.
+func (r *runBuf) reset() {
+	for _, m := range r.msgs[:r.n] {
+		m.Reset()
+	}
+	r.n, r.bytes, r.views, r.grants = 0, 0, false, nil
 }
 
 // fill makes m the seed message payload (tag t, JSON value msg, both views
 // of payload) in a copy of its own: payload is only valid during
-// OnMessage, and a held message outlives it. A payload in the encoder's
-// form (verbatim) is copied behind a text frame header, in place of the
-// seed encoding it is: Encode and Frame then copy nothing more to make it.
+// OnMessage, and a held message outlives it.
 func (m *Message) fill(t string, payload, msg []byte, verbatim bool) {
-	var raw []byte
+	m.buf = append(m.buf[:0], payload...)
+	raw := m.buf[:len(payload):len(payload)]
 	if verbatim {
-		m.buf = proto.AppendSeedFrameVerbatim(m.buf[:0], payload)
-		m.own[EncodingSeed] = struct{ start, end int32 }{0, int32(len(m.buf))}
-		raw = m.buf[len(m.buf)-len(payload) : len(m.buf) : len(m.buf)]
 		m.seedRaw = raw
-	} else {
-		m.buf = append(m.buf[:0], payload...)
-		raw = m.buf[:len(payload):len(payload)]
 	}
 	if off, ok := within(msg, payload); ok {
 		m.Payload = raw[off : off+len(msg)]
