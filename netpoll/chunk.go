@@ -179,46 +179,51 @@ func fits(ch *proto.Frame, n int) bool {
 // n bytes with its header, written straight into the chunk: the whole
 // frame goes into one chunk. c.mu must be held.
 func (c *Conn) appendTextLocked(p []byte, n int) {
-	ch, fresh := c.chunkFor(n, true)
+	ch := c.tailChunk(true)
+	if ch == nil || !fits(ch, n) {
+		ch = c.newTailChunk(ch, n)
+		ch.B = appendFrameHeader(ch.B, opText, len(p))
+		ch.B = append(ch.B, p...)
+		c.pushChunk(ch, true)
+		return
+	}
 	ch.B = appendFrameHeader(ch.B, opText, len(p))
 	ch.B = append(ch.B, p...)
-	c.filled(ch, n, fresh, true)
+	c.queuedBytes += n // as in appendLocked
 }
 
 // appendLocked copies b into the tail chunk of its kind, or a new one.
 // c.mu must be held.
 func (c *Conn) appendLocked(b []byte, framed bool) {
-	ch, fresh := c.chunkFor(len(b), framed)
-	ch.B = append(ch.B, b...)
-	c.filled(ch, len(b), fresh, framed)
-}
-
-// chunkFor returns the chunk the next n bytes of kind framed go into: the
-// tail chunk when they fit it, else a new one (fresh), larger as the outbox
-// fills, which filled puts in the outbox once the bytes are in it. c.mu
-// must be held.
-func (c *Conn) chunkFor(n int, framed bool) (ch *proto.Frame, fresh bool) {
-	size := minChunk
-	if ch := c.tailChunk(framed); ch != nil {
-		if fits(ch, n) {
-			return ch, false
-		}
-		size = min(2*cap(ch.B), maxChunk) // the outbox is filling: a larger one
-	}
-	return newChunk(max(size, n)), true
-}
-
-// filled accounts for n bytes appended to ch (chunkFor): a fresh chunk
-// enters the outbox (charged as pushEntry charges it), the tail chunk's
-// charge grows by n. c.mu must be held.
-func (c *Conn) filled(ch *proto.Frame, n int, fresh, framed bool) {
-	if !fresh {
-		// No atomic here: the process total already counts the whole
-		// chunk, and the pending mirror (a gauge) catches up at the next
-		// chunk or batch.
-		c.queuedBytes += n
+	ch := c.tailChunk(framed)
+	if ch == nil || !fits(ch, len(b)) {
+		ch = c.newTailChunk(ch, len(b))
+		ch.B = append(ch.B, b...)
+		c.pushChunk(ch, framed)
 		return
 	}
+	// No atomic here: the process total already counts the whole chunk,
+	// and the pending mirror (a gauge) catches up at the next chunk or
+	// batch.
+	ch.B = append(ch.B, b...)
+	c.queuedBytes += len(b)
+}
+
+// newTailChunk returns a new chunk for n bytes that do not fit tail (the
+// tail chunk of their kind, or nil): larger than tail as the outbox fills.
+// The caller fills it, then queues it with pushChunk. (The fast path, the
+// bytes fitting the tail chunk, stays in the callers, inlined.)
+func (c *Conn) newTailChunk(tail *proto.Frame, n int) *proto.Frame {
+	size := minChunk
+	if tail != nil {
+		size = min(2*cap(tail.B), maxChunk) // the outbox is filling: a larger one
+	}
+	return newChunk(max(size, n))
+}
+
+// pushChunk queues a filled new chunk (charged as pushEntry charges it).
+// c.mu must be held.
+func (c *Conn) pushChunk(ch *proto.Frame, framed bool) {
 	c.pushEntry(ch, true)
 	if framed {
 		c.tail.framed |= 1 << (c.tail.n - 1)
