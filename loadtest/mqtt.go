@@ -328,10 +328,12 @@ func (dc *devConn) handlePacket(c netpoll.Connection, h mqtt.Header, body []byte
 		if p.Dup {
 			w.dupFlags.Add(1)
 		}
-		w.delivered(dc, lat)
+		// The device's own count first: a report that waits for the
+		// delivered count (run.drain) then reads this one complete.
 		if dc.role == roleDevice {
 			w.commandSeen(dc, now)
 		}
+		w.delivered(dc, lat)
 		switch p.QoS {
 		case 1:
 			ack(mqtt.PUBACK, p.PacketID)
