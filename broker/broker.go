@@ -843,21 +843,35 @@ func (b *Broker) dispatchMessages(sc *matchScratch, ms []*Message, forward bool)
 // runs, else one Deliver per message. It returns the first backlog
 // reported.
 func deliverTo(s *Session, ms []*Message, d Delivery, sc *matchScratch, c *dispatchCounts) (backlog <-chan struct{}) {
-	if len(ms) > 1 {
-		if re, ok := s.ep.(runEndpoint); ok {
-			n, queued, bl := re.deliverRun(ms, d, sc)
-			c.addRun(s.proto, n, queued, len(ms)-queued)
-			return bl
-		}
-	}
-	for _, m := range ms {
-		n, ok, bl := s.ep.Deliver(m, d)
+	if len(ms) == 1 { // one message: the usual case, with no call besides Deliver
+		n, ok, bl := s.ep.Deliver(ms[0], d)
 		c.add(s.proto, n, ok)
+		return bl
+	}
+	if re, ok := s.ep.(runEndpoint); ok {
+		n, queued, bl := re.deliverRun(ms, d, sc)
+		c.addRun(s.proto, n, queued, len(ms)-queued)
+		return bl
+	}
+	n, queued, backlog := deliverEach(s.ep, ms, d)
+	c.addRun(s.proto, n, queued, len(ms)-queued)
+	return backlog
+}
+
+// deliverEach hands ep the messages ms one Deliver each. It returns the
+// bytes queued, how many were queued and the first backlog reported.
+func deliverEach(ep Endpoint, ms []*Message, d Delivery) (n, queued int, backlog <-chan struct{}) {
+	for _, m := range ms {
+		k, ok, bl := ep.Deliver(m, d)
+		if ok {
+			n += k
+			queued++
+		}
 		if backlog == nil {
 			backlog = bl
 		}
 	}
-	return backlog
+	return n, queued, backlog
 }
 
 // dispatchCounts are one dispatch's deliveries and drops per subscriber

@@ -187,17 +187,7 @@ func (ss *SeedSession) Deliver(m *Message, _ Delivery) (int, bool, <-chan struct
 // holding the whole run.
 func (ss *SeedSession) deliverRun(ms []*Message, d Delivery, sc *matchScratch) (n, queued int, backlog <-chan struct{}) {
 	if ss.bsend == nil {
-		for _, m := range ms {
-			k, ok, bl := ss.Deliver(m, d)
-			if ok {
-				n += k
-				queued++
-			}
-			if backlog == nil {
-				backlog = bl
-			}
-		}
-		return n, queued, backlog
+		return deliverEach(ss, ms, d)
 	}
 	claim := true
 	for _, m := range ms {
