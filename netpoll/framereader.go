@@ -58,6 +58,10 @@ type byteSource interface {
 	Peek(n int) ([]byte, error)
 	Next(n int) ([]byte, error)
 	Skip(n int) error
+	// Contiguous returns the unread bytes at the head of the source that
+	// lie in one buffer (for netpoll: one node of its linked buffer), all of
+	// them or a prefix, empty only when the source is; valid like Peek's.
+	Contiguous() []byte
 }
 
 // frameSink receives what the frame reader decodes. Payloads are valid only
@@ -153,7 +157,27 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 			return false, nil
 		}
 		if r.stash == nil {
-			// Fast path: the frame starts at the head of src.
+			// Fastest path: the frames that lie whole in the head of src's
+			// buffer, decoded from one view and skipped together (one Skip
+			// instead of a Len, Peek and Next per frame, each locked for the
+			// poller appending to the same buffer).
+			if head := src.Contiguous(); len(head) > 0 {
+				off, stop, err := r.consumeHead(head, &h, maxSize, end, budget, sink, j)
+				if off > 0 {
+					_ = src.Skip(off)
+				}
+				if stop || err != nil {
+					if err != nil {
+						j.flush(sink)
+					}
+					return stop, err
+				}
+				if off > 0 {
+					continue
+				}
+			}
+			// The frame at the head of src is not whole in one buffer node:
+			// it is read across nodes (netpoll copies), or stashed.
 			b, _ := src.Peek(min(avail, maxFrameHeader))
 			ok, err := r.parseHeader(&h, b, maxSize)
 			if err != nil {
@@ -222,6 +246,47 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 			return stop, err
 		}
 	}
+}
+
+// consumeHead is consume's fast path over head, the contiguous bytes at the
+// head of its source: it decodes and delivers the frames that lie whole in
+// head, from the start, until one does not, the budget is spent (end) or
+// the sink stops, and returns how many bytes of head it took (the caller
+// skips them in src). A protocol error is returned like consume's, with
+// off the bytes of the frames delivered before it. The frames' payloads
+// are views of head, valid while src is (r.held).
+func (r *frameReader) consumeHead(head []byte, h *frameHeader, maxSize, end, budget int, sink frameSink, j *joiner) (off int, stop bool, err error) {
+	for off < len(head) && (budget <= 0 || r.taken < end) {
+		ok, err := r.parseHeader(h, head[off:min(len(head), off+maxFrameHeader)], maxSize)
+		if err != nil {
+			return off, false, err
+		}
+		total := h.size + int(h.length)
+		if !ok || len(head)-off < total {
+			return off, false, nil
+		}
+		payload := head[off+h.size : off+total : off+total]
+		off += total
+		r.taken += total
+		if j != nil && h.op == opBinary && h.fin && r.fragOp == 0 {
+			ws.Cipher(payload, h.mask, 0)
+			if sink.admitJoined() && len(payload) > 0 {
+				if j.buf == nil {
+					j.buf = getBuf(min(len(payload)+len(head)-off, budget, maxSize))
+				}
+				j.buf = appendPooled(j.buf, payload, 0)
+			}
+			continue
+		}
+		j.flush(sink)
+		r.held = h.op != opContinuation
+		stop, err := r.frame(h, payload, sink)
+		r.held = false
+		if stop || err != nil {
+			return off, stop, err
+		}
+	}
+	return off, false, nil
 }
 
 // parseHeader decodes and validates the frame header at the start of b.
@@ -523,7 +588,10 @@ func putBuf(b []byte) {
 
 // sliceSource is a byteSource over one slice. It serves tests, the fuzzer
 // and benchmarks, which feed the reader without a socket.
-type sliceSource struct{ b []byte }
+type sliceSource struct {
+	b    []byte
+	head int // bytes of b that are contiguous (0: all); see Contiguous
+}
 
 func (s *sliceSource) Len() int { return len(s.b) }
 
@@ -538,4 +606,13 @@ func (s *sliceSource) Next(n int) ([]byte, error) {
 func (s *sliceSource) Skip(n int) error {
 	s.b = s.b[n:]
 	return nil
+}
+
+// Contiguous is the first head bytes of the slice (all of it when head is
+// 0), so that tests can place a buffer boundary anywhere.
+func (s *sliceSource) Contiguous() []byte {
+	if s.head > 0 && s.head < len(s.b) {
+		return s.b[:s.head:s.head]
+	}
+	return s.b
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	cwnetpoll "github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
 )
 
@@ -77,12 +78,17 @@ func decodeChunks(data, splits []byte, maxSize int, join bool) (events []frameEv
 		defer func() { putBuf(j.buf) }()
 	}
 	for len(data) > 0 {
-		n := len(data)
+		n, head := len(data), 0
 		if len(splits) > 0 {
+			// The low six bits size the chunk, the top two place a buffer
+			// node boundary in it (none, or at a quarter, half, three
+			// quarters): Contiguous stops there, as netpoll's does at the
+			// end of a node.
 			n = min(n, int(splits[0])%64+1)
+			head = int(splits[0]>>6) * n / 4
 			splits = splits[1:]
 		}
-		src := &sliceSource{b: data[:n]}
+		src := &sliceSource{b: data[:n], head: head}
 		data = data[n:]
 		stop, err := r.consume(src, maxSize, 0, sink, j)
 		if src.Len() != 0 && err == nil && !stop {
@@ -452,5 +458,104 @@ func BenchmarkFrameParseBurst(b *testing.B) {
 			b.Fatal(err)
 		}
 		n += 64
+	}
+}
+
+// BenchmarkFrameReadLinkBuffer is BenchmarkFrameParseBurst from netpoll's
+// own buffer, as on a connection: each round is one read of 64 frames
+// (Malloc, copy, Flush) decoded and released.
+func BenchmarkFrameReadLinkBuffer(b *testing.B) {
+	var burst []byte
+	for i := range 64 {
+		burst = append(burst, clientFrame(true, 0, opText, fmt.Appendf(nil, `{"tag":"fleet/dev%03d/temp","message":{"t":1733230000000000000,"p":"%040d"}}`, i, i))...)
+	}
+	var r frameReader
+	sink := &nopSink{}
+	lb := cwnetpoll.NewLinkBuffer(len(burst))
+	defer lb.Release()
+	b.SetBytes(int64(len(burst) / 64))
+	b.ReportAllocs()
+	n := 0
+	for n < b.N {
+		buf, _ := lb.Malloc(len(burst))
+		copy(buf, burst)
+		_ = lb.Flush()
+		if _, err := r.consume(lb, 1<<20, 0, sink, nil); err != nil {
+			b.Fatal(err)
+		}
+		_ = lb.Release()
+		n += 64
+	}
+}
+
+// heldSink records messages and whether each was delivered as a view of
+// the source (frameReader.held).
+type heldSink struct {
+	r      *frameReader
+	events []frameEvent
+	held   []bool
+}
+
+func (s *heldSink) onMessage(text bool, payload []byte) {
+	s.events = append(s.events, frameEvent{'t', string(payload)})
+	s.held = append(s.held, s.r.held)
+}
+func (s *heldSink) onControl(byte, []byte) bool { return false }
+func (s *heldSink) admitJoined() bool           { return true }
+func (s *heldSink) onJoined([]byte)             {}
+
+// TestFrameReaderAcrossBufferNodes feeds netpoll's own LinkBuffer, written
+// in uneven pieces so that its nodes end inside frames and inside headers:
+// the frames that lie whole in one node are decoded from Contiguous's view
+// and skipped together, the others are read across nodes (netpoll copies)
+// or stashed, and every message arrives in order, byte for byte; only the
+// ones read in place are held.
+func TestFrameReaderAcrossBufferNodes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	var data []byte
+	var want []frameEvent
+	for i := range 400 {
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, 1+rng.IntN(300))
+		data = append(data, clientFrame(true, 0, opText, p)...)
+		want = append(want, frameEvent{'t', string(p)})
+	}
+	var r frameReader
+	defer r.reset()
+	sink := &heldSink{r: &r}
+	lb := cwnetpoll.NewLinkBuffer(64)
+	defer lb.Release()
+	nodes := 0
+	for len(data) > 0 {
+		for range 1 + rng.IntN(3) { // a few reads before the reader runs
+			n := min(len(data), 1+rng.IntN(700))
+			buf, _ := lb.Malloc(n)
+			copy(buf, data[:n])
+			data = data[n:]
+			_ = lb.Flush()
+		}
+		if c := lb.Contiguous(); len(c) < lb.Len() {
+			nodes++
+		}
+		if _, err := r.consume(lb, 1<<20, 0, sink, nil); err != nil {
+			t.Fatal(err)
+		}
+		if lb.Len() != 0 {
+			t.Fatalf("%d bytes left unread", lb.Len())
+		}
+	}
+	if nodes == 0 {
+		t.Fatal("the input never spanned two buffer nodes: the test covers nothing")
+	}
+	if !slices.Equal(sink.events, want) {
+		t.Fatalf("got %d messages, want %d, or not the same", len(sink.events), len(want))
+	}
+	heldN := 0
+	for _, h := range sink.held {
+		if h {
+			heldN++
+		}
+	}
+	if heldN == 0 || heldN == len(sink.held) {
+		t.Fatalf("%d of %d messages held: want some read in place and some not", heldN, len(sink.held))
 	}
 }

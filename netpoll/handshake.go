@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	cwnetpoll "github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
 )
 
@@ -213,7 +212,7 @@ var responseTooLarge = []byte("HTTP/1.1 431 Request Header Fields Too Large\r\nC
 // readHandshake accumulates the upgrade request and runs the upgrade once
 // its header block is complete. Bytes after the request (a pipelined first
 // frame) are left in rd for the frame reader.
-func (c *Conn) readHandshake(rd cwnetpoll.Reader) {
+func (c *Conn) readHandshake(rd byteSource) {
 	limit := c.srv.cfg.MaxHeaderBytes
 	avail := rd.Len()
 	if c.rd.stash == nil {

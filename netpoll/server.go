@@ -519,7 +519,8 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 	if h := s.testHookOnRequest.Load(); h != nil {
 		(*h)()
 	}
-	rd := nc.Reader()
+	in := nc.Reader()
+	rd := sourceOf(in)
 	if rd.Len() == 0 {
 		return nil
 	}
@@ -563,7 +564,7 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 			c.dropTCP(causeServer)
 		}
 	}
-	_ = rd.Release()
+	_ = in.Release()
 	c.holdInput(rd.Len())
 	return nil
 }
@@ -578,6 +579,25 @@ func (c *Conn) recoverHandler(where string) {
 		c.mode = modeDiscard
 		c.dropTCP(causeServer)
 	}
+}
+
+// sourceOf returns netpoll's Reader as the frame reader's byteSource: the
+// fork's connection and LinkBuffer have Contiguous; any other Reader (none
+// in Gatecast) is served by Peek.
+func sourceOf(rd cwnetpoll.Reader) byteSource {
+	if src, ok := rd.(byteSource); ok {
+		return src
+	}
+	return peekSource{rd}
+}
+
+// peekSource is a byteSource over a Reader without Contiguous: its head is
+// all of its input, which Peek may copy.
+type peekSource struct{ cwnetpoll.Reader }
+
+func (p peekSource) Contiguous() []byte {
+	b, _ := p.Peek(p.Len())
+	return b
 }
 
 // readFrames decodes up to readBudget bytes of frames from rd and delivers

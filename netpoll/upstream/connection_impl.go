@@ -152,6 +152,12 @@ func (c *connection) Peek(n int) (buf []byte, err error) {
 	return c.inputBuffer.Peek(n)
 }
 
+// Contiguous returns the unread input at the head of the buffer that lies in
+// one node, without waiting (see LinkBuffer.Contiguous). (Gatecast patch.)
+func (c *connection) Contiguous() []byte {
+	return c.inputBuffer.Contiguous()
+}
+
 // Skip implements Connection.
 func (c *connection) Skip(n int) (err error) {
 	if err = c.waitRead(n); err != nil {

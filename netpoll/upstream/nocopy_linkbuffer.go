@@ -179,6 +179,24 @@ func (b *UnsafeLinkBuffer) Peek(n int) (p []byte, err error) {
 	return p[:n], nil
 }
 
+// Contiguous returns the unread bytes at the head of the buffer that lie in
+// one node: all of them, or a prefix; empty only when nothing is buffered.
+// Like Peek's, the slice is valid until Release, and it copies nothing, so
+// a reader can decode many small records from one call and Skip them
+// together instead of paying Peek and Next per record. (Gatecast patch.)
+func (b *UnsafeLinkBuffer) Contiguous() []byte {
+	n := b.Len()
+	if n <= 0 {
+		return nil
+	}
+	l := b.read.Len()
+	for l == 0 && b.read != b.flush {
+		b.read = b.read.next
+		l = b.read.Len()
+	}
+	return b.read.Peek(min(l, n))
+}
+
 // Skip implements Reader.
 func (b *UnsafeLinkBuffer) Skip(n int) (err error) {
 	if n <= 0 {

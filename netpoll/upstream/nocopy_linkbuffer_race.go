@@ -52,6 +52,13 @@ func (b *SafeLinkBuffer) Skip(n int) (err error) {
 	return b.UnsafeLinkBuffer.Skip(n)
 }
 
+// Contiguous is UnsafeLinkBuffer.Contiguous under the lock. (Gatecast patch.)
+func (b *SafeLinkBuffer) Contiguous() []byte {
+	b.Lock()
+	defer b.Unlock()
+	return b.UnsafeLinkBuffer.Contiguous()
+}
+
 // Until implements Reader.
 func (b *SafeLinkBuffer) Until(delim byte) (line []byte, err error) {
 	b.Lock()
