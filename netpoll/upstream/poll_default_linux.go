@@ -65,6 +65,7 @@ type defaultPoll struct {
 	trigger uint32         // trigger flag
 	m       sync.Map       //nolint:unused // only used in go:race
 	opcache *operatorCache // operator cache
+	idle    idleParker     // how Wait waits for events (Gatecast patch)
 	// fns for handle events
 	Reset   func(size, caps int)
 	Handler func(events []epollevent) (closed bool)
@@ -97,7 +98,12 @@ func (p *defaultPoll) Wait() (err error) {
 		if n == p.size && p.size < 128*1024 {
 			p.Reset(p.size<<1, caps)
 		}
-		n, err = EpollWait(p.fd, p.events, msec)
+		if msec == 0 {
+			n, err = EpollWait(p.fd, p.events, 0)
+		} else {
+			// Where upstream blocks: park or block (Gatecast patch).
+			n, err = p.idle.wait(p.fd, p.events)
+		}
 		if err != nil && err != syscall.EINTR {
 			return err
 		}
