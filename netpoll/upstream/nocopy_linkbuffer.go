@@ -189,12 +189,8 @@ func (b *UnsafeLinkBuffer) Contiguous() []byte {
 	if n <= 0 {
 		return nil
 	}
-	l := b.read.Len()
-	for l == 0 && b.read != b.flush {
-		b.read = b.read.next
-		l = b.read.Len()
-	}
-	return b.read.Peek(min(l, n))
+	b.isSingleNode(1) // moves b.read past the nodes already read
+	return b.read.Peek(min(b.read.Len(), n))
 }
 
 // Skip implements Reader.
