@@ -187,24 +187,10 @@ func (r *frameReader) consume(src byteSource, maxSize, budget int, sink frameSin
 			if ok {
 				total := h.size + int(h.length)
 				if avail >= total {
+					// Delivered as consumeHead delivers a frame of the head
+					// (its header parsed again: the rare path).
 					p, _ := src.Next(total)
-					r.taken += total
-					payload := p[h.size:total:total]
-					if j != nil && h.op == opBinary && h.fin && r.fragOp == 0 {
-						ws.Cipher(payload, h.mask, 0)
-						if sink.admitJoined() && len(payload) > 0 {
-							if j.buf == nil {
-								j.buf = getBuf(min(len(payload)+src.Len(), budget, maxSize))
-							}
-							j.buf = appendPooled(j.buf, payload, 0)
-						}
-						continue
-					}
-					j.flush(sink)
-					r.held = h.op != opContinuation
-					stop, err := r.frame(&h, payload, sink)
-					r.held = false
-					if stop || err != nil {
+					if _, stop, err := r.consumeHead(p, &h, maxSize, end, budget, sink, j); stop || err != nil {
 						return stop, err
 					}
 					continue
