@@ -520,7 +520,7 @@ func (s *Server) onRequest(ctx context.Context, nc cwnetpoll.Connection) error {
 		(*h)()
 	}
 	in := nc.Reader()
-	rd := sourceOf(in)
+	rd := in.(byteSource) // the fork's connection has Contiguous
 	if rd.Len() == 0 {
 		return nil
 	}
@@ -579,25 +579,6 @@ func (c *Conn) recoverHandler(where string) {
 		c.mode = modeDiscard
 		c.dropTCP(causeServer)
 	}
-}
-
-// sourceOf returns netpoll's Reader as the frame reader's byteSource: the
-// fork's connection and LinkBuffer have Contiguous; any other Reader (none
-// in Gatecast) is served by Peek.
-func sourceOf(rd cwnetpoll.Reader) byteSource {
-	if src, ok := rd.(byteSource); ok {
-		return src
-	}
-	return peekSource{rd}
-}
-
-// peekSource is a byteSource over a Reader without Contiguous: its head is
-// all of its input, which Peek may copy.
-type peekSource struct{ cwnetpoll.Reader }
-
-func (p peekSource) Contiguous() []byte {
-	b, _ := p.Peek(p.Len())
-	return b
 }
 
 // readFrames decodes up to readBudget bytes of frames from rd and delivers
