@@ -2,6 +2,7 @@ package netpoll
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -32,4 +33,61 @@ func TestIdleParkDelivers(t *testing.T) {
 	if parks := cwnetpoll.IdleParks() - before; parks < 20 {
 		t.Fatalf("%d parks in 40 idle waits: the test no longer covers parking", parks)
 	}
+}
+
+// TestIdleParkManyConnections parks the poller while it watches many
+// connections and checks that a message on any of them wakes it, and that
+// parking holds no descriptor per park: the idle park's bridge (an epoll
+// fd watching the poller's) is opened once and kept, so the number of
+// epoll descriptors of the process stays the same across parks.
+func TestIdleParkManyConnections(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	h := newTestHandler()
+	s, _ := startServer(t, Config{}, h)
+	const conns = 300
+	clients := make([]*client, conns)
+	for i := range clients {
+		clients[i] = dialManual(t, s)
+		h.waitOpened(t)
+	}
+	echo := func(i int) {
+		t.Helper()
+		time.Sleep(2 * time.Millisecond) // > parkAfter: the next wait parks
+		cl := clients[(i*37)%conns]
+		msg := fmt.Sprintf("connection %03d after a pause", (i*37)%conns)
+		cl.send(true, []byte(msg))
+		if f := cl.expectMessage(); string(f.Payload) != msg {
+			t.Fatalf("echo %d: %q", i, f.Payload)
+		}
+	}
+	for i := range 5 { // the first parks open the bridge
+		echo(i)
+	}
+	epolls := countEpollFDs(t)
+	before := cwnetpoll.IdleParks()
+	for i := 5; i < 60; i++ {
+		echo(i)
+	}
+	if parks := cwnetpoll.IdleParks() - before; parks < 25 {
+		t.Fatalf("%d parks in 55 idle waits: the test no longer covers parking", parks)
+	}
+	if n := countEpollFDs(t); n != epolls {
+		t.Fatalf("epoll descriptors %d after the parks, %d before: parking opens or leaks descriptors", n, epolls)
+	}
+}
+
+// countEpollFDs counts the process's open epoll descriptors.
+func countEpollFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "anon_inode:[eventpoll]" {
+			n++
+		}
+	}
+	return n
 }

@@ -145,6 +145,7 @@ func (p *defaultPoll) handler(events []epollevent) (closed bool) {
 			// if closed & exit
 			if p.buf[0] > 0 {
 				syscall.Close(p.wop.FD)
+				p.idle.close() // Gatecast patch: the idle park's bridge
 				syscall.Close(p.fd)
 				operator.done()
 				return true

@@ -33,84 +33,128 @@ const parkAfter = 200 * time.Microsecond
 // context switches per message at 1,000 msg/s, NATS 3.1). A parked
 // goroutine holds no P.
 //
-// It parks by registering a duplicate of the epoll fd (readable while any
-// fd it watches has an event) with the runtime's poller for the time of
-// the wait only: a registration kept for good costs the kernel a nested
-// wakeup callback on every event of every socket, busy or not (10-20 %
-// more CPU in a seed fan-in at 1.25 M msg/s, docs/PERFORMANCE.md).
+// It parks on a bridge: an epoll fd of its own that watches the poller's
+// epoll fd with EPOLLONESHOT and is registered with the runtime's poller
+// once, for good. A park arms the bridge (EPOLL_CTL_MOD), waits for the
+// runtime to report it readable and takes its one event, which disarms it
+// again. Why not simpler:
+//   - the poller's epoll fd registered with the runtime directly, for
+//     good: every event of every socket then reaches the runtime's epoll
+//     too and wakes whichever thread waits there, busy or not (10-20 %
+//     more CPU in a seed fan-in at 1.25 M msg/s, docs/PERFORMANCE.md);
+//   - registered for the time of each park (a duplicate fd added, then
+//     closed): adding an epoll fd to another makes the kernel walk every
+//     fd it watches (the loop and path checks of epoll_ctl), so each park
+//     cost time in proportion to the connections (7 % of the broker's core
+//     in a fan-out to 2,000 subscribers; 70-90 % of it with 10,000
+//     connections at 1,000 msg/s, docs/PERFORMANCE.md).
 //
-// Only the poller's goroutine (defaultPoll.Wait) uses it.
+// Disarmed, the bridge costs each socket event one nested callback that
+// finds nothing to do; it is added once, when the first park comes.
+//
+// Only the poller's goroutine (defaultPoll.Wait and, for close, its
+// handler) uses it.
 type idleParker struct {
-	blocked  time.Duration // how long the last wait took
-	broken   bool          // the runtime refused the fd once: block from then on
-	nonblock bool          // O_NONBLOCK set on the epoll file (shared by its duplicates)
-	// The state of one park, kept here so that try is bound once (tryFn).
-	epfd   int
-	events []epollevent
-	n      int
-	err    error
-	tryFn  func(uintptr) bool
+	blocked time.Duration // how long the last wait took
+	broken  bool          // the bridge failed once: block from then on
+	bridge  *os.File      // nil until the first park
+	rc      syscall.RawConn
+	bfd     int           // bridge's fd
+	probe   [1]epollevent // takes the bridge's event
+	err     error         // of the last probe
+	tryFn   func(uintptr) bool
 }
 
 // wait returns the next events of epfd (or an error, as EpollWait),
 // parking or blocking until there are some.
 func (ip *idleParker) wait(epfd int, events []epollevent) (n int, err error) {
 	start := time.Now()
-	parked := false
 	// Only with one P: with more, an idle P exists and sysmon leaves a P
 	// waiting in a system call alone for 10 ms, so there is nothing to
-	// save, and a park costs five system calls and three small allocations
-	// (the os.File and its RawConn).
-	if ip.blocked >= parkAfter && !ip.broken && runtime.GOMAXPROCS(0) == 1 {
-		n, err, parked = ip.park(epfd, events)
-	}
-	if !parked {
+	// save, and a park costs two system calls more than blocking.
+	if ip.blocked >= parkAfter && !ip.broken && runtime.GOMAXPROCS(0) == 1 && ip.park(epfd) {
+		n, err = EpollWait(epfd, events, 0)
+	} else {
 		n, err = EpollWait(epfd, events, -1)
 	}
 	ip.blocked = time.Since(start)
 	return n, err
 }
 
-// park waits on the runtime's poller; parked=false when it could not.
-func (ip *idleParker) park(epfd int, events []epollevent) (n int, err error, parked bool) {
-	r0, _, e0 := syscall.Syscall(syscall.SYS_FCNTL, uintptr(epfd), syscall.F_DUPFD_CLOEXEC, 0)
-	if e0 != 0 {
-		return 0, nil, false
-	}
-	fd := int(r0)
-	if !ip.nonblock {
-		if syscall.SetNonblock(fd, true) != nil {
-			_ = syscall.Close(fd)
-			ip.broken = true
-			return 0, nil, false
-		}
-		ip.nonblock = true
-	}
-	f := os.NewFile(uintptr(fd), "epoll")
-	rc, rerr := f.SyscallConn()
-	// SetReadDeadline fails on a file the runtime did not register.
-	if rerr != nil || f.SetReadDeadline(time.Time{}) != nil {
-		_ = f.Close()
+// park returns once epfd has events, or false at once if it cannot park
+// (the bridge is then given up: broken).
+func (ip *idleParker) park(epfd int) bool {
+	if ip.bridge == nil && !ip.open(epfd) {
 		ip.broken = true
-		return 0, nil, false
+		return false
 	}
-	if ip.tryFn == nil {
-		ip.tryFn = ip.try
+	arm := epollevent{events: syscall.EPOLLIN | syscall.EPOLLONESHOT}
+	if EpollCtl(ip.bfd, syscall.EPOLL_CTL_MOD, epfd, &arm) != nil {
+		ip.fail()
+		return false
 	}
-	ip.epfd, ip.events = epfd, events
 	idleParks.Add(1)
-	rerr = rc.Read(ip.tryFn)
-	n, err = ip.n, ip.err
-	ip.events, ip.err = nil, nil
-	_ = f.Close()
-	if err == nil && rerr != nil {
-		err = rerr
+	ip.err = nil
+	if err := ip.rc.Read(ip.tryFn); err != nil || ip.err != nil {
+		ip.fail()
+		return false
 	}
-	return n, err, true
+	return true
 }
 
-// try is one non-blocking epoll_wait; done once it found events or failed.
+// try takes the bridge's event without blocking; done once it has one
+// (the bridge is disarmed again) or the bridge failed.
 func (ip *idleParker) try(uintptr) bool {
-	ip.n, ip.err = EpollWait(ip.epfd, ip.events, 0)
-	return ip.n > 0 || ip.err != nil && ip.err != syscall.EINTR
+	n, err := EpollWait(ip.bfd, ip.probe[:], 0)
+	if err != nil && err != syscall.EINTR {
+		ip.err = err
+		return true
+	}
+	return n > 0
+}
+
+// open makes the bridge watching epfd, disarmed, and registers it with
+// the runtime's poller.
+func (ip *idleParker) open(epfd int) bool {
+	fd, err := EpollCreate(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	// The runtime registers only a non-blocking fd.
+	if syscall.SetNonblock(fd, true) != nil {
+		_ = syscall.Close(fd)
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "netpoll-bridge")
+	rc, err := f.SyscallConn()
+	// SetReadDeadline fails on a file the runtime did not register.
+	if err != nil || f.SetReadDeadline(time.Time{}) != nil {
+		_ = f.Close()
+		return false
+	}
+	// Added with no event but EPOLLONESHOT: disarmed until a park arms it.
+	// The bridge is registered with the runtime first, while it is empty,
+	// so that this add is the only one that walks epfd's fds.
+	off := epollevent{events: syscall.EPOLLONESHOT}
+	if EpollCtl(fd, syscall.EPOLL_CTL_ADD, epfd, &off) != nil {
+		_ = f.Close()
+		return false
+	}
+	ip.bridge, ip.rc, ip.bfd = f, rc, fd
+	ip.tryFn = ip.try
+	return true
+}
+
+// fail gives the bridge up: the poller blocks as upstream from then on.
+func (ip *idleParker) fail() {
+	ip.broken = true
+	ip.close()
+}
+
+// close releases the bridge (the poller is closing, or the bridge failed).
+func (ip *idleParker) close() {
+	if ip.bridge != nil {
+		_ = ip.bridge.Close()
+		ip.bridge, ip.rc = nil, nil
+	}
 }
