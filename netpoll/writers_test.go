@@ -20,7 +20,15 @@ func TestFullSocketDoesNotHoldBackCloses(t *testing.T) {
 	slowSess := h.waitOpened(t)
 	payload := bytes.Repeat([]byte{0xcd}, 16<<10)
 	deadline := time.Now().Add(10 * time.Second)
-	for slowSess.c.flushStart.Load() == 0 {
+	for {
+		// Stuck: a flush started and still the same one a moment later
+		// (a write that completes sets flushStart only while it runs).
+		if at := slowSess.c.flushStart.Load(); at != 0 {
+			time.Sleep(20 * time.Millisecond)
+			if slowSess.c.flushStart.Load() == at {
+				break
+			}
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("the non-reading client's flush never got stuck")
 		}
