@@ -39,11 +39,12 @@ type writerQueue struct {
 	running bool    // a writer goroutine serves this queue; guarded by mu
 	scratch []byte  // the writer's batch buffer (writeBatch); writer goroutine only
 	runFn   func()  // run bound once, so that starting a writer allocates nothing
-	// ended: Unix ns when the last writer found the queue empty (written
-	// under mu, read by the next writer, which startDrain starts after
-	// taking mu). busy: writers started in a row within busyWriterGap of
-	// the end of the one before. Writer goroutine only.
-	ended int64
+	// ended: when the last writer found the queue empty (written under
+	// mu, read by the next writer, which startDrain starts after taking
+	// mu; monotonic, so a step of the wall clock cannot fake a busy
+	// server). busy: writers started in a row within busyWriterGap of the
+	// end of the one before. Writer goroutine only.
+	ended time.Time
 	busy  int
 }
 
@@ -77,7 +78,7 @@ func (s *Server) startDrain(c *Conn) {
 
 // run writes the queue's connections until the queue is empty.
 func (q *writerQueue) run() {
-	if time.Now().UnixNano()-q.ended < busyWriterGap {
+	if time.Since(q.ended) < busyWriterGap {
 		q.busy++
 	} else {
 		q.busy = 0
@@ -92,7 +93,7 @@ func (q *writerQueue) run() {
 		batch := q.pending
 		if len(batch) == 0 {
 			q.running = false
-			q.ended = time.Now().UnixNano()
+			q.ended = time.Now()
 			q.mu.Unlock()
 			return
 		}
@@ -132,7 +133,7 @@ func (q *writerQueue) run() {
 // together, and the p99 of a 1 → 1 stream rose by 0.1 ms: hence several
 // short gaps in a row).
 const (
-	busyWriterGap    = int64(200 * time.Microsecond)
+	busyWriterGap    = 200 * time.Microsecond
 	busyWriterStarts = 3
 )
 
