@@ -233,15 +233,70 @@ func (d *SeedDecoder) decodeEncoderForm(p []byte) (tag, message []byte, ok bool)
 		return nil, nil, false
 	}
 	var ve int
-	if p[vs] == '"' {
+	switch p[vs] {
+	case '"':
 		ve, _ = scanString(p, vs)
-	} else {
+	case '{':
+		if ve = skipCompactObject(p, vs); ve < 0 {
+			ve = d.skipValue(p, vs, 1)
+		}
+	default:
 		ve = d.skipValue(p, vs, 1)
 	}
 	if ve != len(p)-len(seedSuffix) || p[ve] != '}' {
 		return nil, nil, false
 	}
 	return p[len(head) : te-1], p[vs:ve], true
+}
+
+// skipCompactObject is skipValue for the message devices nearly always
+// send: an object without whitespace whose members are strings, numbers,
+// true, false or null, no container inside ({"t":21.5,"id":"room1"}). It
+// returns the index just after it, or -1 for anything else, valid or not:
+// the caller then asks skipValue, which also tells an invalid payload. It
+// skips what skipValue does per value for the general case - the switch
+// over every kind, the nesting record, whitespace between tokens.
+// p[i] is '{'.
+func skipCompactObject(p []byte, i int) int {
+	j := i + 1
+	if j < len(p) && p[j] == '}' {
+		return j + 1
+	}
+	for {
+		if j >= len(p) || p[j] != '"' {
+			return -1
+		}
+		if j, _ = scanString(p, j); j < 0 || j >= len(p) || p[j] != ':' {
+			return -1
+		}
+		if j++; j >= len(p) {
+			return -1
+		}
+		switch c := p[j]; {
+		case c == '"':
+			j, _ = scanString(p, j)
+		case c == '-' || '0' <= c && c <= '9':
+			j = scanNumber(p, j)
+		case c == 't' && len(p)-j >= 4 && string(p[j:j+4]) == "true",
+			c == 'n' && len(p)-j >= 4 && string(p[j:j+4]) == "null":
+			j += 4
+		case c == 'f' && len(p)-j >= 5 && string(p[j:j+5]) == "false":
+			j += 5
+		default:
+			return -1
+		}
+		if j < 0 || j >= len(p) {
+			return -1
+		}
+		switch p[j] {
+		case ',':
+			j++
+		case '}':
+			return j + 1
+		default:
+			return -1
+		}
+	}
 }
 
 // ValidUTF8 is utf8.Valid(p), quicker for the usual all-ASCII payload: it

@@ -482,6 +482,46 @@ func checkScanners(t *testing.T, p []byte) {
 			t.Fatalf("skipDigits(%q, %d) = %d, reference %d", p, i, got, want)
 		}
 	}
+	// Where the compact-object path answers, it answers as skipValue.
+	var d SeedDecoder
+	for i := range p {
+		if p[i] == '{' && utf8.Valid(p) {
+			if end := skipCompactObject(p, i); end >= 0 {
+				if want := d.skipValue(p, i, 1); end != want {
+					t.Fatalf("skipCompactObject(%q, %d) = %d, skipValue %d", p, i, end, want)
+				}
+			}
+		}
+	}
+}
+
+// TestSkipCompactObject: the compact-object path takes the objects it is
+// for and leaves everything else, valid or not, to skipValue.
+func TestSkipCompactObject(t *testing.T) {
+	takes := []string{
+		`{}`, `{"t":1}`, `{"t":-0.5e+3,"p":"x\"y","a":true,"b":false,"c":null}`,
+		`{"device":"room1-t1","celsius":21.5,"humidity":40,"ts":17000000}`, `{"":""}`,
+	}
+	for _, s := range takes {
+		p := []byte(s + `,`)
+		if end := skipCompactObject(p, 0); end != len(s) {
+			t.Errorf("skipCompactObject(%q) = %d, want %d", s, end, len(s))
+		}
+	}
+	leaves := []string{
+		`{ "t":1}`, `{"t": 1}`, `{"t":1 }`, `{"t":{}}`, `{"t":[1]}`, `{"t":1,}`, `{"t"}`, `{"t":}`,
+		`{"t":tru}`, `{"t":01}`, `{"t":1`, `{"t":"x`, `{`, `{"t":nul}`, `{t:1}`, `{"t":1]`, `{"t":-}`,
+	}
+	var d SeedDecoder
+	for _, s := range leaves {
+		p := []byte(s)
+		if end := skipCompactObject(p, 0); end >= 0 && end != d.skipValue(p, 0, 1) {
+			t.Errorf("skipCompactObject(%q) = %d, skipValue %d", s, end, d.skipValue(p, 0, 1))
+		}
+		if skipCompactObject(p, 0) >= 0 {
+			t.Errorf("skipCompactObject(%q) took it", s)
+		}
+	}
 }
 
 // TestSWARTests checks the word tests byte by byte: for every value of one
