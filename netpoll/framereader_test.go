@@ -559,3 +559,17 @@ func TestFrameReaderAcrossBufferNodes(t *testing.T) {
 		t.Fatalf("%d of %d messages held: want some read in place and some not", heldN, len(sink.held))
 	}
 }
+
+// BenchmarkUnmaskASCII99 unmasks and checks the payload of the harness's
+// fan-in frame (99 bytes: a seed publish with a 64-byte message).
+func BenchmarkUnmaskASCII99(b *testing.B) {
+	p := make([]byte, 99)
+	for i := range p {
+		p[i] = 'a' + byte(i%26)
+	}
+	mask := [4]byte{1, 2, 3, 4}
+	b.SetBytes(int64(len(p)))
+	for b.Loop() {
+		unmaskASCII(p, mask)
+	}
+}
