@@ -277,11 +277,8 @@ func skipCompactObject(p []byte, i int) int {
 			j, _ = scanString(p, j)
 		case c == '-' || '0' <= c && c <= '9':
 			j = scanNumber(p, j)
-		case c == 't' && len(p)-j >= 4 && string(p[j:j+4]) == "true",
-			c == 'n' && len(p)-j >= 4 && string(p[j:j+4]) == "null":
-			j += 4
-		case c == 'f' && len(p)-j >= 5 && string(p[j:j+5]) == "false":
-			j += 5
+		case c == 't' || c == 'f' || c == 'n':
+			j = skipLiteral(p, j)
 		default:
 			return -1
 		}
@@ -420,21 +417,10 @@ func (d *SeedDecoder) skipValue(p []byte, i, base int) int {
 			if i, _ = scanString(p, i); i < 0 {
 				return -1
 			}
-		case 't':
-			if len(p)-i < 4 || string(p[i:i+4]) != "true" {
+		case 't', 'f', 'n':
+			if i = skipLiteral(p, i); i < 0 {
 				return -1
 			}
-			i += 4
-		case 'f':
-			if len(p)-i < 5 || string(p[i:i+5]) != "false" {
-				return -1
-			}
-			i += 5
-		case 'n':
-			if len(p)-i < 4 || string(p[i:i+4]) != "null" {
-				return -1
-			}
-			i += 4
 		default:
 			if i = scanNumber(p, i); i < 0 {
 				return -1
@@ -480,6 +466,22 @@ func (d *SeedDecoder) skipValue(p []byte, i, base int) int {
 		}
 		i = skipWS(p, i)
 	}
+}
+
+// skipLiteral returns the index after the literal true, false or null
+// starting at p[i] (whose first byte is 't', 'f' or 'n'), or -1.
+func skipLiteral(p []byte, i int) int {
+	lit := "null"
+	switch p[i] {
+	case 't':
+		lit = "true"
+	case 'f':
+		lit = "false"
+	}
+	if len(p)-i < len(lit) || string(p[i:i+len(lit)]) != lit {
+		return -1
+	}
+	return i + len(lit)
 }
 
 // push records the kind of nesting level n.
