@@ -23,7 +23,7 @@ func TestIdleParkDelivers(t *testing.T) {
 	h.waitOpened(t)
 	before := cwnetpoll.IdleParks()
 	for i := range 40 {
-		time.Sleep(2 * time.Millisecond) // > parkAfter: the next wait parks
+		time.Sleep(2 * time.Millisecond) // the poller goes idle and parks
 		msg := fmt.Sprintf("after a pause %02d", i)
 		cl.send(true, []byte(msg))
 		if f := cl.expectMessage(); string(f.Payload) != msg {
@@ -52,7 +52,7 @@ func TestIdleParkManyConnections(t *testing.T) {
 	}
 	echo := func(i int) {
 		t.Helper()
-		time.Sleep(2 * time.Millisecond) // > parkAfter: the next wait parks
+		time.Sleep(2 * time.Millisecond) // the poller goes idle and parks
 		cl := clients[(i*37)%conns]
 		msg := fmt.Sprintf("connection %03d after a pause", (i*37)%conns)
 		cl.send(true, []byte(msg))
@@ -73,6 +73,45 @@ func TestIdleParkManyConnections(t *testing.T) {
 	}
 	if n := countEpollFDs(t); n != epolls {
 		t.Fatalf("epoll descriptors %d after the parks, %d before: parking opens or leaks descriptors", n, epolls)
+	}
+}
+
+// TestBusyPollerParks checks that with one P a busy poller parks too,
+// never blocking in epoll_wait: a blocking wait holds the only P while
+// goroutines may still be queued on it (a writer started by the last
+// read, publishers released from a stall), and they then waited until
+// sysmon handed the P over, up to milliseconds later
+// (netpoll/upstream/poll_park_linux.go).
+func TestBusyPollerParks(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	h := newTestHandler()
+	s, _ := startServer(t, Config{}, h)
+	clients := make([]*client, 20)
+	for i := range clients {
+		clients[i] = dialManual(t, s)
+		h.waitOpened(t)
+	}
+	round := func(r int) {
+		t.Helper()
+		for i, cl := range clients { // back to back: no pause for the poller to go idle
+			cl.send(true, []byte(fmt.Sprintf("round %03d from %02d", r, i)))
+		}
+		for i, cl := range clients {
+			if f, want := cl.expectMessage(), fmt.Sprintf("round %03d from %02d", r, i); string(f.Payload) != want {
+				t.Fatalf("echo %q, want %q", f.Payload, want)
+			}
+		}
+	}
+	round(0) // the first park opens the bridge
+	blocked, parks := cwnetpoll.BlockingWaits(), cwnetpoll.IdleParks()
+	for r := 1; r <= 50; r++ {
+		round(r)
+	}
+	if n := cwnetpoll.BlockingWaits() - blocked; n != 0 {
+		t.Fatalf("%d blocking epoll_wait calls with one P: the poller held the P while waiting", n)
+	}
+	if cwnetpoll.IdleParks() == parks {
+		t.Fatal("no park in 50 rounds: the test no longer covers the busy poller's wait")
 	}
 }
 

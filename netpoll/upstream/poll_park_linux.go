@@ -11,27 +11,41 @@ import (
 	"time"
 )
 
-// idleParks counts the pollers' parks (IdleParks).
-var idleParks atomic.Uint64
+// idleParks counts the pollers' parks (IdleParks); blockingWaits their
+// waits blocked in epoll_wait (BlockingWaits).
+var idleParks, blockingWaits atomic.Uint64
 
 // IdleParks returns how many times the pollers parked on Go's netpoller
 // instead of blocking in epoll_wait (for tests).
 func IdleParks() uint64 { return idleParks.Load() }
 
-// parkAfter: the poller parks instead of blocking in epoll_wait when its
-// last blocking wait took this long or longer (an idle or lightly loaded
-// poller). A busy one, whose next event is a moment away, blocks as
-// upstream does.
-const parkAfter = 200 * time.Microsecond
+// BlockingWaits returns how many times the pollers blocked in epoll_wait
+// (for tests: with one P, none should once the bridge is open).
+func BlockingWaits() uint64 { return blockingWaits.Load() }
 
 // idleParker is how the poller waits once a non-blocking epoll_wait found
 // nothing. Why: a goroutine blocked in a system call keeps its P, and with
 // GOMAXPROCS=1 (a one-CPU machine or container, or a broker pinned to one
-// core) sysmon takes that P back 20 µs into every idle wait and hands it
-// to a spinning thread that finds nothing: each message reaching an idle
-// broker cost two thread wakeups more than on Go's own netpoller (5.4
-// context switches per message at 1,000 msg/s, NATS 3.1). A parked
-// goroutine holds no P.
+// core) that is the only P:
+//   - idle, sysmon takes the P back 20 µs into every wait and hands it to
+//     a spinning thread that finds nothing: each message reaching an idle
+//     broker cost two thread wakeups more than on Go's own netpoller (5.4
+//     context switches per message at 1,000 msg/s, NATS 3.1);
+//   - busy, the P's run queue may still hold goroutines when the poller
+//     comes back to wait (Gosched put the poller on the global queue,
+//     which the scheduler serves ahead of the local one now and then): a
+//     writer started by the last read's publishes, publishers released
+//     from a stall. They wait until sysmon hands the P over, and sysmon,
+//     which backs off to a 10 ms sleep on a server whose one P is always
+//     running, took up to 5.5 ms to: in a seed fan-in at
+//     6 M msg/s offered the broker's core was 23 % idle in gaps of 1-5 ms
+//     while 200 MB waited in its sockets (docs/PERFORMANCE.md).
+//
+// A parked goroutine holds no P: what is runnable runs, and the runtime
+// reports the events when its queues are empty. So with one P the poller
+// always parks; with more, an idle P exists to run what is queued and
+// sysmon leaves a P waiting in a system call alone for 10 ms, so it blocks
+// as upstream does (a park costs two system calls more than blocking).
 //
 // It parks on a bridge: an epoll fd of its own that watches the poller's
 // epoll fd with EPOLLONESHOT and is registered with the runtime's poller
@@ -55,30 +69,23 @@ const parkAfter = 200 * time.Microsecond
 // Only the poller's goroutine (defaultPoll.Wait and, for close, its
 // handler) uses it.
 type idleParker struct {
-	blocked time.Duration // how long the last wait took
-	broken  bool          // the bridge failed once: block from then on
-	bridge  *os.File      // nil until the first park
-	rc      syscall.RawConn
-	bfd     int           // bridge's fd
-	probe   [1]epollevent // takes the bridge's event
-	err     error         // of the last probe
-	tryFn   func(uintptr) bool
+	broken bool     // the bridge failed once: block from then on
+	bridge *os.File // nil until the first park
+	rc     syscall.RawConn
+	bfd    int           // bridge's fd
+	probe  [1]epollevent // takes the bridge's event
+	err    error         // of the last probe
+	tryFn  func(uintptr) bool
 }
 
 // wait returns the next events of epfd (or an error, as EpollWait),
 // parking or blocking until there are some.
 func (ip *idleParker) wait(epfd int, events []epollevent) (n int, err error) {
-	start := time.Now()
-	// Only with one P: with more, an idle P exists and sysmon leaves a P
-	// waiting in a system call alone for 10 ms, so there is nothing to
-	// save, and a park costs two system calls more than blocking.
-	if ip.blocked >= parkAfter && !ip.broken && runtime.GOMAXPROCS(0) == 1 && ip.park(epfd) {
-		n, err = EpollWait(epfd, events, 0)
-	} else {
-		n, err = EpollWait(epfd, events, -1)
+	if !ip.broken && runtime.GOMAXPROCS(0) == 1 && ip.park(epfd) {
+		return EpollWait(epfd, events, 0)
 	}
-	ip.blocked = time.Since(start)
-	return n, err
+	blockingWaits.Add(1)
+	return EpollWait(epfd, events, -1)
 }
 
 // park returns once epfd has events, or false at once if it cannot park
