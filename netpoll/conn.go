@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	cwnetpoll "github.com/cloudwego/netpoll"
 
@@ -779,7 +780,7 @@ func (c *Conn) fillBatch(buf []byte, head *outSegment, ws bool, closeFrame []byt
 // socket is n < len(p) and no error.
 func writeSome(fd int, p []byte) (n int, err error) {
 	for n < len(p) {
-		m, err := syscall.Write(fd, p[n:])
+		m, err := rawWrite(fd, p[n:])
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -793,6 +794,26 @@ func writeSome(fd int, p []byte) (n int, err error) {
 		n += m
 	}
 	return n, nil
+}
+
+// rawWrite is write(2) on a non-blocking socket, made as a raw system call
+// (as netpoll makes its own readv and sendmsg): the call never waits, so
+// it need not tell the scheduler, and telling it cost. syscall.Write
+// enters the scheduler's system-call state, and the first to do so while
+// sysmon sleeps because every P is idle wakes it: on a broker with one P
+// receiving a message now and then, that was a thread wakeup per message,
+// and sysmon's sleep again after it, on the same core as the write (a
+// fifth of the broker's CPU in a 1 → 1 stream at 1,000 msg/s,
+// docs/PERFORMANCE.md). Busy, a long write (a 256 KiB batch) could also
+// have its P handed to another thread by sysmon while it ran. p is not
+// empty.
+func rawWrite(fd int, p []byte) (int, error) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	runtime.KeepAlive(p)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // onClosed is netpoll's close callback. netpoll runs it exactly once, never

@@ -2,6 +2,7 @@ package netpoll
 
 import (
 	"bytes"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,5 +104,38 @@ func TestWriterPoolWritesEveryClose(t *testing.T) {
 			}
 		}
 		c.expectClose(4003, "forbidden")
+	}
+}
+
+// TestWriteSome checks the writers' raw write(2): what a non-blocking
+// socket takes is written, a full socket is a short count with no error,
+// and a bad descriptor is an error.
+func TestWriteSome(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := writeSome(fds[0], []byte("hello")); n != 5 || err != nil {
+		t.Fatalf("writeSome = %d, %v; want 5, nil", n, err)
+	}
+	got := make([]byte, 5)
+	if n, err := syscall.Read(fds[1], got); n != 5 || err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %d, %v", got[:max(n, 0)], n, err)
+	}
+	big := make([]byte, 16<<20) // more than a socket buffer holds
+	n, err := writeSome(fds[0], big)
+	if err != nil || n <= 0 || n >= len(big) {
+		t.Fatalf("writeSome on a filling socket = %d, %v; want a short count and no error", n, err)
+	}
+	if n, err := writeSome(fds[0], []byte("x")); n != 0 || err != nil {
+		t.Fatalf("writeSome on a full socket = %d, %v; want 0, nil", n, err)
+	}
+	if _, err := writeSome(-1, []byte("x")); err != syscall.EBADF {
+		t.Fatalf("writeSome on fd -1: %v, want EBADF", err)
 	}
 }
