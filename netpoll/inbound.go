@@ -20,9 +20,19 @@ import "time"
 //   - Closing: once a connection is closing or was refused, only its close
 //     handshake matters. Input is skipped without decoding, and after
 //     closeReadAllowance bytes the TCP connection is dropped.
+//
+// maxReadSize is as large as the default InputBufferLimit: a backlogged
+// connection (a broker at capacity, its sockets full) is read in pieces of
+// up to that much, and every read costs the same system call, the same
+// socket lock and (most of the time) an ACK whatever its size. At 64 KiB a
+// seed fan-in at capacity made 9,000-11,000 reads a second; at 256 KiB
+// 3,600-4,500, and the broker's one core moved from pushing back at 6 M
+// msg/s offered to keeping up with what the harness could send
+// (docs/PERFORMANCE.md). A connection that is not backlogged reads what
+// has arrived, as before.
 const (
 	readBudget         = 64 << 10
-	maxReadSize        = 64 << 10
+	maxReadSize        = 256 << 10
 	closeReadAllowance = 1 << 20
 )
 
